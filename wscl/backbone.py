@@ -1,0 +1,85 @@
+"""The Mammoth-style ResNet-18 [code]: 3x3 stride-1 stem, no max-pool, widths w-2w-4w-8w,
+global average pooling and one linear layer over all N heads.
+
+``stages`` lists the network's parts in execution order (stem, then each residual block), which is
+what dynamic freezing needs: "freeze everything up to and including block k" is a prefix of it.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False),
+                                          nn.BatchNorm2d(planes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class Stem(nn.Module):
+    def __init__(self, in_channels: int, width: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, width, 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.bn1(self.conv1(x)))
+
+
+class ResNet18(nn.Module):
+    # Residual blocks before the last stage may be frozen (spec §2, dynamic freezing).
+    N_FREEZABLE_BLOCKS = 6
+
+    def __init__(self, n_heads: int, in_channels: int = 3, width: int = 64):
+        super().__init__()
+        self.stem = Stem(in_channels, width)
+        widths = [width, 2 * width, 4 * width, 8 * width]
+        blocks, in_planes = [], width
+        for i, planes in enumerate(widths):
+            for j in range(2):
+                stride = 2 if (i > 0 and j == 0) else 1
+                blocks.append(BasicBlock(in_planes, planes, stride))
+                in_planes = planes
+        self.blocks = nn.ModuleList(blocks)
+        self.classifier = nn.Linear(in_planes, n_heads)
+
+    @property
+    def stages(self) -> list[nn.Module]:
+        return [self.stem, *self.blocks]
+
+    def block_names(self) -> list[str]:
+        """Names in the paper's terms: layer1.0, layer1.1, ..., layer4.1."""
+        return [f"layer{i // 2 + 1}.{i % 2}" for i in range(len(self.blocks))]
+
+    def freeze_through(self, n_blocks: int) -> None:
+        """Freeze the stem and the first ``n_blocks`` residual blocks (0 = nothing frozen)."""
+        if not 0 <= n_blocks <= self.N_FREEZABLE_BLOCKS:
+            raise ValueError(f"can freeze 0..{self.N_FREEZABLE_BLOCKS} blocks, not {n_blocks}")
+        frozen = self.stages[: n_blocks + 1] if n_blocks else []
+        for stage in self.stages:
+            trainable = not any(stage is f for f in frozen)
+            for p in stage.parameters():
+                p.requires_grad_(trainable)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        for stage in self.stages:
+            x = stage(x)
+        return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))

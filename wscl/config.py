@@ -1,0 +1,215 @@
+"""Run configuration: defaults, presets, overrides and validation.
+
+Resolution order (later wins): package defaults -> preset -> config file -> ``--set``.
+An explicit setting therefore always beats a preset (spec §2b.5).
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with a message that names the setting and the fix."""
+
+
+# The paper's ablation studies as overrides of the `wscl` section (spec §2, "Ablations").
+PRESETS: dict[str, dict[str, Any]] = {
+    "base": {"wscl": {"freezing": {"enabled": False}, "stm": {"size": 0}, "nrem": {"enabled": False},
+                      "plasticity": {"enabled": False}, "rem": {"source": "none"}}},
+    "full": {},
+    "no_freezing": {"wscl": {"freezing": {"enabled": False}}},
+    "no_nrem": {"wscl": {"nrem": {"enabled": False}}},
+    "no_plasticity": {"wscl": {"plasticity": {"enabled": False}}},
+    "no_rem": {"wscl": {"rem": {"source": "none"}}},
+    "rem_noise": {"wscl": {"rem": {"source": "noise"}}},
+    # Buffer-free Wake+REM: no long- or short-term memory, hence no replay, NREM or plasticity.
+    "wake_rem": {"training": {"buffer_size": 0},
+                 "wscl": {"stm": {"size": 0}, "nrem": {"enabled": False}, "plasticity": {"enabled": False}}},
+}
+
+METHODS = ("er", "er_ace", "derpp")
+
+# Allowed values of every setting that is not free-form: choices or (low, high) ranges.
+CHOICES = {
+    "preset": tuple(PRESETS),
+    "fidelity": ("reference", "corrected"),
+    "scenario.head_assignment": ("greedy", "hungarian"),
+    "scenario.augment": ("auto", True, False),
+    "training.method": METHODS,
+    "wscl.freezing.mode": ("training", "buffer", "training_and_buff"),
+    "wscl.rem.source": ("aux", "noise", "none"),
+    "wscl.rem.schedule": ("interleaved", "staged"),
+    "runtime.device": None,  # checked at run time: auto, cpu, cuda, cuda:N
+    "runtime.bf16": ("auto", True, False),
+    "runtime.channels_last": ("auto", True, False),
+}
+RANGES = {
+    "seed": (0, 2**31 - 1),
+    "dataset.mmap_above_mb": (0, None),
+    "dataset.synthetic.classes": (2, None),
+    "dataset.synthetic.dream_classes": (0, None),
+    "dataset.synthetic.train_per_class": (1, None),
+    "dataset.synthetic.test_per_class": (1, None),
+    "dataset.synthetic.dream_per_class": (1, None),
+    "dataset.synthetic.size": (8, 512),
+    "dataset.synthetic.channels": (1, 4),
+    "dataset.synthetic.noise": (0.0, 255.0),
+    "dataset.synthetic.contrast": (0.0, 127.5),
+    "dataset.synthetic.seed": (0, 2**31 - 1),
+    "scenario.n_tasks": (1, None),
+    "scenario.classes_per_task": (1, None),
+    "scenario.val_per_task": (0, None),
+    "scenario.freeze_buffer_per_task": (0, None),
+    "model.width": (1, 1024),
+    "training.epochs": (1, None),
+    "training.batch_size": (1, None),
+    "training.replay_batch_size": (1, None),
+    "training.lr": (0.0, 10.0),
+    "training.buffer_size": (0, None),
+    "training.derpp.alpha": (0.0, None),
+    "training.derpp.beta": (0.0, None),
+    "wscl.stm.size": (0, None),
+    "wscl.nrem.epochs": (0, None),
+    "wscl.nrem.stm_fraction": (0.0, 1.0),
+    "wscl.plasticity.strengthen_frac": (0.0, 1.0),
+    "wscl.plasticity.strengthen": (0.0, None),
+    "wscl.plasticity.weaken_frac": (0.0, 1.0),
+    "wscl.plasticity.weaken": (0.0, 1.0),
+    "wscl.rem.epochs": (0, None),
+    "wscl.rem.noise_per_class": (1, None),
+    "runtime.eval_batch_size": (1, None),
+    "runtime.nan_check_every": (1, None),
+}
+
+
+def defaults() -> dict:
+    text = resources.files("wscl").joinpath("defaults.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, path + "."))
+        else:
+            flat[path] = value
+    return flat
+
+
+def parse_set(assignments: list[str]) -> dict:
+    """Turn ``["a.b=1", "c=x"]`` into a nested override dict (values parsed as YAML)."""
+    tree: dict = {}
+    for item in assignments or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. training.lr=0.1")
+        key, raw = item.split("=", 1)
+        node = tree
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(raw) if raw != "" else ""
+    return tree
+
+
+def _check_keys(user: dict, reference: dict, prefix: str = "") -> None:
+    for key, value in user.items():
+        path = f"{prefix}{key}"
+        if key not in reference:
+            valid = [f"{prefix}{k}" for k in reference]
+            near = difflib.get_close_matches(path, valid, n=1, cutoff=0.5)
+            hint = f"; did you mean {near[0]!r}?" if near else f"; valid keys here: {', '.join(valid)}"
+            raise ConfigError(f"unknown config key {path!r}{hint}")
+        if isinstance(reference[key], dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key {path!r} must be a mapping with keys {', '.join(reference[key])}")
+            _check_keys(value, reference[key], path + ".")
+
+
+def _check_value(path: str, value: Any, default: Any) -> None:
+    if path in CHOICES and CHOICES[path] is not None:
+        allowed = CHOICES[path]
+        if not any(value == a and type(value) is type(a) for a in allowed):
+            raise ConfigError(f"{path}={value!r} is not allowed; choose one of {', '.join(map(str, allowed))}")
+        return
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}={value!r} must be true or false")
+        return
+    if isinstance(default, (int, float)) and not isinstance(default, bool):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}={value!r} must be a number")
+        if isinstance(default, int) and not isinstance(value, int):
+            raise ConfigError(f"{path}={value!r} must be a whole number")
+        low, high = RANGES.get(path, (None, None))
+        if (low is not None and value < low) or (high is not None and value > high):
+            span = f"[{low}, {'inf' if high is None else high}]"
+            raise ConfigError(f"{path}={value!r} is out of range; allowed range is {span}")
+        return
+    if isinstance(default, str) and not isinstance(value, str):
+        raise ConfigError(f"{path}={value!r} must be a string")
+
+
+def _check_consistency(cfg: dict) -> None:
+    p = cfg["wscl"]["plasticity"]
+    if p["strengthen_frac"] + p["weaken_frac"] > 1.0:
+        raise ConfigError("wscl.plasticity.strengthen_frac + wscl.plasticity.weaken_frac must not exceed 1.0 "
+                          f"(got {p['strengthen_frac']} + {p['weaken_frac']})")
+    device = str(cfg["runtime"]["device"])
+    if not (device in ("auto", "cpu", "cuda") or device.startswith("cuda:")):
+        raise ConfigError(f"runtime.device={device!r} is not allowed; choose auto, cpu, cuda or cuda:N")
+
+
+def resolve(file_config: dict | None = None, sets: dict | None = None) -> dict:
+    """Build the resolved configuration: defaults, then preset, then file, then --set values."""
+    base = defaults()
+    user = deep_merge(file_config or {}, sets or {})
+    _check_keys(user, base)
+    preset = user.get("preset", base["preset"])
+    if preset not in PRESETS:
+        _check_value("preset", preset, base["preset"])
+    cfg = deep_merge(deep_merge(base, PRESETS[preset]), user)
+    reference = flatten(base)
+    for path, value in flatten(cfg).items():
+        _check_value(path, value, reference[path])
+    _check_consistency(cfg)
+    return cfg
+
+
+def load_file(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping of settings")
+    return data
+
+
+def fingerprint(cfg: dict) -> str:
+    """A hash of everything that changes the numbers (runtime display settings excluded)."""
+    relevant = {k: v for k, v in cfg.items() if k != "runtime"}
+    relevant["runtime"] = {k: cfg["runtime"][k] for k in ("device", "bf16", "channels_last")}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]

@@ -1,0 +1,197 @@
+"""The canonical dataset format that training reads.
+
+A prepared dataset is one folder::
+
+    NAME/
+      meta.json                       name, image shape, classes, dream classes, source, checksums
+      train_x.npy  train_y.npy        uint8 images (N, C, H, W) and int64 labels
+      test_x.npy   test_y.npy
+      dream_x.npy  dream_y.npy        auxiliary ("dream") set, classes disjoint from the primary ones
+
+Images are stored channel-first so that a batch gathered by index is ready for the network.
+Large datasets are opened memory-mapped (``numpy.load(mmap_mode="r")``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ARRAYS = ("train_x", "train_y", "test_x", "test_y", "dream_x", "dream_y")
+FORMAT_VERSION = 1
+
+
+class DatasetError(RuntimeError):
+    """A prepared dataset is missing, incomplete or corrupt."""
+
+
+@dataclass
+class CanonicalDataset:
+    name: str
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    classes: list[str]
+    dream_x: np.ndarray
+    dream_y: np.ndarray
+    dream_classes: list[str]
+    augment: bool = False
+    source: str = ""
+    checksums_verified: bool = True
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(int(v) for v in self.train_x.shape[1:])
+
+    def channel_stats(self) -> tuple[list[float], list[float]]:
+        """Per-channel mean and std of the training images on the [0, 1] scale (sampled when large)."""
+        x = self.train_x
+        if len(x) > 5000:
+            x = x[np.linspace(0, len(x) - 1, 5000).astype(int)]
+        x = np.asarray(x, dtype=np.float64) / 255.0
+        mean = x.mean(axis=(0, 2, 3))
+        std = x.std(axis=(0, 2, 3)) + 1e-8
+        return mean.tolist(), std.tolist()
+
+    def metadata(self) -> dict:
+        mean, std = self.channel_stats()
+        return {
+            "format_version": FORMAT_VERSION,
+            "name": self.name,
+            "image_shape": list(self.image_shape),
+            "channels": self.image_shape[0],
+            "classes": list(self.classes),
+            "dream_classes": list(self.dream_classes),
+            "n_train": int(len(self.train_y)),
+            "n_test": int(len(self.test_y)),
+            "n_dream": int(len(self.dream_y)),
+            "augment": bool(self.augment),
+            "mean": mean,
+            "std": std,
+            "source": self.source,
+            "checksums_verified": bool(self.checksums_verified),
+            **self.extra,
+        }
+
+
+def _validate(ds: CanonicalDataset) -> None:
+    for split in ("train", "test", "dream"):
+        x, y = getattr(ds, f"{split}_x"), getattr(ds, f"{split}_y")
+        if x.dtype != np.uint8 or (len(x) and x.ndim != 4):
+            raise DatasetError(f"{ds.name}: {split}_x must be uint8 (N, C, H, W), got {x.dtype} {x.shape}")
+        if len(x) != len(y):
+            raise DatasetError(f"{ds.name}: {split}_x has {len(x)} images but {split}_y {len(y)} labels")
+    if len(ds.train_y) and ds.train_y.max() >= len(ds.classes):
+        raise DatasetError(f"{ds.name}: a train label exceeds the {len(ds.classes)} class names")
+
+
+def content_checksum(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for name in ARRAYS:
+        with open(folder / f"{name}.npy", "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 22), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save(ds: CanonicalDataset, folder: str | Path) -> Path:
+    """Write atomically: into a temporary sibling folder, then rename into place."""
+    _validate(ds)
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        for name in ARRAYS:
+            arr = getattr(ds, name)
+            dtype = np.uint8 if name.endswith("_x") else np.int64
+            np.save(tmp / f"{name}.npy", np.ascontiguousarray(arr, dtype=dtype))
+        meta = ds.metadata()
+        meta["sha256"] = content_checksum(tmp)
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def load(folder: str | Path, mmap_above_mb: float = 2048, verify: bool = False) -> CanonicalDataset:
+    folder = Path(folder)
+    meta_path = folder / "meta.json"
+    if not meta_path.is_file():
+        raise DatasetError(f"{folder} is not a prepared dataset (no meta.json); "
+                           f"prepare it with `python -m wscl data prepare {folder.name} --root {folder.parent}`")
+    meta = json.loads(meta_path.read_text())
+    missing = [n for n in ARRAYS if not (folder / f"{n}.npy").is_file()]
+    if missing:
+        raise DatasetError(f"{folder}: missing {', '.join(missing)}.npy; prepare the dataset again")
+    if verify and content_checksum(folder) != meta.get("sha256"):
+        raise DatasetError(f"{folder}: content does not match the sha256 in meta.json; prepare the dataset again")
+    size_mb = sum((folder / f"{n}.npy").stat().st_size for n in ARRAYS) / 2**20
+    mode = "r" if size_mb > mmap_above_mb else None
+    arrays = {n: np.load(folder / f"{n}.npy", mmap_mode=mode) for n in ARRAYS}
+    known = {"format_version", "name", "image_shape", "channels", "classes", "dream_classes", "n_train",
+             "n_test", "n_dream", "augment", "mean", "std", "source", "checksums_verified", "sha256"}
+    ds = CanonicalDataset(name=meta["name"], classes=meta["classes"], dream_classes=meta["dream_classes"],
+                          augment=meta["augment"], source=meta.get("source", ""),
+                          checksums_verified=meta.get("checksums_verified", True),
+                          extra={k: v for k, v in meta.items() if k not in known}, **arrays)
+    ds.extra["sha256"] = meta.get("sha256")
+    ds.extra["memory_mapped"] = mode is not None
+    return ds
+
+
+def synthetic(classes: int = 10, dream_classes: int = 10, train_per_class: int = 300, test_per_class: int = 60,
+              dream_per_class: int = 60, size: int = 16, channels: int = 3, noise: float = 40.0,
+              contrast: float = 60.0, seed: int = 0) -> CanonicalDataset:
+    """A learnable dataset from a seed: each class is a smooth random prototype (``contrast`` around mid-grey);
+    samples add per-pixel noise and a one-pixel shift.
+
+    Dream classes come from the same generator with their own prototypes, so they are disjoint.
+    """
+    rng = np.random.default_rng(seed)
+
+    def prototypes(n: int) -> np.ndarray:
+        coarse = 127.5 + rng.uniform(-contrast, contrast, size=(n, channels, 4, 4))
+        return np.kron(coarse, np.ones((1, 1, size // 4 + 1, size // 4 + 1)))[:, :, :size, :size]
+
+    def draw(protos: np.ndarray, per_class: int) -> tuple[np.ndarray, np.ndarray]:
+        labels = np.repeat(np.arange(len(protos)), per_class)
+        images = protos[labels] + rng.normal(0, noise, size=(len(labels), channels, size, size))
+        shifts = rng.integers(-1, 2, size=(len(labels), 2))
+        for axis in (0, 1):  # a one-pixel jitter makes the task less trivial than template matching
+            for s in (-1, 1):
+                sel = shifts[:, axis] == s
+                images[sel] = np.roll(images[sel], s, axis=2 + axis)
+        return np.clip(images, 0, 255).astype(np.uint8), labels.astype(np.int64)
+
+    primary = prototypes(classes)
+    dream = prototypes(dream_classes)
+    train_x, train_y = draw(primary, train_per_class)
+    test_x, test_y = draw(primary, test_per_class)
+    dream_x, dream_y = draw(dream, dream_per_class) if dream_classes else (
+        np.zeros((0, channels, size, size), np.uint8), np.zeros(0, np.int64))
+    return CanonicalDataset(
+        name="synthetic", train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y,
+        classes=[f"class_{i}" for i in range(classes)], dream_x=dream_x, dream_y=dream_y,
+        dream_classes=[f"dream_{i}" for i in range(dream_classes)], augment=True,
+        source=f"wscl.data.synthetic(seed={seed})")
+
+
+def from_config(cfg: dict) -> CanonicalDataset:
+    """The dataset a run trains on: generated for `synthetic`, else loaded from ``dataset.root``."""
+    d = cfg["dataset"]
+    if d["name"] == "synthetic":
+        return synthetic(**d["synthetic"])
+    folder = Path(d["root"]) / d["name"]
+    return load(folder, mmap_above_mb=d["mmap_above_mb"])

@@ -1,0 +1,87 @@
+"""Dynamic freezing [paper][code], in epoch 0 of every task t > 0.
+
+K+1 copies of the learner train on the same epoch-0 batches: copy 0 freezes nothing new, copy k
+also freezes everything up to and including the k-th still-trainable candidate block. The copy with
+the lowest held-out cross-entropy wins (ties: least freezing).
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .evaluation import mean_cross_entropy
+from .learners import Learner
+from .scenario import ImageSource, Pool
+from .wake import EpochPlan, run_epoch
+
+
+@dataclass
+class HeldOut:
+    """Rows of the training source and their heads: the current task's validation split, or the
+    previous task's freezing buffer."""
+    rows: np.ndarray
+    heads: torch.Tensor
+
+
+@dataclass
+class TrialResult:
+    winner: Learner
+    depths: list[int]
+    scores: list[float]
+    n_images: int
+
+    @property
+    def chosen_depth(self) -> int:
+        return self.winner.frozen_blocks
+
+
+def candidate_depths(learner: Learner) -> list[int]:
+    """Frozen-block counts to try: the current one, then each still-trainable candidate block."""
+    return list(range(learner.frozen_blocks, learner.net.N_FREEZABLE_BLOCKS + 1))
+
+
+def score(learner: Learner, source: ImageSource, validation: HeldOut, freeze_buffer: HeldOut, mode: str,
+          reference: bool, batch_size: int, generator_seed: int) -> float:
+    def ce(held: HeldOut) -> float:
+        gen = torch.Generator(device=source.device).manual_seed(generator_seed)
+        return mean_cross_entropy(learner.net, source, held.rows, held.heads, learner.preprocess, batch_size,
+                                  reference, gen)
+    if mode == "training":
+        return ce(validation)
+    if mode == "buffer":
+        return ce(freeze_buffer)
+    return 0.5 * (ce(validation) + ce(freeze_buffer))
+
+
+def run_trial(learner: Learner, pool: Pool, plan: EpochPlan, generator_seed: int, source: ImageSource,
+              validation: HeldOut, freeze_buffer: HeldOut, mode: str, reference: bool, score_batch_size: int,
+              nan_check_every: int, where: str, progress=None) -> TrialResult:
+    """Train every copy on the same planned epoch and keep the best (lowest score, then least freezing)."""
+    best, best_score, depths, scores, n_images = None, None, [], [], 0
+    for depth in candidate_depths(learner):
+        candidate = copy.deepcopy(learner)
+        candidate.freeze_through(depth)
+        generator = torch.Generator(device=pool.device).manual_seed(generator_seed)
+        n_images += run_epoch(candidate, pool, plan, generator, nan_check_every,
+                              f"{where} (freezing copy {len(depths)})", progress)
+        s = score(candidate, source, validation, freeze_buffer, mode, reference, score_batch_size,
+                  generator_seed + 1)
+        depths.append(depth)
+        scores.append(s)
+        if best is None or s < best_score:  # strict: ties keep the least freezing
+            best, best_score = candidate, s
+    return TrialResult(best, depths, scores, n_images)
+
+
+def adopt(learner: Learner, result: TrialResult, reference: bool) -> Learner:
+    """Continue with the winner. ``reference`` [code, spec §2b.1]: only the network weights and the
+    freezing come back; the main learner's memory and seen heads miss the epoch-0 samples."""
+    if not reference:
+        return result.winner
+    learner.freeze_through(result.chosen_depth)
+    learner.net.load_state_dict(result.winner.net.state_dict())
+    learner.opt = torch.optim.SGD(learner.net.parameters(), lr=learner.opt.param_groups[0]["lr"])
+    return learner

@@ -1,0 +1,129 @@
+"""Replay memories: the long-term reservoir (LTM) [code] and the short-term memory (STM) [paper][ours].
+
+The LTM keeps *unaugmented real* samples (augmentation is applied when sampling) in tensors on the
+training device. Every random decision (which slot a sample takes, which samples are replayed) is
+drawn on the host from a numpy generator when an epoch is planned, so the training loop never waits
+for the device to decide anything.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+class ReservoirMemory:
+    """Reservoir sampling (Vitter's algorithm R) over the stream of real samples, as Mammoth's Buffer.
+
+    Row ``capacity`` is a discard slot: rejected samples (and dream samples) are written there, which
+    keeps the write a single ``index_copy_`` with no data-dependent shapes.
+    """
+
+    def __init__(self, capacity: int, image_shape, n_heads: int, device, store_logits: bool = False):
+        self.capacity = capacity
+        self.num_seen = 0
+        rows = capacity + 1
+        self.x = torch.zeros((rows, *image_shape), dtype=torch.uint8, device=device)
+        self.y = torch.zeros(rows, dtype=torch.long, device=device)
+        self.sample_id = torch.full((rows,), -1, dtype=torch.long, device=device)
+        self.logits = torch.zeros((rows, n_heads), device=device) if store_logits else None
+
+    @property
+    def discard_slot(self) -> int:
+        return self.capacity
+
+    @property
+    def n_stored(self) -> int:
+        return min(self.num_seen, self.capacity)
+
+    def is_empty(self) -> bool:
+        return self.n_stored == 0
+
+    # -- planning (host) -------------------------------------------------------------------------
+    def reservoir_slots(self, is_real: np.ndarray, num_seen: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+        """Slots for one batch, given how many real samples the stream has shown before it.
+
+        Returns the slot of each batch row (discard slot for dreams and rejected samples) and the
+        updated stream count. Two samples of one batch drawn to the same slot: the later one wins,
+        as in a sequential reservoir.
+        """
+        slots = np.full(len(is_real), self.discard_slot, dtype=np.int64)
+        real_rows = np.flatnonzero(is_real)
+        counts = num_seen + np.arange(1, len(real_rows) + 1)
+        draws = (rng.random(len(real_rows)) * counts).astype(np.int64)
+        chosen = np.where(counts <= self.capacity, counts - 1, draws)
+        chosen[chosen >= self.capacity] = self.discard_slot
+        # Keep only the last write to every slot.
+        seen_later: set[int] = set()
+        for i in range(len(chosen) - 1, -1, -1):
+            if chosen[i] != self.discard_slot:
+                if chosen[i] in seen_later:
+                    chosen[i] = self.discard_slot
+                seen_later.add(int(chosen[i]))
+        slots[real_rows] = chosen
+        return slots, num_seen + len(real_rows)
+
+    def replay_indices(self, size: int, num_seen: int, rng: np.random.Generator) -> np.ndarray:
+        """Rows to replay: ``size`` distinct stored rows (fewer if fewer are stored)."""
+        n = min(num_seen, self.capacity)
+        return rng.choice(n, size=min(size, n), replace=False)
+
+    # -- device side -----------------------------------------------------------------------------
+    def write(self, slots: torch.Tensor, x: torch.Tensor, y: torch.Tensor, sample_id: torch.Tensor,
+              logits: torch.Tensor | None = None) -> None:
+        self.x.index_copy_(0, slots, x)
+        self.y.index_copy_(0, slots, y)
+        self.sample_id.index_copy_(0, slots, sample_id)
+        if self.logits is not None and logits is not None:
+            self.logits.index_copy_(0, slots, logits.float())
+
+    def stored(self) -> dict[str, torch.Tensor]:
+        n = self.n_stored
+        return {"x": self.x[:n], "y": self.y[:n], "sample_id": self.sample_id[:n]}
+
+    def replace_contents(self, x: torch.Tensor, y: torch.Tensor, sample_id: torch.Tensor) -> None:
+        """Overwrite the stored rows (used by the STM->LTM merge); keeps the stream count."""
+        n = len(y)
+        if n > self.capacity:
+            raise ValueError(f"{n} samples do not fit a memory of {self.capacity}")
+        self.x[:n], self.y[:n], self.sample_id[:n] = x, y, sample_id
+        # The stream count decides how many rows are valid (n_stored); keep it when the memory stays full.
+        self.num_seen = max(self.num_seen, n) if n == self.capacity else n
+
+    def state_dict(self) -> dict:
+        state = {"num_seen": self.num_seen, "x": self.x.cpu(), "y": self.y.cpu(), "sample_id": self.sample_id.cpu()}
+        if self.logits is not None:
+            state["logits"] = self.logits.cpu()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.num_seen = int(state["num_seen"])
+        for key in ("x", "y", "sample_id", "logits"):
+            if key in state and getattr(self, key) is not None:
+                getattr(self, key).copy_(state[key])
+
+
+class ShortTermMemory:
+    """STM [paper]: a reservoir of ``size`` real samples of the current task [ours], kept as indices
+    into the task's training pool (the images stay where they are)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.num_seen = 0
+        self.indices = np.zeros(0, dtype=np.int64)
+
+    def observe(self, pool_indices: np.ndarray, rng: np.random.Generator) -> None:
+        for idx in pool_indices:  # host-side integers only; a few hundred per epoch
+            self.num_seen += 1
+            if len(self.indices) < self.size:
+                self.indices = np.append(self.indices, idx)
+            else:
+                j = int(rng.integers(0, self.num_seen))
+                if j < self.size:
+                    self.indices[j] = idx
+
+    def clear(self) -> None:
+        self.num_seen = 0
+        self.indices = np.zeros(0, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.indices)

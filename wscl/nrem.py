@@ -1,0 +1,90 @@
+"""NREM sleep [paper]: consolidation by replaying the short-term and long-term memories.
+
+[ours] ``epochs`` passes over the STM; every batch is drawn ``stm_fraction`` from STM and the rest from
+the LTM, with cross-entropy over the heads of all tasks seen so far. The same batches measure the
+weight importance that synaptic plasticity uses; with NREM training off, one pass measures it
+without updating the weights. Afterwards the STM is merged into the LTM, class-balanced.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .learners import Learner
+from .memory import ShortTermMemory
+from .plasticity import Importance
+from .scenario import Pool
+
+
+def seen_head_logits(logits: torch.Tensor, seen_heads: torch.Tensor) -> torch.Tensor:
+    return logits.masked_fill(~seen_heads, torch.finfo(logits.dtype).min)
+
+
+def replay_stm_ltm(learner: Learner, pool: Pool, stm: ShortTermMemory, seen_heads: torch.Tensor, epochs: int,
+                   batch_size: int, stm_fraction: float, rng: np.random.Generator, generator: torch.Generator,
+                   importance: Importance | None, update: bool) -> int:
+    """Returns the number of images replayed."""
+    if len(stm) == 0 or epochs == 0:
+        return 0
+    n_ltm_stored = learner.memory.n_stored
+    n_stm = batch_size if n_ltm_stored == 0 else max(1, round(batch_size * stm_fraction))
+    n_ltm = batch_size - n_stm if n_ltm_stored else 0
+    steps = math.ceil(len(stm) / n_stm)
+    learner.net.train()
+    n_images = 0
+    for _ in range(epochs):
+        order = rng.permutation(stm.indices)
+        for s in range(steps):
+            stm_rows = order[s * n_stm: (s + 1) * n_stm]
+            raw, labels, _ = pool.gather(stm_rows, torch.as_tensor(stm_rows, device=pool.device))
+            if n_ltm:
+                ltm_rows = torch.as_tensor(learner.memory.replay_indices(n_ltm, learner.memory.num_seen, rng),
+                                           device=pool.device)
+                raw = torch.cat([raw, learner.memory.x[ltm_rows]])
+                labels = torch.cat([labels, learner.memory.y[ltm_rows]])
+            x = learner.preprocess(raw, generator)
+            learner.opt.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(seen_head_logits(learner.forward(x), seen_heads), labels)
+            loss.backward()
+            if importance is not None:
+                importance.accumulate()
+            if update:
+                learner.opt.step()
+            n_images += len(labels)
+    learner.opt.zero_grad(set_to_none=True)
+    return n_images
+
+
+def merge_stm_into_ltm(learner: Learner, pool: Pool, stm: ShortTermMemory, rng: np.random.Generator) -> None:
+    """[ours] LTM := a class-balanced selection (where possible) from LTM plus the STM's new samples."""
+    memory = learner.memory
+    if memory.capacity == 0 or len(stm) == 0:
+        stm.clear()
+        return
+    stored = memory.stored()
+    stm_rows = torch.as_tensor(stm.indices, device=pool.device)
+    stm_x, stm_y, stm_ids = pool.gather(stm.indices, stm_rows)
+    x = torch.cat([stored["x"], stm_x])
+    y = torch.cat([stored["y"], stm_y])
+    ids = torch.cat([stored["sample_id"], stm_ids])
+    ids_host, y_host = ids.cpu().numpy(), y.cpu().numpy()
+    _, first = np.unique(ids_host, return_index=True)       # drop samples the LTM already holds
+    keep = balanced_selection(y_host[np.sort(first)], memory.capacity, rng)
+    rows = torch.as_tensor(np.sort(first)[keep], device=pool.device)
+    memory.replace_contents(x[rows], y[rows], ids[rows])
+    stm.clear()
+
+
+def balanced_selection(labels: np.ndarray, capacity: int, rng: np.random.Generator) -> np.ndarray:
+    """Positions of at most ``capacity`` labels, taking classes round-robin in random order within a class."""
+    by_class = [rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)]
+    chosen, depth = [], 0
+    while len(chosen) < min(capacity, len(labels)):
+        for members in by_class:
+            if depth < len(members) and len(chosen) < capacity:
+                chosen.append(members[depth])
+        depth += 1
+    return np.sort(np.asarray(chosen, dtype=np.int64))

@@ -1,0 +1,76 @@
+"""REM sleep / dreaming [paper][code]: learning from unseen but realistic images.
+
+Every free head is bound to one class of an auxiliary ("dream") dataset whose classes are disjoint from
+the primary ones. ``interleaved`` [code] mixes all dream images of the free heads into every wake
+epoch; ``staged`` [ours, the paper's separate sleep] trains ``epochs`` on dream images alone after NREM
+(loss over the free heads) plus replay from the LTM.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .heads import HeadBook
+from .learners import Learner
+from .scenario import ImageSource, Pool
+
+
+@dataclass
+class DreamSet:
+    """The dream images available to a run: the auxiliary set, noise, or nothing."""
+    source: ImageSource | None
+    labels: np.ndarray
+    n_classes: int
+
+    def rows_of_heads(self, book: HeadBook) -> tuple[np.ndarray, np.ndarray]:
+        """Dream rows and the head each is bound to, for every free head that dreams."""
+        rows, heads = [], []
+        for head, dream_class in book.dreaming_heads():
+            members = np.flatnonzero(self.labels == dream_class)
+            rows.append(members)
+            heads.append(np.full(len(members), head, dtype=np.int64))
+        if not rows:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return np.concatenate(rows), np.concatenate(heads)
+
+
+def noise_images(n_classes: int, per_class: int, image_shape, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """[ours] Uniform noise images, one block per dream class (the `rem_noise` ablation)."""
+    images = rng.integers(0, 256, size=(n_classes * per_class, *image_shape), dtype=np.uint8)
+    return images, np.repeat(np.arange(n_classes), per_class).astype(np.int64)
+
+
+def dream_part(dreams: DreamSet, book: HeadBook):
+    """A Pool part (source, rows, heads, sample ids) with the dreams of the currently free heads."""
+    rows, heads = dreams.rows_of_heads(book)
+    if len(rows) == 0:
+        return None
+    return dreams.source, rows, heads, np.full(len(rows), -1, dtype=np.int64)
+
+
+def run_staged_rem(learner: Learner, dream_pool: Pool, free_heads: torch.Tensor, epochs: int, batch_size: int,
+                   replay_batch_size: int, rng: np.random.Generator, generator: torch.Generator) -> int:
+    """Returns the number of dream images trained on."""
+    learner.net.train()
+    n_images = 0
+    for _ in range(epochs):
+        order = rng.permutation(len(dream_pool))
+        for s in range(math.ceil(len(order) / batch_size)):
+            rows = order[s * batch_size: (s + 1) * batch_size]
+            raw, labels, _ = dream_pool.gather(rows, torch.as_tensor(rows, device=dream_pool.device))
+            logits = learner.forward(learner.preprocess(raw, generator))
+            loss = F.cross_entropy(logits.masked_fill(~free_heads, torch.finfo(logits.dtype).min), labels)
+            if not learner.memory.is_empty():
+                replay = torch.as_tensor(learner.memory.replay_indices(replay_batch_size, learner.memory.num_seen,
+                                                                       rng), device=dream_pool.device)
+                buf_x, buf_y, _ = learner.replay_batch(replay, generator)
+                loss = loss + F.cross_entropy(learner.forward(buf_x), buf_y)
+            learner.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            learner.opt.step()
+            n_images += len(rows)
+    return n_images

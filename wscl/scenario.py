@@ -1,0 +1,131 @@
+"""The class-incremental scenario (spec §1-2): tasks, held-out sets and the per-task training pool.
+
+Task t holds dataset classes ``t*c .. (t+1)*c - 1``. From each task's training images, per class and
+seeded, a validation split and a freezing buffer are held out [code]; they are never trained on.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .data import CanonicalDataset
+
+
+class ScenarioError(ValueError):
+    pass
+
+
+def _per_class(total: int, n_classes: int) -> np.ndarray:
+    """Split a per-task count over its classes (the first classes take the remainder)."""
+    counts = np.full(n_classes, total // n_classes)
+    counts[: total % n_classes] += 1
+    return counts
+
+
+@dataclass
+class Scenario:
+    n_tasks: int
+    classes_per_task: int
+    train_idx: list[np.ndarray]
+    val_idx: list[np.ndarray]
+    freeze_idx: list[np.ndarray]
+    test_idx: list[np.ndarray]
+
+    @property
+    def n_heads(self) -> int:
+        return self.n_tasks * self.classes_per_task
+
+    def task_classes(self, t: int) -> np.ndarray:
+        c = self.classes_per_task
+        return np.arange(t * c, (t + 1) * c)
+
+
+def build(ds: CanonicalDataset, n_tasks: int, classes_per_task: int, val_per_task: int,
+          freeze_buffer_per_task: int, rng: np.random.Generator) -> Scenario:
+    needed = n_tasks * classes_per_task
+    if needed > len(ds.classes):
+        raise ScenarioError(f"scenario.n_tasks x scenario.classes_per_task = {needed} classes, but dataset "
+                            f"{ds.name!r} has {len(ds.classes)}; lower one of them")
+    train_y, test_y = np.asarray(ds.train_y), np.asarray(ds.test_y)
+    train, val, freeze, test = [], [], [], []
+    for t in range(n_tasks):
+        classes = np.arange(t * classes_per_task, (t + 1) * classes_per_task)
+        n_val = _per_class(val_per_task, classes_per_task)
+        n_fb = _per_class(freeze_buffer_per_task, classes_per_task)
+        tr, va, fb = [], [], []
+        for k, cls in enumerate(classes):
+            idx = rng.permutation(np.flatnonzero(train_y == cls))
+            if len(idx) <= n_val[k] + n_fb[k]:
+                raise ScenarioError(
+                    f"class {ds.classes[cls]!r} has {len(idx)} training images, too few to hold out "
+                    f"{n_val[k]} (scenario.val_per_task) + {n_fb[k]} (scenario.freeze_buffer_per_task)")
+            va.append(idx[: n_val[k]])
+            fb.append(idx[n_val[k]: n_val[k] + n_fb[k]])
+            tr.append(idx[n_val[k] + n_fb[k]:])
+        train.append(np.sort(np.concatenate(tr)))
+        val.append(np.sort(np.concatenate(va)))
+        freeze.append(np.sort(np.concatenate(fb)))
+        test.append(np.flatnonzero(np.isin(test_y, classes)))
+    return Scenario(n_tasks, classes_per_task, train, val, freeze, test)
+
+
+class ImageSource:
+    """A uint8 image array, either as a tensor on the training device or memory-mapped on the host."""
+
+    def __init__(self, array: np.ndarray, device: torch.device, mapped: bool):
+        self.mapped = mapped
+        self.device = device
+        self.array = array if mapped else torch.from_numpy(np.ascontiguousarray(array)).to(device)
+
+    def take(self, rows: np.ndarray) -> torch.Tensor:
+        if self.mapped:
+            order = np.argsort(rows)  # sorted reads are sequential on disk
+            out = np.empty((len(rows), *self.array.shape[1:]), dtype=np.uint8)
+            out[order] = self.array[rows[order]]
+            return torch.from_numpy(out).to(self.device, non_blocking=True)
+        return self.array[torch.as_tensor(rows, device=self.device)]
+
+
+class Pool:
+    """Images one phase trains on: real samples first, then dream samples, with head labels.
+
+    In memory, the pool is materialised on the device once and gathered with device indices; a
+    memory-mapped dataset is gathered per batch on the host instead.
+    """
+
+    def __init__(self, parts: list[tuple[ImageSource, np.ndarray, np.ndarray, np.ndarray]],
+                 device: torch.device):
+        # parts: (source, rows into the source, head labels, sample ids); the first part holds real samples.
+        self.parts = parts
+        self.device = device
+        self.n_real = len(parts[0][1]) if parts else 0
+        self.labels = torch.as_tensor(np.concatenate([p[2] for p in parts]), device=device)
+        self.sample_ids = torch.as_tensor(np.concatenate([p[3] for p in parts]), device=device)
+        self.mapped = any(p[0].mapped for p in parts)
+        self.images = None if self.mapped else torch.cat([p[0].take(p[1]) for p in parts]) if parts else None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def gather(self, rows_host: np.ndarray, rows_device: torch.Tensor):
+        if not self.mapped:
+            return self.images[rows_device], self.labels[rows_device], self.sample_ids[rows_device]
+        chunks, offset = [], 0
+        for source, src_rows, _, _ in self.parts:
+            chunks.append((rows_host >= offset) & (rows_host < offset + len(src_rows)))
+            offset += len(src_rows)
+        images = torch.empty((len(rows_host), *self.parts[0][0].array.shape[1:]), dtype=torch.uint8,
+                             device=self.device)
+        offset = 0
+        for (source, src_rows, _, _), sel in zip(self.parts, chunks):
+            if sel.any():
+                images[torch.as_tensor(np.flatnonzero(sel), device=self.device)] = source.take(
+                    src_rows[rows_host[sel] - offset])
+            offset += len(src_rows)
+        return images, self.labels[rows_device], self.sample_ids[rows_device]
+
+    def all_images(self) -> torch.Tensor:
+        rows = np.arange(len(self))
+        return self.gather(rows, torch.as_tensor(rows, device=self.device))[0]

@@ -1,0 +1,96 @@
+"""MLflow tracking of a finished run: params, per-task metrics (``step`` = task), tags and artifacts.
+
+Nothing here runs without a tracking URI. A child run is found again by its ``wscl.run_key`` tag, so a
+rerun of the same job replaces its earlier record instead of adding a second one.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from .config import flatten
+
+MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch call
+
+
+def tracking_uri(explicit: str | None) -> str | None:
+    return explicit or os.environ.get("MLFLOW_TRACKING_URI") or None
+
+
+def run_key(out_dir: str | Path) -> str:
+    """Identifies a run by its output folder, relative to the working directory (the workflow root)."""
+    path = Path(out_dir).resolve()
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def per_task_metrics(metrics: dict) -> list:
+    from mlflow.entities import Metric
+    now = int(time.time() * 1000)
+    rows = []
+    for setting in ("class_il", "task_il"):
+        R = metrics[setting]["accuracy_matrix"]
+        for t, row in enumerate(R):
+            seen = [v for v in row[: t + 1] if v is not None]
+            if len(seen) == t + 1:
+                rows.append(Metric(f"{setting}/avg_acc", sum(seen) / len(seen), now, t))
+            for j, v in enumerate(row[: t + 1]):
+                rows.append(Metric(f"{setting}/acc_task_{j}", v, now, t))
+        for key in ("final_avg_acc", "forgetting", "bwt", "fwt"):
+            rows.append(Metric(f"{setting}/{key}", metrics[setting][key], now, len(R) - 1))
+    for t, frozen in enumerate(metrics["frozen_blocks_per_task"]):
+        rows.append(Metric("frozen_blocks", frozen, now, t))
+    for phase, seconds in metrics["wall_seconds"].items():
+        rows.append(Metric(f"wall_seconds/{phase}", seconds, now, 0))
+    if metrics.get("train_images_per_second"):
+        rows.append(Metric("train_images_per_second", metrics["train_images_per_second"], now, 0))
+    return rows
+
+
+def accuracy_figure(metrics: dict, path: Path) -> None:
+    from .plots import accuracy_matrix_figure
+    accuracy_matrix_figure([metrics["class_il"]["accuracy_matrix"], metrics["task_il"]["accuracy_matrix"]],
+                           ["Class-IL", "Task-IL"], f"{metrics['dataset']} {metrics['method']} "
+                           f"{metrics['preset']} seed {metrics['seed']} ({metrics['fidelity']})", path)
+
+
+def log_run(metrics: dict, out_dir: str | Path, uri: str, experiment: str | None = None,
+            parent_run_id: str | None = None, run_name: str | None = None) -> str:
+    from mlflow.entities import Param
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    if parent_run_id:
+        experiment_id = client.get_run(parent_run_id).info.experiment_id
+    else:
+        name = experiment or f"wscl-{metrics['dataset']}"
+        found = client.get_experiment_by_name(name)
+        experiment_id = found.experiment_id if found else client.create_experiment(name)
+    key = run_key(out_dir)
+    for old in client.search_runs([experiment_id], filter_string=f"tags.`wscl.run_key` = '{key}'"):
+        client.delete_run(old.info.run_id)
+    tags = {"dataset": metrics["dataset"], "method": metrics["method"], "preset": metrics["preset"],
+            "seed": str(metrics["seed"]), "fidelity": metrics["fidelity"], "git_commit": metrics["git_commit"],
+            "device": metrics["device"], "wscl.run_key": key}
+    if parent_run_id:
+        tags["mlflow.parentRunId"] = parent_run_id
+    run = client.create_run(experiment_id, tags=tags,
+                            run_name=run_name or f"{metrics['method']}-{metrics['preset']}-seed{metrics['seed']}")
+    run_id = run.info.run_id
+    params = [Param(k, str(v)[:500]) for k, v in sorted(flatten(metrics["config"]).items())]
+    for i in range(0, len(params), 100):
+        client.log_batch(run_id, params=params[i: i + 100])
+    values = per_task_metrics(metrics)
+    for i in range(0, len(values), MAX_BATCH):
+        client.log_batch(run_id, metrics=values[i: i + MAX_BATCH])
+    client.log_artifact(run_id, str(Path(out_dir) / "metrics.json"))
+    with tempfile.TemporaryDirectory() as tmp:
+        figure = Path(tmp) / "accuracy_matrix.png"
+        accuracy_figure(metrics, figure)
+        client.log_artifact(run_id, str(figure))
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
