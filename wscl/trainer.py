@@ -126,6 +126,7 @@ class Run:
         self.random_logits = self._test_logits()
         self.timings = {p: 0.0 for p in PHASES}
         self.wake_images = 0
+        self.wake_steps = {"plain": 0, "replay": 0}  # wake steps without / with a replay minibatch
         self.history: list[dict] = []
         self.next_task = 0
 
@@ -225,6 +226,9 @@ class Run:
                     self.learner = adopt(self.learner, result, self.reference)
                 info["freezing_scores"] = dict(zip(map(str, result.depths), result.scores))
                 continue
+            replaying = sum(bool(step.replay) for step in plan.steps)
+            self.wake_steps["replay"] += replaying
+            self.wake_steps["plain"] += len(plan.steps) - replaying
             with timed(self.timings, "wake", self.device):
                 self.wake_images += run_epoch(self.learner, pool, plan, generator,
                                               self.cfg["runtime"]["nan_check_every"], where, progress)
@@ -306,7 +310,7 @@ class Run:
         state = {"fingerprint": fingerprint(self.cfg), "next_task": self.next_task,
                  "learner": self.learner.state_dict(), "book": self.book.state_dict(),
                  "R": self.R, "random_init": self.random_init, "timings": self.timings,
-                 "wake_images": self.wake_images, "history": self.history}
+                 "wake_images": self.wake_images, "wake_steps": self.wake_steps, "history": self.history}
         atomic_torch_save(state, self.out / CHECKPOINT)
 
     def _maybe_resume(self) -> None:
@@ -321,6 +325,7 @@ class Run:
         self.book.load_state_dict(state["book"])
         self.R, self.random_init = state["R"], state["random_init"]
         self.timings, self.wake_images = state["timings"], state["wake_images"]
+        self.wake_steps = state["wake_steps"]
         self.history, self.next_task = state["history"], state["next_task"]
         self.resumed_from = self.next_task
         self.log(f"resuming {self.out} after task {self.next_task} of {self.scenario.n_tasks}")
@@ -344,6 +349,7 @@ class Run:
         out["tasks"] = self.history
         out["wall_seconds"] = {k: round(v, 4) for k, v in self.timings.items()}
         wake_s = self.timings["wake"]
+        out["wake_steps"] = dict(self.wake_steps)
         out["train_images_per_second"] = round(self.wake_images / wake_s, 2) if wake_s else None
         return out
 

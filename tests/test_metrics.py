@@ -1,0 +1,33 @@
+import numpy as np
+import pytest
+
+from wscl.metrics import backward_transfer, final_average_accuracy, forgetting, forward_transfer
+
+nan = np.nan
+R = np.array([[90.0, 20.0, nan],
+              [60.0, 80.0, 30.0],
+              [50.0, 70.0, 85.0]])
+B = np.array([10.0, 12.0, 15.0])
+
+
+def test_final_average_accuracy():
+    assert final_average_accuracy(R) == pytest.approx((50 + 70 + 85) / 3)
+
+
+def test_forgetting_uses_best_trained_accuracy_not_the_pretraining_entry():
+    # task 0: max(90, 60, 50) - 50 = 40; task 1: max(80, 70) - 70 = 10 (R[0][1]=20 is pre-training)
+    assert forgetting(R) == pytest.approx((40 + 10) / 2)
+
+
+def test_backward_transfer():
+    assert backward_transfer(R) == pytest.approx(((50 - 90) + (70 - 80)) / 2)
+
+
+def test_forward_transfer_against_random_init():
+    assert forward_transfer(R, B) == pytest.approx(((20 - 12) + (30 - 15)) / 2)
+
+
+def test_single_task_has_no_transfer_or_forgetting():
+    one = np.array([[77.0]])
+    assert final_average_accuracy(one) == 77.0
+    assert forgetting(one) == backward_transfer(one) == forward_transfer(one, np.array([5.0])) == 0.0

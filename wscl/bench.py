@@ -1,0 +1,106 @@
+"""Throughput benchmark: trainer images/s and its efficiency against a bare training loop.
+
+Fixed setup [ours]: synthetic 32x32x3 images, batch 32, ResNet-18 width 20, 2 tasks x 2 classes, one
+epoch per task of ``steps`` steps. The bare loop runs forward+backward+SGD on random batches of the
+same shapes, with one extra forward pass of the replay minibatch on every step where the trainer
+replays, in the same process. Efficiency ratio = trainer images/s / bare-loop images/s.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .backbone import ResNet18
+from .config import resolve
+from .trainer import Run, resolve_device
+
+BATCH, WIDTH, SIZE, CLASSES_PER_TASK, TASKS = 32, 20, 32, 2, 2
+
+
+def bench_config(preset: str, steps: int, device: str) -> dict:
+    per_class = steps * BATCH // CLASSES_PER_TASK
+    return resolve({
+        "preset": preset, "seed": 0,
+        "dataset": {"synthetic": {"classes": TASKS * CLASSES_PER_TASK, "dream_classes": TASKS * CLASSES_PER_TASK,
+                                  "train_per_class": per_class + 20, "test_per_class": 20, "dream_per_class": 50,
+                                  "size": SIZE, "channels": 3}},
+        "scenario": {"n_tasks": TASKS, "classes_per_task": CLASSES_PER_TASK, "val_per_task": 20,
+                     "freeze_buffer_per_task": 20},
+        "model": {"width": WIDTH},
+        "training": {"method": "er_ace", "epochs": 2, "batch_size": BATCH, "replay_batch_size": BATCH,
+                     "buffer_size": 200},
+        "runtime": {"device": device, "progress": False},
+    })
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bare_loop(device: torch.device, n_heads: int, plain_steps: int, replay_steps: int, channels_last: bool,
+              bf16: bool) -> float:
+    """Stream images/s of forward+backward+SGD alone (replay steps add the replay batch's forward)."""
+    net = ResNet18(n_heads, 3, WIDTH).to(device)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    net = net.to(memory_format=fmt)
+    opt = torch.optim.SGD(net.parameters(), lr=0.03)
+    x = torch.randn(BATCH, 3, SIZE, SIZE, device=device).contiguous(memory_format=fmt)
+    y = torch.randint(0, n_heads, (BATCH,), device=device)
+
+    def step(replay: bool) -> None:
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(net(x), y)
+            if replay:
+                loss = loss + F.cross_entropy(net(x), y)
+        loss.backward()
+        opt.step()
+
+    for _ in range(3):
+        step(True)
+    _sync(device)
+    start = time.perf_counter()
+    for i in range(plain_steps + replay_steps):
+        step(i >= plain_steps)
+    _sync(device)
+    return (plain_steps + replay_steps) * BATCH / (time.perf_counter() - start)
+
+
+def measure(preset: str, steps: int, device_name: str) -> dict:
+    cfg = bench_config(preset, steps, device_name)
+    device = resolve_device(cfg)
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Run(cfg, tmp, quiet=True, log=lambda *_: None)
+        metrics = run.run()
+    steps = metrics["wake_steps"]  # the bare loop repeats exactly the trainer's wake steps
+    # Best of two bare runs: a conservative (lower) efficiency ratio on a noisy machine.
+    bare = max(bare_loop(device, run.scenario.n_heads, steps["plain"], steps["replay"],
+                         cfg["runtime"]["channels_last"], cfg["runtime"]["bf16"]) for _ in range(2))
+    trainer = metrics["train_images_per_second"]
+    return {"preset": preset, "method": "er_ace", "trainer_images_per_second": trainer,
+            "bare_loop_images_per_second": round(bare, 2), "efficiency_ratio": round(trainer / bare, 3),
+            "wall_seconds": metrics["wall_seconds"]}
+
+
+def run_bench(device: str = "auto", out: str | Path = "results/bench.json", steps: int = 60) -> dict:
+    results = {"setup": {"image": [3, SIZE, SIZE], "batch": BATCH, "width": WIDTH, "tasks": TASKS,
+                         "steps_per_task": steps},
+               "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
+               "runs": [measure(preset, steps, device) for preset in ("base", "full")]}
+    dev = resolve_device(bench_config("base", steps, device))
+    results["device"] = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
+    for r in results["runs"]:
+        print(f"{r['preset']:>5} er_ace on {results['device']}: trainer {r['trainer_images_per_second']:.1f} img/s, "
+              f"bare loop {r['bare_loop_images_per_second']:.1f} img/s, efficiency ratio {r['efficiency_ratio']:.3f}")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"saved {out}")
+    return results
