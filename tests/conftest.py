@@ -6,12 +6,12 @@ from wscl.config import resolve
 
 TINY = {
     "seed": 0,
-    "dataset": {"synthetic": {"classes": 6, "dream_classes": 6, "train_per_class": 80, "test_per_class": 30,
-                              "dream_per_class": 20, "size": 12, "channels": 3}},
+    "dataset": {"synthetic": {"classes": 6, "dream_classes": 6, "train_per_class": 150, "test_per_class": 30,
+                              "dream_per_class": 20, "size": 12, "channels": 3,
+                              "contrast": 60.0, "noise": 40.0}},
     "scenario": {"n_tasks": 3, "classes_per_task": 2, "val_per_task": 10, "freeze_buffer_per_task": 6},
-    "model": {"width": 6},
-    "training": {"epochs": 2, "batch_size": 16, "replay_batch_size": 16, "buffer_size": 40},
-    "wscl": {"stm": {"size": 40}},
+    "model": {"width": 8},
+    "training": {"epochs": 2, "batch_size": 16, "replay_batch_size": 16},
     "runtime": {"device": "cpu", "progress": False},
 }
 
