@@ -1,0 +1,75 @@
+import pytest
+
+import wscl.learners as learners
+from wscl.cli import main
+from wscl.config import ConfigError, resolve
+from wscl.trainer import Run
+from wscl.wake import NonFiniteLossError
+
+
+def test_unknown_key_names_the_key_and_the_nearest_valid_one():
+    with pytest.raises(ConfigError, match=r"unknown config key 'training.lrr'.*did you mean 'training.lr'"):
+        resolve({"training": {"lrr": 0.1}})
+    with pytest.raises(ConfigError, match=r"'wscl.plastcity'.*did you mean 'wscl.plasticity'"):
+        resolve({"wscl": {"plastcity": {}}})
+
+
+def test_bad_values_name_the_allowed_range_or_choices():
+    with pytest.raises(ConfigError, match=r"training.lr=-1.*allowed range is \[0.0, 10.0\]"):
+        resolve({"training": {"lr": -1}})
+    with pytest.raises(ConfigError, match=r"training.method='sgd'.*choose one of er, er_ace, derpp"):
+        resolve({"training": {"method": "sgd"}})
+    with pytest.raises(ConfigError, match=r"training.epochs=1.5 must be a whole number"):
+        resolve({"training": {"epochs": 1.5}})
+    with pytest.raises(ConfigError, match=r"strengthen_frac \+ wscl.plasticity.weaken_frac must not exceed 1.0"):
+        resolve({"wscl": {"plasticity": {"strengthen_frac": 0.6, "weaken_frac": 0.6}}})
+
+
+def test_explicit_settings_beat_the_preset():
+    cfg = resolve({"preset": "base", "wscl": {"nrem": {"enabled": True}}})
+    assert cfg["wscl"]["nrem"]["enabled"] is True and cfg["wscl"]["freezing"]["enabled"] is False
+
+
+def test_cli_exits_nonzero_with_the_message(tmp_path, capsys):
+    code = main(["train", "--out", str(tmp_path), "--set", "training.bach_size=8"])
+    err = capsys.readouterr().err
+    assert code == 2 and "training.bach_size" in err and "training.batch_size" in err
+    assert not (tmp_path / "metrics.json").exists()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("training: [1, 2\n")
+    assert main(["train", "--out", str(tmp_path), "--config", str(bad)]) == 2
+    assert "not valid YAML" in capsys.readouterr().err
+
+
+def test_nan_loss_stops_with_task_epoch_and_step(tiny, tmp_path, monkeypatch):
+    original = learners.ERACE.loss
+    calls = {"n": 0}
+
+    def nan_at_step_5_of_task_1(self, inputs, labels, step, generator):
+        loss, out = original(self, inputs, labels, step, generator)
+        if self.task == 1:
+            calls["n"] += 1
+            if step.index == 5:
+                loss = loss * float("nan")
+        return loss, out
+
+    monkeypatch.setattr(learners.ERACE, "loss", nan_at_step_5_of_task_1)
+    cfg = tiny(preset="base")
+    with pytest.raises(NonFiniteLossError, match=r"at task 1, epoch 0, step 5"):
+        Run(cfg, tmp_path, quiet=True, log=lambda *_: None).run()
+    # Task 0 finished and is kept: a rerun resumes after it.
+    assert (tmp_path / "checkpoint.pt").exists() and not (tmp_path / "metrics.json").exists()
+
+
+def test_nan_loss_from_cli_exits_nonzero_naming_where(tmp_path, capsys, monkeypatch):
+    original = learners.ERACE.loss
+
+    def nan_loss(self, inputs, labels, step, generator):
+        loss, out = original(self, inputs, labels, step, generator)
+        return loss * float("nan"), out
+
+    monkeypatch.setattr(learners.ERACE, "loss", nan_loss)
+    code = main(["train", "--out", str(tmp_path), "--quiet", "--preset", "base", "--set", "runtime.device=cpu"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "non-finite loss (nan) at task 0, epoch 0, step 0" in err and "training.lr" in err

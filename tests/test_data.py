@@ -1,0 +1,45 @@
+import json
+
+import numpy as np
+import pytest
+
+from wscl.data import DatasetError, load, save, synthetic
+
+
+def test_canonical_roundtrip_with_metadata_and_checksum(tmp_path):
+    ds = synthetic(classes=4, dream_classes=3, train_per_class=10, test_per_class=5, dream_per_class=4, size=8)
+    folder = save(ds, tmp_path / "synthetic")
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["image_shape"] == [3, 8, 8] and meta["channels"] == 3
+    assert meta["classes"] == ds.classes and meta["dream_classes"] == ds.dream_classes
+    assert len(meta["sha256"]) == 64 and meta["source"].startswith("wscl.data.synthetic")
+    back = load(folder, verify=True)
+    assert np.array_equal(back.train_x, ds.train_x) and np.array_equal(back.dream_y, ds.dream_y)
+    mapped = load(folder, mmap_above_mb=0)
+    assert isinstance(mapped.train_x, np.memmap) and mapped.extra["memory_mapped"]
+
+
+def test_corrupt_or_missing_dataset_is_reported(tmp_path):
+    folder = save(synthetic(classes=2, dream_classes=0, train_per_class=5, test_per_class=2, size=8),
+                  tmp_path / "syn")
+    arr = np.load(folder / "train_x.npy")
+    arr[0, 0, 0, 0] ^= 0xFF
+    np.save(folder / "train_x.npy", arr)
+    with pytest.raises(DatasetError, match="does not match the sha256"):
+        load(folder, verify=True)
+    (folder / "test_y.npy").unlink()
+    with pytest.raises(DatasetError, match="missing test_y.npy"):
+        load(folder)
+    with pytest.raises(DatasetError, match="wscl data prepare nothing"):
+        load(tmp_path / "nothing")
+
+
+def test_synthetic_is_seeded_and_has_class_structure():
+    a = synthetic(classes=5, train_per_class=50, seed=3)
+    b = synthetic(classes=5, train_per_class=50, seed=3)
+    assert np.array_equal(a.train_x, b.train_x)
+    means = np.stack([a.train_x[a.train_y == c].mean(0) for c in range(5)]).reshape(5, -1)
+    within = np.mean([a.train_x[a.train_y == c].reshape(50, -1).std(0).mean() for c in range(5)])
+    between = means.std(0).mean()
+    assert between > 2 * within / np.sqrt(50)  # far beyond the sampling noise of a class mean
+    assert not np.array_equal(a.dream_x[:10], a.train_x[:10])
