@@ -6,7 +6,7 @@ from wscl.config import resolve
 
 TINY = {
     "seed": 0,
-    "dataset": {"synthetic": {"classes": 6, "dream_classes": 6, "train_per_class": 150, "test_per_class": 30,
+    "dataset": {"synthetic": {"classes": 6, "dream_classes": 6, "train_per_class": 80, "test_per_class": 30,
                               "dream_per_class": 20, "size": 12, "channels": 3,
                               "contrast": 60.0, "noise": 40.0}},
     "scenario": {"n_tasks": 3, "classes_per_task": 2, "val_per_task": 10, "freeze_buffer_per_task": 6},

@@ -9,6 +9,7 @@ CHANCE_TASK_IL = 100 / 2
 
 
 def final(cfg, tmp_path):
+    cfg["dataset"]["synthetic"]["train_per_class"] = 150  # enough data for stable numbers across methods
     m = Run(cfg, tmp_path, quiet=True, log=lambda *_: None).run()
     return m["class_il"]["final_avg_acc"], m["task_il"]["final_avg_acc"], m
 

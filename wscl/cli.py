@@ -56,6 +56,26 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def parse_mirrors(items: list[str]) -> dict[str, list[Path]]:
+    mirrors: dict[str, list[Path]] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"--mirror {item!r}: expected RAW=PATH, e.g. fashion-mnist=/usr/share/datasets/fashion-mnist")
+        raw, path = item.split("=", 1)
+        mirrors.setdefault(raw, []).append(Path(path))
+    return mirrors
+
+
+def cmd_data(args) -> int:
+    from .datasets.prepare import info, prepare
+    if args.data_command == "prepare":
+        prepare(args.name, args.root, parse_mirrors(args.mirror), verify=not args.no_verify,
+                log=lambda msg: print(msg, file=sys.stderr))
+    else:
+        print(json.dumps(info(args.folder), indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wscl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -64,10 +84,20 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", default="auto")
     b.add_argument("--out", default="results/bench.json")
     b.add_argument("--steps", type=int, default=60, help="training steps per measured task")
+    d = sub.add_parser("data", help="prepare a benchmark in the canonical format, or describe one")
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    dp = dsub.add_parser("prepare", help="fetch (mirror first), verify and convert a benchmark")
+    dp.add_argument("name", help="benchmark name, e.g. seq-fashion-mnist, seq-cifar10")
+    dp.add_argument("--root", required=True, help="data folder: raw files go to ROOT/raw/, the benchmark to ROOT/NAME")
+    dp.add_argument("--mirror", action="append", default=[], metavar="RAW=PATH",
+                    help="local copy of a raw dataset (official archive or extracted layout); repeatable")
+    dp.add_argument("--no-verify", action="store_true", help="accept files whose checksums do not match")
+    di = dsub.add_parser("info", help="JSON summary of a prepared benchmark")
+    di.add_argument("folder")
     return parser
 
 
-COMMANDS = {"train": cmd_train, "bench": cmd_bench}
+COMMANDS = {"train": cmd_train, "bench": cmd_bench, "data": cmd_data}
 
 
 def main(argv: list[str] | None = None) -> int:

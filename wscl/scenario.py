@@ -42,8 +42,19 @@ class Scenario:
         return np.arange(t * c, (t + 1) * c)
 
 
+def subsample_per_class(labels: np.ndarray, classes: np.ndarray, per_class: int,
+                        rng: np.random.Generator) -> np.ndarray:
+    """Sorted rows of ``classes``, at most ``per_class`` of each (0 = all), drawn with ``rng``."""
+    rows = []
+    for cls in classes:
+        members = np.flatnonzero(labels == cls)
+        rows.append(rng.permutation(members)[:per_class] if per_class else members)
+    return np.sort(np.concatenate(rows)) if rows else np.zeros(0, np.int64)
+
+
 def build(ds: CanonicalDataset, n_tasks: int, classes_per_task: int, val_per_task: int,
-          freeze_buffer_per_task: int, rng: np.random.Generator) -> Scenario:
+          freeze_buffer_per_task: int, rng: np.random.Generator, train_per_class: int = 0,
+          test_per_class: int = 0) -> Scenario:
     needed = n_tasks * classes_per_task
     if needed > len(ds.classes):
         raise ScenarioError(f"scenario.n_tasks x scenario.classes_per_task = {needed} classes, but dataset "
@@ -56,7 +67,7 @@ def build(ds: CanonicalDataset, n_tasks: int, classes_per_task: int, val_per_tas
         n_fb = _per_class(freeze_buffer_per_task, classes_per_task)
         tr, va, fb = [], [], []
         for k, cls in enumerate(classes):
-            idx = rng.permutation(np.flatnonzero(train_y == cls))
+            idx = rng.permutation(subsample_per_class(train_y, [cls], train_per_class, rng))
             if len(idx) <= n_val[k] + n_fb[k]:
                 raise ScenarioError(
                     f"class {ds.classes[cls]!r} has {len(idx)} training images, too few to hold out "
@@ -67,7 +78,7 @@ def build(ds: CanonicalDataset, n_tasks: int, classes_per_task: int, val_per_tas
         train.append(np.sort(np.concatenate(tr)))
         val.append(np.sort(np.concatenate(va)))
         freeze.append(np.sort(np.concatenate(fb)))
-        test.append(np.flatnonzero(np.isin(test_y, classes)))
+        test.append(subsample_per_class(test_y, classes, test_per_class, rng))
     return Scenario(n_tasks, classes_per_task, train, val, freeze, test)
 
 

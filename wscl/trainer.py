@@ -105,7 +105,8 @@ class Run:
         self.dataset = data_mod.from_config(cfg)
         sc = cfg["scenario"]
         self.scenario = scenario_mod.build(self.dataset, sc["n_tasks"], sc["classes_per_task"], sc["val_per_task"],
-                                           sc["freeze_buffer_per_task"], np.random.default_rng([cfg["seed"], 1]))
+                                           sc["freeze_buffer_per_task"], np.random.default_rng([cfg["seed"], 1]),
+                                           sc["train_per_class"], sc["test_per_class"])
         mapped = bool(self.dataset.extra.get("memory_mapped"))
         self.train_source = ImageSource(self.dataset.train_x, self.device, mapped)
         self.test_source = ImageSource(self.dataset.test_x, self.device, mapped)
@@ -147,7 +148,11 @@ class Run:
             if len(self.dataset.dream_classes) == 0:
                 raise ConfigError(f"wscl.rem.source=aux but dataset {self.dataset.name!r} has no dream set; "
                                   "use source noise or none")
-            return DreamSet(ImageSource(self.dataset.dream_x, self.device, mapped), np.asarray(self.dataset.dream_y),
+            labels = np.asarray(self.dataset.dream_y)
+            keep = scenario_mod.subsample_per_class(labels, np.arange(len(self.dataset.dream_classes)),
+                                                    self.wscl["rem"]["dream_per_class"], rng)
+            labels = np.where(np.isin(np.arange(len(labels)), keep), labels, -1)  # -1: never dreamt of
+            return DreamSet(ImageSource(self.dataset.dream_x, self.device, mapped), labels,
                             len(self.dataset.dream_classes))
         if source == "noise":
             images, labels = noise_images(self.scenario.n_heads, self.wscl["rem"]["noise_per_class"],

@@ -1,0 +1,36 @@
+# The two commands of this project. Both create .venv/ at the repository root and install into it.
+#   make run   set up and run the default study (config/config.yaml) with Snakemake
+#   make test  set up and run the test suite
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+CORES ?= 2
+STAMP := $(VENV)/.installed
+
+.PHONY: run test setup bench lint mlflow-ui archive clean-results
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/snakemake --workflow-profile profiles/default --cores $(CORES)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python -m wscl bench --out results/bench.json
+
+lint: $(STAMP)
+	$(BIN)/snakemake --lint
+
+mlflow-ui: $(STAMP)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///results/mlflow/mlflow.db --port 5000
+
+archive: $(STAMP)
+	$(BIN)/snakemake --workflow-profile profiles/default --cores $(CORES) archive
