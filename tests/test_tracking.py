@@ -37,4 +37,4 @@ def test_no_mlflow_without_a_uri(tmp_path, monkeypatch):
     assert main(["train", "--out", "run", "--quiet", "--preset", "base", "--set", "scenario.n_tasks=1",
                  "--set", "runtime.device=cpu"]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
-    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoint.pt", "metrics.json"]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoint.pt", "metrics.json", "resolved_config.yaml"]

@@ -12,6 +12,7 @@ from .config import ConfigError, deep_merge, load_file, parse_set, resolve
 def _train_parser(sub) -> None:
     p = sub.add_parser("train", help="train one run and write metrics.json (resumes from its checkpoint)")
     p.add_argument("--config", help="run configuration YAML (keys as in wscl/defaults.yaml)")
+    p.add_argument("--config-json", help="run configuration as a JSON object (what the workflow passes)")
     p.add_argument("--out", required=True, help="output folder (metrics.json, checkpoint.pt)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any setting by its dotted path, e.g. training.lr=0.1 (repeatable)")
@@ -24,11 +25,18 @@ def _train_parser(sub) -> None:
     p.add_argument("--mlflow-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI; none = no MLflow)")
     p.add_argument("--mlflow-experiment", help="experiment name when no parent run is given")
     p.add_argument("--mlflow-parent", help="parent run id; the run is logged as its child")
+    p.add_argument("--mlflow-parent-group", help="find the parent run by its wscl.group tag (see mlflow-setup)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--quiet", action="store_true", help="no progress bars (for pipelines)")
 
 
 def resolved_config(args) -> dict:
     file_cfg = load_file(args.config) if args.config else {}
+    if args.config_json:
+        try:
+            file_cfg = deep_merge(file_cfg, json.loads(args.config_json))
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--config-json is not valid JSON: {exc}") from exc
     shortcuts = {"dataset.name": args.dataset, "preset": args.preset, "training.method": args.method,
                  "seed": args.seed, "fidelity": args.fidelity, "runtime.device": args.device}
     sets = parse_set([f"{k}={v}" for k, v in shortcuts.items() if v is not None])
@@ -36,13 +44,20 @@ def resolved_config(args) -> dict:
 
 
 def cmd_train(args) -> int:
+    import torch
+
     from .trainer import train
-    from .tracking import log_run, tracking_uri
+    from .tracking import find_parent, log_run, tracking_uri
     cfg = resolved_config(args)
-    metrics = train(cfg, args.out, quiet=args.quiet)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     uri = tracking_uri(args.mlflow_uri)
+    parent = args.mlflow_parent
+    if uri and args.mlflow_parent_group and not parent:  # before training: fail fast without a parent
+        parent = find_parent(uri, args.mlflow_experiment, args.mlflow_parent_group)
+    metrics = train(cfg, args.out, quiet=args.quiet)
     if uri:
-        run_id = log_run(metrics, args.out, uri, args.mlflow_experiment, args.mlflow_parent)
+        run_id = log_run(metrics, args.out, uri, args.mlflow_experiment, parent)
         print(f"logged to MLflow run {run_id} at {uri}", file=sys.stderr)
     c, t = metrics["class_il"], metrics["task_il"]
     print(f"final average accuracy: Class-IL {c['final_avg_acc']:.2f}  Task-IL {t['final_avg_acc']:.2f}  "
@@ -76,6 +91,49 @@ def cmd_data(args) -> int:
     return 0
 
 
+def _study(args):
+    from .studies import Study
+    return Study(json.loads(args.study_json))
+
+
+def cmd_mlflow_setup(args) -> int:
+    from .tracking import setup_study
+    result = setup_study(args.uri, args.experiment, args.artifact_root, args.group)
+    text = json.dumps(result, indent=2) + "\n"
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text)
+    print(text)
+    return 0
+
+
+def cmd_aggregate(args) -> int:
+    from .aggregate import aggregate
+    aggregate(_study(args), Path(args.tables), Path(args.plots))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import build_report
+    build_report(_study(args), Path(args.tables), Path(args.plots), Path(args.out))
+    return 0
+
+
+def cmd_archive(args) -> int:
+    from .archive import write_archive
+    print(write_archive(_study(args), args.mlflow_uri, Path(args.out)))
+    return 0
+
+
+def cmd_verify_archive(args) -> int:
+    from .archive import verify_archive
+    problems = verify_archive(Path(args.file))
+    for line in problems:
+        print(line)
+    print(f"{args.file}: {'OK, every checksum matches' if not problems else f'{len(problems)} problem(s)'}")
+    return 1 if problems else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wscl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -94,10 +152,32 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--no-verify", action="store_true", help="accept files whose checksums do not match")
     di = dsub.add_parser("info", help="JSON summary of a prepared benchmark")
     di.add_argument("folder")
+    m = sub.add_parser("mlflow-setup", help="create a study's experiment and parent runs (idempotent)")
+    m.add_argument("--uri", required=True)
+    m.add_argument("--experiment", required=True)
+    m.add_argument("--artifact-root")
+    m.add_argument("--group", action="append", default=[], help="parent run group (repeatable)")
+    m.add_argument("--out", help="write the experiment and parent ids as JSON here")
+    for name, helptext in (("aggregate", "tables and plots over a study's runs"),
+                           ("report", "one-page HTML report of a study")):
+        a = sub.add_parser(name, help=helptext)
+        a.add_argument("--study-json", required=True, help="the study configuration (workflow config) as JSON")
+        a.add_argument("--tables", required=True)
+        a.add_argument("--plots", required=True)
+        if name == "report":
+            a.add_argument("--out", required=True)
+    ar = sub.add_parser("archive", help="pack a study into one checksummed tar.gz")
+    ar.add_argument("--study-json", required=True)
+    ar.add_argument("--mlflow-uri", required=True)
+    ar.add_argument("--out", required=True)
+    va = sub.add_parser("verify-archive", help="check every checksum of an archive")
+    va.add_argument("file")
     return parser
 
 
-COMMANDS = {"train": cmd_train, "bench": cmd_bench, "data": cmd_data}
+COMMANDS = {"train": cmd_train, "bench": cmd_bench, "data": cmd_data, "mlflow-setup": cmd_mlflow_setup,
+            "aggregate": cmd_aggregate, "report": cmd_report, "archive": cmd_archive,
+            "verify-archive": cmd_verify_archive}
 
 
 def main(argv: list[str] | None = None) -> int:

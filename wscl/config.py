@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
 import hashlib
 import json
 from importlib import resources
@@ -93,9 +94,13 @@ RANGES = {
 }
 
 
+@functools.lru_cache(maxsize=1)
+def _defaults_text() -> str:
+    return resources.files("wscl").joinpath("defaults.yaml").read_text()
+
+
 def defaults() -> dict:
-    text = resources.files("wscl").joinpath("defaults.yaml").read_text()
-    return yaml.safe_load(text)
+    return yaml.safe_load(_defaults_text())
 
 
 def deep_merge(base: dict, override: dict) -> dict:
@@ -148,7 +153,15 @@ def _check_keys(user: dict, reference: dict, prefix: str = "") -> None:
             _check_keys(value, reference[key], path + ".")
 
 
+# Settings that take either "auto" or a number in their range.
+AUTO_OR_NUMBER = {"wscl.nrem.stm_fraction"}
+
+
 def _check_value(path: str, value: Any, default: Any) -> None:
+    if path in AUTO_OR_NUMBER:
+        if value == "auto":
+            return
+        default = 0.0
     if path in CHOICES and CHOICES[path] is not None:
         allowed = CHOICES[path]
         if not any(value == a and type(value) is type(a) for a in allowed):

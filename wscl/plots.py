@@ -34,3 +34,98 @@ def accuracy_matrix_figure(matrices: list, titles: list[str], suptitle: str, pat
     fig.suptitle(suptitle, fontsize=9)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
+
+
+def _label(method: str, preset: str, buffer) -> str:
+    return f"{method}/{preset}" + (" (no buffer)" if buffer == 0 else "")
+
+
+def mean_accuracy_matrices(runs, path, title: str) -> None:
+    """Class-IL accuracy matrix, mean over seeds, one panel per method/preset."""
+    import warnings
+    groups = list(runs.groupby(["method", "preset", "buffer"], sort=False))
+    matrices, titles = [], []
+    for (method, preset, buffer), group in groups:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # entries right of the pre-training diagonal are NaN
+            mean = np.nanmean(np.stack([_matrix(m) for m in group.matrix_class_il]), axis=0)
+        matrices.append(mean.tolist())
+        titles.append(_label(method, preset, buffer))
+    cols = min(4, len(matrices))
+    rows = -(-len(matrices) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 3.2 * rows), squeeze=False)
+    for ax in axes.flat[len(matrices):]:
+        ax.axis("off")
+    for ax, R, name in zip(axes.flat, matrices, titles):
+        R = np.array(R, dtype=float)
+        im = ax.imshow(R, vmin=0, vmax=100, cmap="viridis")
+        for i in range(R.shape[0]):
+            for j in range(R.shape[1]):
+                if not np.isnan(R[i, j]):
+                    ax.text(j, i, f"{R[i, j]:.0f}", ha="center", va="center", fontsize=6,
+                            color="white" if R[i, j] < 60 else "black")
+        ax.set_title(name, fontsize=8)
+        ax.set_xlabel("evaluated task", fontsize=7)
+        ax.set_ylabel("after task", fontsize=7)
+    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6, label="Class-IL accuracy (%)")
+    fig.suptitle(f"{title}: Class-IL accuracy matrix (mean over seeds)", fontsize=9)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def average_accuracy_curves(runs, path, title: str) -> None:
+    """Average Class-IL accuracy over the tasks seen so far, after each task; band = ± std over seeds."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for (method, preset, buffer), group in runs.groupby(["method", "preset", "buffer"], sort=False):
+        curves = []
+        for rows in group.matrix_class_il:
+            R = _matrix(rows)
+            curves.append([np.mean(R[t, : t + 1]) for t in range(R.shape[0])])
+        curves = np.array(curves)
+        mean, std = curves.mean(0), curves.std(0)
+        x = np.arange(1, len(mean) + 1)
+        ax.plot(x, mean, marker="o", label=_label(method, preset, buffer))
+        ax.fill_between(x, mean - std, mean + std, alpha=0.15)
+    ax.set_xlabel("tasks learned")
+    ax.set_ylabel("average Class-IL accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, ncol=2)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def ablation_bars(table, path, title: str) -> None:
+    """Final average accuracy per method/preset (Class-IL and Task-IL), error bars = std over seeds."""
+    labels = [_label(m, p, b) for m, p, b in zip(table.method, table.preset, table.buffer)]
+    x = np.arange(len(labels))
+    fig, ax = plt.subplots(figsize=(max(5, 0.8 * len(labels) + 2), 4))
+    ax.bar(x - 0.2, table.class_il_final_avg_acc_mean, 0.4, yerr=table.class_il_final_avg_acc_std, label="Class-IL")
+    ax.bar(x + 0.2, table.task_il_final_avg_acc_mean, 0.4, yerr=table.task_il_final_avg_acc_std, label="Task-IL")
+    paper = table.paper_class_il_final_avg_acc.astype(float)
+    if paper.notna().any():
+        ax.scatter(x[paper.notna()] - 0.2, paper[paper.notna()], marker="*", s=120, color="k", zorder=3,
+                   label="paper (reported, Class-IL)")
+    ax.set_xticks(x)
+    ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("final average accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def frozen_blocks(runs, path, title: str) -> None:
+    """Residual blocks frozen after each task (mean over seeds), per method/preset."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for (method, preset, buffer), group in runs.groupby(["method", "preset", "buffer"], sort=False):
+        counts = np.array(list(group.frozen_blocks), dtype=float)
+        ax.plot(np.arange(1, counts.shape[1] + 1), counts.mean(0), marker="s", label=_label(method, preset, buffer))
+    ax.set_xlabel("after task")
+    ax.set_ylabel("frozen residual blocks (of 6)")
+    ax.set_ylim(-0.2, 6.2)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, ncol=2)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)

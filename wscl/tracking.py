@@ -58,12 +58,68 @@ def accuracy_figure(metrics: dict, path: Path) -> None:
                            f"{metrics['preset']} seed {metrics['seed']} ({metrics['fidelity']})", path)
 
 
+GROUP_TAG = "wscl.group"
+
+
+def _client(uri: str):
+    from mlflow.tracking import MlflowClient
+    if uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    return MlflowClient(tracking_uri=uri)
+
+
+def with_retries(fn, attempts: int = 8):
+    """SQLite stores allow one writer at a time: retry briefly when parallel jobs collide."""
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except Exception as exc:  # MlflowException / sqlalchemy OperationalError wrap "database is locked"
+            if "locked" not in str(exc).lower() or attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * 2 ** attempt)
+
+
+def setup_study(uri: str, experiment: str, artifact_root: str | None, groups: list[str]) -> dict:
+    """Create (if missing) the experiment and one parent run per group; idempotent."""
+    client = _client(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        location = str(Path(artifact_root).resolve()) if artifact_root else None
+        experiment_id = client.create_experiment(experiment, artifact_location=location)
+    else:
+        experiment_id = found.experiment_id
+    parents = {}
+    for group in groups:
+        existing = client.search_runs([experiment_id], filter_string=f"tags.`{GROUP_TAG}` = '{group}'")
+        if existing:
+            parents[group] = existing[0].info.run_id
+        else:
+            run = client.create_run(experiment_id, run_name=group, tags={GROUP_TAG: group})
+            client.set_terminated(run.info.run_id, "FINISHED")
+            parents[group] = run.info.run_id
+    return {"tracking_uri": uri, "experiment": experiment, "experiment_id": experiment_id, "parents": parents}
+
+
+def find_parent(uri: str, experiment: str, group: str) -> str:
+    client = _client(uri)
+    found = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([found.experiment_id], filter_string=f"tags.`{GROUP_TAG}` = '{group}'") if found else []
+    if not runs:
+        raise RuntimeError(f"no MLflow parent run for group {group!r} in experiment {experiment!r} at {uri}; "
+                           "run `python -m wscl mlflow-setup` (the workflow's mlflow_setup rule) first")
+    return runs[0].info.run_id
+
+
 def log_run(metrics: dict, out_dir: str | Path, uri: str, experiment: str | None = None,
             parent_run_id: str | None = None, run_name: str | None = None) -> str:
-    from mlflow.entities import Param
-    from mlflow.tracking import MlflowClient
+    return with_retries(lambda: _log_run(metrics, out_dir, uri, experiment, parent_run_id, run_name))
 
-    client = MlflowClient(tracking_uri=uri)
+
+def _log_run(metrics: dict, out_dir: str | Path, uri: str, experiment: str | None,
+             parent_run_id: str | None, run_name: str | None) -> str:
+    from mlflow.entities import Param
+
+    client = _client(uri)
     if parent_run_id:
         experiment_id = client.get_run(parent_run_id).info.experiment_id
     else:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from tqdm import tqdm
 
 from . import __version__
@@ -251,7 +252,8 @@ class Run:
             importance = Importance(self.learner.net) if plast["enabled"] else None
             if nrem["enabled"] or plast["enabled"]:
                 epochs = nrem["epochs"] if nrem["enabled"] else 1
-                replay_stm_ltm(self.learner, pool, stm, seen_heads, epochs, tr["batch_size"], nrem["stm_fraction"],
+                fraction = 1.0 / (t + 1) if nrem["stm_fraction"] == "auto" else nrem["stm_fraction"]
+                replay_stm_ltm(self.learner, pool, stm, seen_heads, epochs, tr["batch_size"], fraction,
                                rng, generator, importance, update=nrem["enabled"])
             if importance is not None and len(stm):
                 report = apply_plasticity(importance, plast["strengthen_frac"], plast["strengthen"],
@@ -307,6 +309,7 @@ class Run:
                 self.log(f"task {t + 1}/{T}: Class-IL {record['avg_acc_class_il']:.2f}  "
                          f"Task-IL {record['avg_acc_task_il']:.2f}  frozen blocks {record['frozen_blocks']}")
         metrics = self.metrics()
+        atomic_write_text(self.out / "resolved_config.yaml", yaml.safe_dump(self.cfg, sort_keys=False))
         atomic_write_text(self.out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         return metrics
 

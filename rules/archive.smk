@@ -1,0 +1,20 @@
+# Archive: config, resolved run configs, metrics, tables, plots, report, MLflow export and the
+# environment in one tar.gz with a SHA-256 manifest (`python -m wscl verify-archive FILE` checks it).
+
+
+rule archive:
+    input:
+        metrics=all_metrics(),
+        report=f"{R}/report.html",
+        runs=f"{R}/tables/all_runs.csv",
+    output:
+        f"{R}/archive/{config['study']}.tar.gz",
+    params:
+        study=lambda wc: json.dumps(config, sort_keys=True),
+        uri=STUDY.tracking_uri(),
+    log:
+        f"{R}/logs/archive.log",
+    benchmark:
+        f"{R}/benchmarks/archive.tsv"
+    shell:
+        "python -m wscl archive --study-json {params.study:q} --mlflow-uri {params.uri:q} --out {output} > {log} 2>&1"

@@ -1,0 +1,35 @@
+# Shared work: validate the config once, enumerate the runs, build each run's trainer configuration.
+import json
+
+from snakemake.utils import min_version, validate
+
+from wscl.config import PRESETS
+from wscl.studies import Study
+
+min_version("8.10")
+
+validate(config, "config.schema.yaml")
+STUDY = Study(config)
+R = STUDY.results
+
+
+wildcard_constraints:
+    benchmark="[A-Za-z0-9_.-]+",
+    buffer=r"\d+",
+    method="er|er_ace|derpp",
+    preset="|".join(PRESETS),
+    seed=r"\d+",
+    dataset="[A-Za-z0-9_.-]+",
+
+
+def run_dir(wc):
+    return STUDY.run_dir(STUDY.key(wc))
+
+
+def dataset_input(wc):
+    """The prepared dataset a run trains on (nothing for the generated `synthetic`)."""
+    return STUDY.dataset_marker(wc.benchmark)
+
+
+def all_metrics():
+    return [f"{STUDY.run_dir(key)}/metrics.json" for key in STUDY.runs()]

@@ -1,0 +1,111 @@
+"""Tables and plots over all runs of a study (mean ± std over seeds)."""
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from .studies import FIXED_BUFFER, Study
+
+SETTINGS = ("class_il", "task_il")
+SUMMARY = ("final_avg_acc", "forgetting", "bwt", "fwt")
+LABELS = {"final_avg_acc": "acc", "forgetting": "forgetting", "bwt": "BWT", "fwt": "FWT"}
+
+
+def reported_values() -> dict:
+    return yaml.safe_load(resources.files("wscl").joinpath("resources/paper_reported.yaml").read_text())
+
+
+def load_runs(study: Study) -> pd.DataFrame:
+    rows = []
+    for key in study.runs():
+        path = Path(study.run_dir(key)) / "metrics.json"
+        m = json.loads(path.read_text())
+        row = {"benchmark": key.benchmark, "buffer": key.buffer, "method": key.method, "preset": key.preset,
+               "seed": key.seed, "fidelity": m["fidelity"], "device": m["device"], "path": str(path),
+               "frozen_blocks": m["frozen_blocks_per_task"],
+               "matrix_class_il": m["class_il"]["accuracy_matrix"], "matrix_task_il": m["task_il"]["accuracy_matrix"],
+               "train_images_per_second": m.get("train_images_per_second")}
+        for setting in SETTINGS:
+            for metric in SUMMARY:
+                row[f"{setting}_{metric}"] = m[setting][metric]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def runs_for_table(runs: pd.DataFrame, benchmark: str, buffer: int) -> pd.DataFrame:
+    """Runs at this buffer, plus the buffer-free presets of the benchmark."""
+    sel = (runs.benchmark == benchmark) & ((runs.buffer == buffer) | runs.preset.isin(list(FIXED_BUFFER)))
+    return runs[sel]
+
+
+def summary_table(runs: pd.DataFrame, benchmark: str, buffer: int, reported_as: str | None) -> pd.DataFrame:
+    reported = reported_values()
+    rows = []
+    for (method, preset, buf), group in runs.groupby(["method", "preset", "buffer"], sort=False):
+        row = {"method": method, "preset": preset, "buffer": buf, "fidelity": "/".join(sorted(set(group.fidelity))),
+               "seeds": len(group)}
+        for setting in SETTINGS:
+            for metric in SUMMARY:
+                values = group[f"{setting}_{metric}"].astype(float)
+                row[f"{setting}_{metric}_mean"] = values.mean()
+                row[f"{setting}_{metric}_std"] = values.std(ddof=1) if len(values) > 1 else 0.0
+        name = reported_as or benchmark
+        paper = None
+        if method == reported["method"] and preset == reported["preset"]:
+            paper = reported["values"].get(name, {}).get(buffer, {}).get("final_avg_acc")
+        elif preset == "wake_rem":
+            paper = reported["wake_rem"].get(name)
+        row["paper_class_il_final_avg_acc"] = paper
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def pretty(table: pd.DataFrame) -> pd.DataFrame:
+    out = table[["method", "preset", "buffer", "fidelity", "seeds"]].copy()
+    for setting, tag in (("class_il", "Class-IL"), ("task_il", "Task-IL")):
+        for metric in SUMMARY:
+            mean, std = table[f"{setting}_{metric}_mean"], table[f"{setting}_{metric}_std"]
+            out[f"{tag} {LABELS[metric]}"] = [f"{m:.2f} ± {s:.2f}" for m, s in zip(mean, std)]
+    out["paper Class-IL acc (reported)"] = ["" if v is None or pd.isna(v) else f"{v:.2f}"
+                                            for v in table["paper_class_il_final_avg_acc"]]
+    return out
+
+
+def write_tables(table: pd.DataFrame, stem: Path, caption: str) -> None:
+    table.to_csv(stem.with_suffix(".csv"), index=False, float_format="%.4f")
+    nice = pretty(table)
+    stem.with_suffix(".md").write_text(f"**{caption}**\n\n" + nice.to_markdown(index=False) + "\n")
+    latex = nice.copy()
+    latex.columns = [c.replace("_", r"\_") for c in latex.columns]
+    latex["preset"] = latex["preset"].str.replace("_", r"\_")
+    latex["method"] = latex["method"].str.replace("_", r"\_")
+    stem.with_suffix(".tex").write_text(latex.to_latex(index=False, caption=caption, escape=False)
+                                        .replace("±", r"$\pm$"))
+
+
+def aggregate(study: Study, tables_dir: Path, plots_dir: Path) -> None:
+    from . import plots
+    tables_dir.mkdir(parents=True, exist_ok=True)
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    runs = load_runs(study)
+    flat = runs.drop(columns=["matrix_class_il", "matrix_task_il", "frozen_blocks"])
+    flat.to_csv(tables_dir / "all_runs.csv", index=False, float_format="%.4f")
+    reported = reported_values()
+    for benchmark, buffer in study.tables():
+        subset = runs_for_table(runs, benchmark, buffer)
+        reported_as = study.config["benchmarks"][benchmark].get("reported_as")
+        table = summary_table(subset, benchmark, buffer, reported_as)
+        fidelity = "/".join(sorted(set(subset.fidelity)))
+        caption = (f"{benchmark}, buffer {buffer} (buffer-free presets at 0): mean ± std over seeds; "
+                   f"fidelity {fidelity}; paper values: {reported['source']}")
+        write_tables(table, tables_dir / f"{benchmark}_buffer{buffer}", caption)
+        stem = plots_dir / f"{benchmark}_buffer{buffer}"
+        title = f"{benchmark}, buffer {buffer} ({fidelity})"
+        plots.mean_accuracy_matrices(subset, f"{stem}_accuracy_matrix.png", title)
+        plots.average_accuracy_curves(subset, f"{stem}_avg_acc_curve.png", title)
+        plots.ablation_bars(table, f"{stem}_ablation.png", title)
+        plots.frozen_blocks(subset, f"{stem}_frozen_blocks.png", title)

@@ -1,0 +1,126 @@
+"""One self-describing, checksummed archive of a study, and its verification.
+
+Contents: README.txt, study_config.json, the workflow's config files, every run's resolved config and
+metrics, tables, plots, report, an MLflow export (runs with params, tags and metric histories),
+the environment, and MANIFEST.sha256 listing the SHA-256 of every other member.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import platform
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+from . import __version__
+from .studies import Study
+
+MANIFEST = "MANIFEST.sha256"
+
+
+def environment() -> dict:
+    import torch
+    freeze = subprocess.run([sys.executable, "-m", "pip", "freeze"], capture_output=True, text=True).stdout
+    try:
+        import snakemake
+        snakemake_version = snakemake.__version__
+    except ImportError:
+        snakemake_version = None
+    from .trainer import git_commit
+    return {"python": sys.version, "platform": platform.platform(), "wscl": __version__,
+            "torch": torch.__version__, "cuda": torch.version.cuda, "cuda_available": torch.cuda.is_available(),
+            "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+            "snakemake": snakemake_version, "git_commit": git_commit(), "pip_freeze": freeze.splitlines()}
+
+
+def mlflow_export(uri: str, experiment: str) -> dict:
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return {"tracking_uri": uri, "experiment": experiment, "runs": []}
+    runs = []
+    for run in client.search_runs([exp.experiment_id], max_results=50000):
+        histories = {key: [{"step": m.step, "value": m.value, "timestamp": m.timestamp}
+                           for m in client.get_metric_history(run.info.run_id, key)]
+                     for key in run.data.metrics}
+        runs.append({"run_id": run.info.run_id, "run_name": run.info.run_name, "status": run.info.status,
+                     "params": run.data.params, "tags": run.data.tags, "metrics": histories,
+                     "artifacts": [a.path for a in client.list_artifacts(run.info.run_id)]})
+    return {"tracking_uri": uri, "experiment": experiment, "experiment_id": exp.experiment_id, "runs": runs}
+
+
+def _members(study: Study, uri: str) -> dict[str, bytes]:
+    results = Path(study.results)
+    files: dict[str, bytes] = {}
+    files["study_config.json"] = json.dumps(study.config, indent=2, sort_keys=True).encode()
+    for path in sorted(Path("config").glob("*.yaml")):
+        files[f"config/{path.name}"] = path.read_bytes()
+    for key in study.runs():
+        run = Path(study.run_dir(key))
+        rel = run.relative_to(results)
+        for name in ("metrics.json", "resolved_config.yaml"):
+            files[f"{rel}/{name}"] = (run / name).read_bytes()
+    for folder in ("tables", "plots"):
+        for path in sorted((results / folder).glob("*")):
+            files[f"{folder}/{path.name}"] = path.read_bytes()
+    files["report.html"] = (results / "report.html").read_bytes()
+    files["mlflow_export.json"] = json.dumps(mlflow_export(uri, study.config["study"]), indent=1).encode()
+    files["environment.json"] = json.dumps(environment(), indent=2).encode()
+    files["README.txt"] = (
+        f"WSCL study '{study.config['study']}' (fidelity {study.config.get('fidelity', 'reference')}), archived "
+        f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}.\n"
+        "study_config.json  the study configuration as validated by the workflow\n"
+        "config/            the workflow's configuration files\n"
+        "runs/              per run: resolved_config.yaml (every trainer setting) and metrics.json\n"
+        "tables/, plots/    aggregated results; report.html shows them on one page\n"
+        "mlflow_export.json every MLflow run of the study with params, tags and metric histories\n"
+        "environment.json   Python, torch, CUDA and Snakemake versions, git commit, pip freeze\n"
+        f"{MANIFEST}    SHA-256 of every other member; check with `python -m wscl verify-archive FILE`\n"
+    ).encode()
+    return files
+
+
+def write_archive(study: Study, uri: str, out: Path) -> Path:
+    files = _members(study, uri)
+    manifest = "".join(f"{hashlib.sha256(data).hexdigest()}  {name}\n" for name, data in sorted(files.items()))
+    files[MANIFEST] = manifest.encode()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    top = out.name.removesuffix(".tar.gz")
+    with tarfile.open(tmp, "w:gz") as tar:
+        for name, data in sorted(files.items()):
+            info = tarfile.TarInfo(f"{top}/{name}")
+            info.size = len(data)
+            info.mtime = int(time.time())
+            tar.addfile(info, io.BytesIO(data))
+    tmp.replace(out)
+    return out
+
+
+def verify_archive(path: Path) -> list[str]:
+    """Problems found (empty = every checksum matches and nothing is missing or extra)."""
+    problems = []
+    with tarfile.open(path, "r:gz") as tar:
+        contents = {}
+        for member in tar.getmembers():
+            if member.isfile():
+                name = member.name.split("/", 1)[1] if "/" in member.name else member.name
+                contents[name] = tar.extractfile(member).read()
+    if MANIFEST not in contents:
+        return [f"{MANIFEST} is missing"]
+    listed = {}
+    for line in contents.pop(MANIFEST).decode().splitlines():
+        digest, name = line.split("  ", 1)
+        listed[name] = digest
+    for name, digest in listed.items():
+        if name not in contents:
+            problems.append(f"missing: {name}")
+        elif hashlib.sha256(contents[name]).hexdigest() != digest:
+            problems.append(f"checksum differs: {name}")
+    problems += [f"not in manifest: {name}" for name in sorted(set(contents) - set(listed))]
+    return problems
