@@ -10,14 +10,14 @@ rule aggregate:
         runs=f"{R}/tables/all_runs.csv",
     params:
         study=lambda wc: json.dumps(config, sort_keys=True),
-        tables=f"{R}/tables",
-        plots=f"{R}/plots",
+        tables=lambda wc, output: folder_of(output.tables),
+        plots=lambda wc, output: folder_of(output.plots),
     log:
         f"{R}/logs/aggregate.log",
     benchmark:
         f"{R}/benchmarks/aggregate.tsv"
     shell:
-        "python -m wscl aggregate --study-json {params.study:q} --tables {params.tables} --plots {params.plots} "
+        "{WSCL} aggregate --study-json {params.study:q} --tables {params.tables} --plots {params.plots} "
         "> {log} 2>&1"
 
 
@@ -29,12 +29,12 @@ rule report:
         f"{R}/report.html",
     params:
         study=lambda wc: json.dumps(config, sort_keys=True),
-        tables=f"{R}/tables",
-        plots=f"{R}/plots",
+        tables=lambda wc, input: folder_of(input.tables),
+        plots=lambda wc, input: folder_of(input.plots),
     log:
         f"{R}/logs/report.log",
     benchmark:
         f"{R}/benchmarks/report.tsv"
     shell:
-        "python -m wscl report --study-json {params.study:q} --tables {params.tables} --plots {params.plots} "
+        "{WSCL} report --study-json {params.study:q} --tables {params.tables} --plots {params.plots} "
         "--out {output} > {log} 2>&1"

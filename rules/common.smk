@@ -1,5 +1,8 @@
 # Shared work: validate the config once, enumerate the runs, build each run's trainer configuration.
 import json
+import shlex
+import sys
+from pathlib import Path
 
 from snakemake.utils import min_version, validate
 
@@ -11,6 +14,8 @@ min_version("8.10")
 validate(config, "config.schema.yaml")
 STUDY = Study(config)
 R = STUDY.results
+# Jobs run the package with the interpreter that runs the workflow (it has wscl installed).
+WSCL = f"{shlex.quote(sys.executable)} -m wscl"
 
 
 wildcard_constraints:
@@ -33,3 +38,12 @@ def dataset_input(wc):
 
 def all_metrics():
     return [f"{STUDY.run_dir(key)}/metrics.json" for key in STUDY.runs()]
+
+
+def mirror_args(wildcards):
+    mirrors = config["data"]["mirrors"]
+    return " ".join(f"--mirror {raw}={path}" for raw, paths in mirrors.items() for path in paths)
+
+
+def folder_of(files):
+    return str(Path(files[0]).parent)
