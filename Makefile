@@ -6,6 +6,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 CORES ?= 2
 STAMP := $(VENV)/.installed
+# Workflow jobs call the `wscl` command: put the environment's bin/ first on PATH.
+export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: run test setup bench lint mlflow-ui archive clean-results
 

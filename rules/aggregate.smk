@@ -17,7 +17,7 @@ rule aggregate:
     benchmark:
         f"{R}/benchmarks/aggregate.tsv"
     shell:
-        "{WSCL} aggregate --study-json {params.study:q} --tables {params.tables} --plots {params.plots} "
+        "wscl aggregate --study-json {params.study:q} --tables {params.tables} --plots {params.plots} "
         "> {log} 2>&1"
 
 
@@ -36,5 +36,5 @@ rule report:
     benchmark:
         f"{R}/benchmarks/report.tsv"
     shell:
-        "{WSCL} report --study-json {params.study:q} --tables {params.tables} --plots {params.plots} "
+        "wscl report --study-json {params.study:q} --tables {params.tables} --plots {params.plots} "
         "--out {output} > {log} 2>&1"

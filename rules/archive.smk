@@ -17,4 +17,4 @@ rule archive:
     benchmark:
         f"{R}/benchmarks/archive.tsv"
     shell:
-        "{WSCL} archive --study-json {params.study:q} --mlflow-uri {params.uri:q} --out {output} > {log} 2>&1"
+        "wscl archive --study-json {params.study:q} --mlflow-uri {params.uri:q} --out {output} > {log} 2>&1"

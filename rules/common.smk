@@ -1,7 +1,5 @@
 # Shared work: validate the config once, enumerate the runs, build each run's trainer configuration.
 import json
-import shlex
-import sys
 from pathlib import Path
 
 from snakemake.utils import min_version, validate
@@ -14,8 +12,6 @@ min_version("8.10")
 validate(config, "config.schema.yaml")
 STUDY = Study(config)
 R = STUDY.results
-# Jobs run the package with the interpreter that runs the workflow (it has wscl installed).
-WSCL = f"{shlex.quote(sys.executable)} -m wscl"
 
 
 wildcard_constraints:

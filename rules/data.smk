@@ -13,5 +13,5 @@ rule prepare_dataset:
     benchmark:
         f"{R}/benchmarks/data/{{dataset}}.tsv"
     shell:
-        "{WSCL} data prepare {wildcards.dataset} --root {params.root} {params.mirrors} {params.verify} "
+        "wscl data prepare {wildcards.dataset} --root {params.root} {params.mirrors} {params.verify} "
         "> {log} 2>&1"

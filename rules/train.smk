@@ -15,7 +15,7 @@ rule mlflow_setup:
     benchmark:
         f"{R}/benchmarks/mlflow_setup.tsv"
     shell:
-        "{WSCL} mlflow-setup --uri {params.uri:q} --experiment {params.experiment:q} "
+        "wscl mlflow-setup --uri {params.uri:q} --experiment {params.experiment:q} "
         "--artifact-root {params.artifacts:q} {params.groups} --out {output} > {log} 2>&1"
 
 
@@ -42,6 +42,6 @@ rule train:
     benchmark:
         f"{R}/benchmarks/train/{{benchmark}}/buffer{{buffer}}/{{method}}/{{preset}}/seed{{seed}}.tsv"
     shell:
-        "{WSCL} train --config-json {params.trainer:q} --out {params.out} --threads {threads} --quiet "
+        "wscl train --config-json {params.trainer:q} --out {params.out} --threads {threads} --quiet "
         "--mlflow-uri {params.uri:q} --mlflow-experiment {params.experiment:q} "
         "--mlflow-parent-group {params.group:q} > {log} 2>&1"

@@ -1,0 +1,173 @@
+"""The Snakemake workflow end to end on config/smoke.yaml, in a temporary copy of the workflow."""
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "MLFLOW_TRACKING_URI": ""}
+
+
+def workflow_copy(dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "Snakefile", dest)
+    for folder in ("rules", "config"):
+        shutil.copytree(REPO / folder, dest / folder)
+    return dest
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [str(BIN / "snakemake"), "--configfile", "config/smoke.yaml", "--cores", "4", *args]
+    done = subprocess.run(cmd, cwd=workdir, env=ENV, capture_output=True, text=True)
+    if check and done.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return done
+
+
+def job_counts(dry_run_output: str) -> dict[str, int]:
+    """Rule -> job count from the 'Job stats' table of a dry run."""
+    counts = {}
+    table = dry_run_output.split("Job stats:", 1)[1].split("\n\n", 1)[0]
+    for line in table.splitlines():
+        match = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if match and match.group(1) != "total":
+            counts[match.group(1)] = int(match.group(2))
+    return counts
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    workdir = workflow_copy(tmp_path_factory.mktemp("smoke"))
+    snakemake(workdir, "all", "archive")
+    return workdir
+
+
+RUNS = [(preset, seed) for preset in ("base", "full") for seed in (0, 1)]
+
+
+def metrics_path(workdir: Path, preset: str, seed: int) -> Path:
+    return workdir / f"results/runs/synthetic/buffer20/er_ace/{preset}/seed{seed}/metrics.json"
+
+
+def test_smoke_study_produces_tables_plots_report_and_archive(smoke):
+    results = smoke / "results"
+    for ext in ("csv", "md", "tex"):
+        assert (results / f"tables/synthetic_buffer20.{ext}").stat().st_size > 0
+    table = (results / "tables/synthetic_buffer20.md").read_text()
+    assert "er_ace" in table and "full" in table and "base" in table and "reference" in table
+    for plot in ("accuracy_matrix", "avg_acc_curve", "ablation", "frozen_blocks"):
+        assert (results / f"plots/synthetic_buffer20_{plot}.png").read_bytes()[:4] == b"\x89PNG"
+    report = (results / "report.html").read_text()
+    assert report.count("<img") == 4 and "Fidelity: <b>reference</b>" in report
+    archive = results / "archive/smoke.tar.gz"
+    verified = subprocess.run([sys.executable, "-m", "wscl", "verify-archive", str(archive)], capture_output=True,
+                              text=True, env=ENV)
+    assert verified.returncode == 0, verified.stdout
+    for preset, seed in RUNS:
+        assert metrics_path(smoke, preset, seed).exists()
+        assert (results / f"logs/train/synthetic/buffer20/er_ace/{preset}/seed{seed}.log").exists()
+        assert (results / f"benchmarks/train/synthetic/buffer20/er_ace/{preset}/seed{seed}.tsv").exists()
+
+
+def test_mlflow_holds_every_run_with_its_metrics(smoke):
+    client = MlflowClient(tracking_uri=f"sqlite:///{smoke / 'results/mlflow/mlflow.db'}")
+    experiment = client.get_experiment_by_name("smoke")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = {r.data.tags["wscl.group"]: r for r in runs if "wscl.group" in r.data.tags}
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert set(parents) == {"synthetic/buffer20/er_ace/base", "synthetic/buffer20/er_ace/full"}
+    assert len(children) == len(RUNS)  # four jobs ran in parallel (--cores 4): none lost, none doubled
+    for child in children:
+        preset, seed = child.data.tags["preset"], int(child.data.tags["seed"])
+        assert child.data.tags["mlflow.parentRunId"] == parents[f"synthetic/buffer20/er_ace/{preset}"].info.run_id
+        metrics = json.loads(metrics_path(smoke, preset, seed).read_text())
+        for setting in ("class_il", "task_il"):
+            for key in ("final_avg_acc", "forgetting", "bwt", "fwt"):
+                assert child.data.metrics[f"{setting}/{key}"] == pytest.approx(metrics[setting][key])
+            history = client.get_metric_history(child.info.run_id, f"{setting}/acc_task_0")
+            assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx(
+                [row[0] for row in metrics[setting]["accuracy_matrix"]])
+
+
+def test_second_invocation_does_nothing(smoke):
+    done = snakemake(smoke, "all", "archive", "-n")
+    assert "Nothing to be done" in done.stdout + done.stderr
+
+
+def test_changing_one_preset_parameter_reruns_exactly_its_jobs(smoke, tmp_path):
+    workdir = workflow_copy(tmp_path / "changed")
+    shutil.copytree(smoke / "results", workdir / "results")
+    shutil.copytree(smoke / ".snakemake", workdir / ".snakemake")
+    config = yaml.safe_load((workdir / "config/smoke.yaml").read_text())
+    config["overrides"][0]["trainer"]["wscl"]["nrem"]["epochs"] = 2  # the override that matches preset `full`
+    (workdir / "config/smoke.yaml").write_text(yaml.safe_dump(config))
+    planned = job_counts(snakemake(workdir, "all", "archive", "-n").stdout)
+    assert planned == {"train": 2, "aggregate": 1, "report": 1, "archive": 1, "all": 1}
+    before = {run: metrics_path(workdir, *run).stat().st_mtime_ns for run in RUNS}
+    snakemake(workdir, "all", "archive")
+    for preset, seed in RUNS:
+        changed = metrics_path(workdir, preset, seed).stat().st_mtime_ns != before[(preset, seed)]
+        assert changed == (preset == "full")
+    resolved = yaml.safe_load((metrics_path(workdir, "full", 0).parent / "resolved_config.yaml").read_text())
+    assert resolved["wscl"]["nrem"]["epochs"] == 2
+
+
+def test_interrupted_training_job_resumes_from_its_checkpoint(tmp_path):
+    workdir = workflow_copy(tmp_path / "interrupt")
+    config = yaml.safe_load((workdir / "config/smoke.yaml").read_text())
+    config["trainer"]["scenario"]["n_tasks"] = 2
+    config["trainer"]["training"]["epochs"] = 6  # long enough to be caught after its first checkpoint
+    (workdir / "config/smoke.yaml").write_text(yaml.safe_dump(config))
+    target = "results/runs/synthetic/buffer20/er_ace/full/seed0/metrics.json"
+    cmd = [str(BIN / "snakemake"), "--configfile", "config/smoke.yaml", "--cores", "1", target]
+    proc = subprocess.Popen(cmd, cwd=workdir, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    checkpoint = workdir / "results/runs/synthetic/buffer20/er_ace/full/seed0/checkpoint.pt"
+    deadline = time.time() + 300
+    while not checkpoint.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the job finished before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: snakemake and the training job both stop
+    proc.wait(timeout=60)
+    assert not (workdir / target).exists()
+    snakemake(workdir, target, "--rerun-incomplete")
+    log = (workdir / "results/logs/train/synthetic/buffer20/er_ace/full/seed0.log").read_text()
+    assert "resuming" in log and "after task 1 of 2" in log
+    metrics = json.loads((workdir / target).read_text())
+    assert len(metrics["tasks"]) == 2 and metrics["class_il"]["accuracy_matrix"][1][0] is not None
+
+
+def test_paper_config_plans_every_job_without_data(tmp_path):
+    workdir = workflow_copy(tmp_path / "paper")
+    done = subprocess.run([str(BIN / "snakemake"), "-n", "--configfile", "config/paper.yaml"], cwd=workdir,
+                          env=ENV, capture_output=True, text=True, check=True)
+    counts = job_counts(done.stdout)
+    # 4 benchmarks x 2 buffers x (3 methods x 2 presets + 5 buffered ablations) x 5 seeds, plus the
+    # buffer-free wake_rem once per benchmark x 5 seeds.
+    assert counts["train"] == 4 * 2 * (3 * 2 + 5) * 5 + 4 * 5
+    assert counts["prepare_dataset"] == 4 and counts["mlflow_setup"] == 1
+    assert not (workdir / "data").exists()
+
+
+def test_config_typo_fails_at_start_naming_the_key(tmp_path):
+    workdir = workflow_copy(tmp_path / "typo")
+    config = yaml.safe_load((workdir / "config/smoke.yaml").read_text())
+    config["seedz"] = config.pop("seeds")
+    (workdir / "config/smoke.yaml").write_text(yaml.safe_dump(config))
+    done = snakemake(workdir, "-n", check=False)
+    assert done.returncode != 0 and "seedz" in done.stdout + done.stderr
+    config["seeds"] = config.pop("seedz")
+    config["trainer"]["training"]["lrr"] = 0.1
+    (workdir / "config/smoke.yaml").write_text(yaml.safe_dump(config))
+    done = snakemake(workdir, "-n", check=False)
+    assert done.returncode != 0 and "training.lrr" in done.stdout + done.stderr
