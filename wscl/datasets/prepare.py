@@ -12,8 +12,14 @@ from typing import Callable
 
 import numpy as np
 
+import shutil
+from importlib import resources
+
+import yaml
+
 from .. import data
-from . import fashion_mnist
+from . import cifar, fashion_mnist, imagenet, tinyimagenet
+from .archives import ArchiveSource, ensure_extracted
 from .images import resize
 from .sources import RawFile, fetch
 
@@ -32,17 +38,94 @@ class Context:
         mirrors = self.mirrors.get(raw, []) + [m for m in default_mirrors if Path(m).is_dir()]
         return {f.name: fetch(f, self.raw_dir(raw), mirrors, self.verify, self.log) for f in files}
 
+    def extracted(self, source: ArchiveSource) -> Path:
+        return ensure_extracted(source, self.raw_dir(source.raw), self.mirrors.get(source.raw, []), self.verify,
+                                self.log)
+
+    def dataset(self, name: str, **arrays) -> data.CanonicalDataset:
+        return data.CanonicalDataset(name=name, checksums_verified=self.verify, **arrays)
+
+
+def synsets(which: str) -> list[str]:
+    """The FG-ImageNet primary or auxiliary synsets, in label order (wscl/resources/imagenet100_*.yml)."""
+    mapping = yaml.safe_load(resources.files("wscl").joinpath(f"resources/imagenet100_{which}.yml").read_text())
+    return [wnid for wnid, _ in sorted(mapping.items(), key=lambda item: item[1])]
+
+
+def cifar100_dream_superclasses(ctx: Context):
+    """CIFAR-100 training images of the 12 superclasses that do not resemble CIFAR-10 classes [code]."""
+    splits, _, coarse_names = cifar.load_cifar100(ctx.extracted(cifar.CIFAR100))
+    keep = [c for c in coarse_names if c not in cifar.EXCLUDED_SUPERCLASSES]
+    x, _, coarse = splits["train"]
+    new_label = {coarse_names.index(c): i for i, c in enumerate(keep)}
+    rows = np.flatnonzero(np.isin(coarse, list(new_label)))
+    return x[rows], np.array([new_label[c] for c in coarse[rows]], dtype=np.int64), keep
+
+
+def build_seq_cifar10(ctx: Context) -> data.CanonicalDataset:
+    """CIFAR-10 (5 x 2); dreams: the 12 non-overlapping CIFAR-100 superclasses (the run draws 10) [code]."""
+    train_x, train_y, test_x, test_y, names = cifar.load_cifar10(ctx.extracted(cifar.CIFAR10))
+    dream_x, dream_y, dream_names = cifar100_dream_superclasses(ctx)
+    return ctx.dataset("seq-cifar10", train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y,
+                       classes=names, dream_x=dream_x, dream_y=dream_y, dream_classes=dream_names, augment=True,
+                       source="CIFAR-10 python archive; dreams: CIFAR-100 coarse superclasses minus 8 [code]")
+
+
+def build_seq_cifar100(ctx: Context) -> data.CanonicalDataset:
+    """CIFAR-100 (10 x 10); dreams: the auxiliary ImageNet-100 synsets resized to 32x32 [code]."""
+    splits, fine_names, _ = cifar.load_cifar100(ctx.extracted(cifar.CIFAR100))
+    root = imagenet.find_root(ctx.mirrors.get("imagenet", []))
+    aux = synsets("aux")
+    dream_x, dream_y = imagenet.load_images(imagenet.split_files(root, "train", aux), aux, 32)
+    (train_x, train_y, _), (test_x, test_y, _) = splits["train"], splits["test"]
+    return ctx.dataset("seq-cifar100", train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y,
+                       classes=fine_names, dream_x=dream_x, dream_y=dream_y, dream_classes=aux, augment=True,
+                       source=f"CIFAR-100 python archive; dreams: ImageNet-100 auxiliary synsets from {root} at 32x32")
+
+
+def build_seq_tinyimg_half(ctx: Context) -> data.CanonicalDataset:
+    """Tiny-ImageNet classes 0-99 (wnids.txt order) as 5 x 20, test = official validation split; the
+    other 100 classes' training images are the dreams [code]."""
+    train_x, train_y, test_x, test_y, wnids, words = tinyimagenet.load(ctx.extracted(tinyimagenet.TINY))
+    half = len(wnids) // 2
+    primary, dream = train_y < half, train_y >= half
+    test = test_y < half
+    return ctx.dataset("seq-tinyimg-half", train_x=train_x[primary], train_y=train_y[primary],
+                       test_x=test_x[test], test_y=test_y[test], classes=words[:half],
+                       dream_x=train_x[dream], dream_y=train_y[dream] - half, dream_classes=words[half:],
+                       augment=True, source="Tiny-ImageNet-200 zip (classes 0-99 primary, 100-199 dreams)",
+                       extra={"wnids": wnids[:half], "dream_wnids": wnids[half:]})
+
+
+def build_seq_fg_imagenet(ctx: Context) -> data.CanonicalDataset:
+    """The 100 primary synsets at 256x256 (20 x 5), dreams from the 100 auxiliary synsets [code]; built in
+    memory-mapped scratch files under ROOT/raw/imagenet-scratch so that it never sits in memory whole."""
+    root = imagenet.find_root(ctx.mirrors.get("imagenet", []))
+    scratch = ctx.raw_dir("imagenet-scratch")
+    scratch.mkdir(parents=True, exist_ok=True)
+
+    def memmap(name):
+        return lambda n, shape: np.lib.format.open_memmap(scratch / f"{name}.npy", mode="w+", dtype=np.uint8,
+                                                          shape=(n, *shape))
+    primary, aux = synsets("primary"), synsets("aux")
+    train_x, train_y = imagenet.load_images(imagenet.split_files(root, "train", primary), primary, 256, memmap("train"))
+    test_x, test_y = imagenet.load_images(imagenet.split_files(root, "val", primary), primary, 256, memmap("test"))
+    dream_x, dream_y = imagenet.load_images(imagenet.split_files(root, "train", aux), aux, 256, memmap("dream"))
+    return ctx.dataset("seq-fg-imagenet", train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y,
+                       classes=primary, dream_x=dream_x, dream_y=dream_y, dream_classes=aux, augment=False,
+                       source=f"ImageNet ILSVRC-2012 from {root}: 100 primary / 100 auxiliary synsets at 256x256",
+                       extra={"scratch": str(scratch)})
+
 
 def build_seq_fashion_mnist(ctx: Context) -> data.CanonicalDataset:
     """Fashion-MNIST 28x28x1 (5 tasks x 2 classes) with scikit-learn digits, resized to 28x28, as dreams."""
     paths = ctx.fetch_all("fashion-mnist", fashion_mnist.FILES, fashion_mnist.DEFAULT_MIRRORS)
     train_x, train_y, test_x, test_y = fashion_mnist.load(paths)
     dream_x, dream_y, dream_classes = fashion_mnist.digits()
-    return data.CanonicalDataset(
-        name="seq-fashion-mnist", train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y,
+    return ctx.dataset(
+        "seq-fashion-mnist", train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y,
         classes=fashion_mnist.CLASSES, dream_x=resize(dream_x, 28), dream_y=dream_y, dream_classes=dream_classes,
-        augment=False, source="Fashion-MNIST (official IDX files); dreams: scikit-learn digits resized to 28x28",
-        checksums_verified=ctx.verify)
+        augment=False, source="Fashion-MNIST (official IDX files); dreams: scikit-learn digits resized to 28x28")
 
 
 def build_synthetic(ctx: Context) -> data.CanonicalDataset:
@@ -51,6 +134,10 @@ def build_synthetic(ctx: Context) -> data.CanonicalDataset:
 
 
 BUILDERS: dict[str, Callable[[Context], data.CanonicalDataset]] = {
+    "seq-cifar10": build_seq_cifar10,
+    "seq-cifar100": build_seq_cifar100,
+    "seq-tinyimg-half": build_seq_tinyimg_half,
+    "seq-fg-imagenet": build_seq_fg_imagenet,
     "seq-fashion-mnist": build_seq_fashion_mnist,
     "synthetic": build_synthetic,
 }
@@ -62,7 +149,12 @@ def prepare(name: str, root: str | Path, mirrors: dict[str, list[Path]] | None =
         raise data.DatasetError(f"unknown benchmark {name!r}; choose one of {', '.join(sorted(BUILDERS))}")
     ctx = Context(Path(root), mirrors or {}, verify, log)
     ds = BUILDERS[name](ctx)
+    if not verify:
+        log(f"{name}: raw checksums were NOT verified; the metadata records checksums_verified: false")
+    scratch = ds.extra.pop("scratch", None)
     folder = data.save(ds, ctx.root / name)
+    if scratch:
+        shutil.rmtree(scratch, ignore_errors=True)
     log(f"prepared {name}: {len(ds.train_y)} train / {len(ds.test_y)} test images of shape {ds.image_shape}, "
         f"{len(ds.dream_y)} dream images -> {folder}")
     return folder

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import shutil
 import urllib.error
 import urllib.request
@@ -68,14 +69,19 @@ def download(url: str, part: Path, log: Callable[[str], None], chunk: int = 1 <<
                 log(f"{url}: server ignored the resume request; downloading from the start")
             elif resumed:
                 log(f"{url}: resuming after {have} bytes")
+            expected = response.headers.get("Content-Length")
             with open(part, "ab" if resumed else "wb") as out:
+                start = out.tell()
                 shutil.copyfileobj(response, out, chunk)
+                received = out.tell() - start
+            if expected is not None and received < int(expected):
+                raise OSError(f"connection closed after {received} of {expected} bytes")
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and have:  # nothing left to fetch: the part is complete
             return
         raise DatasetError(f"download of {url} failed: HTTP {exc.code}; retry, or give a local mirror "
                            "with --mirror RAW=PATH (data.mirrors in the config)") from exc
-    except (urllib.error.URLError, OSError) as exc:
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
         raise DatasetError(f"download of {url} failed ({exc}); the partial file {part} is kept and the next "
                            "run resumes it; or give a local mirror with --mirror RAW=PATH") from exc
 
