@@ -217,3 +217,27 @@ def test_fashion_mnist_from_a_recompressing_mirror_matches_content_checksums(tmp
     shutil.rmtree(tmp_path / "data")
     with pytest.raises(ChecksumError, match="t10k-labels-idx1-ubyte.gz"):
         prepare_mod.prepare("seq-fashion-mnist", tmp_path / "data", {"fashion-mnist": [mirror]}, log=quiet)
+
+
+def test_paper_config_trains_on_a_prepared_benchmark(tmp_path, cifar_mirrors):
+    """A paper-grid run of seq-cifar10 (its settings from config/paper.yaml), shrunk to the fake's size."""
+    import yaml
+
+    from wscl.config import deep_merge, resolve
+    from wscl.studies import RunKey, Study
+    from wscl.trainer import Run
+    prepare_mod.prepare("seq-cifar10", tmp_path / "data", cifar_mirrors, log=quiet)
+    study = Study(yaml.safe_load((Path(__file__).parents[1] / "config/paper.yaml").read_text()))
+    cfg = study.trainer_config(RunKey("seq-cifar10", 200, "er_ace", "full", 0))
+    assert cfg["dataset"]["name"] == "seq-cifar10" and cfg["scenario"]["n_tasks"] == 5
+    cfg = resolve(deep_merge(cfg, {"dataset": {"root": str(tmp_path / "data")}, "model": {"width": 4},
+                                   "training": {"epochs": 2},
+                                   "scenario": {"val_per_task": 4, "freeze_buffer_per_task": 2},
+                                   "runtime": {"device": "cpu", "progress": False}}))
+    run = Run(cfg, tmp_path / "run", quiet=True, log=quiet)
+    metrics = run.run()
+    assert len(metrics["class_il"]["accuracy_matrix"]) == 5
+    # 10 heads, 12 dream superclasses: the run bound 10 distinct ones, task 0's heads released theirs.
+    bound = metrics["tasks"][0]["dream_binding"]
+    assert len(bound) == 8 and len(set(bound.values())) == 8 and set(bound.values()) <= set(range(12))
+    assert metrics["tasks"][0]["wake_pool"]["dream"] == 8 * 10  # 10 training images per superclass in the fake
