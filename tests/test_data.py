@@ -43,3 +43,18 @@ def test_synthetic_is_seeded_and_has_class_structure():
     between = means.std(0).mean()
     assert between > 2 * within / np.sqrt(50)  # far beyond the sampling noise of a class mean
     assert not np.array_equal(a.dream_x[:10], a.train_x[:10])
+
+
+def test_memory_mapped_dataset_trains_to_the_same_numbers(tmp_path):
+    from conftest import tiny_config
+    from wscl.trainer import Run
+    cfg = tiny_config(scenario={"n_tasks": 2})
+    save(synthetic(**cfg["dataset"]["synthetic"]), tmp_path / "data" / "syn")
+    results = []
+    for mmap_above_mb in (10**6, 0):  # in memory on the device, then memory-mapped and gathered per batch
+        on_disk = tiny_config(scenario={"n_tasks": 2},
+                              dataset={"name": "syn", "root": str(tmp_path / "data"), "mmap_above_mb": mmap_above_mb})
+        run = Run(on_disk, tmp_path / f"run{mmap_above_mb}", quiet=True, log=lambda *_: None)
+        assert run.train_source.mapped == (mmap_above_mb == 0)
+        results.append(run.run()["class_il"]["accuracy_matrix"])
+    assert results[0] == results[1]

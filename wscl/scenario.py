@@ -123,20 +123,12 @@ class Pool:
     def gather(self, rows_host: np.ndarray, rows_device: torch.Tensor):
         if not self.mapped:
             return self.images[rows_device], self.labels[rows_device], self.sample_ids[rows_device]
-        chunks, offset = [], 0
-        for source, src_rows, _, _ in self.parts:
-            chunks.append((rows_host >= offset) & (rows_host < offset + len(src_rows)))
-            offset += len(src_rows)
+        offsets = np.cumsum([0] + [len(part[1]) for part in self.parts])
+        part_of = np.searchsorted(offsets, rows_host, side="right") - 1
         images = torch.empty((len(rows_host), *self.parts[0][0].array.shape[1:]), dtype=torch.uint8,
                              device=self.device)
-        offset = 0
-        for (source, src_rows, _, _), sel in zip(self.parts, chunks):
-            if sel.any():
-                images[torch.as_tensor(np.flatnonzero(sel), device=self.device)] = source.take(
-                    src_rows[rows_host[sel] - offset])
-            offset += len(src_rows)
+        for k, (source, src_rows, _, _) in enumerate(self.parts):
+            sel = np.flatnonzero(part_of == k)
+            if len(sel):
+                images[torch.as_tensor(sel, device=self.device)] = source.take(src_rows[rows_host[sel] - offsets[k]])
         return images, self.labels[rows_device], self.sample_ids[rows_device]
-
-    def all_images(self) -> torch.Tensor:
-        rows = np.arange(len(self))
-        return self.gather(rows, torch.as_tensor(rows, device=self.device))[0]
