@@ -140,8 +140,9 @@ def load(folder: str | Path, mmap_above_mb: float = 2048, verify: bool = False) 
     size_mb = sum((folder / f"{n}.npy").stat().st_size for n in ARRAYS) / 2**20
     mode = "r" if size_mb > mmap_above_mb else None
     arrays = {n: np.load(folder / f"{n}.npy", mmap_mode=mode) for n in ARRAYS}
+    # mean/std stay in `extra`: the trainer normalises with the stored statistics.
     known = {"format_version", "name", "image_shape", "channels", "classes", "dream_classes", "n_train",
-             "n_test", "n_dream", "augment", "mean", "std", "source", "checksums_verified", "sha256"}
+             "n_test", "n_dream", "augment", "source", "checksums_verified", "sha256"}
     ds = CanonicalDataset(name=meta["name"], classes=meta["classes"], dream_classes=meta["dream_classes"],
                           augment=meta["augment"], source=meta.get("source", ""),
                           checksums_verified=meta.get("checksums_verified", True),

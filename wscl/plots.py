@@ -27,8 +27,8 @@ def accuracy_matrix_figure(matrices: list, titles: list[str], suptitle: str, pat
                             color="white" if R[i, j] < 60 else "black")
         ax.set_xlabel("evaluated task")
         ax.set_ylabel("after training task")
-        ax.set_xticks(range(T))
-        ax.set_yticks(range(T))
+        ax.set_xticks(range(T), [str(k + 1) for k in range(T)])
+        ax.set_yticks(range(T), [str(k + 1) for k in range(T)])
         ax.set_title(title)
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="accuracy (%)")
     fig.suptitle(suptitle, fontsize=9)
@@ -53,7 +53,7 @@ def mean_accuracy_matrices(runs, path, title: str) -> None:
         titles.append(_label(method, preset, buffer))
     cols = min(4, len(matrices))
     rows = -(-len(matrices) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 3.2 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 3.2 * rows), squeeze=False, layout="constrained")
     for ax in axes.flat[len(matrices):]:
         ax.axis("off")
     for ax, R, name in zip(axes.flat, matrices, titles):
@@ -65,6 +65,8 @@ def mean_accuracy_matrices(runs, path, title: str) -> None:
                     ax.text(j, i, f"{R[i, j]:.0f}", ha="center", va="center", fontsize=6,
                             color="white" if R[i, j] < 60 else "black")
         ax.set_title(name, fontsize=8)
+        ax.set_xticks(range(R.shape[1]), [str(k + 1) for k in range(R.shape[1])], fontsize=7)
+        ax.set_yticks(range(R.shape[0]), [str(k + 1) for k in range(R.shape[0])], fontsize=7)
         ax.set_xlabel("evaluated task", fontsize=7)
         ax.set_ylabel("after task", fontsize=7)
     fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6, label="Class-IL accuracy (%)")
