@@ -82,7 +82,7 @@ def test_extracted_cifar_layout_in_a_mirror_is_verified_per_file(tmp_path, monke
             dataclasses.replace(cifar.CIFAR10, archive=dataclasses.replace(cifar.CIFAR10.archive, url=None)))
 
 
-def test_seq_tinyimg_half_splits_classes_by_wnids_order(tmp_path, monkeypatch):
+def test_seq_tinyimg_half_splits_classes_by_wnids_order(tmp_path, monkeypatch, capsys):
     mirror = tmp_path / "mirror"
     mirror.mkdir()
     archive = zip_folder(fake_tiny(tmp_path / "src"), mirror / "tiny-imagenet-200.zip")
@@ -96,8 +96,10 @@ def test_seq_tinyimg_half_splits_classes_by_wnids_order(tmp_path, monkeypatch):
     # Left half red = 40 * (wnid index + 1), right half blue: orientation and channel order survive JPEG.
     img = ds.dream_x[ds.dream_y == 1][0].astype(int)
     assert abs(img[0, 10, 5] - 160) < 8 and img[2, 10, 5] < 8 and img[2, 10, 60] > 245 and img[0, 10, 60] < 8
-    info = prepare_mod.info(folder)
-    assert info["train_per_class"] == {"thing 0": 3, "thing 1": 3}
+    assert main(["data", "info", str(folder)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["train_per_class"] == {"thing 0": 3, "thing 1": 3} and info["checksums_verified"] is True
+    assert info["dream_per_class"] == {"thing 2": 3, "thing 3": 3} and info["image_shape"] == [3, 64, 64]
     assert abs(info["mean_pixel_per_channel"]["thing 1"][0] - 40) < 6  # 80 on the left half, 0 on the right
 
 

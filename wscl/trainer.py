@@ -220,9 +220,12 @@ class Run:
         for epoch in range(tr["epochs"]):
             plan = plan_epoch(self.learner, pool, tr["batch_size"], tr["replay_batch_size"], rng)
             where = f"task {t}, epoch {epoch}"
+            trial = epoch == 0 and t > 0 and fr["enabled"]
+            progress.set_description(f"task {t + 1}/{self.scenario.n_tasks} "
+                                     f"{'freezing trial' if trial else 'wake'} epoch {epoch + 1}/{tr['epochs']}")
             if epoch == 0 and stm.size:
                 stm.observe(real_rows_in_order(plan, pool.n_real), rng)
-            if epoch == 0 and t > 0 and fr["enabled"]:
+            if trial:
                 with timed(self.timings, "freezing_trial", self.device):
                     result = run_trial(self.learner, pool, plan, gen_seed + 7919, self.train_source,
                                        self.held_out(self.scenario.val_idx[t]),
@@ -294,8 +297,9 @@ class Run:
                                                                 or self.wscl["plasticity"]["enabled"]) else 0)
             progress = tqdm(total=None, desc=f"task {t + 1}/{T}", unit="step", disable=self.quiet, leave=False)
             record.update(self.wake(t, pool, rng, gen_seed, stm, progress))
-            progress.close()
+            progress.set_description(f"task {t + 1}/{T} sleep (NREM, plasticity, REM)")
             record.update(self.sleep(t, pool, rng, gen_seed, stm))
+            progress.close()
             with timed(self.timings, "eval", self.device):
                 for j, (cil, til) in self.evaluate(t).items():
                     self.R["class_il"][t, j], self.R["task_il"][t, j] = cil, til
