@@ -71,9 +71,10 @@ def merge_stm_into_ltm(learner: Learner, pool: Pool, stm: ShortTermMemory, rng: 
     y = torch.cat([stored["y"], stm_y])
     ids = torch.cat([stored["sample_id"], stm_ids])
     ids_host, y_host = ids.cpu().numpy(), y.cpu().numpy()
-    _, first = np.unique(ids_host, return_index=True)       # drop samples the LTM already holds
-    keep = balanced_selection(y_host[np.sort(first)], memory.capacity, rng)
-    rows = torch.as_tensor(np.sort(first)[keep], device=pool.device)
+    _, first = np.unique(ids_host, return_index=True)  # drop samples the LTM already holds
+    unique_rows = np.sort(first)
+    keep = balanced_selection(y_host[unique_rows], memory.capacity, rng)
+    rows = torch.as_tensor(unique_rows[keep], device=pool.device)
     memory.replace_contents(x[rows], y[rows], ids[rows])
     stm.clear()
 
