@@ -183,10 +183,11 @@ COMMANDS = {"train": cmd_train, "bench": cmd_bench, "data": cmd_data, "mlflow-se
 def main(argv: list[str] | None = None) -> int:
     from .data import DatasetError
     from .scenario import ScenarioError
+    from .tracking import TrackingError
     from .wake import NonFiniteLossError
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (ConfigError, DatasetError, ScenarioError, NonFiniteLossError) as exc:
+    except (ConfigError, DatasetError, ScenarioError, NonFiniteLossError, TrackingError) as exc:
         print(f"wscl {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -61,6 +61,10 @@ def accuracy_figure(metrics: dict, path: Path) -> None:
 GROUP_TAG = "wscl.group"
 
 
+class TrackingError(RuntimeError):
+    """The MLflow store lacks what a run needs (an experiment or parent run)."""
+
+
 def _client(uri: str):
     from mlflow.tracking import MlflowClient
     if uri.startswith("sqlite:///"):
@@ -105,7 +109,7 @@ def find_parent(uri: str, experiment: str, group: str) -> str:
     found = client.get_experiment_by_name(experiment)
     runs = client.search_runs([found.experiment_id], filter_string=f"tags.`{GROUP_TAG}` = '{group}'") if found else []
     if not runs:
-        raise RuntimeError(f"no MLflow parent run for group {group!r} in experiment {experiment!r} at {uri}; "
+        raise TrackingError(f"no MLflow parent run for group {group!r} in experiment {experiment!r} at {uri}; "
                            "run `python -m wscl mlflow-setup` (the workflow's mlflow_setup rule) first")
     return runs[0].info.run_id
 
