@@ -11,6 +11,21 @@ import numpy as np
 import torch
 
 
+def reservoir_positions(n_new: int, num_seen: int, capacity: int, rng: np.random.Generator) -> np.ndarray:
+    """Where each of ``n_new`` stream items goes in a reservoir of ``capacity`` that has seen ``num_seen``
+    items (-1: not kept). Items drawn to the same position: the later one wins, as in a sequential
+    reservoir, so only the last write to each position is kept."""
+    counts = num_seen + np.arange(1, n_new + 1)
+    draws = (rng.random(n_new) * counts).astype(np.int64)
+    positions = np.where(counts <= capacity, counts - 1, draws)
+    positions[positions >= capacity] = -1
+    _, last_from_end = np.unique(positions[::-1], return_index=True)
+    keep = np.zeros(n_new, dtype=bool)
+    keep[n_new - 1 - last_from_end] = True
+    positions[~keep] = -1
+    return positions
+
+
 class ReservoirMemory:
     """Reservoir sampling (Vitter's algorithm R) over the stream of real samples, as Mammoth's Buffer.
 
@@ -48,18 +63,8 @@ class ReservoirMemory:
         """
         slots = np.full(len(is_real), self.discard_slot, dtype=np.int64)
         real_rows = np.flatnonzero(is_real)
-        counts = num_seen + np.arange(1, len(real_rows) + 1)
-        draws = (rng.random(len(real_rows)) * counts).astype(np.int64)
-        chosen = np.where(counts <= self.capacity, counts - 1, draws)
-        chosen[chosen >= self.capacity] = self.discard_slot
-        # Keep only the last write to every slot.
-        seen_later: set[int] = set()
-        for i in range(len(chosen) - 1, -1, -1):
-            if chosen[i] != self.discard_slot:
-                if chosen[i] in seen_later:
-                    chosen[i] = self.discard_slot
-                seen_later.add(int(chosen[i]))
-        slots[real_rows] = chosen
+        chosen = reservoir_positions(len(real_rows), num_seen, self.capacity, rng)
+        slots[real_rows] = np.where(chosen >= 0, chosen, self.discard_slot)
         return slots, num_seen + len(real_rows)
 
     def replay_indices(self, size: int, num_seen: int, rng: np.random.Generator) -> np.ndarray:
@@ -109,21 +114,20 @@ class ShortTermMemory:
     def __init__(self, size: int):
         self.size = size
         self.num_seen = 0
-        self.indices = np.zeros(0, dtype=np.int64)
+        self._slots = np.zeros(size, dtype=np.int64)
+
+    @property
+    def indices(self) -> np.ndarray:
+        return self._slots[: min(self.num_seen, self.size)]
 
     def observe(self, pool_indices: np.ndarray, rng: np.random.Generator) -> None:
-        for idx in pool_indices:  # host-side integers only; a few hundred per epoch
-            self.num_seen += 1
-            if len(self.indices) < self.size:
-                self.indices = np.append(self.indices, idx)
-            else:
-                j = int(rng.integers(0, self.num_seen))
-                if j < self.size:
-                    self.indices[j] = idx
+        positions = reservoir_positions(len(pool_indices), self.num_seen, self.size, rng)
+        kept = positions >= 0
+        self._slots[positions[kept]] = pool_indices[kept]
+        self.num_seen += len(pool_indices)
 
     def clear(self) -> None:
         self.num_seen = 0
-        self.indices = np.zeros(0, dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.indices)

@@ -36,15 +36,18 @@ def replay_stm_ltm(learner: Learner, pool: Pool, stm: ShortTermMemory, seen_head
     learner.net.train()
     n_images = 0
     for _ in range(epochs):
+        # Host draws for the whole epoch, one transfer each: the steps only slice.
         order = rng.permutation(stm.indices)
+        order_dev = torch.as_tensor(order, device=pool.device)
+        ltm_dev = torch.as_tensor(np.stack([learner.memory.replay_indices(n_ltm, learner.memory.num_seen, rng)
+                                            for _ in range(steps)]) if n_ltm else np.zeros((steps, 0), np.int64),
+                                  device=pool.device)
         for s in range(steps):
-            stm_rows = order[s * n_stm: (s + 1) * n_stm]
-            raw, labels, _ = pool.gather(stm_rows, torch.as_tensor(stm_rows, device=pool.device))
+            window = slice(s * n_stm, (s + 1) * n_stm)
+            raw, labels, _ = pool.gather(order[window], order_dev[window])
             if n_ltm:
-                ltm_rows = torch.as_tensor(learner.memory.replay_indices(n_ltm, learner.memory.num_seen, rng),
-                                           device=pool.device)
-                raw = torch.cat([raw, learner.memory.x[ltm_rows]])
-                labels = torch.cat([labels, learner.memory.y[ltm_rows]])
+                raw = torch.cat([raw, learner.memory.x[ltm_dev[s]]])
+                labels = torch.cat([labels, learner.memory.y[ltm_dev[s]]])
             x = learner.preprocess(raw, generator)
             learner.opt.zero_grad(set_to_none=True)
             loss = F.cross_entropy(seen_head_logits(learner.forward(x), seen_heads), labels)

@@ -57,20 +57,26 @@ def run_staged_rem(learner: Learner, dream_pool: Pool, free_heads: torch.Tensor,
     """Returns the number of dream images trained on."""
     learner.net.train()
     n_images = 0
+    replays = not learner.memory.is_empty()
     for _ in range(epochs):
+        # Host draws for the whole epoch, one transfer each: the steps only slice.
         order = rng.permutation(len(dream_pool))
-        for s in range(math.ceil(len(order) / batch_size)):
-            rows = order[s * batch_size: (s + 1) * batch_size]
-            raw, labels, _ = dream_pool.gather(rows, torch.as_tensor(rows, device=dream_pool.device))
+        order_dev = torch.as_tensor(order, device=dream_pool.device)
+        steps = math.ceil(len(order) / batch_size)
+        if replays:
+            replay_dev = torch.as_tensor(np.stack([
+                learner.memory.replay_indices(replay_batch_size, learner.memory.num_seen, rng) for _ in range(steps)]),
+                device=dream_pool.device)
+        for s in range(steps):
+            window = slice(s * batch_size, (s + 1) * batch_size)
+            raw, labels, _ = dream_pool.gather(order[window], order_dev[window])
             logits = learner.forward(learner.preprocess(raw, generator))
             loss = F.cross_entropy(logits.masked_fill(~free_heads, torch.finfo(logits.dtype).min), labels)
-            if not learner.memory.is_empty():
-                replay = torch.as_tensor(learner.memory.replay_indices(replay_batch_size, learner.memory.num_seen,
-                                                                       rng), device=dream_pool.device)
-                buf_x, buf_y, _ = learner.replay_batch(replay, generator)
+            if replays:
+                buf_x, buf_y, _ = learner.replay_batch(replay_dev[s], generator)
                 loss = loss + F.cross_entropy(learner.forward(buf_x), buf_y)
             learner.opt.zero_grad(set_to_none=True)
             loss.backward()
             learner.opt.step()
-            n_images += len(rows)
+            n_images += len(raw)
     return n_images
