@@ -46,6 +46,3 @@ def summary(R: np.ndarray, random_init: np.ndarray) -> dict[str, float]:
 def to_json_matrix(R: np.ndarray) -> list[list[float | None]]:
     return [[None if np.isnan(v) else round(float(v), 6) for v in row] for row in R]
 
-
-def from_json_matrix(rows) -> np.ndarray:
-    return np.array([[np.nan if v is None else v for v in row] for row in rows], dtype=float)

@@ -17,6 +17,3 @@ def resize(images: np.ndarray, size: int, batch: int = 2048) -> np.ndarray:
         out[start: start + batch] = y.round().clamp(0, 255).to(torch.uint8).numpy()
     return out
 
-
-def hwc_to_chw(images: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(images.transpose(0, 3, 1, 2))
