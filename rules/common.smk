@@ -5,7 +5,7 @@ from pathlib import Path
 from snakemake.utils import min_version, validate
 
 from wscl.config import PRESETS
-from wscl.studies import Study
+from wscl.studies import FIDELITIES, Study
 
 min_version("8.10")
 
@@ -19,6 +19,7 @@ wildcard_constraints:
     buffer=r"\d+",
     method="er|er_ace|derpp",
     preset="|".join(PRESETS),
+    fidelity="|".join(FIDELITIES),
     seed=r"\d+",
     dataset="[A-Za-z0-9_.-]+",
 

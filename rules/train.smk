@@ -1,4 +1,4 @@
-# Training: one job per benchmark x buffer x method x preset x seed. The trainer resumes from its own
+# Training: one job per benchmark x buffer x method x preset x fidelity x seed. The trainer resumes from its own
 # checkpoint when a job is rerun after an interruption; MLflow parents are created once, up front.
 
 
@@ -25,7 +25,7 @@ rule train:
         # The parents exist once setup ran; adding a parent later must not rerun finished trainings.
         mlflow=ancient(f"{R}/mlflow/setup.json"),
     output:
-        f"{R}/runs/{{benchmark}}/buffer{{buffer}}/{{method}}/{{preset}}/seed{{seed}}/metrics.json",
+        f"{R}/runs/{{benchmark}}/buffer{{buffer}}/{{method}}/{{preset}}/{{fidelity}}/seed{{seed}}/metrics.json",
     params:
         trainer=lambda wc: json.dumps(STUDY.trainer_config(STUDY.key(wc)), sort_keys=True),
         out=run_dir,
@@ -38,9 +38,9 @@ rule train:
         runtime=config["resources"]["train"]["runtime"],
         gpu=config["resources"]["train"]["gpu"],
     log:
-        f"{R}/logs/train/{{benchmark}}/buffer{{buffer}}/{{method}}/{{preset}}/seed{{seed}}.log",
+        f"{R}/logs/train/{{benchmark}}/buffer{{buffer}}/{{method}}/{{preset}}/{{fidelity}}/seed{{seed}}.log",
     benchmark:
-        f"{R}/benchmarks/train/{{benchmark}}/buffer{{buffer}}/{{method}}/{{preset}}/seed{{seed}}.tsv"
+        f"{R}/benchmarks/train/{{benchmark}}/buffer{{buffer}}/{{method}}/{{preset}}/{{fidelity}}/seed{{seed}}.tsv"
     shell:
         "wscl train --config-json {params.trainer:q} --out {params.out} --threads {threads} --quiet "
         "--mlflow-uri {params.uri:q} --mlflow-experiment {params.experiment:q} "

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from wscl.metrics import backward_transfer, final_average_accuracy, forgetting, forward_transfer
+from wscl.metrics import backward_transfer, final_average_accuracy, forgetting, forward_transfer, summary
 
 nan = np.nan
 R = np.array([[90.0, 20.0, nan],
@@ -14,9 +14,28 @@ def test_final_average_accuracy():
     assert final_average_accuracy(R) == pytest.approx((50 + 70 + 85) / 3)
 
 
-def test_forgetting_uses_best_trained_accuracy_not_the_pretraining_entry():
+def test_forgetting_trained_only_ignores_the_pretraining_entry():
     # task 0: max(90, 60, 50) - 50 = 40; task 1: max(80, 70) - 70 = 10 (R[0][1]=20 is pre-training)
-    assert forgetting(R) == pytest.approx((40 + 10) / 2)
+    assert forgetting(R, include_pretraining=False) == pytest.approx((40 + 10) / 2)
+
+
+# A pre-training entry (R[0][1] = 85, after a lucky head assignment) above every later accuracy on task 1.
+LUCKY = np.array([[90.0, 85.0, nan],
+                  [60.0, 80.0, 30.0],
+                  [50.0, 70.0, 85.0]])
+
+
+def test_forgetting_of_the_authors_code_counts_the_pretraining_entry():
+    # Mammoth pads rows with zeros and takes each column's max over all rows: task 1 -> max(85, 80, 70) - 70
+    assert forgetting(LUCKY, include_pretraining=True) == pytest.approx(((90 - 50) + (85 - 70)) / 2)
+    assert forgetting(LUCKY, include_pretraining=False) == pytest.approx(((90 - 50) + (80 - 70)) / 2)
+
+
+def test_summary_reports_the_fidelitys_forgetting_and_both_definitions():
+    ref, cor = summary(LUCKY, B, reference=True), summary(LUCKY, B, reference=False)
+    assert ref["forgetting"] == pytest.approx(27.5) and cor["forgetting"] == pytest.approx(25.0)
+    for s in (ref, cor):
+        assert (s["forgetting_incl_pretraining"], s["forgetting_trained_only"]) == pytest.approx((27.5, 25.0))
 
 
 def test_backward_transfer():

@@ -56,7 +56,7 @@ RUNS = [(preset, seed) for preset in ("base", "full") for seed in (0, 1)]
 
 
 def metrics_path(workdir: Path, preset: str, seed: int) -> Path:
-    return workdir / f"results/runs/synthetic/buffer20/er_ace/{preset}/seed{seed}/metrics.json"
+    return workdir / f"results/runs/synthetic/buffer20/er_ace/{preset}/reference/seed{seed}/metrics.json"
 
 
 def test_smoke_study_produces_tables_plots_report_and_archive(smoke):
@@ -75,8 +75,8 @@ def test_smoke_study_produces_tables_plots_report_and_archive(smoke):
     assert verified.returncode == 0, verified.stdout
     for preset, seed in RUNS:
         assert metrics_path(smoke, preset, seed).exists()
-        assert (results / f"logs/train/synthetic/buffer20/er_ace/{preset}/seed{seed}.log").exists()
-        assert (results / f"benchmarks/train/synthetic/buffer20/er_ace/{preset}/seed{seed}.tsv").exists()
+        assert (results / f"logs/train/synthetic/buffer20/er_ace/{preset}/reference/seed{seed}.log").exists()
+        assert (results / f"benchmarks/train/synthetic/buffer20/er_ace/{preset}/reference/seed{seed}.tsv").exists()
 
 
 def test_mlflow_holds_every_run_with_its_metrics(smoke):
@@ -85,11 +85,11 @@ def test_mlflow_holds_every_run_with_its_metrics(smoke):
     runs = client.search_runs([experiment.experiment_id])
     parents = {r.data.tags["wscl.group"]: r for r in runs if "wscl.group" in r.data.tags}
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert set(parents) == {"synthetic/buffer20/er_ace/base", "synthetic/buffer20/er_ace/full"}
+    assert set(parents) == {"synthetic/buffer20/er_ace/base/reference", "synthetic/buffer20/er_ace/full/reference"}
     assert len(children) == len(RUNS)  # four jobs ran in parallel (--cores 4): none lost, none doubled
     for child in children:
         preset, seed = child.data.tags["preset"], int(child.data.tags["seed"])
-        assert child.data.tags["mlflow.parentRunId"] == parents[f"synthetic/buffer20/er_ace/{preset}"].info.run_id
+        assert child.data.tags["mlflow.parentRunId"] == parents[f"synthetic/buffer20/er_ace/{preset}/reference"].info.run_id
         metrics = json.loads(metrics_path(smoke, preset, seed).read_text())
         for setting in ("class_il", "task_il"):
             for key in ("final_avg_acc", "forgetting", "bwt", "fwt"):
@@ -128,10 +128,10 @@ def test_interrupted_training_job_resumes_from_its_checkpoint(tmp_path):
     config["trainer"]["scenario"]["n_tasks"] = 2
     config["trainer"]["training"]["epochs"] = 6  # long enough to be caught after its first checkpoint
     (workdir / "config/smoke.yaml").write_text(yaml.safe_dump(config))
-    target = "results/runs/synthetic/buffer20/er_ace/full/seed0/metrics.json"
+    target = "results/runs/synthetic/buffer20/er_ace/full/reference/seed0/metrics.json"
     cmd = [str(BIN / "snakemake"), "--configfile", "config/smoke.yaml", "--cores", "1", target]
     proc = subprocess.Popen(cmd, cwd=workdir, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    run_dir = "results/runs/synthetic/buffer20/er_ace/full/seed0"
+    run_dir = "results/runs/synthetic/buffer20/er_ace/full/reference/seed0"
     checkpoint = workdir / run_dir / "checkpoint.pt"
     deadline = time.time() + 300
     while not checkpoint.exists() and time.time() < deadline and proc.poll() is None:
@@ -146,7 +146,7 @@ def test_interrupted_training_job_resumes_from_its_checkpoint(tmp_path):
     assert proc.wait(timeout=120) != 0
     assert not (workdir / target).exists()
     snakemake(workdir, target, "--rerun-incomplete")
-    log = (workdir / "results/logs/train/synthetic/buffer20/er_ace/full/seed0.log").read_text()
+    log = (workdir / "results/logs/train/synthetic/buffer20/er_ace/full/reference/seed0.log").read_text()
     assert "resuming" in log and "after task 1 of 2" in log
     metrics = json.loads((workdir / target).read_text())
     assert len(metrics["tasks"]) == 2 and metrics["class_il"]["accuracy_matrix"][1][0] is not None
@@ -157,9 +157,9 @@ def test_paper_config_plans_every_job_without_data(tmp_path):
     done = subprocess.run([str(BIN / "snakemake"), "-n", "--configfile", "config/paper.yaml"], cwd=workdir,
                           env=ENV, capture_output=True, text=True, check=True)
     counts = job_counts(done.stdout)
-    # 4 benchmarks x 2 buffers x (3 methods x 2 presets + 5 buffered ablations) x 5 seeds, plus the
+    # 4 benchmarks x 2 buffers x (3 methods x 3 presets + 5 buffered ablations) x 5 seeds, plus the
     # buffer-free wake_rem once per benchmark x 5 seeds.
-    assert counts["train"] == 4 * 2 * (3 * 2 + 5) * 5 + 4 * 5
+    assert counts["train"] == 4 * 2 * (3 * 3 + 5) * 5 + 4 * 5
     assert counts["prepare_dataset"] == 4 and counts["mlflow_setup"] == 1
     assert not (workdir / "data").exists()
 

@@ -8,11 +8,17 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from .metrics import SUMMARY_KEYS
+from .reproduction import verdict
 from .studies import FIXED_BUFFER, Study
 
 SETTINGS = ("class_il", "task_il")
-SUMMARY = ("final_avg_acc", "forgetting", "bwt", "fwt")
-LABELS = {"final_avg_acc": "acc", "forgetting": "forgetting", "bwt": "BWT", "fwt": "FWT"}
+SUMMARY = SUMMARY_KEYS
+LABELS = {"final_avg_acc": "acc", "forgetting": "forgetting", "forgetting_incl_pretraining": "forgetting [code]",
+          "forgetting_trained_only": "forgetting [ours]", "bwt": "BWT", "fwt": "FWT"}
+SHOWN = ("final_avg_acc", "forgetting", "bwt", "fwt")  # the columns of the readable tables
+# Paper cells and the metric of ours each is compared with: forgetting with the paper's own definition.
+PAPER_CELLS = {"final_avg_acc": "final_avg_acc", "forgetting": "forgetting_incl_pretraining"}
 
 
 def reported_values() -> dict:
@@ -25,13 +31,13 @@ def load_runs(study: Study) -> pd.DataFrame:
         path = Path(study.run_dir(key)) / "metrics.json"
         m = json.loads(path.read_text())
         row = {"benchmark": key.benchmark, "buffer": key.buffer, "method": key.method, "preset": key.preset,
-               "seed": key.seed, "fidelity": m["fidelity"], "device": m["device"], "path": str(path),
+               "seed": key.seed, "fidelity": key.fidelity, "device": m["device"], "path": str(path),
                "frozen_blocks": m["frozen_blocks_per_task"],
                "matrix_class_il": m["class_il"]["accuracy_matrix"], "matrix_task_il": m["task_il"]["accuracy_matrix"],
                "train_images_per_second": m.get("train_images_per_second")}
         for setting in SETTINGS:
             for metric in SUMMARY:
-                row[f"{setting}_{metric}"] = m[setting][metric]
+                row[f"{setting}_{metric}"] = m[setting].get(metric, float("nan"))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -42,24 +48,42 @@ def runs_for_table(runs: pd.DataFrame, benchmark: str, buffer: int) -> pd.DataFr
     return runs[sel]
 
 
+def paper_cells(reported: dict, name: str, buffer: int, method: str, preset: str) -> dict[str, tuple]:
+    """The paper's reported Class-IL values for a table row: metric -> (mean, sd or None).
+
+    ER-ACE + WSCL's values belong to both WSCLs: `authors` (the code that produced them) and `full`
+    (the method the paper describes); each row says which preset it is."""
+    if method == reported["method"] and preset in reported["presets"]:
+        cell = reported["values"].get(name, {}).get(buffer, {})
+        return {m: (cell[m], cell.get(f"{m}_std")) for m in PAPER_CELLS if m in cell}
+    if preset == "wake_rem" and name in reported["wake_rem"]:
+        return {"final_avg_acc": (reported["wake_rem"][name], None)}
+    return {}
+
+
 def summary_table(runs: pd.DataFrame, benchmark: str, buffer: int, reported_as: str | None) -> pd.DataFrame:
     reported = reported_values()
     rows = []
-    for (method, preset, buf), group in runs.groupby(["method", "preset", "buffer"], sort=False):
-        row = {"method": method, "preset": preset, "buffer": buf, "fidelity": "/".join(sorted(set(group.fidelity))),
-               "seeds": len(group)}
+    for (method, preset, fidelity, buf), group in runs.groupby(["method", "preset", "fidelity", "buffer"],
+                                                               sort=False):
+        row = {"method": method, "preset": preset, "buffer": buf, "fidelity": fidelity, "seeds": len(group)}
         for setting in SETTINGS:
             for metric in SUMMARY:
                 values = group[f"{setting}_{metric}"].astype(float)
                 row[f"{setting}_{metric}_mean"] = values.mean()
                 row[f"{setting}_{metric}_std"] = values.std(ddof=1) if len(values) > 1 else 0.0
-        name = reported_as or benchmark
-        paper = None
-        if method == reported["method"] and preset == reported["preset"]:
-            paper = reported["values"].get(name, {}).get(buffer, {}).get("final_avg_acc")
-        elif preset == "wake_rem":
-            paper = reported["wake_rem"].get(name)
-        row["paper_class_il_final_avg_acc"] = paper
+        cells = paper_cells(reported, reported_as or benchmark, buffer, method, preset)
+        for paper_metric, ours_metric in PAPER_CELLS.items():
+            mean, sd = cells.get(paper_metric, (None, None))
+            row[f"paper_class_il_{paper_metric}"] = mean
+            if mean is None:
+                row[f"verdict_class_il_{paper_metric}"] = ""
+                continue
+            v = verdict(group[f"class_il_{ours_metric}"].astype(float).tolist(), mean, sd)
+            row[f"verdict_class_il_{paper_metric}"] = v.verdict
+            row[f"diff_class_il_{paper_metric}"] = v.difference
+            row[f"diff_class_il_{paper_metric}_low"] = v.low
+            row[f"diff_class_il_{paper_metric}_high"] = v.high
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -67,12 +91,25 @@ def summary_table(runs: pd.DataFrame, benchmark: str, buffer: int, reported_as: 
 def pretty(table: pd.DataFrame) -> pd.DataFrame:
     out = table[["method", "preset", "buffer", "fidelity", "seeds"]].copy()
     for setting, tag in (("class_il", "Class-IL"), ("task_il", "Task-IL")):
-        for metric in SUMMARY:
+        for metric in SHOWN:
             mean, std = table[f"{setting}_{metric}_mean"], table[f"{setting}_{metric}_std"]
             out[f"{tag} {LABELS[metric]}"] = [f"{m:.2f} ± {s:.2f}" for m, s in zip(mean, std)]
-    out["paper Class-IL acc (reported)"] = ["" if v is None or pd.isna(v) else f"{v:.2f}"
-                                            for v in table["paper_class_il_final_avg_acc"]]
+    for metric, label in (("final_avg_acc", "acc"), ("forgetting", "forgetting")):
+        paper = table.get(f"paper_class_il_{metric}", pd.Series([None] * len(table)))
+        out[f"paper Class-IL {label} (reported)"] = ["" if v is None or pd.isna(v) else f"{v:.2f}" for v in paper]
+        out[f"verdict {label}"] = [_verdict_text(table, i, metric) for i in range(len(table))]
     return out
+
+
+def _verdict_text(table: pd.DataFrame, i: int, metric: str) -> str:
+    word = table.get(f"verdict_class_il_{metric}")
+    if word is None or pd.isna(word.iloc[i]) or not word.iloc[i]:
+        return ""
+    low, high = table.get(f"diff_class_il_{metric}_low"), table.get(f"diff_class_il_{metric}_high")
+    if low is None or pd.isna(low.iloc[i]):
+        return str(word.iloc[i])
+    diff = table[f"diff_class_il_{metric}"].iloc[i]
+    return f"{word.iloc[i]} ({diff:+.2f} [{low.iloc[i]:+.2f}, {high.iloc[i]:+.2f}])"
 
 
 def write_tables(table: pd.DataFrame, stem: Path, caption: str) -> None:
@@ -101,7 +138,9 @@ def aggregate(study: Study, tables_dir: Path, plots_dir: Path) -> None:
         table = summary_table(subset, benchmark, buffer, reported_as)
         fidelity = "/".join(sorted(set(subset.fidelity)))
         caption = (f"{benchmark}, buffer {buffer} (buffer-free presets at 0): mean ± std over seeds; "
-                   f"fidelity {fidelity}; paper values: {reported['source']}")
+                   f"fidelity per row; forgetting per the row's fidelity (reference: [code] definition incl. "
+                   f"pre-training entries; corrected: [ours]); paper values: {reported['source']}; verdict: "
+                   "ours - paper with its 95% interval (wscl/reproduction.py)")
         write_tables(table, tables_dir / f"{benchmark}_buffer{buffer}", caption)
         stem = plots_dir / f"{benchmark}_buffer{buffer}"
         title = f"{benchmark}, buffer {buffer} ({fidelity})"

@@ -72,7 +72,7 @@ def _members(study: Study, uri: str) -> dict[str, bytes]:
     files["mlflow_export.json"] = json.dumps(mlflow_export(uri, study.config["study"]), indent=1).encode()
     files["environment.json"] = json.dumps(environment(), indent=2).encode()
     files["README.txt"] = (
-        f"WSCL study '{study.config['study']}' (fidelity {study.config.get('fidelity', 'reference')}), archived "
+        f"WSCL study '{study.config['study']}' (fidelities {', '.join(sorted({k.fidelity for k in study.runs()}))}), archived "
         f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}.\n"
         "study_config.json  the study configuration as validated by the workflow\n"
         "config/            the workflow's configuration files\n"

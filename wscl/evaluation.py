@@ -36,19 +36,18 @@ def accuracies(logits: torch.Tensor, target_heads: torch.Tensor, task_heads: tor
     return 100.0 * float(class_il), 100.0 * float(task_il)
 
 
-def mean_cross_entropy(net, source: ImageSource, rows: np.ndarray, heads: torch.Tensor, preprocess: Preprocess,
-                       batch_size: int, reference: bool, generator: torch.Generator | None) -> float:
-    """Freezing score. ``reference`` reproduces the authors' scoring [code, spec §2b.2-3]: training mode
-    (BatchNorm uses and updates batch statistics), gradients enabled and augmented images."""
+def batch_cross_entropies(net, source: ImageSource, rows: np.ndarray, heads: torch.Tensor, preprocess: Preprocess,
+                          batch_size: int, reference: bool, generator: torch.Generator | None) -> tuple[list[float], int]:
+    """Mean cross-entropy of every batch of ``rows`` (in order) and the number of images, for the freezing
+    score. ``reference`` reproduces the authors' scoring [code, spec §2b.2-3]: training mode (BatchNorm
+    uses and updates batch statistics), gradients enabled and augmented images."""
     net.train(reference)
     ctx = contextlib.nullcontext() if reference else torch.no_grad()
-    total, n = 0.0, 0
+    losses = []
     with ctx:
         for start in range(0, len(rows), batch_size):
             chunk = rows[start: start + batch_size]
             x = preprocess(source.take(chunk), generator if reference else None, train=reference)
-            loss = F.cross_entropy(net(x).float(), heads[start: start + batch_size], reduction="sum")
-            total += float(loss.detach())
-            n += len(chunk)
+            losses.append(float(F.cross_entropy(net(x).float(), heads[start: start + batch_size]).detach()))
     net.train(False)
-    return total / max(n, 1)
+    return losses, len(rows)

@@ -7,12 +7,13 @@ the lowest held-out cross-entropy wins (ties: least freezing).
 from __future__ import annotations
 
 import copy
+import statistics
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .evaluation import mean_cross_entropy
+from .evaluation import batch_cross_entropies
 from .learners import Learner
 from .scenario import ImageSource, Pool
 from .wake import EpochPlan, run_epoch
@@ -45,15 +46,33 @@ def candidate_depths(learner: Learner) -> list[int]:
 
 def score(learner: Learner, source: ImageSource, validation: HeldOut, freeze_buffer: HeldOut, mode: str,
           reference: bool, batch_size: int, generator_seed: int) -> float:
-    def ce(held: HeldOut) -> float:
+    """Held-out cross-entropy of one trial copy; lower is better.
+
+    reference [code, spec §2]: the previous task's freezing buffer is scored first, then the current
+    validation split (BatchNorm statistics update while scoring, so the order matters); each loss is
+    the mean of per-batch mean losses; the validation loss and the combined score are rounded to 2
+    decimals (Python's ``round``, as the authors). corrected [ours]: per-image means, unrounded.
+    """
+    def losses(held: HeldOut) -> tuple[list[float], int]:
         gen = torch.Generator(device=source.device).manual_seed(generator_seed)
-        return mean_cross_entropy(learner.net, source, held.rows, held.heads, learner.preprocess, batch_size,
-                                  reference, gen)
-    if mode == "training":
-        return ce(validation)
-    if mode == "buffer":
-        return ce(freeze_buffer)
-    return 0.5 * (ce(validation) + ce(freeze_buffer))
+        return batch_cross_entropies(learner.net, source, held.rows, held.heads, learner.preprocess, batch_size,
+                                     reference, gen)
+
+    parts = {}
+    for name, held in (("buffer", freeze_buffer), ("training", validation)):  # [code] order: buffer first
+        if mode in (name, "training_and_buff"):
+            batch_means, n = losses(held)
+            if reference:
+                parts[name] = statistics.mean(batch_means) if batch_means else 0.0
+            else:
+                sizes = [min(batch_size, n - start) for start in range(0, n, batch_size)]
+                parts[name] = sum(m * k for m, k in zip(batch_means, sizes)) / max(n, 1)
+    if reference and "training" in parts:
+        parts["training"] = round(parts["training"], 2)
+    if mode != "training_and_buff":
+        return parts[mode]
+    combined = statistics.mean([parts["training"], parts["buffer"]])
+    return round(combined, 2) if reference else combined
 
 
 def run_trial(learner: Learner, pool: Pool, plan: EpochPlan, generator_seed: int, source: ImageSource,

@@ -8,6 +8,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 
 
 def _matrix(rows) -> np.ndarray:
@@ -36,21 +37,24 @@ def accuracy_matrix_figure(matrices: list, titles: list[str], suptitle: str, pat
     plt.close(fig)
 
 
-def _label(method: str, preset: str, buffer) -> str:
-    return f"{method}/{preset}" + (" (no buffer)" if buffer == 0 else "")
+GROUP = ["method", "preset", "fidelity", "buffer"]
+
+
+def _label(method: str, preset: str, fidelity: str, buffer) -> str:
+    return f"{method}/{preset} ({fidelity})" + (" no buffer" if buffer == 0 else "")
 
 
 def mean_accuracy_matrices(runs, path, title: str) -> None:
     """Class-IL accuracy matrix, mean over seeds, one panel per method/preset."""
     import warnings
-    groups = list(runs.groupby(["method", "preset", "buffer"], sort=False))
+    groups = list(runs.groupby(GROUP, sort=False))
     matrices, titles = [], []
-    for (method, preset, buffer), group in groups:
+    for (method, preset, fidelity, buffer), group in groups:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # entries right of the pre-training diagonal are NaN
             mean = np.nanmean(np.stack([_matrix(m) for m in group.matrix_class_il]), axis=0)
         matrices.append(mean.tolist())
-        titles.append(_label(method, preset, buffer))
+        titles.append(_label(method, preset, fidelity, buffer))
     cols = min(4, len(matrices))
     rows = -(-len(matrices) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 3.2 * rows), squeeze=False, layout="constrained")
@@ -78,7 +82,7 @@ def mean_accuracy_matrices(runs, path, title: str) -> None:
 def average_accuracy_curves(runs, path, title: str) -> None:
     """Average Class-IL accuracy over the tasks seen so far, after each task; band = ± std over seeds."""
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    for (method, preset, buffer), group in runs.groupby(["method", "preset", "buffer"], sort=False):
+    for (method, preset, fidelity, buffer), group in runs.groupby(GROUP, sort=False):
         curves = []
         for rows in group.matrix_class_il:
             R = _matrix(rows)
@@ -86,7 +90,7 @@ def average_accuracy_curves(runs, path, title: str) -> None:
         curves = np.array(curves)
         mean, std = curves.mean(0), curves.std(0)
         x = np.arange(1, len(mean) + 1)
-        ax.plot(x, mean, marker="o", label=_label(method, preset, buffer))
+        ax.plot(x, mean, marker="o", label=_label(method, preset, fidelity, buffer))
         ax.fill_between(x, mean - std, mean + std, alpha=0.15)
     ax.set_xlabel("tasks learned")
     ax.set_ylabel("average Class-IL accuracy (%)")
@@ -100,12 +104,12 @@ def average_accuracy_curves(runs, path, title: str) -> None:
 
 def ablation_bars(table, path, title: str) -> None:
     """Final average accuracy per method/preset (Class-IL and Task-IL), error bars = std over seeds."""
-    labels = [_label(m, p, b) for m, p, b in zip(table.method, table.preset, table.buffer)]
+    labels = [_label(m, p, f, b) for m, p, f, b in zip(table.method, table.preset, table.fidelity, table.buffer)]
     x = np.arange(len(labels))
     fig, ax = plt.subplots(figsize=(max(5, 0.8 * len(labels) + 2), 4))
     ax.bar(x - 0.2, table.class_il_final_avg_acc_mean, 0.4, yerr=table.class_il_final_avg_acc_std, label="Class-IL")
     ax.bar(x + 0.2, table.task_il_final_avg_acc_mean, 0.4, yerr=table.task_il_final_avg_acc_std, label="Task-IL")
-    paper = table.paper_class_il_final_avg_acc.astype(float)
+    paper = pd.to_numeric(table.paper_class_il_final_avg_acc, errors="coerce")
     if paper.notna().any():
         ax.scatter(x[paper.notna()] - 0.2, paper[paper.notna()], marker="*", s=120, color="k", zorder=3,
                    label="paper (reported, Class-IL)")
@@ -122,9 +126,10 @@ def ablation_bars(table, path, title: str) -> None:
 def frozen_blocks(runs, path, title: str) -> None:
     """Residual blocks frozen after each task (mean over seeds), per method/preset."""
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    for (method, preset, buffer), group in runs.groupby(["method", "preset", "buffer"], sort=False):
+    for (method, preset, fidelity, buffer), group in runs.groupby(GROUP, sort=False):
         counts = np.array(list(group.frozen_blocks), dtype=float)
-        ax.plot(np.arange(1, counts.shape[1] + 1), counts.mean(0), marker="s", label=_label(method, preset, buffer))
+        ax.plot(np.arange(1, counts.shape[1] + 1), counts.mean(0), marker="s",
+                label=_label(method, preset, fidelity, buffer))
     ax.set_xlabel("after task")
     ax.set_ylabel("frozen residual blocks (of 6)")
     ax.set_ylim(-0.2, 6.2)

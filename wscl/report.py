@@ -27,7 +27,8 @@ def build_report(study: Study, tables_dir: Path, plots_dir: Path, out: Path) -> 
         "img{max-width:100%}figure{display:inline-block;margin:0.5em;max-width:48%}"
         "figcaption{font-size:11px;color:#555}.note{color:#555;font-size:13px}</style></head><body>",
         f"<h1>Wake-Sleep Consolidated Learning: study <code>{html.escape(cfg['study'])}</code></h1>",
-        f"<p>Fidelity: <b>{html.escape(cfg.get('fidelity', 'reference'))}</b> (reference = the authors' code "
+        f"<p>Fidelity: <b>{html.escape(', '.join(sorted({k.fidelity for k in study.runs()})))}</b> "
+        "(reference = the authors' code "
         "including the behaviours listed in spec §2b; corrected = their evident intent). "
         f"Seeds: {', '.join(map(str, cfg['seeds']))}. Runs: {sum(1 for _ in study.runs())}.</p>",
         f"<p class='note'>Paper values: {html.escape(reported_values()['source'])}</p>",

@@ -54,7 +54,16 @@ def subsample_per_class(labels: np.ndarray, classes: np.ndarray, per_class: int,
 
 def build(ds: CanonicalDataset, n_tasks: int, classes_per_task: int, val_per_task: int,
           freeze_buffer_per_task: int, rng: np.random.Generator, train_per_class: int = 0,
-          test_per_class: int = 0) -> Scenario:
+          test_per_class: int = 0, reference: bool = False) -> Scenario:
+    """Tasks and their held-out sets. Per class, in a seeded random order [ours], the first
+    ``freeze_buffer`` images form the freezing buffer and the next ``val`` the validation split [code].
+
+    Task 0 is never a trial's current task, so it has no validation split, and only the validation
+    share is removed from its training images (the freezing buffer lies inside it) [code, spec §2].
+    ``reference`` [code]: the validation split of tasks t > 0 starts one image late, so the image right
+    after the freezing buffer is in neither set nor trained on, and the last validation image is also
+    trained on; otherwise [ours] the validation split is exactly the next ``val`` images.
+    """
     needed = n_tasks * classes_per_task
     if needed > len(ds.classes):
         raise ScenarioError(f"scenario.n_tasks x scenario.classes_per_task = {needed} classes, but dataset "
@@ -68,15 +77,18 @@ def build(ds: CanonicalDataset, n_tasks: int, classes_per_task: int, val_per_tas
         tr, va, fb = [], [], []
         for k, cls in enumerate(classes):
             idx = rng.permutation(subsample_per_class(train_y, [cls], train_per_class, rng))
-            if len(idx) <= n_val[k] + n_fb[k]:
+            held = max(n_val[k], n_fb[k]) if t == 0 else n_val[k] + n_fb[k]
+            if len(idx) <= held + int(reference):
                 raise ScenarioError(
                     f"class {ds.classes[cls]!r} has {len(idx)} training images, too few to hold out "
                     f"{n_val[k]} (scenario.val_per_task) + {n_fb[k]} (scenario.freeze_buffer_per_task)")
-            va.append(idx[: n_val[k]])
-            fb.append(idx[n_val[k]: n_val[k] + n_fb[k]])
-            tr.append(idx[n_val[k] + n_fb[k]:])
+            fb.append(idx[: n_fb[k]])
+            if t > 0:
+                start = n_fb[k] + int(reference)
+                va.append(idx[start: start + n_val[k]])
+            tr.append(idx[held:])
         train.append(np.sort(np.concatenate(tr)))
-        val.append(np.sort(np.concatenate(va)))
+        val.append(np.sort(np.concatenate(va)) if va else np.zeros(0, np.int64))
         freeze.append(np.sort(np.concatenate(fb)))
         test.append(subsample_per_class(test_y, classes, test_per_class, rng))
     return Scenario(n_tasks, classes_per_task, train, val, freeze, test)

@@ -2,20 +2,32 @@
 
 Kept in the package, not in the Snakefile, so that the same logic is tested and used by the
 aggregation. Precedence of trainer settings, later wins: study ``trainer`` -> benchmark ``trainer``
--> matching ``overrides`` in order -> the run's own coordinates (dataset, method, buffer, preset, seed,
-fidelity).
+-> matching ``overrides`` in order -> the run's own coordinates (dataset, method, buffer, preset,
+fidelity, seed). The coordinates come only from the grid, the benchmarks and the seeds: a coordinate
+key set in a ``trainer`` section is refused, since it would be overwritten.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Iterator
 
-from .config import PRESETS, ConfigError, deep_merge, flatten, resolve
+from .config import CHOICES, PRESETS, ConfigError, deep_merge, flatten, resolve
 
 # Presets that fix the replay buffer themselves: they run once per benchmark, at that buffer.
 FIXED_BUFFER = {name: p["training"]["buffer_size"] for name, p in PRESETS.items()
                 if "buffer_size" in p.get("training", {})}
 PRESET_KEYS = sorted({key for p in PRESETS.values() for key in flatten(p)})
+FIDELITIES = CHOICES["fidelity"]
+# Trainer keys that are a run's coordinates, and where a study sets them instead.
+COORDINATE_KEYS = {
+    "fidelity": "the study's `fidelity` or a grid entry's `fidelities`",
+    "seed": "the study's `seeds`",
+    "preset": "a grid entry's `presets`",
+    "training.method": "a grid entry's `methods`",
+    "training.buffer_size": "a benchmark's `buffers`",
+    "dataset.name": "a benchmark's `dataset`",
+}
 
 
 @dataclass(frozen=True, order=True)
@@ -24,50 +36,69 @@ class RunKey:
     buffer: int
     method: str
     preset: str
+    fidelity: str
     seed: int
 
     @property
     def group(self) -> str:
-        """The MLflow parent run: all seeds of one benchmark/buffer/method/preset."""
-        return f"{self.benchmark}/buffer{self.buffer}/{self.method}/{self.preset}"
+        """The MLflow parent run: all seeds of one benchmark/buffer/method/preset/fidelity."""
+        return f"{self.benchmark}/buffer{self.buffer}/{self.method}/{self.preset}/{self.fidelity}"
 
 
 class Study:
     def __init__(self, config: dict):
         self.config = config
         self.results = config.get("results", "results")
+        self._check_coordinate_keys()
         self._check_preset_keys()
 
-    def _check_preset_keys(self) -> None:
-        """A preset-controlled setting in a study-wide section would silently undo an ablation."""
+    def _trainer_sections(self, with_overrides: bool) -> dict[str, dict]:
         sections = {"trainer": self.config.get("trainer", {})}
         for name, bench in self.config["benchmarks"].items():
             sections[f"benchmarks.{name}.trainer"] = bench.get("trainer", {})
-        for where, tree in sections.items():
+        if with_overrides:
+            for i, rule in enumerate(self.config.get("overrides", [])):
+                sections[f"overrides[{i}].trainer"] = rule.get("trainer", {})
+        return sections
+
+    def _check_coordinate_keys(self) -> None:
+        """A run coordinate set in a trainer section would be overwritten by the run's own value."""
+        for where, tree in self._trainer_sections(with_overrides=True).items():
+            for key in sorted(set(flatten(tree)) & set(COORDINATE_KEYS)):
+                raise ConfigError(f"{where} sets {key}, which is a run coordinate and would be ignored; "
+                                  f"set it through {COORDINATE_KEYS[key]}")
+
+    def _check_preset_keys(self) -> None:
+        """A preset-controlled setting in a study-wide section would silently undo an ablation."""
+        for where, tree in self._trainer_sections(with_overrides=False).items():
             clash = sorted(set(flatten(tree)) & set(PRESET_KEYS))
             if clash:
                 raise ConfigError(f"{where} sets {', '.join(clash)}, which the presets control; set it under "
                                   "`overrides` with a `match: {preset: ...}` instead")
 
+    def fidelities(self, entry: dict) -> list[str]:
+        """A grid entry's fidelities: its own list, else the study's one fidelity (default reference)."""
+        return entry.get("fidelities") or [self.config.get("fidelity", "reference")]
+
     def runs(self) -> Iterator[RunKey]:
         seen = set()
         for name, bench in self.config["benchmarks"].items():
-            for group in self.config["grid"]:
-                for method in group["methods"]:
-                    for preset in group["presets"]:
-                        buffers = [FIXED_BUFFER[preset]] if preset in FIXED_BUFFER else bench["buffers"]
-                        for buffer in buffers:
-                            for seed in self.config["seeds"]:
-                                key = RunKey(name, buffer, method, preset, seed)
-                                if key not in seen:
-                                    seen.add(key)
-                                    yield key
+            for entry in self.config["grid"]:
+                for method, preset, fidelity in itertools.product(entry["methods"], entry["presets"],
+                                                                  self.fidelities(entry)):
+                    buffers = [FIXED_BUFFER[preset]] if preset in FIXED_BUFFER else bench["buffers"]
+                    for buffer, seed in itertools.product(buffers, self.config["seeds"]):
+                        key = RunKey(name, buffer, method, preset, fidelity, seed)
+                        if key not in seen:
+                            seen.add(key)
+                            yield key
 
     def groups(self) -> list[str]:
         return sorted({key.group for key in self.runs()})
 
     def run_dir(self, key: RunKey) -> str:
-        return f"{self.results}/runs/{key.benchmark}/buffer{key.buffer}/{key.method}/{key.preset}/seed{key.seed}"
+        return (f"{self.results}/runs/{key.benchmark}/buffer{key.buffer}/{key.method}/{key.preset}/{key.fidelity}"
+                f"/seed{key.seed}")
 
     def data_root(self) -> str:
         return self.config.get("data", {}).get("root", "data")
@@ -86,7 +117,7 @@ class Study:
         cfg = deep_merge(cfg, {
             "dataset": {"name": bench["dataset"], "root": self.data_root()},
             "training": {"method": key.method, "buffer_size": key.buffer},
-            "preset": key.preset, "seed": key.seed, "fidelity": self.config.get("fidelity", "reference"),
+            "preset": key.preset, "seed": key.seed, "fidelity": key.fidelity,
         })
         resolve(cfg)  # fail at planning time, naming the setting, rather than in a job
         return cfg
@@ -97,7 +128,7 @@ class Study:
 
     def key(self, wildcards) -> RunKey:
         return RunKey(wildcards.benchmark, int(wildcards.buffer), wildcards.method, wildcards.preset,
-                      int(wildcards.seed))
+                      wildcards.fidelity, int(wildcards.seed))
 
     def tables(self) -> list[tuple[str, int]]:
         """(benchmark, buffer) of every table: buffer-free runs appear in each of their benchmark's tables."""

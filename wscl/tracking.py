@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from .config import flatten
+from .metrics import SUMMARY_KEYS
 
 MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch call
 
@@ -40,7 +41,7 @@ def per_task_metrics(metrics: dict) -> list:
                 rows.append(Metric(f"{setting}/avg_acc", sum(seen) / len(seen), now, t))
             for j, v in enumerate(row[: t + 1]):
                 rows.append(Metric(f"{setting}/acc_task_{j}", v, now, t))
-        for key in ("final_avg_acc", "forgetting", "bwt", "fwt"):
+        for key in SUMMARY_KEYS:
             rows.append(Metric(f"{setting}/{key}", metrics[setting][key], now, len(R) - 1))
     for t, frozen in enumerate(metrics["frozen_blocks_per_task"]):
         rows.append(Metric("frozen_blocks", frozen, now, t))
