@@ -53,6 +53,8 @@ def test_seq_cifar10_counts_labels_orientation_and_excluded_superclasses(tmp_pat
     assert set(ds.dream_y.tolist()) == set(range(12)) and len(ds.dream_y) == 12 * 5 * 2
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["checksums_verified"] is True
+    # [code] the authors' fixed CIFAR-10 constants, not the statistics of these (fake) images
+    assert meta["mean"] == [0.4914, 0.4822, 0.4465] and meta["std"] == [0.2470, 0.2435, 0.2615]
 
 
 def test_checksum_mismatch_is_a_clear_error_and_leaves_nothing(tmp_path, cifar_mirrors, monkeypatch):
@@ -230,7 +232,7 @@ def test_paper_config_trains_on_a_prepared_benchmark(tmp_path, cifar_mirrors):
     from wscl.trainer import Run
     prepare_mod.prepare("seq-cifar10", tmp_path / "data", cifar_mirrors, log=quiet)
     study = Study(yaml.safe_load((Path(__file__).parents[1] / "config/paper.yaml").read_text()))
-    cfg = study.trainer_config(RunKey("seq-cifar10", 200, "er_ace", "full", 0))
+    cfg = study.trainer_config(RunKey("seq-cifar10", 200, "er_ace", "full", "reference", 0))
     assert cfg["dataset"]["name"] == "seq-cifar10" and cfg["scenario"]["n_tasks"] == 5
     cfg = resolve(deep_merge(cfg, {"dataset": {"root": str(tmp_path / "data")}, "model": {"width": 4},
                                    "training": {"epochs": 2},

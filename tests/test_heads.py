@@ -53,3 +53,7 @@ def test_dream_binding_draws_distinct_classes_from_larger_aux_set():
     assert binding.tolist() == bind_dreams(10, 12, np.random.default_rng(0)).tolist()
     short = bind_dreams(5, 3, np.random.default_rng(0))
     assert sorted(short[:3].tolist()) == [0, 1, 2] and short[3:].tolist() == [-1, -1]
+
+
+def test_as_many_dream_classes_as_heads_binds_head_h_to_class_h():
+    assert bind_dreams(6, 6, np.random.default_rng(3)).tolist() == list(range(6))

@@ -50,3 +50,21 @@ def test_single_task_has_no_transfer_or_forgetting():
     one = np.array([[77.0]])
     assert final_average_accuracy(one) == 77.0
     assert forgetting(one) == backward_transfer(one) == forward_transfer(one, np.array([5.0])) == 0.0
+
+
+def test_random_init_baseline_uses_class_order_heads_under_reference(tiny, tmp_path):
+    """[code] FWT's b_j: the random network scored with head = class index; [ours] the assigned heads."""
+    import torch
+
+    from wscl.trainer import Run
+    for fidelity in ("reference", "corrected"):
+        run = Run(tiny(fidelity=fidelity, training={"epochs": 1}, scenario={"n_tasks": 2}), tmp_path / fidelity,
+                  quiet=True, log=lambda *_: None)
+        metrics = run.run()
+        rows = run.scenario.test_idx[1]
+        logits = run.random_logits[1]
+        classes = torch.as_tensor(run.test_y[rows])
+        heads = torch.as_tensor(run.book.heads_of(run.test_y[rows]))
+        expected = classes if fidelity == "reference" else heads
+        b1 = 100.0 * float((logits.argmax(1) == expected).float().mean())
+        assert metrics["class_il"]["random_init_accuracy"][1] == pytest.approx(b1)

@@ -89,9 +89,12 @@ class HeadBook:
 
 
 def bind_dreams(n_heads: int, n_dream_classes: int, rng: np.random.Generator) -> np.ndarray:
-    """Dream class bound to each head, fixed once per run [code]: a random draw when the auxiliary set
-    has more classes than heads; otherwise every dream class, in random order, on the first heads."""
+    """Dream class bound to each head, fixed once per run [code]: head h dreams of class h when the
+    auxiliary set has exactly as many classes as there are heads; with more auxiliary classes, a random
+    draw of distinct classes; with fewer [ours], every dream class, in random order, on the first heads."""
     binding = np.full(n_heads, -1, dtype=np.int64)
+    if n_dream_classes == n_heads:
+        return np.arange(n_heads, dtype=np.int64)
     chosen = rng.choice(n_dream_classes, size=min(n_heads, n_dream_classes), replace=False)
     binding[: len(chosen)] = chosen
     return binding

@@ -200,10 +200,11 @@ class Run:
             results[j] = self._accuracies(logits, j)
         return results
 
-    def _accuracies(self, logits: torch.Tensor, task: int) -> tuple[float, float]:
+    def _accuracies(self, logits: torch.Tensor, task: int, class_order_heads: bool = False) -> tuple[float, float]:
         rows = self.scenario.test_idx[task]
-        target = torch.as_tensor(self.book.heads_of(self.test_y[rows]), device=logits.device)
-        task_heads = torch.as_tensor(self.book.heads_of(self.scenario.task_classes(task)), device=logits.device)
+        head_of = (lambda classes: classes) if class_order_heads else self.book.heads_of
+        target = torch.as_tensor(head_of(self.test_y[rows]), device=logits.device)
+        task_heads = torch.as_tensor(head_of(self.scenario.task_classes(task)), device=logits.device)
         return accuracies(logits, target, task_heads)
 
     def held_out(self, rows: np.ndarray) -> HeldOut:
@@ -281,7 +282,9 @@ class Run:
                 heads = self.assign_heads(t, rng, gen_seed)
             record["heads"] = heads.tolist()
             record["dream_binding"] = {str(h): d for h, d in self.book.dreaming_heads()}
-            rand_cil, rand_til = self._accuracies(self.random_logits[t], t)
+            # [code] the authors score the random network with heads in class order; [ours] with the heads
+            # task t is assigned, the same heads its later accuracies use.
+            rand_cil, rand_til = self._accuracies(self.random_logits[t], t, class_order_heads=self.reference)
             self.random_init["class_il"][t], self.random_init["task_il"][t] = rand_cil, rand_til
             if t > 0:
                 with timed(self.timings, "eval", self.device):
