@@ -52,3 +52,23 @@ def test_importance_is_accumulated_abs_weight_times_gradient():
         imp.accumulate()
     expected = 2 * (model[3].weight * model[3].weight.grad).abs()
     assert torch.allclose(imp.scores["3.weight"], expected)
+
+
+def test_channels_last_weights_are_scaled_exactly_as_contiguous_ones():
+    """A channels_last conv weight cannot be flattened by a view; the rule must scale the parameter itself."""
+    results = []
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 2 * 2, 5))
+        torch.manual_seed(0)
+        for p in model.parameters():
+            nn.init.normal_(p)
+        model = model.to(memory_format=fmt)
+        imp = Importance(model)
+        torch.manual_seed(1)
+        for score in imp.scores.values():
+            score.copy_(torch.rand(score.shape))
+        before = model[0].weight.detach().clone()
+        apply_plasticity(imp, strengthen_frac=0.25, strengthen=0.5, weaken_frac=0.25, weaken=0.5)
+        assert not torch.equal(model[0].weight.detach(), before)  # the parameter itself changed
+        results.append({n: p.detach().contiguous() for n, p in plastic_parameters(model).items()})
+    assert all(torch.equal(results[0][n], results[1][n]) for n in results[0])

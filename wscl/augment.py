@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 
 
-def random_crop_flip(images: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
-    """images: uint8 (B, C, H, W) on any device; returns a new batch of the same shape."""
+def random_crop_flip(images: torch.Tensor, generator: torch.Generator, padding: int = 4,
+                     memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+    """images: uint8 (B, C, H, W) on any device; returns a new batch of the same shape in ``memory_format``."""
     b, _, h, w = images.shape
     device = images.device
     padded = F.pad(images, (padding, padding, padding, padding))
@@ -20,9 +21,10 @@ def random_crop_flip(images: torch.Tensor, generator: torch.Generator, padding: 
     flip = torch.rand(b, generator=generator, device=generator.device).to(device) < 0.5
     cols = torch.where(flip[:, None], cols.flip(1), cols)
     batch = torch.arange(b, device=device)[:, None, None]
-    # Advanced indexing picks (B, H, W, C); move channels back to dim 1.
+    # Advanced indexing picks (B, H, W, C); moving channels back to dim 1 gives a channels_last batch
+    # without a copy, so only the default format pays one.
     crops = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]
-    return crops.permute(0, 3, 1, 2).contiguous()
+    return crops.permute(0, 3, 1, 2).contiguous(memory_format=memory_format)
 
 
 class Preprocess:
@@ -35,7 +37,10 @@ class Preprocess:
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None, train: bool = True) -> torch.Tensor:
+        # The layout is set on the uint8 batch; the float ops below keep it (no fp32 copy).
         if train and self.augment and generator is not None:
-            images = random_crop_flip(images, generator)
+            images = random_crop_flip(images, generator, memory_format=self.memory_format)
+        else:
+            images = images.contiguous(memory_format=self.memory_format)
         x = (images.float().div_(255.0) - self.mean) / self.std
         return x.contiguous(memory_format=self.memory_format)

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 
 from .backbone import ResNet18
 from .config import resolve
-from .trainer import Run, resolve_device
+from .runtime import resolve_runtime
+from .trainer import Run
 
 BATCH, WIDTH, SIZE, CLASSES_PER_TASK, TASKS = 32, 20, 32, 2, 2
 
@@ -56,10 +57,10 @@ def bare_loop(device: torch.device, n_heads: int, plain_steps: int, replay_steps
 
     def step(replay: bool) -> None:
         opt.zero_grad(set_to_none=True)
+        # As the learners: the network under autocast, the losses in fp32.
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            loss = F.cross_entropy(net(x), y)
-            if replay:
-                loss = loss + F.cross_entropy(net(x), y)
+            logits = [net(x) for _ in range(2 if replay else 1)]
+        loss = sum(F.cross_entropy(out.float(), y) for out in logits)
         loss.backward()
         opt.step()
 
@@ -75,14 +76,14 @@ def bare_loop(device: torch.device, n_heads: int, plain_steps: int, replay_steps
 
 def measure(preset: str, steps: int, device_name: str) -> dict:
     cfg = bench_config(preset, steps, device_name)
-    device = resolve_device(cfg)
+    runtime = resolve_runtime(cfg)
     with tempfile.TemporaryDirectory() as tmp:
         run = Run(cfg, tmp, quiet=True, log=lambda *_: None)
         metrics = run.run()
     steps = metrics["wake_steps"]  # the bare loop repeats exactly the trainer's wake steps
     # Best of two bare runs: a conservative (lower) efficiency ratio on a noisy machine.
-    bare = max(bare_loop(device, run.scenario.n_heads, steps["plain"], steps["replay"],
-                         cfg["runtime"]["channels_last"], cfg["runtime"]["bf16"]) for _ in range(2))
+    bare = max(bare_loop(runtime.device, run.scenario.n_heads, steps["plain"], steps["replay"],
+                         runtime.channels_last, runtime.bf16) for _ in range(2))
     trainer = metrics["train_images_per_second"]
     return {"preset": preset, "method": "er_ace", "trainer_images_per_second": trainer,
             "bare_loop_images_per_second": round(bare, 2), "efficiency_ratio": round(trainer / bare, 3),
@@ -94,7 +95,7 @@ def run_bench(device: str = "auto", out: str | Path = "results/bench.json", step
                          "steps_per_task": steps},
                "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
                "runs": [measure(preset, steps, device) for preset in ("base", "full")]}
-    dev = resolve_device(bench_config("base", steps, device))
+    dev = resolve_runtime(bench_config("base", steps, device)).device
     results["device"] = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
     for r in results["runs"]:
         print(f"{r['preset']:>5} er_ace on {results['device']}: trainer {r['trainer_images_per_second']:.1f} img/s, "

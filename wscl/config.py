@@ -58,6 +58,7 @@ CHOICES = {
     "runtime.device": None,  # checked at run time: auto, cpu, cuda, cuda:N
     "runtime.bf16": ("auto", True, False),
     "runtime.channels_last": ("auto", True, False),
+    "runtime.deterministic": ("auto", True, False),
 }
 RANGES = {
     "seed": (0, 2**31 - 1),
@@ -267,8 +268,9 @@ def load_file(path: str | Path) -> dict:
     return data
 
 
-def fingerprint(cfg: dict) -> str:
-    """A hash of everything that changes the numbers (runtime display settings excluded)."""
+def fingerprint(cfg: dict, runtime: dict) -> str:
+    """A hash of everything that changes the numbers: the settings (runtime display settings excluded) and
+    the resolved device, precision, memory format and determinism (``auto`` resolves per machine)."""
     relevant = {k: v for k, v in cfg.items() if k != "runtime"}
-    relevant["runtime"] = {k: cfg["runtime"][k] for k in ("device", "bf16", "channels_last")}
+    relevant["runtime"] = runtime
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]

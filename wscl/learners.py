@@ -44,8 +44,10 @@ class Learner:
 
     # -- helpers ---------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits in fp32: only the network runs under bf16 autocast, every loss is computed in fp32."""
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            return self.net(x)
+            logits = self.net(x)
+        return logits.float()
 
     def replays_now(self, n_stored: int) -> bool:
         """Whether a step replays, given how many samples the memory holds at that step."""
@@ -153,13 +155,13 @@ class DERPP(Learner):
 LEARNERS = {cls.method: cls for cls in (ER, ERACE, DERPP)}
 
 
-def build_learner(cfg: dict, n_heads: int, image_shape, preprocess: Preprocess, device) -> Learner:
+def build_learner(cfg: dict, n_heads: int, image_shape, preprocess: Preprocess, device, bf16: bool = False) -> Learner:
     t = cfg["training"]
     net = ResNet18(n_heads, in_channels=image_shape[0], width=cfg["model"]["width"]).to(device)
     if preprocess.memory_format == torch.channels_last:
         net = net.to(memory_format=torch.channels_last)
     memory = ReservoirMemory(t["buffer_size"], image_shape, n_heads, device, store_logits=t["method"] == "derpp")
-    kwargs = dict(lr=t["lr"], n_heads=n_heads, bf16=cfg["runtime"]["bf16"] is True)
+    kwargs = dict(lr=t["lr"], n_heads=n_heads, bf16=bf16)
     if t["method"] == "derpp":
         kwargs.update(alpha=t["derpp"]["alpha"], beta=t["derpp"]["beta"])
     return LEARNERS[t["method"]](net, memory, preprocess, **kwargs)

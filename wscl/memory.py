@@ -85,12 +85,18 @@ class ReservoirMemory:
         n = self.n_stored
         return {"x": self.x[:n], "y": self.y[:n], "sample_id": self.sample_id[:n]}
 
-    def replace_contents(self, x: torch.Tensor, y: torch.Tensor, sample_id: torch.Tensor) -> None:
-        """Overwrite the stored rows (used by the STM->LTM merge); keeps the stream count."""
+    def replace_contents(self, x: torch.Tensor, y: torch.Tensor, sample_id: torch.Tensor,
+                         logits: torch.Tensor | None = None) -> None:
+        """Overwrite the stored rows (used by the STM->LTM merge); keeps the stream count. A memory that
+        stores logits (DER++) needs them for the new rows too."""
         n = len(y)
         if n > self.capacity:
             raise ValueError(f"{n} samples do not fit a memory of {self.capacity}")
+        if (self.logits is None) != (logits is None):
+            raise ValueError("logits must be given exactly when the memory stores them")
         self.x[:n], self.y[:n], self.sample_id[:n] = x, y, sample_id
+        if logits is not None:
+            self.logits[:n] = logits
         # The stream count decides how many rows are valid (n_stored); keep it when the memory stays full.
         self.num_seen = max(self.num_seen, n) if n == self.capacity else n
 

@@ -73,13 +73,26 @@ def merge_stm_into_ltm(learner: Learner, pool: Pool, stm: ShortTermMemory, rng: 
     x = torch.cat([stored["x"], stm_x])
     y = torch.cat([stored["y"], stm_y])
     ids = torch.cat([stored["sample_id"], stm_ids])
+    logits = None
+    if memory.logits is not None:  # DER++: every kept sample keeps the logits stored with it
+        logits = torch.cat([memory.logits[: memory.n_stored], stm_logits(learner, stm_x)])
     ids_host, y_host = ids.cpu().numpy(), y.cpu().numpy()
     _, first = np.unique(ids_host, return_index=True)  # drop samples the LTM already holds
     unique_rows = np.sort(first)
     keep = balanced_selection(y_host[unique_rows], memory.capacity, rng)
     rows = torch.as_tensor(unique_rows[keep], device=pool.device)
-    memory.replace_contents(x[rows], y[rows], ids[rows])
+    memory.replace_contents(x[rows], y[rows], ids[rows], None if logits is None else logits[rows])
     stm.clear()
+
+
+@torch.no_grad()
+def stm_logits(learner: Learner, raw: torch.Tensor) -> torch.Tensor:
+    """[ours] Logits DER++ stores for STM samples entering the LTM: the consolidated network's, on the
+    unaugmented images (the STM keeps no logits of its own)."""
+    learner.net.eval()
+    out = learner.forward(learner.preprocess(raw, None, train=False))
+    learner.net.train()
+    return out
 
 
 def balanced_selection(labels: np.ndarray, capacity: int, rng: np.random.Generator) -> np.ndarray:

@@ -40,9 +40,12 @@ def apply_plasticity(importance: Importance, strengthen_frac: float, strengthen:
         scores = importance.scores[name].flatten()
         n = scores.numel()
         n_up, n_down = int(strengthen_frac * n), int(weaken_frac * n)
-        order = torch.argsort(scores, stable=True)  # ascending importance
-        flat = p.data.view(-1)
-        flat[order[n - n_up:]] *= 1.0 + strengthen
-        flat[order[:n_down]] *= 1.0 - weaken
+        order = torch.argsort(scores, stable=True)  # ascending importance, in the weight's logical order
+        factor = torch.ones(n, dtype=p.dtype, device=p.device)
+        factor[order[n - n_up:]] = 1.0 + strengthen
+        factor[order[:n_down]] = 1.0 - weaken
+        # In place on the parameter itself, whatever its memory format (channels_last conv weights cannot be
+        # flattened by a view, and a reshaped copy would leave the weights unchanged).
+        p.mul_(factor.view(p.shape))
         report[name] = {"strengthened": n_up, "weakened": n_down, "weights": n}
     return report

@@ -25,6 +25,7 @@ from . import data as data_mod
 from . import scenario as scenario_mod
 from .augment import Preprocess
 from .config import ConfigError, fingerprint
+from .runtime import apply_determinism, resolve_runtime
 from .evaluation import accuracies, logits_of
 from .freezing import HeldOut, adopt, run_trial
 from .heads import ASSIGNERS, HeadBook, bind_dreams, count_matrix
@@ -39,22 +40,6 @@ from .wake import plan_epoch, real_rows_in_order, run_epoch
 
 PHASES = ("assignment", "wake", "freezing_trial", "nrem", "rem", "eval")
 CHECKPOINT = "checkpoint.pt"
-
-
-def resolve_device(cfg: dict) -> torch.device:
-    name = cfg["runtime"]["device"]
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"runtime.device={name!r} but CUDA is not available here; use auto or cpu")
-    device = torch.device(name)
-    rt = cfg["runtime"]
-    if rt["channels_last"] == "auto":
-        rt["channels_last"] = device.type == "cuda"
-    if rt["bf16"] == "auto":
-        # [code] the authors train in fp32: reference runs use bf16 only when a run asks for it explicitly.
-        rt["bf16"] = device.type == "cuda" and cfg["fidelity"] == "corrected"
-    return device
 
 
 def git_commit() -> str:
@@ -98,7 +83,9 @@ class Run:
         self.cfg = cfg
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
-        self.device = resolve_device(cfg)
+        self.runtime = resolve_runtime(cfg)
+        self.device = self.runtime.device
+        apply_determinism(self.runtime)
         self.quiet = quiet or not cfg["runtime"]["progress"]
         self.log = log
         self.wscl = cfg["wscl"]
@@ -120,12 +107,13 @@ class Run:
         augment = self.dataset.augment if sc["augment"] == "auto" else sc["augment"]
         mean, std = self.dataset.channel_stats() if "mean" not in self.dataset.extra else (
             self.dataset.extra["mean"], self.dataset.extra["std"])
-        self.preprocess = Preprocess(mean, std, augment, self.device, cfg["runtime"]["channels_last"])
+        self.preprocess = Preprocess(mean, std, augment, self.device, self.runtime.channels_last)
         n_heads = self.scenario.n_heads
         self.dreams = self._dream_set(np.random.default_rng([cfg["seed"], 2]))
         self.book = HeadBook(self.scenario.n_tasks * sc["classes_per_task"], n_heads,
                              bind_dreams(n_heads, self.dreams.n_classes, np.random.default_rng([cfg["seed"], 3])))
-        self.learner = build_learner(cfg, n_heads, self.dataset.image_shape, self.preprocess, self.device)
+        self.learner = build_learner(cfg, n_heads, self.dataset.image_shape, self.preprocess, self.device,
+                                     bf16=self.runtime.bf16)
         T = self.scenario.n_tasks
         self.R = {"class_il": np.full((T, T), np.nan), "task_il": np.full((T, T), np.nan)}
         self.random_init = {"class_il": np.full(T, np.nan), "task_il": np.full(T, np.nan)}
@@ -319,7 +307,7 @@ class Run:
 
     # -- checkpoint ------------------------------------------------------------------------------
     def _checkpoint(self) -> None:
-        state = {"fingerprint": fingerprint(self.cfg), "next_task": self.next_task,
+        state = {"fingerprint": fingerprint(self.cfg, self.runtime.describe()), "next_task": self.next_task,
                  "learner": self.learner.state_dict(), "book": self.book.state_dict(),
                  "R": self.R, "random_init": self.random_init, "timings": self.timings,
                  "wake_images": self.wake_images, "wake_steps": self.wake_steps, "history": self.history}
@@ -330,7 +318,7 @@ class Run:
         if not path.exists():
             return
         state = torch.load(path, map_location=self.device, weights_only=False)
-        if state["fingerprint"] != fingerprint(self.cfg):
+        if state["fingerprint"] != fingerprint(self.cfg, self.runtime.describe()):
             self.log(f"{path}: checkpoint of a different configuration; starting this run from task 1")
             return
         self.learner.load_state_dict(state["learner"])
@@ -346,7 +334,7 @@ class Run:
     def metrics(self) -> dict:
         out = {"config": self.cfg, "fidelity": self.cfg["fidelity"], "seed": self.cfg["seed"],
                "dataset": self.dataset.name, "method": self.cfg["training"]["method"],
-               "preset": self.cfg["preset"], "device": str(self.device),
+               "preset": self.cfg["preset"], "device": str(self.device), "runtime": self.runtime.describe(),
                "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda"
                else platform.processor() or platform.machine(),
                "wscl_version": __version__, "git_commit": git_commit(), "torch_version": torch.__version__,

@@ -97,8 +97,8 @@ def run_epoch(learner: Learner, pool: Pool, plan: EpochPlan, generator: torch.Ge
     """Execute a planned epoch; returns the number of stream images trained on."""
     monitor = LossMonitor(len(plan.steps), nan_check_every, pool.device, where, progress)
     n_images = 0
-    for step, rows in zip(plan.steps, plan.host_rows):
-        raw, labels, sample_ids = pool.gather(rows, step.batch)
+    batches = pool.batches(plan.host_rows, [step.batch for step in plan.steps])
+    for step, rows, (raw, labels, sample_ids) in zip(plan.steps, plan.host_rows, batches):
         loss = learner.observe(raw, labels, sample_ids, step, generator)
         monitor.record(step.index, loss, len(rows))
         n_images += len(rows)
