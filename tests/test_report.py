@@ -166,3 +166,48 @@ def test_mlflow_parents_carry_seed_statistics_verdict_tags_and_datasets(study):
     for child in children:
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert "accuracy_matrix.png" in artifacts
+
+
+def fake_runs(values: dict) -> "pd.DataFrame":
+    """Per-seed runs of seq-cifar10, buffer 200: (preset, fidelity) -> Class-IL final accuracies."""
+    import pandas as pd
+
+    from wscl.metrics import SUMMARY_KEYS
+    rows = []
+    for (preset, fidelity), accs in values.items():
+        for seed, acc in enumerate(accs):
+            row = {"benchmark": "seq-cifar10", "buffer": 200, "method": "er_ace", "preset": preset,
+                   "fidelity": fidelity, "seed": seed}
+            for setting in ("class_il", "task_il"):
+                for key in SUMMARY_KEYS:
+                    row[f"{setting}_{key}"] = acc if key == "final_avg_acc" else 10.0 + seed
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def test_summary_compares_only_rows_of_one_fidelity_and_reuses_the_tables_verdicts():
+    from wscl.aggregate import pretty, summary_table
+    from wscl.report import findings, row_id
+    from wscl.reproduction import difference
+    values = {("base", "reference"): [60.0, 62.0, 61.0], ("authors", "reference"): [70.0, 72.5, 71.0],
+              ("full", "reference"): [66.0, 69.0, 67.5], ("no_nrem", "reference"): [64.0, 66.0, 65.5],
+              ("base", "corrected"): [80.0, 81.0, 79.0], ("full", "corrected"): [75.0, 74.0, 76.0]}
+    runs = fake_runs(values)
+    table = summary_table(runs, "seq-cifar10", 200, None)
+    found = findings(runs, table, "seq-cifar10", 200)
+    text = {f.kind: [x.html for x in found if x.kind == f.kind] for f in found}
+    # Best per fidelity: authors among the reference rows, base among the corrected ones.
+    assert [("authors" in h, "base" in h) for h in text["best"]] == [(False, True), (True, False)]
+    assert "Best (corrected)" in text["best"][0] and "Best (reference)" in text["best"][1]
+    # WSCL vs base: authors and full at reference, full at corrected; never across fidelities.
+    pairs = [(f.refs[0]["row"], f.refs[1]["row"]) for f in found if f.kind == "vs_base"]
+    assert sorted(pairs) == sorted([(row_id("er_ace", "full", "corrected", 200), row_id("er_ace", "base", "corrected", 200)),
+                                    (row_id("er_ace", "authors", "reference", 200), row_id("er_ace", "base", "reference", 200)),
+                                    (row_id("er_ace", "full", "reference", 200), row_id("er_ace", "base", "reference", 200))])
+    expected = difference(values[("full", "reference")], values[("no_nrem", "reference")])
+    [ablation] = text["ablation"]
+    assert f">{expected.difference:+.2f}</span>" in ablation and f"[{expected.low:+.2f}, {expected.high:+.2f}]" in ablation
+    # Verdicts: the paper reports ER-ACE + WSCL at seq-cifar10/200, so authors and full rows get the table's words.
+    verdicts = pretty(table)["verdict acc"]
+    shown = [v for v in verdicts if v]
+    assert len(shown) == 3 and all(any(v in h for h in text["verdict"]) for v in shown)
