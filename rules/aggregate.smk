@@ -29,6 +29,7 @@ rule report:
         tables=STUDY.table_files(),
         plots=plot_files(STUDY),
         runs=f"{R}/tables/all_runs.csv",
+        mlflow=ancient(f"{R}/mlflow/setup.json"),  # the experiment id, for links into MLflow's UI
     output:
         report(f"{R}/report.html", caption="../report/report.rst", category="Summary",
                labels={"what": "one-page report"}),

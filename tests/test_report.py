@@ -105,6 +105,8 @@ def test_report_in_a_browser_shows_summary_tables_runs_and_provenance(study, tmp
             seed = row.find_element(By.CSS_SELECTOR, 'td[data-col="seed"]').text
             preset = row.find_element(By.CSS_SELECTOR, 'td[data-col="preset"]').text
             assert children[run_id].data.tags["seed"] == seed and children[run_id].data.tags["preset"] == preset
+            link = row.find_element(By.CSS_SELECTOR, 'td[data-col="MLflow run id"] a').get_attribute("href")
+            assert link.endswith(f"/#/experiments/{experiment.experiment_id}/runs/{run_id}?workflowType=machine_learning")
             metrics = json.loads((study / children[run_id].data.tags["wscl.run_key"] / "metrics.json").read_text())
             acc = row.find_element(By.CSS_SELECTOR, 'td[data-col="Class-IL acc"]').text
             assert acc == f"{metrics['class_il']['final_avg_acc']:.2f}"
@@ -121,9 +123,10 @@ def test_report_in_a_browser_shows_summary_tables_runs_and_provenance(study, tmp
         assert errors == []
     finally:
         browser.quit()
-    # Self-contained: nothing is fetched from elsewhere.
+    # Self-contained: every image is embedded, no style sheet or script is fetched (links only navigate).
     html = report.read_text()
-    assert not re.search(r"""(src|href)=["'](https?:|//)""", html)
+    assert re.findall(r"""src=["']([a-z]+:)""", html) == ["data:"] * len(PLOTS)
+    assert "<link" not in html and "<script" not in html and "url(" not in html
 
 
 def test_snakemake_report_holds_tables_and_figures_by_benchmark_and_buffer(study):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,12 +137,18 @@ def findings(runs: pd.DataFrame, table: pd.DataFrame, benchmark: str, buffer: in
     return out
 
 
-def _table_html(nice: pd.DataFrame, ids: list[str], tid: str) -> str:
+def _table_html(nice: pd.DataFrame, ids: list[str], tid: str, links: dict | None = None,
+                link_col: str | None = None) -> str:
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in nice.columns)
     body = []
     for rid, (_, row) in zip(ids, nice.iterrows()):
-        cells = "".join(f'<td data-col="{html.escape(str(c))}">{html.escape("" if pd.isna(v) else str(v))}</td>'
-                        for c, v in row.items())
+        cells = []
+        for c, v in row.items():
+            text = html.escape("" if pd.isna(v) else str(v))
+            if links and c == link_col and rid in links:
+                text = f'<a href="{html.escape(links[rid])}">{text}</a>'
+            cells.append(f'<td data-col="{html.escape(str(c))}">{text}</td>')
+        cells = "".join(cells)
         body.append(f'<tr data-row="{html.escape(rid)}">{cells}</tr>')
     return f'<table id="table-{html.escape(tid)}" class="results"><tr>{head}</tr>{"".join(body)}</table>'
 
@@ -152,7 +159,22 @@ def _img(path: Path, caption: str) -> str:
             f"<b>{html.escape(path.stem)}</b>: {html.escape(caption)}</figcaption></figure>")
 
 
-def _runs_table(runs: pd.DataFrame) -> str:
+LOCAL_UI = "http://127.0.0.1:5000"  # `make mlflow-ui`
+# MLflow 3's UI opens experiments in its GenAI view unless asked for the model-training one.
+UI_VIEW = "workflowType=machine_learning"
+
+
+def mlflow_ui(study: Study) -> tuple[str, str | None]:
+    """The MLflow UI that shows the study's store, and the experiment id (from the mlflow_setup rule's
+    setup.json; None before it ran)."""
+    uri = study.tracking_uri()
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else LOCAL_UI
+    setup = Path(study.results) / "mlflow/setup.json"
+    experiment_id = json.loads(setup.read_text()).get("experiment_id") if setup.is_file() else None
+    return base, experiment_id
+
+
+def _runs_table(runs: pd.DataFrame, ui: tuple[str, str | None] = (LOCAL_UI, None)) -> str:
     cols = {"benchmark": "benchmark", "buffer": "buffer", "method": "method", "preset": "preset",
             "fidelity": "fidelity", "seed": "seed", "class_il_final_avg_acc": "Class-IL acc",
             "task_il_final_avg_acc": "Task-IL acc", "class_il_forgetting": "Class-IL forgetting",
@@ -165,7 +187,12 @@ def _runs_table(runs: pd.DataFrame) -> str:
     if "MLflow run id" in shown:
         shown["MLflow run id"] = shown["MLflow run id"].fillna("").astype(str)
     ids = [f"{r.benchmark}/{row_id(r.method, r.preset, r.fidelity, r.buffer)}/seed{r.seed}" for r in runs.itertuples()]
-    return _table_html(shown, ids, "runs")
+    base, experiment_id = ui
+    links = None
+    if experiment_id is not None and "MLflow run id" in shown:
+        links = {i: f"{base}/#/experiments/{experiment_id}/runs/{run_id}?{UI_VIEW}"
+                 for i, run_id in zip(ids, shown["MLflow run id"]) if run_id}
+    return _table_html(shown, ids, "runs", links=links, link_col="MLflow run id")
 
 
 def _provenance(study: Study, runs: pd.DataFrame) -> str:
@@ -213,6 +240,9 @@ def build_report(study: Study, tables_dir: Path, plots_dir: Path, out: Path) -> 
         sections.append(_table_html(pretty(table), ids, tid))
         sections.extend(_img(plots_dir / f"{tid}_{plot}.png", CAPTIONS[plot]) for plot in PLOTS)
     uri = study.tracking_uri()
+    ui, experiment_id = mlflow_ui(study)
+    runs_page = (f'<a href="{html.escape(ui)}/#/experiments/{experiment_id}/runs?{UI_VIEW}">its runs table</a>'
+                 if experiment_id is not None else "its runs table")
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>WSCL study {html.escape(cfg['study'])}</title><style>{STYLE}</style></head><body>",
@@ -226,14 +256,15 @@ def build_report(study: Study, tables_dir: Path, plots_dir: Path, out: Path) -> 
         f"({html.escape(reported_values()['source'])}) by the rule of wscl/reproduction.py.</p>",
         *summary, "</div>",
         "<h2 id='mlflow'>Finding a run in MLflow</h2>",
-        f"<p>Experiment <code>{html.escape(cfg['study'])}</code> at <code>{html.escape(uri)}</code> "
-        "(<code>make mlflow-ui</code>, then http://127.0.0.1:5000). One parent run per "
-        "benchmark/buffer/method/preset/fidelity carries the seed mean and std of every final metric and the "
-        "verdicts; its children are the seeds. Paste a run id from the table at the end into the runs search as "
-        "<code>attributes.run_id = '&lt;id&gt;'</code>, or filter a folder with "
-        "<code>tags.`wscl.run_key` = 'results/runs/…'</code>.</p>",
+        f"<p>Experiment <code>{html.escape(cfg['study'])}</code> at <code>{html.escape(uri)}</code>"
+        + ("" if ui != LOCAL_UI else " (browse it with <code>make mlflow-ui</code>)")
+        + f", {runs_page} (the <i>Model training</i> view of MLflow's UI). One parent run per "
+        "benchmark/buffer/method/preset/fidelity carries the seed mean and std of every final metric, its "
+        "dataset and the verdicts; its children are the seeds. Each run id in the table at the end links to its "
+        "run; in the runs search, <code>attributes.run_id = '&lt;id&gt;'</code> finds it, and "
+        "<code>tags.`wscl.run_key` = 'results/runs/…'</code> finds a run folder's.</p>",
         *sections,
-        "<h2 id='runs'>Runs</h2>", _runs_table(runs),
+        "<h2 id='runs'>Runs</h2>", _runs_table(runs, (ui, experiment_id)),
         "<h2 id='provenance'>Provenance</h2>", _provenance(study, runs),
         "</body></html>",
     ]
