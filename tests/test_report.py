@@ -214,3 +214,22 @@ def test_summary_compares_only_rows_of_one_fidelity_and_reuses_the_tables_verdic
     verdicts = pretty(table)["verdict acc"]
     shown = [v for v in verdicts if v]
     assert len(shown) == 3 and all(any(v in h for h in text["verdict"]) for v in shown)
+
+
+def test_parent_runs_get_the_tables_verdicts_and_seed_statistics():
+    from wscl.aggregate import pretty, summary_table
+    from wscl.tracking import parent_metrics, parent_tags
+    values = {("authors", "reference"): [70.0, 72.5, 71.0, 69.0], ("base", "reference"): [60.0, 61.0, 59.0, 62.0]}
+    table = summary_table(fake_runs(values), "seq-cifar10", 200, None)
+    nice = pretty(table)
+    for i, row in enumerate(table.to_dict("records")):
+        tags, metrics = parent_tags(row), parent_metrics(row)
+        accs = values[(row["preset"], row["fidelity"])]
+        assert metrics["class_il/final_avg_acc"] == pytest.approx(statistics.mean(accs))
+        assert metrics["class_il/final_avg_acc_std"] == pytest.approx(statistics.stdev(accs))
+        assert metrics["seeds"] == 4 and tags["fidelity"] == "reference"
+        if row["preset"] == "authors":  # the paper reports ER-ACE + WSCL here: both paper cells get a verdict
+            assert tags["verdict.class_il.final_avg_acc"] == nice["verdict acc"].iloc[i] != ""
+            assert tags["verdict.class_il.forgetting"] == nice["verdict forgetting"].iloc[i] != ""
+        else:
+            assert not any(k.startswith("verdict.") for k in tags)
