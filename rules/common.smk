@@ -6,7 +6,6 @@ from snakemake.utils import min_version, validate
 
 from wscl.aggregate import plot_files
 from wscl.config import PRESETS
-from wscl.plots import PLOTS
 from wscl.studies import FIDELITIES, Study
 
 min_version("8.10")

@@ -233,3 +233,9 @@ def test_parent_runs_get_the_tables_verdicts_and_seed_statistics():
             assert tags["verdict.class_il.forgetting"] == nice["verdict forgetting"].iloc[i] != ""
         else:
             assert not any(k.startswith("verdict.") for k in tags)
+
+
+def test_snakemake_captions_say_what_the_report_says():
+    repo = Path(__file__).resolve().parents[1]
+    for plot in PLOTS:
+        assert CAPTIONS[plot] in (repo / f"report/{plot}.rst").read_text()
