@@ -140,8 +140,10 @@ def test_interrupted_training_job_resumes_from_its_checkpoint(tmp_path):
         time.sleep(0.05)
     assert proc.poll() is None, "the job finished before it could be interrupted"
     # The training process dies mid-task (as a preempted or killed job does); the workflow reports it failed.
-    trainers = [p for p in psutil.process_iter(["cmdline"])
-                if "train" in (p.info["cmdline"] or []) and run_dir in " ".join(p.info["cmdline"] or [])]
+    # Only this test's trainer: other workflows on the machine may train a folder of the same name.
+    trainers = [p for p in psutil.process_iter(["cmdline", "cwd"])
+                if "train" in (p.info["cmdline"] or []) and run_dir in " ".join(p.info["cmdline"] or [])
+                and p.info["cwd"] == str(workdir)]
     assert trainers, "no training process found"
     for trainer in trainers:
         trainer.kill()
