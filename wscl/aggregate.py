@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from importlib import resources
 from pathlib import Path
 
@@ -152,7 +153,11 @@ def aggregate(study: Study, tables_dir: Path, plots_dir: Path, mlflow_uri: str |
     run_ids = {}
     if mlflow_uri:
         from .tracking import child_run_ids
-        run_ids = child_run_ids(mlflow_uri, study.config["study"])
+        try:
+            run_ids = child_run_ids(mlflow_uri, study.config["study"])
+        except Exception as exc:  # the tables do not depend on the tracking store being reachable
+            print(f"MLflow at {mlflow_uri} not readable ({exc}); all_runs.csv gets no run ids", file=sys.stderr)
+            mlflow_uri = None
     runs["mlflow_run_id"] = [run_ids.get(k, "") for k in runs.run_key]
     flat = runs.drop(columns=["matrix_class_il", "matrix_task_il", "frozen_blocks"])
     flat.to_csv(tables_dir / "all_runs.csv", index=False, float_format="%.4f")
