@@ -32,6 +32,7 @@ lint: $(STAMP)
 	$(BIN)/snakemake --lint
 
 mlflow-ui: $(STAMP)
+	@echo "MLflow UI: http://127.0.0.1:5000/#/experiments?workflowType=machine_learning (the Model training view)"
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///results/mlflow/mlflow.db --port 5000
 
 archive: $(STAMP)

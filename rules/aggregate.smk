@@ -1,32 +1,38 @@
-# Aggregation: tables per benchmark and buffer, plots, and a one-page HTML report.
+# Aggregation: tables per benchmark and buffer, plots, and a one-page HTML report. Tables, plots and the
+# report are marked for Snakemake's own report (`snakemake --report results/report.zip`): category =
+# benchmark, subcategory = buffer, captions in report/.
 
 
 rule aggregate:
     input:
         all_metrics(),
     output:
-        tables=STUDY.table_files(),
-        plots=STUDY.plot_files(),
+        tables=reported_tables(),
+        plots=reported_plots(),
         runs=f"{R}/tables/all_runs.csv",
     params:
         study=lambda wc: json.dumps(config, sort_keys=True),
         tables=lambda wc, output: folder_of(output.tables),
         plots=lambda wc, output: folder_of(output.plots),
+        uri=STUDY.tracking_uri(),
     log:
         f"{R}/logs/aggregate.log",
     benchmark:
         f"{R}/benchmarks/aggregate.tsv"
     shell:
         "wscl aggregate --study-json {params.study:q} --tables {params.tables} --plots {params.plots} "
-        "> {log} 2>&1"
+        "--mlflow-uri {params.uri:q} > {log} 2>&1"
 
 
 rule report:
     input:
         tables=STUDY.table_files(),
-        plots=STUDY.plot_files(),
+        plots=plot_files(STUDY),
+        runs=f"{R}/tables/all_runs.csv",
+        mlflow=ancient(f"{R}/mlflow/setup.json"),  # the experiment id, for links into MLflow's UI
     output:
-        f"{R}/report.html",
+        report(f"{R}/report.html", caption="../report/report.rst", category="Summary",
+               labels={"what": "one-page report"}),
     params:
         study=lambda wc: json.dumps(config, sort_keys=True),
         tables=lambda wc, input: folder_of(input.tables),

@@ -4,6 +4,7 @@ from pathlib import Path
 
 from snakemake.utils import min_version, validate
 
+from wscl.aggregate import plot_files
 from wscl.config import PRESETS
 from wscl.studies import FIDELITIES, Study
 
@@ -44,3 +45,34 @@ def mirror_args(wildcards):
 
 def folder_of(files):
     return str(Path(files[0]).parent)
+
+
+def _table_labels(path):
+    """(benchmark, buffer) of a table or plot file of the study."""
+    for name, buffer in STUDY.tables():
+        if Path(path).name.startswith(f"{name}_buffer{buffer}_") or Path(path).stem == f"{name}_buffer{buffer}":
+            return name, buffer
+    raise ValueError(path)
+
+
+def reported_tables():
+    """The tables, the CSVs marked for Snakemake's report (category benchmark, subcategory buffer)."""
+    out = []
+    for path in STUDY.table_files():
+        if path.endswith(".csv"):
+            name, buffer = _table_labels(path)
+            path = report(path, caption="../report/table.rst", category=name, subcategory=f"buffer {buffer}",
+                          labels={"what": "table", "benchmark": name, "buffer": str(buffer)})
+        out.append(path)
+    return out
+
+
+def reported_plots():
+    """Every figure, marked for Snakemake's report with its caption (report/<plot>.rst)."""
+    out = []
+    for path in plot_files(STUDY):
+        name, buffer = _table_labels(path)
+        plot = Path(path).stem[len(f"{name}_buffer{buffer}_"):]
+        out.append(report(path, caption=f"../report/{plot}.rst", category=name, subcategory=f"buffer {buffer}",
+                          labels={"what": "figure", "figure": plot, "benchmark": name, "buffer": str(buffer)}))
+    return out

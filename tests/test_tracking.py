@@ -1,13 +1,26 @@
+import copy
+import shutil
+
+import pytest
 from mlflow.tracking import MlflowClient
 
+from conftest import tiny_config
 from wscl.cli import main
 from wscl.tracking import log_run
 from wscl.trainer import Run
 
 
-def test_run_is_logged_with_params_per_task_metrics_tags_and_artifacts(tiny, tmp_path):
-    cfg = tiny(scenario={"n_tasks": 2})
-    metrics = Run(cfg, tmp_path / "run", quiet=True, log=lambda *_: None).run()
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """One tiny finished run (2 tasks): its config, metrics and folder."""
+    cfg = tiny_config(scenario={"n_tasks": 2})
+    out = tmp_path_factory.mktemp("finished") / "run"
+    return cfg, Run(cfg, out, quiet=True, log=lambda *_: None).run(), out
+
+
+def test_run_is_logged_with_params_per_task_metrics_tags_and_artifacts(finished, tmp_path):
+    _, metrics, out = finished
+    shutil.copytree(out, tmp_path / "run")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri)
     exp = client.create_experiment("study", artifact_location=str(tmp_path / "artifacts"))
@@ -38,3 +51,45 @@ def test_no_mlflow_without_a_uri(tmp_path, monkeypatch):
                  "--set", "runtime.device=cpu"]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoint.pt", "metrics.json", "resolved_config.yaml"]
+
+
+def test_live_per_task_metrics_then_the_finished_run_without_duplicates(finished, tmp_path):
+    from wscl.tracking import live_tracking, log_task, start_live_run
+    cfg, metrics, out = finished
+    metrics = copy.deepcopy(metrics)
+    shutil.copytree(out, tmp_path / "run")
+    metrics["config"]["notes"] = "x" * 2000  # a long setting is kept whole (MLflow allows 6000 characters)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("study", artifact_location=str(tmp_path / "artifacts"))
+    parent = client.create_run(exp).info.run_id
+    run_id = start_live_run(cfg, tmp_path / "run", uri, parent_run_id=parent)
+    assert client.get_run(run_id).info.status == "RUNNING"
+    log_task(run_id, uri, metrics, 0)  # as the trainer would after task 1
+    assert [m.step for m in client.get_metric_history(run_id, "class_il/avg_acc")] == [0]
+    assert log_run(metrics, tmp_path / "run", uri, parent_run_id=parent, run_id=run_id, tasks_logged={0}) == run_id
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["mlflow.parentRunId"] == parent
+    for key in ("class_il/avg_acc", "class_il/acc_task_0", "frozen_blocks"):
+        assert sorted(m.step for m in client.get_metric_history(run_id, key)) == [0, 1]
+    assert run.data.params["notes"] == "x" * 2000
+    [dataset] = [d.dataset for d in run.inputs.dataset_inputs]
+    assert dataset.name == metrics["dataset"] == "synthetic" and dataset.digest == "generated"
+    assert live_tracking("http://mlflow:5000") and not live_tracking(uri) and not live_tracking(None)
+
+
+def test_a_prepared_dataset_is_an_input_with_its_content_sha256(tmp_path):
+    import json
+
+    from wscl.provenance import dataset_identity
+    from wscl.tracking import dataset_input
+    sha = "0123456789abcdef" * 4
+    (tmp_path / "seq-x").mkdir()
+    (tmp_path / "seq-x/meta.json").write_text(json.dumps({"sha256": sha, "source": "official mirror"}))
+    metrics = {"dataset": "seq-x", "config": {"dataset": {"name": "seq-x", "root": str(tmp_path)}},
+               "dataset_checksums_verified": True}
+    ident = dataset_identity(metrics)
+    assert ident == {"name": "seq-x", "sha256": sha, "source": "official mirror", "verified": True, "digest": sha}
+    assert dataset_identity({**metrics, "dataset_sha256": "f" * 64})["sha256"] == "f" * 64  # metrics.json wins
+    entry = dataset_input(ident).dataset
+    assert sha.startswith(entry.digest) and len(entry.digest) == 36 and json.loads(entry.profile)["sha256"] == sha

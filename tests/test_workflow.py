@@ -13,6 +13,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from wscl.plots import PLOTS
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "MLFLOW_TRACKING_URI": ""}
@@ -21,7 +23,7 @@ ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "
 def workflow_copy(dest: Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "Snakefile", dest)
-    for folder in ("rules", "config"):
+    for folder in ("rules", "config", "report"):
         shutil.copytree(REPO / folder, dest / folder)
     return dest
 
@@ -65,10 +67,10 @@ def test_smoke_study_produces_tables_plots_report_and_archive(smoke):
         assert (results / f"tables/synthetic_buffer20.{ext}").stat().st_size > 0
     table = (results / "tables/synthetic_buffer20.md").read_text()
     assert "er_ace" in table and "full" in table and "base" in table and "reference" in table
-    for plot in ("accuracy_matrix", "avg_acc_curve", "ablation", "frozen_blocks"):
+    for plot in PLOTS:
         assert (results / f"plots/synthetic_buffer20_{plot}.png").read_bytes()[:4] == b"\x89PNG"
     report = (results / "report.html").read_text()
-    assert report.count("<img") == 4 and "Fidelity: <b>reference</b>" in report
+    assert report.count("<img") == len(PLOTS) and "Fidelity: <b>reference</b>" in report
     archive = results / "archive/smoke.tar.gz"
     verified = subprocess.run([sys.executable, "-m", "wscl", "verify-archive", str(archive)], capture_output=True,
                               text=True, env=ENV)
@@ -138,8 +140,10 @@ def test_interrupted_training_job_resumes_from_its_checkpoint(tmp_path):
         time.sleep(0.05)
     assert proc.poll() is None, "the job finished before it could be interrupted"
     # The training process dies mid-task (as a preempted or killed job does); the workflow reports it failed.
-    trainers = [p for p in psutil.process_iter(["cmdline"])
-                if "train" in (p.info["cmdline"] or []) and run_dir in " ".join(p.info["cmdline"] or [])]
+    # Only this test's trainer: other workflows on the machine may train a folder of the same name.
+    trainers = [p for p in psutil.process_iter(["cmdline", "cwd"])
+                if "train" in (p.info["cmdline"] or []) and run_dir in " ".join(p.info["cmdline"] or [])
+                and p.info["cwd"] == str(workdir)]
     assert trainers, "no training process found"
     for trainer in trainers:
         trainer.kill()

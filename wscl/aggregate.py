@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from importlib import resources
 from pathlib import Path
 
@@ -9,8 +10,10 @@ import pandas as pd
 import yaml
 
 from .metrics import SUMMARY_KEYS
+from .provenance import GENERATED, dataset_identity
 from .reproduction import verdict
 from .studies import FIXED_BUFFER, Study
+from .tracking import run_key
 
 SETTINGS = ("class_il", "task_il")
 SUMMARY = SUMMARY_KEYS
@@ -30,8 +33,17 @@ def load_runs(study: Study) -> pd.DataFrame:
     for key in study.runs():
         path = Path(study.run_dir(key)) / "metrics.json"
         m = json.loads(path.read_text())
+        dataset = dataset_identity(m)
+        wall = m.get("wall_seconds", {})
         row = {"benchmark": key.benchmark, "buffer": key.buffer, "method": key.method, "preset": key.preset,
-               "seed": key.seed, "fidelity": key.fidelity, "device": m["device"], "path": str(path),
+               "seed": key.seed, "fidelity": key.fidelity, "group": key.group, "device": m["device"],
+               "device_name": m.get("device_name"), "path": str(path), "run_key": run_key(path.parent),
+               "git_commit": m.get("git_commit"), "torch_version": m.get("torch_version"),
+               "wscl_version": m.get("wscl_version"), "dataset": dataset["name"],
+               "dataset_sha256": dataset["sha256"] or GENERATED, "dataset_source": dataset["source"],
+               "dataset_checksums_verified": dataset["verified"],
+               "wall_seconds": float(wall.get("total", sum(wall.values()))) if wall else float("nan"),
+               "final_frozen_blocks": (m["frozen_blocks_per_task"] or [0])[-1],
                "frozen_blocks": m["frozen_blocks_per_task"],
                "matrix_class_il": m["class_il"]["accuracy_matrix"], "matrix_task_il": m["task_il"]["accuracy_matrix"],
                "train_images_per_second": m.get("train_images_per_second")}
@@ -124,14 +136,33 @@ def write_tables(table: pd.DataFrame, stem: Path, caption: str) -> None:
                                         .replace("±", r"$\pm$"))
 
 
-def aggregate(study: Study, tables_dir: Path, plots_dir: Path) -> None:
+def plot_files(study: Study) -> list[str]:
+    """Every figure of a study: ``plots/<benchmark>_buffer<B>_<plot>.png`` for each plot in plots.PLOTS."""
+    from .plots import PLOTS
+    return [f"{study.results}/plots/{name}_buffer{buffer}_{plot}.png" for name, buffer in study.tables()
+            for plot in PLOTS]
+
+
+def aggregate(study: Study, tables_dir: Path, plots_dir: Path, mlflow_uri: str | None = None) -> None:
+    """Tables and plots; with an MLflow URI also each run's MLflow run id (all_runs.csv) and the seed
+    statistics and verdicts on every parent run."""
     from . import plots
     tables_dir.mkdir(parents=True, exist_ok=True)
     plots_dir.mkdir(parents=True, exist_ok=True)
     runs = load_runs(study)
+    run_ids = {}
+    if mlflow_uri:
+        from .tracking import child_run_ids
+        try:
+            run_ids = child_run_ids(mlflow_uri, study.config["study"])
+        except Exception as exc:  # the tables do not depend on the tracking store being reachable
+            print(f"MLflow at {mlflow_uri} not readable ({exc}); all_runs.csv gets no run ids", file=sys.stderr)
+            mlflow_uri = None
+    runs["mlflow_run_id"] = [run_ids.get(k, "") for k in runs.run_key]
     flat = runs.drop(columns=["matrix_class_il", "matrix_task_il", "frozen_blocks"])
     flat.to_csv(tables_dir / "all_runs.csv", index=False, float_format="%.4f")
     reported = reported_values()
+    parent_rows = {}
     for benchmark, buffer in study.tables():
         subset = runs_for_table(runs, benchmark, buffer)
         reported_as = study.config["benchmarks"][benchmark].get("reported_as")
@@ -142,9 +173,19 @@ def aggregate(study: Study, tables_dir: Path, plots_dir: Path) -> None:
                    f"pre-training entries; corrected: [ours]); paper values: {reported['source']}; verdict: "
                    "ours - paper with its 95% interval (wscl/reproduction.py)")
         write_tables(table, tables_dir / f"{benchmark}_buffer{buffer}", caption)
+        for row in table.to_dict("records"):
+            parent_rows.setdefault(f"{benchmark}/buffer{row['buffer']}/{row['method']}/{row['preset']}/"
+                                   f"{row['fidelity']}", row)
         stem = plots_dir / f"{benchmark}_buffer{buffer}"
         title = f"{benchmark}, buffer {buffer} ({fidelity})"
         plots.mean_accuracy_matrices(subset, f"{stem}_accuracy_matrix.png", title)
         plots.average_accuracy_curves(subset, f"{stem}_avg_acc_curve.png", title)
         plots.ablation_bars(table, f"{stem}_ablation.png", title)
         plots.frozen_blocks(subset, f"{stem}_frozen_blocks.png", title)
+        plots.task_accuracy_over_time(subset, f"{stem}_task_accuracy.png", title)
+        plots.forgetting_vs_accuracy(table, f"{stem}_forgetting_vs_accuracy.png", title)
+    if mlflow_uri:
+        from .tracking import summarize_parents
+        datasets = {g: dataset_identity(json.loads(Path(p).read_text()))
+                    for g, p in runs.groupby("group").path.first().items()}
+        summarize_parents(mlflow_uri, study.config["study"], parent_rows, datasets)

@@ -55,14 +55,42 @@ def cmd_train(args) -> int:
     parent = args.mlflow_parent
     if uri and args.mlflow_parent_group and not parent:  # before training: fail fast without a parent
         parent = find_parent(uri, args.mlflow_experiment, args.mlflow_parent_group)
-    metrics = train(cfg, args.out, quiet=args.quiet)
+    live = live_run(cfg, args, uri, parent, train)
+    metrics = train(cfg, args.out, quiet=args.quiet, **live.kwargs)
     if uri:
-        run_id = log_run(metrics, args.out, uri, args.mlflow_experiment, parent)
+        run_id = log_run(metrics, args.out, uri, args.mlflow_experiment, parent, run_id=live.run_id,
+                         tasks_logged=live.tasks)
         print(f"logged to MLflow run {run_id} at {uri}", file=sys.stderr)
     c, t = metrics["class_il"], metrics["task_il"]
     print(f"final average accuracy: Class-IL {c['final_avg_acc']:.2f}  Task-IL {t['final_avg_acc']:.2f}  "
           f"(forgetting {c['forgetting']:.2f}, fidelity {metrics['fidelity']}) -> {Path(args.out) / 'metrics.json'}")
     return 0
+
+
+class LiveRun:
+    """Per-task MLflow logging while a run trains: the trainer calls ``on_task_end(metrics_so_far, task)``."""
+
+    def __init__(self, run_id: str | None = None, uri: str | None = None):
+        self.run_id, self.uri, self.tasks = run_id, uri, set()
+        self.kwargs = {"on_task_end": self.on_task_end} if run_id else {}
+
+    def on_task_end(self, metrics_so_far: dict, task: int) -> None:
+        from .tracking import log_task
+        try:
+            log_task(self.run_id, self.uri, metrics_so_far, task)
+            self.tasks.add(task)
+        except Exception as exc:  # a tracking hiccup must not stop a long training; log_run fills the gap
+            print(f"MLflow: task {task} not logged live ({exc}); it is logged when the run ends", file=sys.stderr)
+
+
+def live_run(cfg: dict, args, uri: str | None, parent: str | None, train) -> LiveRun:
+    """A live MLflow run when there is a tracking server and the trainer takes an ``on_task_end`` hook."""
+    import inspect
+
+    from .tracking import live_tracking, start_live_run
+    if not live_tracking(uri) or "on_task_end" not in inspect.signature(train).parameters:
+        return LiveRun()
+    return LiveRun(start_live_run(cfg, args.out, uri, args.mlflow_experiment, parent), uri)
 
 
 def cmd_bench(args) -> int:
@@ -109,7 +137,7 @@ def cmd_mlflow_setup(args) -> int:
 
 def cmd_aggregate(args) -> int:
     from .aggregate import aggregate
-    aggregate(_study(args), Path(args.tables), Path(args.plots))
+    aggregate(_study(args), Path(args.tables), Path(args.plots), mlflow_uri=args.mlflow_uri)
     return 0
 
 
@@ -166,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
         a.add_argument("--plots", required=True)
         if name == "report":
             a.add_argument("--out", required=True)
+        else:
+            a.add_argument("--mlflow-uri", help="also record each run's MLflow run id and summarize the parent "
+                                                "runs (seed mean/std, verdicts) in this store")
     ar = sub.add_parser("archive", help="pack a study into one checksummed tar.gz")
     ar.add_argument("--study-json", required=True)
     ar.add_argument("--mlflow-uri", required=True)

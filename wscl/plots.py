@@ -1,6 +1,11 @@
-"""Figures: accuracy-matrix heatmaps, accuracy-vs-task curves, ablation bars, frozen blocks per task."""
+"""Figures: accuracy-matrix heatmaps, accuracy-vs-task curves, ablation bars, frozen blocks per task, each
+task's accuracy over time, forgetting vs accuracy.
+
+Colours are colour-blind safe (Paul Tol's "muted" scheme) and belong to the preset, the same in every
+figure; the method sets the marker and the fidelity the line style (reference solid, corrected dashed)."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -11,11 +16,27 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 
+# Every figure of a table, in report order (file: plots/<benchmark>_buffer<B>_<name>.png).
+PLOTS = ("ablation", "forgetting_vs_accuracy", "avg_acc_curve", "task_accuracy", "accuracy_matrix", "frozen_blocks")
+PRESET_COLOURS = {"base": "#332288", "authors": "#CC6677", "full": "#117733", "no_freezing": "#88CCEE",
+                  "no_nrem": "#DDCC77", "no_plasticity": "#AA4499", "no_rem": "#44AA99", "rem_noise": "#999933",
+                  "wake_rem": "#882255"}
+METHOD_MARKERS = {"er_ace": "o", "er": "s", "derpp": "^"}
+FIDELITY_LINES = {"reference": "-", "corrected": "--"}
+
+
+def style(method: str, preset: str, fidelity: str) -> dict:
+    """Colour (by preset), marker (by method) and line style (by fidelity) of a row in every figure."""
+    return {"color": PRESET_COLOURS.get(preset, "#777777"), "marker": METHOD_MARKERS.get(method, "D"),
+            "linestyle": FIDELITY_LINES.get(fidelity, ":")}
+
+
 def _matrix(rows) -> np.ndarray:
     return np.array([[np.nan if v is None else v for v in row] for row in rows], dtype=float)
 
 
-def accuracy_matrix_figure(matrices: list, titles: list[str], suptitle: str, path: Path) -> None:
+def accuracy_matrix_figure(matrices: list, titles: list[str], suptitle: str, path: Path | None = None):
+    """Accuracy-matrix heatmaps side by side; saved to ``path`` (and closed), or returned when no path."""
     fig, axes = plt.subplots(1, len(matrices), figsize=(4.2 * len(matrices), 3.8), squeeze=False)
     for ax, rows, title in zip(axes[0], matrices, titles):
         R = _matrix(rows)
@@ -33,8 +54,11 @@ def accuracy_matrix_figure(matrices: list, titles: list[str], suptitle: str, pat
         ax.set_title(title)
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="accuracy (%)")
     fig.suptitle(suptitle, fontsize=9)
+    if path is None:
+        return fig
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
+    return None
 
 
 GROUP = ["method", "preset", "fidelity", "buffer"]
@@ -90,8 +114,9 @@ def average_accuracy_curves(runs, path, title: str) -> None:
         curves = np.array(curves)
         mean, std = curves.mean(0), curves.std(0)
         x = np.arange(1, len(mean) + 1)
-        ax.plot(x, mean, marker="o", label=_label(method, preset, fidelity, buffer))
-        ax.fill_between(x, mean - std, mean + std, alpha=0.15)
+        look = style(method, preset, fidelity)
+        ax.plot(x, mean, label=_label(method, preset, fidelity, buffer), **look)
+        ax.fill_between(x, mean - std, mean + std, alpha=0.15, color=look["color"])
     ax.set_xlabel("tasks learned")
     ax.set_ylabel("average Class-IL accuracy (%)")
     ax.set_ylim(0, 100)
@@ -107,8 +132,11 @@ def ablation_bars(table, path, title: str) -> None:
     labels = [_label(m, p, f, b) for m, p, f, b in zip(table.method, table.preset, table.fidelity, table.buffer)]
     x = np.arange(len(labels))
     fig, ax = plt.subplots(figsize=(max(5, 0.8 * len(labels) + 2), 4))
-    ax.bar(x - 0.2, table.class_il_final_avg_acc_mean, 0.4, yerr=table.class_il_final_avg_acc_std, label="Class-IL")
-    ax.bar(x + 0.2, table.task_il_final_avg_acc_mean, 0.4, yerr=table.task_il_final_avg_acc_std, label="Task-IL")
+    colours = [style(m, p, f)["color"] for m, p, f in zip(table.method, table.preset, table.fidelity)]
+    ax.bar(x - 0.2, table.class_il_final_avg_acc_mean, 0.4, yerr=table.class_il_final_avg_acc_std, color=colours,
+           edgecolor="black", label="Class-IL (solid)")
+    ax.bar(x + 0.2, table.task_il_final_avg_acc_mean, 0.4, yerr=table.task_il_final_avg_acc_std, color=colours,
+           edgecolor="black", hatch="//", alpha=0.55, label="Task-IL (hatched)")
     paper = pd.to_numeric(table.paper_class_il_final_avg_acc, errors="coerce")
     if paper.notna().any():
         ax.scatter(x[paper.notna()] - 0.2, paper[paper.notna()], marker="*", s=120, color="k", zorder=3,
@@ -128,13 +156,65 @@ def frozen_blocks(runs, path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for (method, preset, fidelity, buffer), group in runs.groupby(GROUP, sort=False):
         counts = np.array(list(group.frozen_blocks), dtype=float)
-        ax.plot(np.arange(1, counts.shape[1] + 1), counts.mean(0), marker="s",
-                label=_label(method, preset, fidelity, buffer))
+        ax.plot(np.arange(1, counts.shape[1] + 1), counts.mean(0), label=_label(method, preset, fidelity, buffer),
+                **style(method, preset, fidelity))
     ax.set_xlabel("after task")
     ax.set_ylabel("frozen residual blocks (of 6)")
     ax.set_ylim(-0.2, 6.2)
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def task_accuracy_over_time(runs, path, title: str) -> None:
+    """Class-IL accuracy of each task after every later task (mean over seeds): one line per task, one panel
+    per method/preset; a falling line is forgetting."""
+    groups = list(runs.groupby(GROUP, sort=False))
+    cols = min(3, len(groups))
+    rows = -(-len(groups) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.3 * rows), squeeze=False, sharey=True,
+                             layout="constrained")
+    for ax in axes.flat[len(groups):]:
+        ax.axis("off")
+    for ax, ((method, preset, fidelity, buffer), group) in zip(axes.flat, groups):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # entries not yet evaluated are NaN
+            R = np.nanmean(np.stack([_matrix(m) for m in group.matrix_class_il]), axis=0)
+        T = R.shape[0]
+        shades = plt.get_cmap("cividis")(np.linspace(0, 0.9, T))
+        for j in range(T):
+            x = np.arange(j + 1, T + 1)
+            ax.plot(x, R[j:, j], marker=METHOD_MARKERS.get(method, "D"), markersize=4, color=shades[j],
+                    linestyle=FIDELITY_LINES.get(fidelity, ":"), label=f"task {j + 1}")
+        ax.set_title(_label(method, preset, fidelity, buffer), fontsize=8, color=style(method, preset, fidelity)["color"],
+                     fontweight="bold")
+        ax.set_xticks(range(1, T + 1))
+        ax.set_xlabel("after training task", fontsize=7)
+        ax.set_ylabel("Class-IL accuracy (%)", fontsize=7)
+        ax.set_ylim(0, 100)
+    axes.flat[0].legend(fontsize=6, loc="lower left")
+    fig.suptitle(f"{title}: accuracy of each task over time (mean over seeds)", fontsize=9)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def forgetting_vs_accuracy(table, path, title: str) -> None:
+    """Class-IL forgetting (x) against final average accuracy (y) per method/preset; error bars = std over
+    seeds. Better is up and to the left."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for row in table.itertuples():
+        look = style(row.method, row.preset, row.fidelity)
+        ax.errorbar(row.class_il_forgetting_mean, row.class_il_final_avg_acc_mean,
+                    xerr=row.class_il_forgetting_std, yerr=row.class_il_final_avg_acc_std, color=look["color"],
+                    marker=look["marker"], markersize=7, capsize=3, linestyle="none",
+                    mfc=look["color"] if row.fidelity == "reference" else "white",
+                    label=_label(row.method, row.preset, row.fidelity, row.buffer))
+    ax.set_xlabel("Class-IL forgetting (percentage points, lower is better)")
+    ax.set_ylabel("Class-IL final average accuracy (%)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)

@@ -1,6 +1,7 @@
 """Reproduction verdicts [ours]: does a study's cell reproduce the number the paper reports?
 
-One rule, used by the tables, the report and the MLflow parent runs.
+One rule, used by the tables, the report and the MLflow parent runs; and the interval of a difference
+between two presets of the same study (WSCL vs its base, full vs an ablation), with the same arithmetic.
 """
 from __future__ import annotations
 
@@ -52,15 +53,56 @@ def verdict(ours: list[float], paper_mean: float, paper_sd: float | None,
     if n1 < MIN_SEEDS:
         return Verdict(mean, sd, n1, paper_mean, paper_sd, paper_n, diff, math.nan, math.nan, "too few seeds",
                        f"fewer than {MIN_SEEDS} seeds")
-    v1 = sd**2 / n1
     if paper_sd is None:
-        se, df, rule = math.sqrt(v1), n1 - 1, "one-sample t interval (paper gives no sd)"
+        low, high = _interval(diff, sd**2 / n1, None, n1)
+        rule = "one-sample t interval (paper gives no sd)"
     else:
-        v2 = paper_sd**2 / paper_n
-        se = math.sqrt(v1 + v2)
-        df = (v1 + v2) ** 2 / (v1**2 / (n1 - 1) + v2**2 / (paper_n - 1)) if v1 + v2 > 0 else n1 - 1
+        low, high = _interval(diff, sd**2 / n1, paper_sd**2 / paper_n, n1, paper_n)
         rule = f"Welch interval, paper n = {paper_n}" + (" (assumed)" if paper_n == PAPER_SEEDS_ASSUMED else "")
-    half = float(stats.t.ppf(0.975, df)) * se
-    low, high = diff - half, diff + half
     word = "reproduced" if low <= 0 <= high else ("above" if low > 0 else "below")
     return Verdict(mean, sd, n1, paper_mean, paper_sd, paper_n, diff, low, high, word, rule)
+
+
+def _interval(diff: float, v1: float, v2: float | None, n1: int, n2: int | None = None) -> tuple[float, float]:
+    """95% interval of a difference of means from the variances of the means (s²/n) of its two sides.
+
+    Welch-Satterthwaite degrees of freedom; with ``v2 = None`` only the first side varies (one-sample t
+    interval, n1 - 1 degrees of freedom)."""
+    if v2 is None:
+        se, df = math.sqrt(v1), n1 - 1
+    else:
+        se = math.sqrt(v1 + v2)
+        df = (v1 + v2) ** 2 / (v1**2 / (n1 - 1) + v2**2 / (n2 - 1)) if v1 + v2 > 0 else n1 + n2 - 2
+    half = float(stats.t.ppf(0.975, df)) * se
+    return diff - half, diff + half
+
+
+@dataclass(frozen=True)
+class Difference:
+    """a - b between two sets of per-seed values, with its Welch 95% interval."""
+    a_mean: float
+    b_mean: float
+    a_n: int
+    b_n: int
+    difference: float
+    low: float
+    high: float
+    verdict: str        # "higher" / "lower" (interval excludes 0), "no clear difference", "too few seeds"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def difference(a: list[float], b: list[float]) -> Difference:
+    """Compare two sets of per-seed values of the same study (e.g. WSCL and its base learner, at one
+    fidelity): mean(a) - mean(b) with a Welch 95% interval (the arithmetic of :func:`verdict`). Needs at
+    least 2 values per side for an interval."""
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    ma = float(x.mean()) if len(x) else math.nan
+    mb = float(y.mean()) if len(y) else math.nan
+    diff = ma - mb
+    if len(x) < 2 or len(y) < 2:
+        return Difference(ma, mb, len(x), len(y), diff, math.nan, math.nan, "too few seeds")
+    low, high = _interval(diff, float(x.var(ddof=1)) / len(x), float(y.var(ddof=1)) / len(y), len(x), len(y))
+    word = "no clear difference" if low <= 0 <= high else ("higher" if low > 0 else "lower")
+    return Difference(ma, mb, len(x), len(y), diff, low, high, word)

@@ -1,12 +1,14 @@
-"""MLflow tracking of a finished run: params, per-task metrics (``step`` = task), tags and artifacts.
+"""MLflow tracking of a finished run: params, per-task metrics (``step`` = task), tags, its dataset as an
+MLflow dataset input, and artifacts; per-task metrics while a run trains (with a tracking server); and the
+seed statistics and reproduction verdicts on the parent runs once a study is aggregated.
 
 Nothing here runs without a tracking URI. A child run is found again by its ``wscl.run_key`` tag, so a
 rerun of the same job replaces its earlier record instead of adding a second one.
 """
 from __future__ import annotations
 
+import json
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -14,6 +16,8 @@ from .config import flatten
 from .metrics import SUMMARY_KEYS
 
 MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch call
+# The experiment tag by which the MLflow UI (3.x) opens an experiment as model training, not GenAI.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
 
 def tracking_uri(explicit: str | None) -> str | None:
@@ -29,13 +33,16 @@ def run_key(out_dir: str | Path) -> str:
         return str(path)
 
 
-def per_task_metrics(metrics: dict) -> list:
+def per_task_metrics(metrics: dict, skip_tasks: set[int] | frozenset = frozenset()) -> list:
+    """Every metric of a finished run; the per-task rows of ``skip_tasks`` (logged live) are left out."""
     from mlflow.entities import Metric
     now = int(time.time() * 1000)
     rows = []
     for setting in ("class_il", "task_il"):
         R = metrics[setting]["accuracy_matrix"]
         for t, row in enumerate(R):
+            if t in skip_tasks:
+                continue
             seen = [v for v in row[: t + 1] if v is not None]
             if len(seen) == t + 1:
                 rows.append(Metric(f"{setting}/avg_acc", sum(seen) / len(seen), now, t))
@@ -44,7 +51,8 @@ def per_task_metrics(metrics: dict) -> list:
         for key in SUMMARY_KEYS:
             rows.append(Metric(f"{setting}/{key}", metrics[setting][key], now, len(R) - 1))
     for t, frozen in enumerate(metrics["frozen_blocks_per_task"]):
-        rows.append(Metric("frozen_blocks", frozen, now, t))
+        if t not in skip_tasks:
+            rows.append(Metric("frozen_blocks", frozen, now, t))
     for phase, seconds in metrics["wall_seconds"].items():
         rows.append(Metric(f"wall_seconds/{phase}", seconds, now, 0))
     if metrics.get("train_images_per_second"):
@@ -52,11 +60,12 @@ def per_task_metrics(metrics: dict) -> list:
     return rows
 
 
-def accuracy_figure(metrics: dict, path: Path) -> None:
+def accuracy_figure(metrics: dict, path: Path | None = None):
+    """The run's Class-IL and Task-IL accuracy matrices; saved to ``path``, or returned as a figure."""
     from .plots import accuracy_matrix_figure
-    accuracy_matrix_figure([metrics["class_il"]["accuracy_matrix"], metrics["task_il"]["accuracy_matrix"]],
-                           ["Class-IL", "Task-IL"], f"{metrics['dataset']} {metrics['method']} "
-                           f"{metrics['preset']} seed {metrics['seed']} ({metrics['fidelity']})", path)
+    return accuracy_matrix_figure([metrics["class_il"]["accuracy_matrix"], metrics["task_il"]["accuracy_matrix"]],
+                                  ["Class-IL", "Task-IL"], f"{metrics['dataset']} {metrics['method']} "
+                                  f"{metrics['preset']} seed {metrics['seed']} ({metrics['fidelity']})", path)
 
 
 GROUP_TAG = "wscl.group"
@@ -93,6 +102,7 @@ def setup_study(uri: str, experiment: str, artifact_root: str | None, groups: li
         experiment_id = client.create_experiment(experiment, artifact_location=location)
     else:
         experiment_id = found.experiment_id
+    mark_model_training(client, experiment_id)
     parents = {}
     for group in groups:
         existing = client.search_runs([experiment_id], filter_string=f"tags.`{GROUP_TAG}` = '{group}'")
@@ -115,22 +125,31 @@ def find_parent(uri: str, experiment: str, group: str) -> str:
     return runs[0].info.run_id
 
 
+
 def log_run(metrics: dict, out_dir: str | Path, uri: str, experiment: str | None = None,
-            parent_run_id: str | None = None, run_name: str | None = None) -> str:
-    return with_retries(lambda: _log_run(metrics, out_dir, uri, experiment, parent_run_id, run_name))
+            parent_run_id: str | None = None, run_name: str | None = None, run_id: str | None = None,
+            tasks_logged: set[int] | frozenset = frozenset()) -> str:
+    """Log a finished run as a child of ``parent_run_id``. ``run_id``: the run :func:`start_live_run` opened;
+    the per-task metrics of ``tasks_logged`` were logged live by :func:`log_task` and are not logged twice."""
+    return with_retries(lambda: _log_run(metrics, out_dir, uri, experiment, parent_run_id, run_name, run_id,
+                                         tasks_logged))
 
 
-def _log_run(metrics: dict, out_dir: str | Path, uri: str, experiment: str | None,
-             parent_run_id: str | None, run_name: str | None) -> str:
-    from mlflow.entities import Param
-
-    client = _client(uri)
+def _experiment_for(client, metrics: dict, experiment: str | None, parent_run_id: str | None) -> str:
     if parent_run_id:
-        experiment_id = client.get_run(parent_run_id).info.experiment_id
-    else:
-        name = experiment or f"wscl-{metrics['dataset']}"
-        found = client.get_experiment_by_name(name)
-        experiment_id = found.experiment_id if found else client.create_experiment(name)
+        return client.get_run(parent_run_id).info.experiment_id
+    name = experiment or f"wscl-{metrics['dataset']}"
+    found = client.get_experiment_by_name(name)
+    experiment_id = found.experiment_id if found else client.create_experiment(name)
+    mark_model_training(client, experiment_id)
+    return experiment_id
+
+
+def _new_run(client, metrics: dict, out_dir, experiment_id: str, parent_run_id: str | None,
+             run_name: str | None) -> str:
+    """A fresh child run for this run folder (earlier records of the same folder are deleted), with its
+    dataset input."""
+    from .provenance import dataset_identity
     key = run_key(out_dir)
     for old in client.search_runs([experiment_id], filter_string=f"tags.`wscl.run_key` = '{key}'"):
         client.delete_run(old.info.run_id)
@@ -141,17 +160,182 @@ def _log_run(metrics: dict, out_dir: str | Path, uri: str, experiment: str | Non
         tags["mlflow.parentRunId"] = parent_run_id
     run = client.create_run(experiment_id, tags=tags,
                             run_name=run_name or f"{metrics['method']}-{metrics['preset']}-seed{metrics['seed']}")
-    run_id = run.info.run_id
-    params = [Param(k, str(v)[:500]) for k, v in sorted(flatten(metrics["config"]).items())]
+    client.log_inputs(run.info.run_id, datasets=[dataset_input(dataset_identity(metrics))])
+    return run.info.run_id
+
+
+def _log_run(metrics: dict, out_dir: str | Path, uri: str, experiment: str | None,
+             parent_run_id: str | None, run_name: str | None, run_id: str | None = None,
+             tasks_logged: set[int] | frozenset = frozenset()) -> str:
+    import matplotlib.pyplot as plt
+
+    client = _client(uri)
+    if run_id is None:
+        experiment_id = _experiment_for(client, metrics, experiment, parent_run_id)
+        run_id = _new_run(client, metrics, out_dir, experiment_id, parent_run_id, run_name)
+        tasks_logged = frozenset()
+    params = config_params(metrics["config"])
     for i in range(0, len(params), 100):
         client.log_batch(run_id, params=params[i: i + 100])
-    values = per_task_metrics(metrics)
+    values = per_task_metrics(metrics, skip_tasks=set(tasks_logged))
     for i in range(0, len(values), MAX_BATCH):
         client.log_batch(run_id, metrics=values[i: i + MAX_BATCH])
     client.log_artifact(run_id, str(Path(out_dir) / "metrics.json"))
-    with tempfile.TemporaryDirectory() as tmp:
-        figure = Path(tmp) / "accuracy_matrix.png"
-        accuracy_figure(metrics, figure)
-        client.log_artifact(run_id, str(figure))
+    figure = accuracy_figure(metrics)
+    client.log_figure(run_id, figure, "accuracy_matrix.png")
+    plt.close(figure)
     client.set_terminated(run_id, "FINISHED")
     return run_id
+
+
+def config_params(config: dict) -> list:
+    """The run's settings as MLflow params, each value cut only at MLflow's own length limit."""
+    from mlflow.entities import Param
+    from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
+    return [Param(k, str(v)[:MAX_PARAM_VAL_LENGTH]) for k, v in sorted(flatten(config).items())]
+
+
+# -- experiment kind, dataset inputs -----------------------------------------------------------------
+
+def mark_model_training(client, experiment_id: str) -> None:
+    """Tag the experiment so that the MLflow UI opens it as a model-training experiment (its runs table)."""
+    client.set_experiment_tag(experiment_id, *EXPERIMENT_KIND)
+
+
+def dataset_input(ident: dict, context: str = "train"):
+    """A dataset identity (provenance.dataset_identity) as an MLflow dataset input: name; digest = the
+    content SHA-256 ("generated" for `synthetic`); source. MLflow caps a digest at 36 characters, so the
+    digest holds the SHA-256's first 36 hex digits and the dataset's profile holds all of it."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.utils.validation import MAX_DATASET_DIGEST_SIZE
+    profile = json.dumps({"sha256": ident["sha256"], "checksums_verified": ident["verified"]})
+    dataset = Dataset(name=ident["name"], digest=ident["digest"][:MAX_DATASET_DIGEST_SIZE],
+                      source_type="code" if ident["sha256"] is None else "local",
+                      source=json.dumps({"uri": ident["source"]}), profile=profile)
+    return DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])
+
+
+# -- live per-task metrics (with a tracking server) ----------------------------------------------------
+
+def live_tracking(uri: str | None) -> bool:
+    """Per-task metrics go to MLflow as each task finishes only with a tracking server: with a shared SQLite
+    file every running job would be one more writer for the whole of its training."""
+    return bool(uri) and uri.split(":", 1)[0] in ("http", "https")
+
+
+def start_live_run(cfg: dict, out_dir: str | Path, uri: str, experiment: str | None = None,
+                   parent_run_id: str | None = None) -> str:
+    """Open the child run of a run about to train (status RUNNING; :func:`log_run` finishes it)."""
+    from .trainer import git_commit
+    header = {"dataset": cfg["dataset"]["name"], "method": cfg["training"]["method"], "preset": cfg["preset"],
+              "seed": cfg["seed"], "fidelity": cfg["fidelity"], "config": cfg, "git_commit": git_commit(),
+              "device": str(cfg.get("runtime", {}).get("device", "")),
+              "dataset_checksums_verified": cfg.get("data", {}).get("verify_checksums", True)}
+
+    def start() -> str:
+        client = _client(uri)
+        experiment_id = _experiment_for(client, header, experiment, parent_run_id)
+        return _new_run(client, header, out_dir, experiment_id, parent_run_id, None)
+    return with_retries(start)
+
+
+def task_metrics(metrics_so_far: dict, task: int) -> list:
+    """The per-task metrics of ``task`` (0-based), as :func:`per_task_metrics` logs them (``step = task``)."""
+    from mlflow.entities import Metric
+    now = int(time.time() * 1000)
+    rows = []
+    for setting in ("class_il", "task_il"):
+        row = metrics_so_far[setting]["accuracy_matrix"][task]
+        seen = [v for v in row[: task + 1] if v is not None]
+        if len(seen) == task + 1:
+            rows.append(Metric(f"{setting}/avg_acc", sum(seen) / len(seen), now, task))
+        rows.extend(Metric(f"{setting}/acc_task_{j}", v, now, task) for j, v in enumerate(row[: task + 1]))
+    frozen = metrics_so_far.get("frozen_blocks_per_task", [])
+    if task < len(frozen):
+        rows.append(Metric("frozen_blocks", frozen[task], now, task))
+    return rows
+
+
+def log_task(run_id: str, uri: str, metrics_so_far: dict, task: int) -> None:
+    """Log the metrics of one finished task (0-based) to an open run, in one ``log_batch`` call.
+
+    ``metrics_so_far``: the trainer's ``metrics()`` right after that task (rows of later tasks may be None)."""
+    rows = task_metrics(metrics_so_far, task)
+    with_retries(lambda: _client(uri).log_batch(run_id, metrics=rows))
+
+
+# -- after aggregation: run ids, parent-run summaries ------------------------------------------------
+
+def child_run_ids(uri: str, experiment: str) -> dict[str, str]:
+    """run key (the run folder) -> MLflow run id, for every child run of the experiment."""
+    client = _client(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return {}
+    runs = client.search_runs([found.experiment_id], max_results=50000)
+    return {r.data.tags["wscl.run_key"]: r.info.run_id for r in runs if "wscl.run_key" in r.data.tags}
+
+
+def parent_metrics(row: dict) -> dict[str, float]:
+    """A table row (aggregate.summary_table) as parent-run metrics: the seed mean of every final metric under
+    the children's own key (so parents and children share columns), its std under ``<key>_std``, seeds."""
+    from .metrics import SUMMARY_KEYS
+    out = {"seeds": float(row["seeds"])}
+    for setting in ("class_il", "task_il"):
+        for key in SUMMARY_KEYS:
+            mean, std = row.get(f"{setting}_{key}_mean"), row.get(f"{setting}_{key}_std")
+            if mean is not None and mean == mean:
+                out[f"{setting}/{key}"] = float(mean)
+                out[f"{setting}/{key}_std"] = float(std) if std is not None and std == std else 0.0
+    return out
+
+
+def parent_tags(row: dict) -> dict[str, str]:
+    """Coordinates and reproduction verdicts of a table row (verdicts by the rule of wscl/reproduction.py,
+    as the tables show them), e.g. ``verdict.class_il.final_avg_acc = reproduced (+0.8 [-1.2, +2.8])``."""
+    tags = {"method": str(row["method"]), "preset": str(row["preset"]), "fidelity": str(row["fidelity"]),
+            "buffer": str(row["buffer"])}
+    for metric in ("final_avg_acc", "forgetting"):
+        word = row.get(f"verdict_class_il_{metric}")
+        if isinstance(word, str) and word:
+            low, high = row.get(f"diff_class_il_{metric}_low"), row.get(f"diff_class_il_{metric}_high")
+            detail = "" if low is None or low != low else \
+                f" ({row[f'diff_class_il_{metric}']:+.2f} [{low:+.2f}, {high:+.2f}])"
+            tags[f"verdict.class_il.{metric}"] = word + detail
+    return tags
+
+
+def summarize_parents(uri: str, experiment: str, rows: dict[str, dict], datasets: dict[str, dict]) -> int:
+    """Write each group's table row onto its parent run (seed mean/std metrics, verdict tags, the dataset
+    input) and stretch the parent's end time to its last child's. Returns how many parents were updated."""
+    from mlflow.entities import Metric, RunTag
+
+    def update() -> int:
+        client = _client(uri)
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            return 0
+        mark_model_training(client, found.experiment_id)
+        runs = client.search_runs([found.experiment_id], max_results=50000)
+        parents = {r.data.tags[GROUP_TAG]: r for r in runs if GROUP_TAG in r.data.tags}
+        ends: dict[str, int] = {}
+        for r in runs:
+            parent = r.data.tags.get("mlflow.parentRunId")
+            if parent and r.info.end_time:
+                ends[parent] = max(ends.get(parent, 0), r.info.end_time)
+        now = int(time.time() * 1000)
+        updated = 0
+        for group, row in rows.items():
+            parent = parents.get(group)
+            if parent is None:
+                continue
+            run_id = parent.info.run_id
+            client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in parent_metrics(row).items()],
+                             tags=[RunTag(k, v) for k, v in parent_tags(row).items()])
+            if group in datasets and not parent.inputs.dataset_inputs:
+                client.log_inputs(run_id, datasets=[dataset_input(datasets[group])])
+            end = max(ends.get(run_id, 0), parent.info.end_time or 0)
+            client.set_terminated(run_id, "FINISHED", end_time=end or None)
+            updated += 1
+        return updated
+    return with_retries(update)
