@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # Workflow jobs call the `wscl` command: put the environment's bin/ first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run test setup bench lint mlflow-ui archive clean-results
+.PHONY: run test test-gpu setup bench lint mlflow-ui archive clean-results
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,9 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+test-gpu: $(STAMP)
+	$(BIN)/python -m pytest -m cuda -v
 
 bench: $(STAMP)
 	$(BIN)/python -m wscl bench --out results/bench.json

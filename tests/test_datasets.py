@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import wscl.datasets.prepare as prepare_mod
 from fakes import (fake_cifar10, fake_cifar100, fake_imagenet, fake_tiny, idx_gz, write_tar, zip_folder)
@@ -223,7 +224,9 @@ def test_fashion_mnist_from_a_recompressing_mirror_matches_content_checksums(tmp
         prepare_mod.prepare("seq-fashion-mnist", tmp_path / "data", {"fashion-mnist": [mirror]}, log=quiet)
 
 
-def test_paper_config_trains_on_a_prepared_benchmark(tmp_path, cifar_mirrors):
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[
+    pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")])])
+def test_paper_config_trains_on_a_prepared_benchmark(tmp_path, cifar_mirrors, device):
     """A paper-grid run of seq-cifar10 (its settings from config/paper.yaml), shrunk to the fake's size."""
     import yaml
 
@@ -237,7 +240,7 @@ def test_paper_config_trains_on_a_prepared_benchmark(tmp_path, cifar_mirrors):
     cfg = resolve(deep_merge(cfg, {"dataset": {"root": str(tmp_path / "data")}, "model": {"width": 4},
                                    "training": {"epochs": 2},
                                    "scenario": {"val_per_task": 4, "freeze_buffer_per_task": 2},
-                                   "runtime": {"device": "cpu", "progress": False}}))
+                                   "runtime": {"device": device, "progress": False}}))
     run = Run(cfg, tmp_path / "run", quiet=True, log=quiet)
     metrics = run.run()
     assert len(metrics["class_il"]["accuracy_matrix"]) == 5

@@ -55,7 +55,7 @@ def cmd_train(args) -> int:
     parent = args.mlflow_parent
     if uri and args.mlflow_parent_group and not parent:  # before training: fail fast without a parent
         parent = find_parent(uri, args.mlflow_experiment, args.mlflow_parent_group)
-    live = live_run(cfg, args, uri, parent, train)
+    live = live_run(cfg, args, uri, parent)
     metrics = train(cfg, args.out, quiet=args.quiet, **live.kwargs)
     if uri:
         run_id = log_run(metrics, args.out, uri, args.mlflow_experiment, parent, run_id=live.run_id,
@@ -83,12 +83,10 @@ class LiveRun:
             print(f"MLflow: task {task} not logged live ({exc}); it is logged when the run ends", file=sys.stderr)
 
 
-def live_run(cfg: dict, args, uri: str | None, parent: str | None, train) -> LiveRun:
-    """A live MLflow run when there is a tracking server and the trainer takes an ``on_task_end`` hook."""
-    import inspect
-
+def live_run(cfg: dict, args, uri: str | None, parent: str | None) -> LiveRun:
+    """A live MLflow run when there is a tracking server (a SQLite store gets the run once, at the end)."""
     from .tracking import live_tracking, start_live_run
-    if not live_tracking(uri) or "on_task_end" not in inspect.signature(train).parameters:
+    if not live_tracking(uri):
         return LiveRun()
     return LiveRun(start_live_run(cfg, args.out, uri, args.mlflow_experiment, parent), uri)
 

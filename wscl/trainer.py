@@ -79,7 +79,7 @@ def atomic_torch_save(obj, path: Path) -> None:
 
 
 class Run:
-    def __init__(self, cfg: dict, out_dir: str | Path, quiet: bool = False, log=print):
+    def __init__(self, cfg: dict, out_dir: str | Path, quiet: bool = False, log=print, on_task_end=None):
         self.cfg = cfg
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -88,6 +88,7 @@ class Run:
         apply_determinism(self.runtime)
         self.quiet = quiet or not cfg["runtime"]["progress"]
         self.log = log
+        self.on_task_end = on_task_end  # called with (metrics so far, task) after each task's checkpoint
         self.wscl = cfg["wscl"]
         self.reference = cfg["fidelity"] == "reference"
         torch.manual_seed(cfg["seed"])
@@ -297,6 +298,8 @@ class Run:
             self.history.append(record)
             self.next_task = t + 1
             self._checkpoint()
+            if self.on_task_end is not None:
+                self.on_task_end(self.metrics(), t)
             if not self.quiet:
                 self.log(f"task {t + 1}/{T}: Class-IL {record['avg_acc_class_il']:.2f}  "
                          f"Task-IL {record['avg_acc_task_il']:.2f}  frozen blocks {record['frozen_blocks']}")
@@ -339,6 +342,7 @@ class Run:
                else platform.processor() or platform.machine(),
                "wscl_version": __version__, "git_commit": git_commit(), "torch_version": torch.__version__,
                "dataset_checksums_verified": bool(self.dataset.checksums_verified),
+               "dataset_sha256": self.dataset.extra.get("sha256"),  # content of the prepared data; None if generated
                "forgetting_definition": "incl_pretraining [code]" if self.reference else "trained_only [ours]"}
         for setting in ("class_il", "task_il"):
             out[setting] = {"accuracy_matrix": to_json_matrix(self.R[setting]),
@@ -355,5 +359,5 @@ class Run:
         return out
 
 
-def train(cfg: dict, out_dir: str | Path, quiet: bool = False) -> dict:
-    return Run(cfg, out_dir, quiet=quiet).run()
+def train(cfg: dict, out_dir: str | Path, quiet: bool = False, on_task_end=None) -> dict:
+    return Run(cfg, out_dir, quiet=quiet, on_task_end=on_task_end).run()
