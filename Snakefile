@@ -32,3 +32,4 @@ rule all:
     input:
         f"{R}/report.html",
         f"{R}/tables/all_runs.csv",
+        f"{R}/mlflow/sync.json",
