@@ -18,8 +18,14 @@ CONF="$STATE/slurm.conf"
 NODE=$(hostname -s)
 RUN_CONF=/run/slurm/conf
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+listening() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+PORT=0
+next_free_port() {  # sets PORT (no subshell: each would draw the same RANDOM sequence)
+  local previous=$PORT
+  while PORT=$((20000 + RANDOM % 40000)); [[ $PORT == "$previous" ]] || listening "$PORT"; do :; done
 }
 
 start_munge() {
@@ -102,7 +108,10 @@ start() {
   mkdir -p "$STATE"
   chmod 0755 "$STATE"
   start_munge
-  write_conf "$(free_port)" "$(free_port)"
+  next_free_port
+  local ctld_port=$PORT
+  next_free_port
+  write_conf "$ctld_port" "$PORT"
   link_client_conf
   export SLURM_CONF="$CONF"
   slurmctld -f "$CONF"
@@ -131,7 +140,8 @@ port_of() {
 
 stop() {
   export SLURM_CONF="$CONF"
-  if [[ -f $CONF ]]; then
+  # Only while the controller runs: a client waits long for a controller that is gone.
+  if [[ -f $CONF ]] && kill -0 "$(cat "$STATE/slurmctld.pid" 2>/dev/null)" 2>/dev/null; then
     scancel --user=root 2>/dev/null || true
     for _ in $(seq 50); do
       [[ -z $(squeue -h -t running,completing -o %i 2>/dev/null) ]] && break
@@ -145,7 +155,7 @@ stop() {
   [[ -f $CONF ]] || return 0
   for port in $(port_of SlurmctldPort) $(port_of SlurmdPort); do
     for _ in $(seq 100); do
-      ss -Hltn "sport = :$port" | grep -q . || break
+      listening "$port" || break
       sleep 0.1
     done
   done
