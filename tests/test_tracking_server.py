@@ -2,39 +2,10 @@
 import json
 import shutil
 
-import pytest
 from mlflow.tracking import MlflowClient
 
-from workflow_support import (SMOKE_RUNS, edit_smoke_config, job_counts, metrics_path, snakemake, train_log,
-                              workflow_copy)
-
-
-def children_by_run(client: MlflowClient, experiment: str) -> dict:
-    """(preset, seed) -> child run of an experiment; fails on a missing or doubled run."""
-    found = client.get_experiment_by_name(experiment)
-    assert found is not None, f"no experiment {experiment!r} on the server"
-    runs = [r for r in client.search_runs([found.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
-    keyed = {(r.data.tags["preset"], int(r.data.tags["seed"])): r for r in runs}
-    assert len(runs) == len(keyed) == len(SMOKE_RUNS), [r.data.tags["wscl.run_key"] for r in runs]
-    return keyed
-
-
-def assert_server_holds_study(url: str, experiment: str, workdir, tmp_path) -> None:
-    """Every run, its per-task metrics and its metrics.json artifact, as the run folders hold them."""
-    client = MlflowClient(tracking_uri=url)
-    children = children_by_run(client, experiment)
-    assert set(children) == set(SMOKE_RUNS)
-    for run, child in children.items():
-        metrics = json.loads(metrics_path(workdir, *run).read_text())
-        for setting in ("class_il", "task_il"):
-            for key in ("final_avg_acc", "forgetting", "bwt", "fwt"):
-                assert child.data.metrics[f"{setting}/{key}"] == pytest.approx(metrics[setting][key])
-            history = client.get_metric_history(child.info.run_id, f"{setting}/acc_task_0")
-            assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx(
-                [row[0] for row in metrics[setting]["accuracy_matrix"]])
-        assert {a.path for a in client.list_artifacts(child.info.run_id)} == {"metrics.json", "accuracy_matrix.png"}
-        fetched = client.download_artifacts(child.info.run_id, "metrics.json", str(tmp_path))
-        assert json.loads(open(fetched).read()) == metrics
+from workflow_support import (SMOKE_RUNS, assert_server_holds_study, children_by_run, edit_smoke_config, job_counts,
+                              metrics_path, snakemake, train_log, workflow_copy)
 
 
 def test_parallel_local_jobs_log_every_run_to_the_server(local_server_study, mlflow_server, tmp_path):
@@ -65,3 +36,23 @@ def test_moving_a_finished_study_to_the_server_retrains_nothing(smoke, mlflow_se
     sync = json.loads((workdir / "results/mlflow/sync.json").read_text())
     assert sync["logged"] == [] and len(sync["unchanged"]) == len(SMOKE_RUNS)
     assert ids == {run: c.info.run_id for run, c in children_by_run(MlflowClient(mlflow_server), "smoke").items()}
+
+
+def test_sync_logs_what_is_missing_or_changed_and_nothing_else(tiny, tmp_path, monkeypatch):
+    from wscl.tracking import setup_study, sync_runs
+    from wscl.trainer import Run
+    monkeypatch.chdir(tmp_path)  # run keys are relative to the working directory, as in the workflow
+    Run(tiny(scenario={"n_tasks": 2}), "runs/a", quiet=True, log=lambda *_: None).run()
+    setup = setup_study("sqlite:///mlflow.db", "study", "artifacts", ["g"])
+    runs = [("g", "runs/a"), ("g", "runs/missing")]
+    first = sync_runs(setup, runs, log=lambda *_: None)
+    assert (first["logged"], first["unchanged"], first["missing"]) == (["runs/a"], [], ["runs/missing"])
+    assert sync_runs(setup, runs, log=lambda *_: None)["logged"] == []
+    metrics = json.loads(open("runs/a/metrics.json").read())
+    metrics["class_il"]["final_avg_acc"] += 1.0  # a rerun with other numbers
+    open("runs/a/metrics.json", "w").write(json.dumps(metrics))
+    assert sync_runs(setup, runs, log=lambda *_: None)["logged"] == ["runs/a"]
+    children = MlflowClient("sqlite:///mlflow.db").search_runs(
+        [setup["experiment_id"]], filter_string=f"tags.`mlflow.parentRunId` = '{setup['parents']['g']}'")
+    assert len(children) == 1
+    assert children[0].data.metrics["class_il/final_avg_acc"] == metrics["class_il"]["final_avg_acc"]

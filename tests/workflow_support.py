@@ -8,7 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
+from mlflow.tracking import MlflowClient
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -94,3 +96,31 @@ def free_port() -> int:
 def port_in_use(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def children_by_run(client: MlflowClient, experiment: str) -> dict:
+    """(preset, seed) -> child run of an experiment; fails on a missing or doubled run."""
+    found = client.get_experiment_by_name(experiment)
+    assert found is not None, f"no experiment {experiment!r} on the server"
+    runs = [r for r in client.search_runs([found.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
+    keyed = {(r.data.tags["preset"], int(r.data.tags["seed"])): r for r in runs}
+    assert len(runs) == len(keyed) == len(SMOKE_RUNS), [r.data.tags["wscl.run_key"] for r in runs]
+    return keyed
+
+
+def assert_server_holds_study(url: str, experiment: str, workdir, tmp_path) -> None:
+    """Every run, its per-task metrics and its metrics.json artifact, as the run folders hold them."""
+    client = MlflowClient(tracking_uri=url)
+    children = children_by_run(client, experiment)
+    assert set(children) == set(SMOKE_RUNS)
+    for run, child in children.items():
+        metrics = json.loads(metrics_path(workdir, *run).read_text())
+        for setting in ("class_il", "task_il"):
+            for key in ("final_avg_acc", "forgetting", "bwt", "fwt"):
+                assert child.data.metrics[f"{setting}/{key}"] == pytest.approx(metrics[setting][key])
+            history = client.get_metric_history(child.info.run_id, f"{setting}/acc_task_0")
+            assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx(
+                [row[0] for row in metrics[setting]["accuracy_matrix"]])
+        assert {a.path for a in client.list_artifacts(child.info.run_id)} == {"metrics.json", "accuracy_matrix.png"}
+        fetched = client.download_artifacts(child.info.run_id, "metrics.json", str(tmp_path))
+        assert json.loads(open(fetched).read()) == metrics
