@@ -74,7 +74,8 @@ def cluster():
         if os.environ.get("CI") == "true":
             pytest.fail(message)  # CI installs it (.ci/run): the Slurm tests must run there
         pytest.skip(message)
-    cluster = Cluster(Path(tempfile.mkdtemp(prefix="wscl-slurm-")))
+    # In /tmp, not $TMPDIR: munged runs as user munge and must reach its socket folder.
+    cluster = Cluster(Path(tempfile.mkdtemp(prefix="wscl-slurm-", dir="/tmp")))
     cluster.start()
     yield cluster
     cluster.stop()

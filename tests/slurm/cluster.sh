@@ -12,6 +12,7 @@
 # SLURM_* variables: there `srun` reads /run/slurm/conf/ (where a configless slurmd caches its configuration),
 # which points here while the cluster runs. So the machine must have no /etc/slurm/slurm.conf of its own.
 set -euo pipefail
+export PATH="$PATH:/usr/sbin:/sbin"  # the daemons live in sbin, which a user's PATH may lack
 
 STATE=${2:?usage: cluster.sh start|stop STATE}
 CONF="$STATE/slurm.conf"
