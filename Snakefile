@@ -35,3 +35,4 @@ rule all:
     input:
         f"{R}/report.html",
         f"{R}/tables/all_runs.csv",
+        f"{R}/mlflow/sync.json",

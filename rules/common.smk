@@ -1,5 +1,7 @@
 # Shared work: validate the config once, enumerate the runs, build each run's trainer configuration.
 import json
+import os
+import sys
 from pathlib import Path
 
 from snakemake.utils import min_version, validate
@@ -13,6 +15,19 @@ min_version("8.10")
 validate(config, "config.schema.yaml")
 STUDY = Study(config)
 R = STUDY.results
+# Jobs call the project's `wscl` command: put the bin/ of the Python that runs Snakemake first on the jobs'
+# PATH, so that they find it whatever the caller's PATH is (a cluster job runs the same Python).
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
+# Only training and data preparation are worth a cluster job; the rest is bookkeeping on the submit host.
+localrules:
+    all,
+    mlflow_setup,
+    mlflow_sync,
+    aggregate,
+    report,
+    archive,
 
 
 wildcard_constraints:
@@ -41,6 +56,12 @@ def all_metrics():
 def mirror_args(wildcards):
     mirrors = config["data"]["mirrors"]
     return " ".join(f"--mirror {raw}={path}" for raw, paths in mirrors.items() for path in paths)
+
+
+def artifact_root_arg():
+    """A local store keeps its artifacts beside it; a tracking server decides (and serves them) itself."""
+    uri = STUDY.tracking_uri()
+    return "" if uri.startswith(("http://", "https://")) else f"--artifact-root {R}/mlflow/artifacts"
 
 
 def folder_of(files):

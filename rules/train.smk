@@ -1,5 +1,7 @@
 # Training: one job per benchmark x buffer x method x preset x fidelity x seed. The trainer resumes from its own
 # checkpoint when a job is rerun after an interruption; MLflow parents are created once, up front.
+# The tracking destination is a parameter of mlflow_setup only: training jobs read it, with their parent
+# run ids, from setup.json, so moving a finished study to another store reruns setup and sync, not training.
 
 
 rule mlflow_setup:
@@ -8,7 +10,7 @@ rule mlflow_setup:
     params:
         uri=STUDY.tracking_uri(),
         experiment=config["study"],
-        artifacts=f"{R}/mlflow/artifacts",
+        artifacts=artifact_root_arg(),
         groups=" ".join(f"--group {g}" for g in STUDY.groups()),
     log:
         f"{R}/logs/mlflow_setup.log",
@@ -16,7 +18,7 @@ rule mlflow_setup:
         f"{R}/benchmarks/mlflow_setup.tsv"
     shell:
         "wscl mlflow-setup --uri {params.uri:q} --experiment {params.experiment:q} "
-        "--artifact-root {params.artifacts:q} {params.groups} --out {output} > {log} 2>&1"
+        "{params.artifacts} {params.groups} --out {output} > {log} 2>&1"
 
 
 rule train:
@@ -29,8 +31,6 @@ rule train:
     params:
         trainer=lambda wc: json.dumps(STUDY.trainer_config(STUDY.key(wc)), sort_keys=True),
         out=run_dir,
-        uri=STUDY.tracking_uri(),
-        experiment=config["study"],
         group=lambda wc: STUDY.key(wc).group,
     threads: config["resources"]["train"]["threads"]
     resources:
@@ -43,5 +43,21 @@ rule train:
         f"{R}/benchmarks/train/{{benchmark}}/buffer{{buffer}}/{{method}}/{{preset}}/{{fidelity}}/seed{{seed}}.tsv"
     shell:
         "wscl train --config-json {params.trainer:q} --out {params.out} --threads {threads} --quiet "
-        "--mlflow-uri {params.uri:q} --mlflow-experiment {params.experiment:q} "
-        "--mlflow-parent-group {params.group:q} > {log} 2>&1"
+        "--mlflow-setup {input.mlflow} --mlflow-parent-group {params.group:q} > {log} 2>&1"
+
+
+rule mlflow_sync:
+    input:
+        setup=f"{R}/mlflow/setup.json",
+        metrics=all_metrics(),
+    output:
+        f"{R}/mlflow/sync.json",
+    params:
+        study=lambda wc: json.dumps(config, sort_keys=True),
+    log:
+        f"{R}/logs/mlflow_sync.log",
+    benchmark:
+        f"{R}/benchmarks/mlflow_sync.tsv"
+    shell:
+        # Training jobs log their own runs; this logs those the destination lacks, e.g. after a move.
+        "wscl mlflow-sync --study-json {params.study:q} --setup {input.setup} --out {output} > {log} 2>&1"

@@ -1,4 +1,10 @@
 import copy
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -25,3 +31,63 @@ def tiny_config(**sections) -> dict:
 @pytest.fixture
 def tiny():
     return tiny_config
+
+
+# --- Workflow fixtures shared by several modules: each runs once per test session. ---
+
+@pytest.fixture(scope="session")
+def smoke(tmp_path_factory):
+    """The smoke study, finished locally with the default SQLite store (all targets and the archive)."""
+    from workflow_support import snakemake, workflow_copy
+    workdir = workflow_copy(tmp_path_factory.mktemp("smoke"))
+    snakemake(workdir, "all", "archive")
+    return workdir
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """`mlflow server` on 127.0.0.1 at a free port, with its own backend store and artifact root."""
+    from workflow_support import BIN, free_port, port_in_use
+    root = tmp_path_factory.mktemp("mlflow_server")
+    port = free_port()
+    cmd = [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+           "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+           "--workers", "1"]
+    with open(root / "server.log", "w") as log:
+        server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(url, server, root / "server.log")
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # the server and its workers
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # its job runner waits long for a graceful shutdown
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+    assert not port_in_use(port), f"the tracking server's port {port} is still in use"
+
+
+def wait_until_healthy(url: str, server: subprocess.Popen, log: Path, timeout: float = 180) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if server.poll() is not None:
+            raise AssertionError(f"mlflow server exited with {server.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"mlflow server not healthy after {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="session")
+def local_server_study(tmp_path_factory, mlflow_server):
+    """The GPU variant of the smoke study, run locally (4 jobs at once), logging to the tracking server."""
+    from workflow_support import BARE_ENV, gpu_study, snakemake, workflow_copy
+    workdir = workflow_copy(tmp_path_factory.mktemp("local_server"))
+    gpu_study(workdir, "smoke_local", mlflow_server)
+    snakemake(workdir, env=BARE_ENV)
+    return workdir

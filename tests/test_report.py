@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from test_workflow import snakemake, workflow_copy
+from workflow_support import snakemake
 from wscl.plots import PLOTS
 from wscl.report import CAPTIONS
 
@@ -22,10 +22,9 @@ NUMBER = re.compile(r"[-+]?\d+\.\d+")
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    workdir = workflow_copy(tmp_path_factory.mktemp("report"))
-    snakemake(workdir, "all")
-    return workdir
+def study(smoke):
+    """The session's smoke study (tests/conftest.py), built once for every workflow test."""
+    return smoke
 
 
 def client_for(workdir: Path) -> MlflowClient:

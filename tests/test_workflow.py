@@ -1,12 +1,9 @@
 """The Snakemake workflow end to end on config/smoke.yaml, in a temporary copy of the workflow."""
 import json
-import os
-import re
 import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import psutil
 import pytest
@@ -14,51 +11,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from wscl.plots import PLOTS
-
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "MLFLOW_TRACKING_URI": ""}
-
-
-def workflow_copy(dest: Path) -> Path:
-    dest.mkdir(parents=True, exist_ok=True)
-    shutil.copy(REPO / "Snakefile", dest)
-    for folder in ("rules", "config", "report"):
-        shutil.copytree(REPO / folder, dest / folder)
-    return dest
-
-
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    cmd = [str(BIN / "snakemake"), "--configfile", "config/smoke.yaml", "--cores", "4", *args]
-    done = subprocess.run(cmd, cwd=workdir, env=ENV, capture_output=True, text=True)
-    if check and done.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    return done
-
-
-def job_counts(dry_run_output: str) -> dict[str, int]:
-    """Rule -> job count from the 'Job stats' table of a dry run."""
-    counts = {}
-    table = dry_run_output.split("Job stats:", 1)[1].split("\n\n", 1)[0]
-    for line in table.splitlines():
-        match = re.match(r"^(\w+)\s+(\d+)$", line.strip())
-        if match and match.group(1) != "total":
-            counts[match.group(1)] = int(match.group(2))
-    return counts
-
-
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    workdir = workflow_copy(tmp_path_factory.mktemp("smoke"))
-    snakemake(workdir, "all", "archive")
-    return workdir
-
-
-RUNS = [(preset, seed) for preset in ("base", "full") for seed in (0, 1)]
-
-
-def metrics_path(workdir: Path, preset: str, seed: int) -> Path:
-    return workdir / f"results/runs/synthetic/buffer20/er_ace/{preset}/reference/seed{seed}/metrics.json"
+from workflow_support import BIN, ENV, SMOKE_RUNS as RUNS, job_counts, metrics_path, snakemake, workflow_copy
 
 
 def test_smoke_study_produces_tables_plots_report_and_archive(smoke):
@@ -114,7 +67,7 @@ def test_changing_one_preset_parameter_reruns_exactly_its_jobs(smoke, tmp_path):
     config["overrides"][0]["trainer"]["wscl"]["nrem"]["epochs"] = 2  # the override that matches preset `full`
     (workdir / "config/smoke.yaml").write_text(yaml.safe_dump(config))
     planned = job_counts(snakemake(workdir, "all", "archive", "-n").stdout)
-    assert planned == {"train": 2, "aggregate": 1, "report": 1, "archive": 1, "all": 1}
+    assert planned == {"train": 2, "aggregate": 1, "report": 1, "archive": 1, "mlflow_sync": 1, "all": 1}
     before = {run: metrics_path(workdir, *run).stat().st_mtime_ns for run in RUNS}
     snakemake(workdir, "all", "archive")
     for preset, seed in RUNS:

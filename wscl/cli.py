@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -26,6 +27,9 @@ def _train_parser(sub) -> None:
     p.add_argument("--mlflow-experiment", help="experiment name when no parent run is given")
     p.add_argument("--mlflow-parent", help="parent run id; the run is logged as its child")
     p.add_argument("--mlflow-parent-group", help="find the parent run by its wscl.group tag (see mlflow-setup)")
+    p.add_argument("--mlflow-setup", metavar="SETUP_JSON",
+                   help="destination and parent ids written by mlflow-setup --out (overrides --mlflow-uri/"
+                        "--mlflow-experiment; with --mlflow-parent-group, no search of the store)")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--quiet", action="store_true", help="no progress bars (for pipelines)")
 
@@ -43,23 +47,51 @@ def resolved_config(args) -> dict:
     return resolve(file_cfg, deep_merge(sets, parse_set(args.set)))
 
 
+def mlflow_destination(args) -> tuple[str | None, str | None]:
+    """(tracking URI, parent run id), resolved before training so that a missing parent fails fast."""
+    from .tracking import find_parent, load_setup, parent_from_setup, tracking_uri
+    if args.mlflow_setup:
+        setup = load_setup(args.mlflow_setup)
+        group = args.mlflow_parent_group
+        return setup["tracking_uri"], args.mlflow_parent or (parent_from_setup(setup, group) if group else None)
+    uri = tracking_uri(args.mlflow_uri)
+    parent = args.mlflow_parent
+    if uri and args.mlflow_parent_group and not parent:
+        parent = find_parent(uri, args.mlflow_experiment, args.mlflow_parent_group)
+    return uri, parent
+
+
+def announce_placement(cfg: dict) -> None:
+    """Say where the job runs: its Slurm job, and whether a granted GPU is usable (else the run uses the CPU)."""
+    import torch
+    if os.environ.get("SLURM_JOB_ID"):
+        print(f"Slurm job {os.environ['SLURM_JOB_ID']} on node {os.environ.get('SLURMD_NODENAME', '?')}",
+              file=sys.stderr)
+    granted = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    if granted and cfg["runtime"]["device"] == "auto" and not torch.cuda.is_available():
+        print(f"a GPU was granted (CUDA_VISIBLE_DEVICES={granted}) but CUDA is unavailable: running on the CPU",
+              file=sys.stderr)
+
+
 def cmd_train(args) -> int:
     import torch
 
     from .trainer import train
-    from .tracking import find_parent, log_run, tracking_uri
+    from .tracking import log_run, log_run_marked
     cfg = resolved_config(args)
     if args.threads:
         torch.set_num_threads(args.threads)
-    uri = tracking_uri(args.mlflow_uri)
-    parent = args.mlflow_parent
-    if uri and args.mlflow_parent_group and not parent:  # before training: fail fast without a parent
-        parent = find_parent(uri, args.mlflow_experiment, args.mlflow_parent_group)
+    uri, parent = mlflow_destination(args)
+    announce_placement(cfg)
     live = live_run(cfg, args, uri, parent)
     metrics = train(cfg, args.out, quiet=args.quiet, **live.kwargs)
     if uri:
-        run_id = log_run(metrics, args.out, uri, args.mlflow_experiment, parent, run_id=live.run_id,
-                         tasks_logged=live.tasks)
+        if args.mlflow_setup:
+            run_id = log_run_marked(Path(args.out) / "metrics.json", uri, parent, run_id=live.run_id,
+                                    tasks_logged=live.tasks)
+        else:
+            run_id = log_run(metrics, args.out, uri, args.mlflow_experiment, parent, run_id=live.run_id,
+                             tasks_logged=live.tasks)
         print(f"logged to MLflow run {run_id} at {uri}", file=sys.stderr)
     c, t = metrics["class_il"], metrics["task_il"]
     print(f"final average accuracy: Class-IL {c['final_avg_acc']:.2f}  Task-IL {t['final_avg_acc']:.2f}  "
@@ -133,6 +165,19 @@ def cmd_mlflow_setup(args) -> int:
     return 0
 
 
+def cmd_mlflow_sync(args) -> int:
+    from .tracking import load_setup, sync_runs
+    study = _study(args)
+    runs = [(key.group, study.run_dir(key)) for key in study.runs()]
+    report = sync_runs(load_setup(args.setup), runs, log=lambda msg: print(msg, file=sys.stderr))
+    text = json.dumps(report, indent=2) + "\n"
+    if args.out:
+        Path(args.out).write_text(text)
+    print(f"{len(report['logged'])} run(s) logged, {len(report['unchanged'])} already there, "
+          f"{len(report['missing'])} not trained yet -> {report['tracking_uri']}")
+    return 0
+
+
 def cmd_aggregate(args) -> int:
     from .aggregate import aggregate
     aggregate(_study(args), Path(args.tables), Path(args.plots), mlflow_uri=args.mlflow_uri)
@@ -184,6 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--artifact-root")
     m.add_argument("--group", action="append", default=[], help="parent run group (repeatable)")
     m.add_argument("--out", help="write the experiment and parent ids as JSON here")
+    sy = sub.add_parser("mlflow-sync", help="log a study's finished runs to the destination of its MLflow setup "
+                                            "(idempotent: runs already there are skipped)")
+    sy.add_argument("--study-json", required=True, help="the study configuration (workflow config) as JSON")
+    sy.add_argument("--setup", required=True, help="setup.json written by mlflow-setup --out")
+    sy.add_argument("--out", help="write what was logged and skipped as JSON here")
     for name, helptext in (("aggregate", "tables and plots over a study's runs"),
                            ("report", "one-page HTML report of a study")):
         a = sub.add_parser(name, help=helptext)
@@ -205,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"train": cmd_train, "bench": cmd_bench, "data": cmd_data, "mlflow-setup": cmd_mlflow_setup,
+            "mlflow-sync": cmd_mlflow_sync,
             "aggregate": cmd_aggregate, "report": cmd_report, "archive": cmd_archive,
             "verify-archive": cmd_verify_archive}
 

@@ -7,6 +7,7 @@ rerun of the same job replaces its earlier record instead of adding a second one
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -339,3 +340,74 @@ def summarize_parents(uri: str, experiment: str, rows: dict[str, dict], datasets
             updated += 1
         return updated
     return with_retries(update)
+# --- A study's MLflow destination from results/mlflow/setup.json, and re-logging finished runs to it. ---
+# Training jobs read the destination and parent ids from setup.json (written once by the mlflow_setup rule)
+# instead of taking them as rule parameters: moving a study to another store then reruns no training.
+
+DIGEST_TAG = "wscl.metrics_sha256"
+
+
+def load_setup(path: str | Path) -> dict:
+    """The tracking URI, experiment and parent run ids that `wscl mlflow-setup --out` wrote."""
+    try:
+        setup = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise TrackingError(f"cannot read the MLflow setup {path}: {exc}; run `wscl mlflow-setup` first") from exc
+    return setup
+
+
+def parent_from_setup(setup: dict, group: str) -> str:
+    try:
+        return setup["parents"][group]
+    except KeyError:
+        raise TrackingError(f"no parent run for group {group!r} in the MLflow setup of experiment "
+                            f"{setup.get('experiment')!r}; rerun `wscl mlflow-setup` with this group") from None
+
+
+def metrics_digest(metrics_file: str | Path) -> str:
+    return hashlib.sha256(Path(metrics_file).read_bytes()).hexdigest()
+
+
+def log_run_marked(metrics_file: str | Path, uri: str, parent_run_id: str, run_id: str | None = None,
+                   tasks_logged: set[int] | frozenset = frozenset()) -> str:
+    """Log a finished run and tag it with its metrics.json digest, so a later sync can skip it."""
+    metrics = json.loads(Path(metrics_file).read_text())
+    out_dir = Path(metrics_file).parent
+    run_id = log_run(metrics, out_dir, uri, parent_run_id=parent_run_id, run_id=run_id, tasks_logged=tasks_logged)
+    with_retries(lambda: _client(uri).set_tag(run_id, DIGEST_TAG, metrics_digest(metrics_file)))
+    return run_id
+
+
+def logged_digests(uri: str, experiment_id: str) -> dict[str, str]:
+    """run key -> metrics digest of every active child run of an experiment."""
+    client = _client(uri)
+    found, token = {}, None
+    while True:
+        page = client.search_runs([experiment_id], max_results=1000, page_token=token)
+        for run in page:
+            if "wscl.run_key" in run.data.tags:  # parents have none
+                found[run.data.tags["wscl.run_key"]] = run.data.tags.get(DIGEST_TAG)
+        token = page.token
+        if not token:
+            return found
+
+
+def sync_runs(setup: dict, runs: list[tuple[str, str]], log=print) -> dict:
+    """Log every finished run (group, run folder) that the destination lacks or holds in another version.
+
+    Idempotent: a run whose metrics.json digest is already tagged on its child run is left alone.
+    """
+    uri = setup["tracking_uri"]
+    present = logged_digests(uri, setup["experiment_id"])
+    report = {"tracking_uri": uri, "experiment": setup["experiment"], "logged": [], "unchanged": [], "missing": []}
+    for group, out_dir in runs:
+        metrics_file = Path(out_dir) / "metrics.json"
+        if not metrics_file.exists():
+            report["missing"].append(out_dir)
+        elif present.get(run_key(out_dir)) == metrics_digest(metrics_file):
+            report["unchanged"].append(out_dir)
+        else:
+            log_run_marked(metrics_file, uri, parent_from_setup(setup, group))
+            report["logged"].append(out_dir)
+            log(f"logged {out_dir}")
+    return report
