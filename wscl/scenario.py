@@ -135,6 +135,8 @@ class HostStaging:
         return slot
 
     def send(self, slot: int, n: int) -> torch.Tensor:
+        if self.device.type != "cuda":
+            return self.buffers[slot][:n].clone()  # `.to` would alias the buffer the reader refills
         images = self.buffers[slot][:n].to(self.device, non_blocking=True)
         if self.device.type == "cuda":
             self.events[slot] = torch.cuda.Event()
