@@ -33,7 +33,7 @@ def tiny():
     return tiny_config
 
 
-# --- Workflow fixtures shared by several modules: each runs once per test session. ---
+# --- Workflow fixtures shared by several modules: each runs once per test run. ---
 
 @pytest.fixture(scope="session")
 def smoke(tmp_path_factory):

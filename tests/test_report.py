@@ -23,7 +23,7 @@ NUMBER = re.compile(r"[-+]?\d+\.\d+")
 
 @pytest.fixture(scope="module")
 def study(smoke):
-    """The session's smoke study (tests/conftest.py), built once for every workflow test."""
+    """The smoke study of tests/conftest.py, built once per test run for every workflow test."""
     return smoke
 
 

@@ -1,6 +1,6 @@
 """The smoke study on a real one-node Slurm cluster (tests/slurm/cluster.sh) through profiles/slurm.
 
-The cluster runs on the loopback interface with a fake GPU; the study logs to the session's MLflow tracking
+The cluster runs on the loopback interface with a fake GPU; the study logs to the test run's MLflow tracking
 server. One cluster and one study run serve the whole module; the last test stops the cluster.
 """
 import json

@@ -11,7 +11,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from wscl.plots import PLOTS
-from workflow_support import BIN, ENV, SMOKE_RUNS as RUNS, job_counts, metrics_path, snakemake, workflow_copy
+from workflow_support import (BIN, ENV, SMOKE_RUNS as RUNS, assert_run_holds_metrics, job_counts, metrics_path,
+                              snakemake, workflow_copy)
 
 
 def test_smoke_study_produces_tables_plots_report_and_archive(smoke):
@@ -45,13 +46,7 @@ def test_mlflow_holds_every_run_with_its_metrics(smoke):
     for child in children:
         preset, seed = child.data.tags["preset"], int(child.data.tags["seed"])
         assert child.data.tags["mlflow.parentRunId"] == parents[f"synthetic/buffer20/er_ace/{preset}/reference"].info.run_id
-        metrics = json.loads(metrics_path(smoke, preset, seed).read_text())
-        for setting in ("class_il", "task_il"):
-            for key in ("final_avg_acc", "forgetting", "bwt", "fwt"):
-                assert child.data.metrics[f"{setting}/{key}"] == pytest.approx(metrics[setting][key])
-            history = client.get_metric_history(child.info.run_id, f"{setting}/acc_task_0")
-            assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx(
-                [row[0] for row in metrics[setting]["accuracy_matrix"]])
+        assert_run_holds_metrics(client, child, json.loads(metrics_path(smoke, preset, seed).read_text()))
 
 
 def test_second_invocation_does_nothing(smoke):

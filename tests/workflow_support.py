@@ -108,19 +108,23 @@ def children_by_run(client: MlflowClient, experiment: str) -> dict:
     return keyed
 
 
+def assert_run_holds_metrics(client: MlflowClient, child, metrics: dict) -> None:
+    """An MLflow child run holds the final metrics and the per-task history of its metrics.json."""
+    for setting in ("class_il", "task_il"):
+        for key in ("final_avg_acc", "forgetting", "bwt", "fwt"):
+            assert child.data.metrics[f"{setting}/{key}"] == pytest.approx(metrics[setting][key])
+        history = client.get_metric_history(child.info.run_id, f"{setting}/acc_task_0")
+        assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx(
+            [row[0] for row in metrics[setting]["accuracy_matrix"]])
+
+
 def assert_server_holds_study(url: str, experiment: str, workdir, tmp_path) -> None:
     """Every run, its per-task metrics and its metrics.json artifact, as the run folders hold them."""
     client = MlflowClient(tracking_uri=url)
     children = children_by_run(client, experiment)
     assert set(children) == set(SMOKE_RUNS)
     for run, child in children.items():
-        metrics = json.loads(metrics_path(workdir, *run).read_text())
-        for setting in ("class_il", "task_il"):
-            for key in ("final_avg_acc", "forgetting", "bwt", "fwt"):
-                assert child.data.metrics[f"{setting}/{key}"] == pytest.approx(metrics[setting][key])
-            history = client.get_metric_history(child.info.run_id, f"{setting}/acc_task_0")
-            assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx(
-                [row[0] for row in metrics[setting]["accuracy_matrix"]])
+        assert_run_holds_metrics(client, child, json.loads(metrics_path(workdir, *run).read_text()))
         assert {a.path for a in client.list_artifacts(child.info.run_id)} == {"metrics.json", "accuracy_matrix.png"}
         fetched = client.download_artifacts(child.info.run_id, "metrics.json", str(tmp_path))
         assert json.loads(open(fetched).read()) == metrics

@@ -174,11 +174,15 @@ class Pool:
         return staging.send(slot, len(rows_host)), self.labels[rows_device], self.sample_ids[rows_device]
 
     def batches(self, host_rows: list[np.ndarray], device_rows: list[torch.Tensor]):
-        """(images, labels, sample ids) of each planned batch. Memory-mapped: the next batch is read from
-        disk into pinned memory by a background thread while the device trains on the current one."""
+        """(images, labels, sample ids) of each planned batch. Memory-mapped on a GPU: the next batch is read
+        from disk into pinned memory by a background thread while the GPU trains on the current one."""
         if not self.mapped:
             for rows in device_rows:
                 yield self.images[rows], self.labels[rows], self.sample_ids[rows]
+            return
+        if self.device.type != "cuda":  # nothing to overlap with on the host: read each batch in turn
+            for rows, rows_dev in zip(host_rows, device_rows):
+                yield self.gather(rows, rows_dev)
             return
         staging = self._staging(max((len(r) for r in host_rows), default=0))
 
