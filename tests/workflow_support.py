@@ -124,7 +124,8 @@ def assert_server_holds_study(url: str, experiment: str, workdir, tmp_path) -> N
     children = children_by_run(client, experiment)
     assert set(children) == set(SMOKE_RUNS)
     for run, child in children.items():
-        assert_run_holds_metrics(client, child, json.loads(metrics_path(workdir, *run).read_text()))
+        metrics = json.loads(metrics_path(workdir, *run).read_text())
+        assert_run_holds_metrics(client, child, metrics)
         assert {a.path for a in client.list_artifacts(child.info.run_id)} == {"metrics.json", "accuracy_matrix.png"}
         fetched = client.download_artifacts(child.info.run_id, "metrics.json", str(tmp_path))
         assert json.loads(open(fetched).read()) == metrics
