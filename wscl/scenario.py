@@ -138,9 +138,8 @@ class HostStaging:
         if self.device.type != "cuda":
             return self.buffers[slot][:n].clone()  # `.to` would alias the buffer the reader refills
         images = self.buffers[slot][:n].to(self.device, non_blocking=True)
-        if self.device.type == "cuda":
-            self.events[slot] = torch.cuda.Event()
-            self.events[slot].record()
+        self.events[slot] = torch.cuda.Event()
+        self.events[slot].record()
         return images
 
 

@@ -138,8 +138,3 @@ class Study:
         return [f"{self.results}/tables/{name}_buffer{buffer}.{ext}" for name, buffer in self.tables()
                 for ext in ("csv", "md", "tex")]
 
-    PLOTS = ("accuracy_matrix", "avg_acc_curve", "ablation", "frozen_blocks")
-
-    def plot_files(self) -> list[str]:
-        return [f"{self.results}/plots/{name}_buffer{buffer}_{plot}.png" for name, buffer in self.tables()
-                for plot in self.PLOTS]
