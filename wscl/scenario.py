@@ -160,6 +160,7 @@ class Pool:
         self.sample_ids = torch.as_tensor(np.concatenate([p[3] for p in parts]), device=device)
         self.mapped = any(p[0].mapped for p in parts)
         self.images = None if self.mapped else torch.cat([p[0].take(p[1]) for p in parts]) if parts else None
+        self._host: HostStaging | None = None  # staging buffers of a memory-mapped pool, made on first use
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -200,7 +201,7 @@ class Pool:
 
     def _staging(self, batch: int) -> HostStaging:
         shape = (batch, *self.parts[0][0].array.shape[1:])
-        if getattr(self, "_host", None) is None or self._host.buffers[0].shape[0] < batch:
+        if self._host is None or self._host.buffers[0].shape[0] < batch:
             self._host = HostStaging(shape, self.device)
         return self._host
 
