@@ -16,7 +16,7 @@ def test_canonical_roundtrip_with_metadata_and_checksum(tmp_path):
     back = load(folder, verify=True)
     assert np.array_equal(back.train_x, ds.train_x) and np.array_equal(back.dream_y, ds.dream_y)
     mapped = load(folder, mmap_above_mb=0)
-    assert isinstance(mapped.train_x, np.memmap) and mapped.extra["memory_mapped"]
+    assert isinstance(mapped.train_x, np.memmap) and mapped.memory_mapped
 
 
 def test_corrupt_or_missing_dataset_is_reported(tmp_path):
@@ -58,3 +58,21 @@ def test_memory_mapped_dataset_trains_to_the_same_numbers(tmp_path):
         assert run.train_source.mapped == (mmap_above_mb == 0)
         results.append(run.run()["class_il"]["accuracy_matrix"])
     assert results[0] == results[1]
+
+
+def test_stored_normalisation_and_digest_come_back_as_fields(tmp_path):
+    ds = synthetic(classes=2, dream_classes=0, train_per_class=5, test_per_class=2, size=8)
+    own = ds.normalisation()
+    assert ds.sha256 is None and own == ds.channel_stats()
+    ds.mean, ds.std = [0.5, 0.4, 0.3], [0.2, 0.2, 0.2]  # fixed constants, as the authors' benchmarks
+    back = load(save(ds, tmp_path / "syn"))
+    assert back.normalisation() == ([0.5, 0.4, 0.3], [0.2, 0.2, 0.2]) != own
+    assert len(back.sha256) == 64 and "mean" not in back.extra and "sha256" not in back.extra
+
+
+def test_a_dataset_of_another_format_version_is_refused(tmp_path):
+    folder = save(synthetic(classes=2, dream_classes=0, train_per_class=5, test_per_class=2, size=8), tmp_path / "s")
+    meta = json.loads((folder / "meta.json").read_text())
+    (folder / "meta.json").write_text(json.dumps({**meta, "format_version": 0}))
+    with pytest.raises(DatasetError, match="format version 0"):
+        load(folder)

@@ -45,11 +45,25 @@ class CanonicalDataset:
     augment: bool = False
     source: str = ""
     checksums_verified: bool = True
-    extra: dict = field(default_factory=dict)
+    mean: list[float] | None = None  # [code] fixed per-benchmark normalisation; None: the training images' own
+    std: list[float] | None = None
+    sha256: str | None = None        # content digest of a prepared folder; None for data generated in memory
+    extra: dict = field(default_factory=dict)  # further metadata for meta.json (e.g. WordNet ids)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(int(v) for v in self.train_x.shape[1:])
+
+    @property
+    def memory_mapped(self) -> bool:
+        """Whether the images stay on disk (gathered per batch on the host)."""
+        return isinstance(self.train_x, np.memmap)
+
+    def normalisation(self) -> tuple[list[float], list[float]]:
+        """Per-channel mean and std the network's inputs are normalised with."""
+        if self.mean is not None:
+            return list(self.mean), list(self.std)
+        return self.channel_stats()
 
     def channel_stats(self) -> tuple[list[float], list[float]]:
         """Per-channel mean and std of the training images on the [0, 1] scale (sampled when large)."""
@@ -62,7 +76,7 @@ class CanonicalDataset:
         return mean.tolist(), std.tolist()
 
     def metadata(self) -> dict:
-        mean, std = self.channel_stats()
+        mean, std = self.normalisation()
         return {
             "format_version": FORMAT_VERSION,
             "name": self.name,
@@ -132,6 +146,9 @@ def load(folder: str | Path, mmap_above_mb: float = 2048, verify: bool = False) 
         raise DatasetError(f"{folder} is not a prepared dataset (no meta.json); "
                            f"prepare it with `python -m wscl data prepare {folder.name} --root {folder.parent}`")
     meta = json.loads(meta_path.read_text())
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise DatasetError(f"{folder}: format version {meta.get('format_version')} in meta.json, this code reads "
+                           f"version {FORMAT_VERSION}; prepare the dataset again")
     missing = [n for n in ARRAYS if not (folder / f"{n}.npy").is_file()]
     if missing:
         raise DatasetError(f"{folder}: missing {', '.join(missing)}.npy; prepare the dataset again")
@@ -140,16 +157,14 @@ def load(folder: str | Path, mmap_above_mb: float = 2048, verify: bool = False) 
     size_mb = sum((folder / f"{n}.npy").stat().st_size for n in ARRAYS) / 2**20
     mode = "r" if size_mb > mmap_above_mb else None
     arrays = {n: np.load(folder / f"{n}.npy", mmap_mode=mode) for n in ARRAYS}
-    # mean/std stay in `extra`: the trainer normalises with the stored statistics.
     known = {"format_version", "name", "image_shape", "channels", "classes", "dream_classes", "n_train",
-             "n_test", "n_dream", "augment", "source", "checksums_verified", "sha256"}
-    ds = CanonicalDataset(name=meta["name"], classes=meta["classes"], dream_classes=meta["dream_classes"],
-                          augment=meta["augment"], source=meta.get("source", ""),
-                          checksums_verified=meta.get("checksums_verified", True),
-                          extra={k: v for k, v in meta.items() if k not in known}, **arrays)
-    ds.extra["sha256"] = meta.get("sha256")
-    ds.extra["memory_mapped"] = mode is not None
-    return ds
+             "n_test", "n_dream", "augment", "source", "checksums_verified", "sha256", "mean", "std"}
+    # The trainer normalises with the stored mean/std (the authors' constants where they have them).
+    return CanonicalDataset(name=meta["name"], classes=meta["classes"], dream_classes=meta["dream_classes"],
+                            augment=meta["augment"], source=meta.get("source", ""),
+                            checksums_verified=meta.get("checksums_verified", True), mean=meta.get("mean"),
+                            std=meta.get("std"), sha256=meta.get("sha256"),
+                            extra={k: v for k, v in meta.items() if k not in known}, **arrays)
 
 
 def synthetic(classes: int = 10, dream_classes: int = 10, train_per_class: int = 300, test_per_class: int = 60,

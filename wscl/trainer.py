@@ -100,14 +100,13 @@ class Run:
                                            sc["freeze_buffer_per_task"] if held else 0,
                                            np.random.default_rng([cfg["seed"], 1]), sc["train_per_class"],
                                            sc["test_per_class"], reference=self.reference)
-        mapped = bool(self.dataset.extra.get("memory_mapped"))
+        mapped = self.dataset.memory_mapped
         self.train_source = ImageSource(self.dataset.train_x, self.device, mapped)
         self.test_source = ImageSource(self.dataset.test_x, self.device, mapped)
         self.train_y = np.asarray(self.dataset.train_y)
         self.test_y = np.asarray(self.dataset.test_y)
         augment = self.dataset.augment if sc["augment"] == "auto" else sc["augment"]
-        mean, std = self.dataset.channel_stats() if "mean" not in self.dataset.extra else (
-            self.dataset.extra["mean"], self.dataset.extra["std"])
+        mean, std = self.dataset.normalisation()
         self.preprocess = Preprocess(mean, std, augment, self.device, self.runtime.channels_last)
         n_heads = self.scenario.n_heads
         self.dreams = self._dream_set(np.random.default_rng([cfg["seed"], 2]))
@@ -128,7 +127,7 @@ class Run:
     # -- setup -----------------------------------------------------------------------------------
     def _dream_set(self, rng: np.random.Generator) -> DreamSet:
         source = self.wscl["rem"]["source"]
-        mapped = bool(self.dataset.extra.get("memory_mapped"))
+        mapped = self.dataset.memory_mapped
         if source == "aux":
             if len(self.dataset.dream_classes) == 0:
                 raise ConfigError(f"wscl.rem.source=aux but dataset {self.dataset.name!r} has no dream set; "
@@ -342,7 +341,7 @@ class Run:
                else platform.processor() or platform.machine(),
                "wscl_version": __version__, "git_commit": git_commit(), "torch_version": torch.__version__,
                "dataset_checksums_verified": bool(self.dataset.checksums_verified),
-               "dataset_sha256": self.dataset.extra.get("sha256"),  # content of the prepared data; None if generated
+               "dataset_sha256": self.dataset.sha256,  # content of the prepared data; None if generated
                "forgetting_definition": "incl_pretraining [code]" if self.reference else "trained_only [ours]"}
         for setting in ("class_il", "task_il"):
             out[setting] = {"accuracy_matrix": to_json_matrix(self.R[setting]),

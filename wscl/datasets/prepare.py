@@ -43,8 +43,8 @@ class Context:
                                 self.log)
 
     def dataset(self, name: str, extra: dict | None = None, **arrays) -> data.CanonicalDataset:
-        extra = {**AUTHORS_NORMALISATION.get(name, {}), **(extra or {})}
-        return data.CanonicalDataset(name=name, checksums_verified=self.verify, extra=extra, **arrays)
+        return data.CanonicalDataset(name=name, checksums_verified=self.verify, extra=extra or {},
+                                     **AUTHORS_NORMALISATION.get(name, {}), **arrays)
 
 
 # [code] The authors normalise with fixed per-dataset constants (Tiny: the whole Tiny-ImageNet-200's;
