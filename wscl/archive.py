@@ -9,32 +9,14 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import platform
-import subprocess
-import sys
 import tarfile
 import time
 from pathlib import Path
 
-from . import __version__
+from .provenance import environment
 from .studies import Study
 
 MANIFEST = "MANIFEST.sha256"
-
-
-def environment() -> dict:
-    import torch
-    freeze = subprocess.run([sys.executable, "-m", "pip", "freeze"], capture_output=True, text=True).stdout
-    try:
-        import snakemake
-        snakemake_version = snakemake.__version__
-    except ImportError:
-        snakemake_version = None
-    from .trainer import git_commit
-    return {"python": sys.version, "platform": platform.platform(), "wscl": __version__,
-            "torch": torch.__version__, "cuda": torch.version.cuda, "cuda_available": torch.cuda.is_available(),
-            "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-            "snakemake": snakemake_version, "git_commit": git_commit(), "pip_freeze": freeze.splitlines()}
 
 
 def mlflow_export(uri: str, experiment: str) -> dict:

@@ -1,5 +1,6 @@
 """Where results come from: the dataset a run read (content SHA-256, verified or not), the code (git commit,
-dirty tree) and the software versions. Used by the report, the tables and MLflow."""
+dirty tree), the software versions and the device. The one source for them: the trainer's metrics, the
+archive's environment, the report, the tables and MLflow."""
 from __future__ import annotations
 
 import json
@@ -33,20 +34,55 @@ def dataset_identity(metrics: dict) -> dict:
             "digest": sha or "unknown"}
 
 
+def _git(folder: str | Path | None, *args: str) -> str | None:
+    cwd = Path(folder) if folder else Path(__file__).resolve().parent
+    try:
+        done = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, cwd=cwd)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def git_commit(folder: str | Path | None = None) -> str:
+    """Commit of the repository holding ``folder`` (default: this package); "unknown" outside one."""
+    commit = _git(folder, "rev-parse", "HEAD")
+    return commit.strip() if commit and commit.strip() else "unknown"
+
+
 def git_state(folder: str | Path | None = None) -> dict:
     """Commit and whether the working tree has uncommitted changes (of the repository holding ``folder``)."""
-    cwd = Path(folder) if folder else Path(__file__).resolve().parent
+    status = _git(folder, "status", "--porcelain", "--untracked-files=no")
+    return {"commit": git_commit(folder), "dirty": None if status is None else bool(status.strip())}
 
-    def git(*args: str) -> str | None:
-        try:
-            done = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, cwd=cwd)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return done.stdout if done.returncode == 0 else None
 
-    commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": commit.strip() if commit else "unknown", "dirty": None if status is None else bool(status.strip())}
+def device_name(device) -> str:
+    """The GPU's name, else the host's processor."""
+    import torch
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
+
+
+def run_provenance(device) -> dict:
+    """What a run's metrics.json records about the code and machine that produced it."""
+    import torch
+
+    from . import __version__
+    return {"device_name": device_name(device), "wscl_version": __version__, "git_commit": git_commit(),
+            "torch_version": torch.__version__}
+
+
+def environment() -> dict:
+    """The archive's record of the software: versions, git state and the full ``pip freeze``."""
+    import torch
+    versions = software_versions()
+    git = git_state()
+    freeze = subprocess.run([sys.executable, "-m", "pip", "freeze"], capture_output=True, text=True).stdout
+    return {"python": sys.version, "platform": versions["platform"], "wscl": versions["wscl"],
+            "torch": versions["torch"], "cuda": versions["cuda"], "cuda_available": torch.cuda.is_available(),
+            "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+            "snakemake": versions["snakemake"], "git_commit": git["commit"], "git_dirty": git["dirty"],
+            "pip_freeze": freeze.splitlines()}
 
 
 def software_versions() -> dict:

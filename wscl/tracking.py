@@ -227,7 +227,7 @@ def live_tracking(uri: str | None) -> bool:
 def start_live_run(cfg: dict, out_dir: str | Path, uri: str, experiment: str | None = None,
                    parent_run_id: str | None = None) -> str:
     """Open the child run of a run about to train (status RUNNING; :func:`log_run` finishes it)."""
-    from .trainer import git_commit
+    from .provenance import git_commit
     header = {"dataset": cfg["dataset"]["name"], "method": cfg["training"]["method"], "preset": cfg["preset"],
               "seed": cfg["seed"], "fidelity": cfg["fidelity"], "config": cfg, "git_commit": git_commit(),
               "device": str(cfg.get("runtime", {}).get("device", "")),
