@@ -4,6 +4,7 @@
 the LTM, with cross-entropy over the heads of all tasks seen so far. The same batches measure the
 weight importance that synaptic plasticity uses; with NREM training off, one pass measures it
 without updating the weights. Afterwards the STM is merged into the LTM, class-balanced.
+``stm_size`` and ``sleep`` hold the policy: when the STM exists and what one night of NREM does.
 """
 from __future__ import annotations
 
@@ -15,8 +16,33 @@ import torch.nn.functional as F
 
 from .learners import Learner
 from .memory import ShortTermMemory
-from .plasticity import Importance
+from .plasticity import Importance, apply_plasticity
 from .scenario import Pool
+
+
+def stm_size(wscl: dict) -> int:
+    """[ours] The STM exists only for what reads it: NREM replay or plasticity's importance."""
+    return wscl["stm"]["size"] if (wscl["nrem"]["enabled"] or wscl["plasticity"]["enabled"]) else 0
+
+
+def sleep(learner: Learner, pool: Pool, stm: ShortTermMemory, seen_heads: torch.Tensor, task: int, wscl: dict,
+          batch_size: int, rng: np.random.Generator, generator: torch.Generator) -> dict:
+    """One night of NREM after task ``task``: replay (measuring importance), plasticity, then the
+    STM->LTM merge. Returns what the task's record notes."""
+    nrem, plast = wscl["nrem"], wscl["plasticity"]
+    info = {}
+    importance = Importance(learner.net) if plast["enabled"] else None
+    if nrem["enabled"] or plast["enabled"]:
+        epochs = nrem["epochs"] if nrem["enabled"] else 1  # plasticity alone: one measuring pass
+        fraction = 1.0 / (task + 1) if nrem["stm_fraction"] == "auto" else nrem["stm_fraction"]
+        replay_stm_ltm(learner, pool, stm, seen_heads, epochs, batch_size, fraction, rng, generator, importance,
+                       update=nrem["enabled"])
+    if importance is not None and len(stm):
+        report = apply_plasticity(importance, plast["strengthen_frac"], plast["strengthen"], plast["weaken_frac"],
+                                  plast["weaken"])
+        info["plasticity_weights_scaled"] = sum(r["strengthened"] + r["weakened"] for r in report.values())
+    merge_stm_into_ltm(learner, pool, stm, rng)
+    return info
 
 
 def seen_head_logits(logits: torch.Tensor, seen_heads: torch.Tensor) -> torch.Tensor:

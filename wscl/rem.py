@@ -3,7 +3,8 @@
 Every free head is bound to one class of an auxiliary ("dream") dataset whose classes are disjoint from
 the primary ones. ``interleaved`` [code] mixes all dream images of the free heads into every wake
 epoch; ``staged`` [ours, the paper's separate sleep] trains ``epochs`` on dream images alone after NREM
-(loss over the free heads) plus replay from the LTM.
+(loss over the free heads) plus replay from the LTM. ``interleaved_part`` and ``staged_pool`` hold the
+schedule: which dreams go where.
 """
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .config import ConfigError
+from .data import CanonicalDataset
 from .heads import HeadBook
 from .learners import Learner
-from .scenario import ImageSource, Pool
+from .scenario import ImageSource, Pool, subsample_per_class
 
 
 @dataclass
@@ -38,6 +41,24 @@ class DreamSet:
         return np.concatenate(rows), np.concatenate(heads)
 
 
+def dream_set(dataset: CanonicalDataset, rem: dict, n_heads: int, device: torch.device,
+              rng: np.random.Generator) -> DreamSet:
+    """The run's dreams by ``wscl.rem.source``: the dataset's auxiliary set, noise images, or none."""
+    if rem["source"] == "aux":
+        if len(dataset.dream_classes) == 0:
+            raise ConfigError(f"wscl.rem.source=aux but dataset {dataset.name!r} has no dream set; "
+                              "use source noise or none")
+        labels = np.asarray(dataset.dream_y)
+        keep = subsample_per_class(labels, np.arange(len(dataset.dream_classes)), rem["dream_per_class"], rng)
+        labels = np.where(np.isin(np.arange(len(labels)), keep), labels, -1)  # -1: never dreamt of
+        return DreamSet(ImageSource(dataset.dream_x, device, dataset.memory_mapped), labels,
+                        len(dataset.dream_classes))
+    if rem["source"] == "noise":
+        images, labels = noise_images(n_heads, rem["noise_per_class"], dataset.image_shape, rng)
+        return DreamSet(ImageSource(images, device, False), labels, n_heads)
+    return DreamSet(None, np.zeros(0, np.int64), 0)
+
+
 def noise_images(n_classes: int, per_class: int, image_shape, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """[ours] Uniform noise images, one block per dream class (the `rem_noise` ablation)."""
     images = rng.integers(0, 256, size=(n_classes * per_class, *image_shape), dtype=np.uint8)
@@ -50,6 +71,21 @@ def dream_part(dreams: DreamSet, book: HeadBook):
     if len(rows) == 0:
         return None
     return dreams.source, rows, heads, np.full(len(rows), -1, dtype=np.int64)
+
+
+def interleaved_part(dreams: DreamSet, book: HeadBook, rem: dict):
+    """[code] The dreams mixed into this task's wake epochs (None: none under this schedule)."""
+    if rem["source"] == "none" or rem["schedule"] != "interleaved":
+        return None
+    return dream_part(dreams, book)
+
+
+def staged_pool(dreams: DreamSet, book: HeadBook, rem: dict, device: torch.device) -> Pool | None:
+    """[ours] The dreams of the separate REM stage after NREM (None: no stage this task)."""
+    if rem["source"] == "none" or rem["schedule"] != "staged" or not rem["epochs"]:
+        return None
+    part = dream_part(dreams, book)
+    return None if part is None else Pool([part], device)
 
 
 def run_staged_rem(learner: Learner, dream_pool: Pool, free_heads: torch.Tensor, epochs: int, batch_size: int,
