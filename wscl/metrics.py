@@ -1,4 +1,4 @@
-"""Continual-learning metrics [code] from the accuracy matrix R (spec §4).
+"""Continual-learning metrics [code] from the accuracy matrix R (spec §4), and a run's metrics.json.
 
 ``R[i][j]`` is the accuracy (percent) on task j after training task i. Entries ``R[i][i+1]`` hold the
 accuracy on task i+1 right after its head assignment, before training on it (for forward transfer);
@@ -7,6 +7,8 @@ entries further right are NaN.
 from __future__ import annotations
 
 import numpy as np
+
+from .provenance import run_provenance
 
 
 def final_average_accuracy(R: np.ndarray) -> float:
@@ -59,4 +61,26 @@ def summary(R: np.ndarray, random_init: np.ndarray, reference: bool = True) -> d
 
 def to_json_matrix(R: np.ndarray) -> list[list[float | None]]:
     return [[None if np.isnan(v) else round(float(v), 6) for v in row] for row in R]
+
+
+def run_metrics(cfg: dict, runtime, dataset, state) -> dict:
+    """metrics.json of a run (finished or so far): settings, provenance, per setting the accuracy matrix with
+    its summary, the per-task records and the time spent per phase."""
+    reference = cfg["fidelity"] == "reference"
+    out = {"config": cfg, "fidelity": cfg["fidelity"], "seed": cfg["seed"], "dataset": dataset.name,
+           "method": cfg["training"]["method"], "preset": cfg["preset"], "device": str(runtime.device),
+           "runtime": runtime.describe(), **run_provenance(runtime.device),
+           "dataset_checksums_verified": bool(dataset.checksums_verified),
+           "dataset_sha256": dataset.sha256,  # content of the prepared data; None if generated
+           "forgetting_definition": "incl_pretraining [code]" if reference else "trained_only [ours]",
+           **state.accuracy.results(reference)}
+    block_names = state.learner.net.block_names()
+    out["frozen_blocks_per_task"] = [h["frozen_blocks"] for h in state.history]
+    out["frozen_block_names_per_task"] = [block_names[: h["frozen_blocks"]] for h in state.history]
+    out["tasks"] = state.history
+    out["wall_seconds"] = {k: round(v, 4) for k, v in state.timings.items()}
+    out["wake_steps"] = dict(state.wake_steps)
+    wake_s = state.timings["wake"]
+    out["train_images_per_second"] = round(state.wake_images / wake_s, 2) if wake_s else None
+    return out
 
