@@ -11,7 +11,8 @@ pytestmark = [pytest.mark.cuda,
 
 
 def cuda_run(tiny, tmp_path, **overrides):
-    return Run(tiny(runtime={"device": "cuda"}, **overrides), tmp_path, quiet=True, log=lambda *_: None).run()
+    overrides["runtime"] = {"device": "cuda", **overrides.get("runtime", {})}
+    return Run(tiny(**overrides), tmp_path, quiet=True, log=lambda *_: None).run()
 
 
 def test_gpu_defaults_resolve_and_train_every_wscl(tiny, tmp_path):
@@ -31,19 +32,21 @@ def test_same_seed_same_numbers_on_cuda_under_reference(tiny, tmp_path):
     assert a["class_il"]["accuracy_matrix"] == b["class_il"]["accuracy_matrix"]
 
 
-def test_resume_on_cuda_ends_with_the_uninterrupted_metrics(tiny, tmp_path):
+def test_resume_on_cuda_ends_with_the_uninterrupted_metrics(tiny, tmp_path, monkeypatch):
+    from wscl import checkpoint
     whole = cuda_run(tiny, tmp_path / "whole", preset="full")
     cfg = tiny(preset="full", runtime={"device": "cuda"})
     first = Run(cfg, tmp_path / "part", quiet=True, log=lambda *_: None)
-    original = first._checkpoint  # stop the run right after its first task's checkpoint
+    original = checkpoint.save  # stop the run right after its first task's checkpoint
 
-    def stop_after_first_task():
-        original()
+    def stop_after_first_task(*args):
+        original(*args)
         raise KeyboardInterrupt
 
-    first._checkpoint = stop_after_first_task
+    monkeypatch.setattr(checkpoint, "save", stop_after_first_task)
     with pytest.raises(KeyboardInterrupt):
         first.run()
+    monkeypatch.setattr(checkpoint, "save", original)
     resumed = Run(cfg, tmp_path / "part", quiet=True, log=lambda *_: None).run()
     assert resumed["class_il"]["accuracy_matrix"] == whole["class_il"]["accuracy_matrix"]
 

@@ -151,7 +151,7 @@ def test_a_missing_cuda_device_fails_at_start_naming_the_setting(tiny):
         resolve_runtime(tiny(runtime={"device": "cuda:3"}))
 
 
-def test_derpp_keeps_each_samples_own_logits_through_the_stm_merge(tiny, tmp_path):
+def test_derpp_keeps_each_samples_own_logits_through_the_stm_merge(tiny, tmp_path, monkeypatch):
     """After the STM->LTM merge every stored row's logits belong to that row's sample."""
     from wscl import nrem
     captured = {}
@@ -164,12 +164,8 @@ def test_derpp_keeps_each_samples_own_logits_through_the_stm_merge(tiny, tmp_pat
         captured["before"], captured["after"] = before, mem.stored()["sample_id"].clone()
         captured["logits"] = mem.logits[: mem.n_stored].clone()
 
-    import wscl.trainer as trainer
-    trainer.merge_stm_into_ltm, saved = merge, trainer.merge_stm_into_ltm
-    try:
-        run(tiny, tmp_path, preset="full", training={"method": "derpp"}, scenario={"n_tasks": 2})
-    finally:
-        trainer.merge_stm_into_ltm = saved
+    monkeypatch.setattr(nrem, "merge_stm_into_ltm", merge)
+    run(tiny, tmp_path, preset="full", training={"method": "derpp"}, scenario={"n_tasks": 2})
     kept = [(k, int(i)) for k, i in enumerate(captured["after"]) if int(i) in captured["before"]]
     new = [k for k, i in enumerate(captured["after"]) if int(i) not in captured["before"]]
     assert kept and new

@@ -28,11 +28,24 @@ class HeldOut:
 
 
 @dataclass
+class TrialSpec:
+    """Everything the trial of one task needs besides the learner and the planned epoch 0."""
+    source: ImageSource       # the training images; both held-out sets are rows of it
+    validation: HeldOut       # the current task's validation split
+    freeze_buffer: HeldOut    # the previous task's freezing buffer
+    mode: str                 # what is scored: training | buffer | training_and_buff
+    reference: bool           # the authors' scoring arithmetic [code] or ours
+    score_batch_size: int
+    generator_seed: int       # augmentation of every copy's epoch (the same for all copies), +1 for scoring
+    nan_check_every: int
+    where: str = ""           # for error messages: task and epoch
+
+
+@dataclass
 class TrialResult:
     winner: Learner
     depths: list[int]
     scores: list[float]
-    n_images: int
 
     @property
     def chosen_depth(self) -> int:
@@ -75,24 +88,27 @@ def score(learner: Learner, source: ImageSource, validation: HeldOut, freeze_buf
     return round(combined, 2) if reference else combined
 
 
-def run_trial(learner: Learner, pool: Pool, plan: EpochPlan, generator_seed: int, source: ImageSource,
-              validation: HeldOut, freeze_buffer: HeldOut, mode: str, reference: bool, score_batch_size: int,
-              nan_check_every: int, where: str, progress=None) -> TrialResult:
+def runs_trial(task: int, epoch: int, enabled: bool) -> bool:
+    """[paper][code] The trial takes the place of epoch 0 of every task after the first."""
+    return enabled and task > 0 and epoch == 0
+
+
+def run_trial(learner: Learner, pool: Pool, plan: EpochPlan, spec: TrialSpec, progress=None) -> TrialResult:
     """Train every copy on the same planned epoch and keep the best (lowest score, then least freezing)."""
-    best, best_score, depths, scores, n_images = None, None, [], [], 0
+    best, best_score, depths, scores = None, None, [], []
     for depth in candidate_depths(learner):
         candidate = copy.deepcopy(learner)
         candidate.freeze_through(depth)
-        generator = torch.Generator(device=pool.device).manual_seed(generator_seed)
-        n_images += run_epoch(candidate, pool, plan, generator, nan_check_every,
-                              f"{where} (freezing copy {len(depths)})", progress)
-        s = score(candidate, source, validation, freeze_buffer, mode, reference, score_batch_size,
-                  generator_seed + 1)
+        generator = torch.Generator(device=pool.device).manual_seed(spec.generator_seed)
+        run_epoch(candidate, pool, plan, generator, spec.nan_check_every,
+                  f"{spec.where} (freezing copy {len(depths)})", progress)
+        s = score(candidate, spec.source, spec.validation, spec.freeze_buffer, spec.mode, spec.reference,
+                  spec.score_batch_size, spec.generator_seed + 1)
         depths.append(depth)
         scores.append(s)
         if best is None or s < best_score:  # strict: ties keep the least freezing
             best, best_score = candidate, s
-    return TrialResult(best, depths, scores, n_images)
+    return TrialResult(best, depths, scores)
 
 
 def adopt(learner: Learner, result: TrialResult, reference: bool) -> Learner:

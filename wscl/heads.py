@@ -7,6 +7,8 @@ column; ``hungarian`` [ours] maximises the total count with scipy's assignment s
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
@@ -48,6 +50,21 @@ def assign_hungarian(counts: np.ndarray) -> np.ndarray:
 
 
 ASSIGNERS = {"greedy": assign_greedy, "hungarian": assign_hungarian}
+
+
+def assign_task(book: HeadBook, rule: str, classes: np.ndarray, first_task: bool,
+                predict: Callable[[], tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Heads of a new task's ``classes`` by ``scenario.head_assignment``, recorded in ``book``.
+    ``predict()`` gives the current network's head and the class of each of the task's training images."""
+    if rule == "class_order":
+        heads = classes.copy()  # [code] plain baselines: head h is class h
+    elif first_task:
+        heads = np.arange(len(classes))
+    else:
+        predicted, labels = predict()
+        heads = ASSIGNERS[rule](count_matrix(predicted, labels - classes[0], len(classes), book.free_heads))
+    book.assign(classes, heads)
+    return heads
 
 
 class HeadBook:

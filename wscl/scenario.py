@@ -95,6 +95,14 @@ def build(ds: CanonicalDataset, n_tasks: int, classes_per_task: int, val_per_tas
     return Scenario(n_tasks, classes_per_task, train, val, freeze, test)
 
 
+def from_config(ds: CanonicalDataset, cfg: dict) -> Scenario:
+    """The scenario of a run: ``build`` with its settings, seeded by (seed, 1)."""
+    sc, held = cfg["scenario"], cfg["scenario"]["hold_out"]  # nothing held out for plain baselines [code]
+    return build(ds, sc["n_tasks"], sc["classes_per_task"], sc["val_per_task"] if held else 0,
+                 sc["freeze_buffer_per_task"] if held else 0, np.random.default_rng([cfg["seed"], 1]),
+                 sc["train_per_class"], sc["test_per_class"], reference=cfg["fidelity"] == "reference")
+
+
 class ImageSource:
     """A uint8 image array, either as a tensor on the training device or memory-mapped on the host."""
 

@@ -25,6 +25,11 @@ class EpochPlan:
     host_rows: list[np.ndarray]
     num_seen_after: int
 
+    @property
+    def replay_steps(self) -> int:
+        """Steps that train on a replay minibatch too."""
+        return sum(bool(step.replay) for step in self.steps)
+
 
 def plan_epoch(learner: Learner, pool: Pool, batch_size: int, replay_batch_size: int,
                rng: np.random.Generator) -> EpochPlan:
@@ -87,9 +92,6 @@ class LossMonitor:
             self.progress.set_postfix(loss=f"{float(window.mean()):.3f}", img_s=f"{rate:.0f}", refresh=False)
             self.progress.update(upto - self.checked)
         self.checked = upto
-
-    def mean(self) -> float:
-        return float(self.losses[: self.checked].mean()) if self.checked else float("nan")
 
 
 def run_epoch(learner: Learner, pool: Pool, plan: EpochPlan, generator: torch.Generator, nan_check_every: int,
