@@ -12,7 +12,8 @@ import itertools
 from dataclasses import dataclass
 from typing import Iterator
 
-from .config import CHOICES, PRESETS, ConfigError, deep_merge, flatten, resolve
+from .config import CHOICES, PRESETS, ConfigError, deep_merge, defaults, flatten, resolve
+from .outputs import ALL_RUNS, PLOTS, TABLE_FORMATS, plot_file, table_file
 
 # Presets that fix the replay buffer themselves: they run once per benchmark, at that buffer.
 FIXED_BUFFER = {name: p["training"]["buffer_size"] for name, p in PRESETS.items()
@@ -78,7 +79,7 @@ class Study:
 
     def fidelities(self, entry: dict) -> list[str]:
         """A grid entry's fidelities: its own list, else the study's one fidelity (default reference)."""
-        return entry.get("fidelities") or [self.config.get("fidelity", "reference")]
+        return entry.get("fidelities") or [self.config.get("fidelity", defaults()["fidelity"])]
 
     def runs(self) -> Iterator[RunKey]:
         seen = set()
@@ -135,6 +136,13 @@ class Study:
         return [(name, buffer) for name, bench in self.config["benchmarks"].items() for buffer in bench["buffers"]]
 
     def table_files(self) -> list[str]:
-        return [f"{self.results}/tables/{name}_buffer{buffer}.{ext}" for name, buffer in self.tables()
-                for ext in ("csv", "md", "tex")]
+        return [f"{self.results}/tables/{table_file(name, buffer, fmt)}" for name, buffer in self.tables()
+                for fmt in TABLE_FORMATS]
+
+    def all_runs_file(self) -> str:
+        return f"{self.results}/tables/{ALL_RUNS}"
+
+    def plot_files(self) -> list[str]:
+        return [f"{self.results}/plots/{plot_file(name, buffer, plot)}" for name, buffer in self.tables()
+                for plot in PLOTS]
 
