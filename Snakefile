@@ -34,5 +34,5 @@ rule all:
     default_target: True
     input:
         f"{R}/report.html",
-        f"{R}/tables/all_runs.csv",
+        ALL_RUNS,
         f"{R}/mlflow/sync.json",

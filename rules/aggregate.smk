@@ -9,7 +9,7 @@ rule aggregate:
     output:
         tables=reported_tables(),
         plots=reported_plots(),
-        runs=f"{R}/tables/all_runs.csv",
+        runs=ALL_RUNS,
     params:
         study=lambda wc: json.dumps(config, sort_keys=True),
         tables=lambda wc, output: folder_of(output.tables),
@@ -27,8 +27,8 @@ rule aggregate:
 rule report:
     input:
         tables=STUDY.table_files(),
-        plots=plot_files(STUDY),
-        runs=f"{R}/tables/all_runs.csv",
+        plots=STUDY.plot_files(),
+        runs=ALL_RUNS,
         mlflow=ancient(f"{R}/mlflow/setup.json"),  # the experiment id, for links into MLflow's UI
     output:
         report(f"{R}/report.html", caption="../report/report.rst", category="Summary",

@@ -6,7 +6,7 @@ rule archive:
     input:
         metrics=all_metrics(),
         report=f"{R}/report.html",
-        runs=f"{R}/tables/all_runs.csv",
+        runs=ALL_RUNS,
     output:
         f"{R}/archive/{config['study']}.tar.gz",
     params:

@@ -12,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from workflow_support import snakemake
-from wscl.plots import PLOTS
+from wscl.outputs import PLOTS
 from wscl.report import CAPTIONS
 
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -15,9 +15,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-
-# Every figure of a table, in report order (file: plots/<benchmark>_buffer<B>_<name>.png).
-PLOTS = ("ablation", "forgetting_vs_accuracy", "avg_acc_curve", "task_accuracy", "accuracy_matrix", "frozen_blocks")
 PRESET_COLOURS = {"base": "#332288", "authors": "#CC6677", "full": "#117733", "no_freezing": "#88CCEE",
                   "no_nrem": "#DDCC77", "no_plasticity": "#AA4499", "no_rem": "#44AA99", "rem_noise": "#999933",
                   "wake_rem": "#882255"}
