@@ -18,8 +18,10 @@ include: "rules/archive.smk"
 
 
 onstart:
-    print(f"WSCL study '{config['study']}': {len(all_metrics())} runs, results in {R}/, "
-          f"MLflow at {STUDY.tracking_uri()}")
+    print(
+        f"WSCL study '{config['study']}': {len(all_metrics())} runs, results in {R}/, "
+        f"MLflow at {STUDY.tracking_uri()}"
+    )
 
 
 onsuccess:

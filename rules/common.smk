@@ -84,15 +84,21 @@ def reported_tables():
         for fmt in TABLE_FORMATS:
             path = f"{R}/tables/{table_file(name, buffer, fmt)}"
             if fmt == "csv":
-                path = report(path, caption="../report/table.rst", category=name, subcategory=f"buffer {buffer}",
-                              labels={"what": "table", "benchmark": name, "buffer": str(buffer)})
+                labels = {"what": "table", "benchmark": name, "buffer": str(buffer)}
+                caption = "../report/table.rst"
+                path = report(path, caption=caption, category=name, subcategory=f"buffer {buffer}", labels=labels)
             out.append(path)
     return out
 
 
 def reported_plots():
     """Every figure, marked for Snakemake's report with its caption (report/<plot>.rst)."""
-    return [report(f"{R}/plots/{plot_file(name, buffer, plot)}", caption=f"../report/{plot}.rst", category=name,
-                   subcategory=f"buffer {buffer}",
-                   labels={"what": "figure", "figure": plot, "benchmark": name, "buffer": str(buffer)})
-            for name, buffer in STUDY.tables() for plot in PLOTS]
+    out = []
+    for name, buffer in STUDY.tables():
+        for plot in PLOTS:
+            labels = {"what": "figure", "figure": plot, "benchmark": name, "buffer": str(buffer)}
+            path = f"{R}/plots/{plot_file(name, buffer, plot)}"
+            caption = f"../report/{plot}.rst"
+            # One line: Snakemake's parser reads `report` at the start of a line as the report directive.
+            out.append(report(path, caption=caption, category=name, subcategory=f"buffer {buffer}", labels=labels))
+    return out

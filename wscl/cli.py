@@ -145,7 +145,8 @@ def parse_mirrors(items: list[str]) -> dict[str, list[Path]]:
     mirrors: dict[str, list[Path]] = {}
     for item in items or []:
         if "=" not in item:
-            raise ConfigError(f"--mirror {item!r}: expected RAW=PATH, e.g. fashion-mnist=/usr/share/datasets/fashion-mnist")
+            raise ConfigError(f"--mirror {item!r}: expected RAW=PATH, "
+                              "e.g. fashion-mnist=/usr/share/datasets/fashion-mnist")
         raw, path = item.split("=", 1)
         mirrors.setdefault(raw, []).append(Path(path))
     return mirrors

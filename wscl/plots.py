@@ -185,8 +185,8 @@ def task_accuracy_over_time(runs, path, title: str) -> None:
             x = np.arange(j + 1, T + 1)
             ax.plot(x, R[j:, j], marker=METHOD_MARKERS.get(method, "D"), markersize=4, color=shades[j],
                     linestyle=FIDELITY_LINES.get(fidelity, ":"), label=f"task {j + 1}")
-        ax.set_title(_label(method, preset, fidelity, buffer), fontsize=8, color=style(method, preset, fidelity)["color"],
-                     fontweight="bold")
+        ax.set_title(_label(method, preset, fidelity, buffer), fontsize=8,
+                     color=style(method, preset, fidelity)["color"], fontweight="bold")
         ax.set_xticks(range(1, T + 1))
         ax.set_xlabel("after training task", fontsize=7)
         ax.set_ylabel("Class-IL accuracy (%)", fontsize=7)

@@ -211,7 +211,8 @@ def _provenance(study: Study, runs: pd.DataFrame) -> str:
     for (name, sha, verified, source), _ in runs.groupby(["dataset", "dataset_sha256", "dataset_checksums_verified",
                                                           "dataset_source"], dropna=False):
         data_rows.append(f"<tr><td>{html.escape(str(name))}</td><td><code>{html.escape(str(sha))}</code></td>"
-                         f"<td>{'yes' if str(verified) == 'True' else 'no'}</td><td>{html.escape(str(source))}</td></tr>")
+                         f"<td>{'yes' if str(verified) == 'True' else 'no'}</td>"
+                         f"<td>{html.escape(str(source))}</td></tr>")
     datasets = ('<table id="datasets"><tr><th>dataset</th><th>content sha256</th><th>raw checksums verified</th>'
                 f"<th>source</th></tr>{''.join(data_rows)}</table>")
     config = html.escape(yaml.safe_dump(study.config, sort_keys=False))
@@ -228,11 +229,12 @@ def build_report(study: Study, tables_dir: Path, plots_dir: Path, out: Path) -> 
         tid = table_name(benchmark, buffer)
         table = pd.read_csv(tables_dir / table_file(benchmark, buffer, "csv"))
         subset = runs_for_table(runs, benchmark, buffer)
-        items = "".join(f'<li class="finding {f.kind}">{f.html}</li>' for f in findings(subset, table, benchmark, buffer))
+        items = "".join(f'<li class="finding {f.kind}">{f.html}</li>'
+                        for f in findings(subset, table, benchmark, buffer))
         summary.append(f"<h3>{html.escape(benchmark)}, buffer {buffer}</h3><ul>{items}</ul>")
         ids = [row_id(r.method, r.preset, r.fidelity, r.buffer) for r in table.itertuples()]
         sections.append(f'<h2 id="{html.escape(tid)}">{html.escape(benchmark)}, buffer {buffer}</h2>')
-        sections.append(f"<p class='note'>Mean ± std over seeds; every row states its fidelity.</p>")
+        sections.append("<p class='note'>Mean ± std over seeds; every row states its fidelity.</p>")
         sections.append(_table_html(pretty(table), ids, tid))
         sections.extend(_img(plots_dir / plot_file(benchmark, buffer, plot), CAPTIONS[plot]) for plot in PLOTS)
     uri = study.tracking_uri()

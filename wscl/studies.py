@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Iterator
+from collections.abc import Iterator
 
 from .config import CHOICES, PRESETS, ConfigError, deep_merge, defaults, flatten, resolve
 from .outputs import ALL_RUNS, PLOTS, TABLE_FORMATS, plot_file, table_file
