@@ -177,6 +177,9 @@ def _check_keys(user: dict, reference: dict, prefix: str = "") -> None:
             if not isinstance(value, dict):
                 raise ConfigError(f"config key {path!r} must be a mapping with keys {', '.join(reference[key])}")
             _check_keys(value, reference[key], path + ".")
+        elif isinstance(value, dict):
+            raise ConfigError(f"config key {path!r} is a single setting, not a mapping; "
+                              f"it has no key {next(iter(value), '')!r}")
 
 
 # Settings that take either "auto" or a number in their range.
