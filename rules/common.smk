@@ -9,11 +9,13 @@ from snakemake.utils import min_version, validate
 from wscl.config import CHOICES, METHODS, PRESETS
 from wscl.outputs import PLOTS, TABLE_FORMATS, plot_file, table_file
 from wscl.schema import write_schemas
-from wscl.studies import Study
+from wscl.studies import Study, check_trainer_sections
 
 min_version("8.10")
 
-# The study schema refers to the trainer schema, which the package generates from its defaults and registries.
+# The trainer's own check first (its messages name the nearest valid key), then the study schema, which refers
+# to the trainer schema that the package generates from its defaults and registries.
+check_trainer_sections(config)
 validate(config, write_schemas(workflow.source_path("config.schema.yaml"), ".snakemake/wscl-schemas"))
 STUDY = Study(config)
 R = STUDY.results

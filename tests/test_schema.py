@@ -95,3 +95,16 @@ def test_config_readme_describes_every_study_key():
 
     missing = [key for key in keys(schema, "") if f"`{key}`" not in readme]
     assert not missing
+
+
+def test_trainer_sections_are_checked_first_naming_where_and_the_nearest_key():
+    from wscl.studies import check_trainer_sections
+    config = study("paper.yaml")
+    config["benchmarks"]["seq-cifar10"]["trainer"]["training"] = {"lrr": 0.1}
+    with pytest.raises(ConfigError, match=r"^benchmarks.seq-cifar10.trainer: unknown config key 'training.lrr'; "
+                                          r"did you mean 'training.lr'"):
+        check_trainer_sections(config)
+    config = study("paper.yaml")
+    config["overrides"][0]["trainer"] = {"training": {"derpp": {"alpha": -1}}}
+    with pytest.raises(ConfigError, match=r"^overrides\[0\].trainer: training.derpp.alpha=-1 is out of range"):
+        check_trainer_sections(config)

@@ -241,6 +241,16 @@ def _check_held_out_sizes(cfg: dict) -> None:
                           "scenario.freeze_buffer_per_task is 0; raise it or use mode training")
 
 
+def check_settings(tree: dict) -> None:
+    """Keys and values of a partial configuration (e.g. a study's trainer section), before any merge."""
+    base = defaults()
+    _check_keys(tree, base)
+    reference = flatten(base)
+    for path, value in flatten(tree).items():
+        if not isinstance(value, dict):  # an empty section
+            _check_value(path, value, reference[path])
+
+
 def resolve(file_config: dict | None = None, sets: dict | None = None) -> dict:
     """Build the resolved configuration: defaults, then preset, then file, then --set values."""
     base = defaults()
