@@ -18,8 +18,10 @@ include: "rules/archive.smk"
 
 
 onstart:
-    print(f"WSCL study '{config['study']}': {len(all_metrics())} runs, results in {R}/, "
-          f"MLflow at {STUDY.tracking_uri()}")
+    print(
+        f"WSCL study '{config['study']}': {len(all_metrics())} runs, results in {R}/, "
+        f"MLflow at {STUDY.tracking_uri()}"
+    )
 
 
 onsuccess:
@@ -34,5 +36,5 @@ rule all:
     default_target: True
     input:
         f"{R}/report.html",
-        f"{R}/tables/all_runs.csv",
+        ALL_RUNS,
         f"{R}/mlflow/sync.json",

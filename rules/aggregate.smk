@@ -9,16 +9,18 @@ rule aggregate:
     output:
         tables=reported_tables(),
         plots=reported_plots(),
-        runs=f"{R}/tables/all_runs.csv",
+        runs=ALL_RUNS,
+    log:
+        f"{R}/logs/aggregate.log",
+    benchmark:
+        f"{R}/benchmarks/aggregate.tsv"
+    conda:
+        "../envs/wscl.yaml"
     params:
         study=lambda wc: json.dumps(config, sort_keys=True),
         tables=lambda wc, output: folder_of(output.tables),
         plots=lambda wc, output: folder_of(output.plots),
         uri=STUDY.tracking_uri(),
-    log:
-        f"{R}/logs/aggregate.log",
-    benchmark:
-        f"{R}/benchmarks/aggregate.tsv"
     shell:
         "wscl aggregate --study-json {params.study:q} --tables {params.tables} --plots {params.plots} "
         "--mlflow-uri {params.uri:q} > {log} 2>&1"
@@ -27,20 +29,23 @@ rule aggregate:
 rule report:
     input:
         tables=STUDY.table_files(),
-        plots=plot_files(STUDY),
-        runs=f"{R}/tables/all_runs.csv",
+        plots=STUDY.plot_files(),
+        runs=ALL_RUNS,
         mlflow=ancient(f"{R}/mlflow/setup.json"),  # the experiment id, for links into MLflow's UI
     output:
-        report(f"{R}/report.html", caption="../report/report.rst", category="Summary",
-               labels={"what": "one-page report"}),
-    params:
-        study=lambda wc: json.dumps(config, sort_keys=True),
-        tables=lambda wc, input: folder_of(input.tables),
-        plots=lambda wc, input: folder_of(input.plots),
+        report(
+            f"{R}/report.html", caption="../report/report.rst", category="Summary", labels={"what": "one-page report"}
+        ),
     log:
         f"{R}/logs/report.log",
     benchmark:
         f"{R}/benchmarks/report.tsv"
+    conda:
+        "../envs/wscl.yaml"
+    params:
+        study=lambda wc: json.dumps(config, sort_keys=True),
+        tables=lambda wc, input: folder_of(input.tables),
+        plots=lambda wc, input: folder_of(input.plots),
     shell:
         "wscl report --study-json {params.study:q} --tables {params.tables} --plots {params.plots} "
         "--out {output} > {log} 2>&1"

@@ -6,15 +6,17 @@ rule archive:
     input:
         metrics=all_metrics(),
         report=f"{R}/report.html",
-        runs=f"{R}/tables/all_runs.csv",
+        runs=ALL_RUNS,
     output:
         f"{R}/archive/{config['study']}.tar.gz",
-    params:
-        study=lambda wc: json.dumps(config, sort_keys=True),
-        uri=STUDY.tracking_uri(),
     log:
         f"{R}/logs/archive.log",
     benchmark:
         f"{R}/benchmarks/archive.tsv"
+    conda:
+        "../envs/wscl.yaml"
+    params:
+        study=lambda wc: json.dumps(config, sort_keys=True),
+        uri=STUDY.tracking_uri(),
     shell:
         "wscl archive --study-json {params.study:q} --mlflow-uri {params.uri:q} --out {output} > {log} 2>&1"

@@ -6,18 +6,29 @@ from pathlib import Path
 
 from snakemake.utils import min_version, validate
 
-from wscl.aggregate import plot_files
-from wscl.config import PRESETS
-from wscl.studies import FIDELITIES, Study
+from wscl.config import CHOICES, METHODS, PRESETS
+from wscl.outputs import PLOTS, TABLE_FORMATS, plot_file, table_file
+from wscl.schema import write_schemas
+from wscl.studies import Study, check_trainer_sections
 
 min_version("8.10")
 
-validate(config, "config.schema.yaml")
+# The trainer's own check first (its messages name the nearest valid key), then the study schema, which refers
+# to the trainer schema that the package generates from its defaults and registries.
+check_trainer_sections(config)
+validate(config, write_schemas(workflow.source_path("config.schema.yaml"), ".snakemake/wscl-schemas"))
 STUDY = Study(config)
 R = STUDY.results
+ALL_RUNS = STUDY.all_runs_file()
+
+
 # Jobs call the project's `wscl` command: put the bin/ of the Python that runs Snakemake first on the jobs'
 # PATH, so that they find it whatever the caller's PATH is (a cluster job runs the same Python).
-os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+envvars:
+    "PATH",
+
+
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
 
 
 # Only training and data preparation are worth a cluster job; the rest is bookkeeping on the submit host.
@@ -33,9 +44,9 @@ localrules:
 wildcard_constraints:
     benchmark="[A-Za-z0-9_.-]+",
     buffer=r"\d+",
-    method="er|er_ace|derpp",
+    method="|".join(METHODS),
     preset="|".join(PRESETS),
-    fidelity="|".join(FIDELITIES),
+    fidelity="|".join(CHOICES["fidelity"]),
     seed=r"\d+",
     dataset="[A-Za-z0-9_.-]+",
 
@@ -68,32 +79,28 @@ def folder_of(files):
     return str(Path(files[0]).parent)
 
 
-def _table_labels(path):
-    """(benchmark, buffer) of a table or plot file of the study."""
-    for name, buffer in STUDY.tables():
-        if Path(path).name.startswith(f"{name}_buffer{buffer}_") or Path(path).stem == f"{name}_buffer{buffer}":
-            return name, buffer
-    raise ValueError(path)
-
-
 def reported_tables():
     """The tables, the CSVs marked for Snakemake's report (category benchmark, subcategory buffer)."""
     out = []
-    for path in STUDY.table_files():
-        if path.endswith(".csv"):
-            name, buffer = _table_labels(path)
-            path = report(path, caption="../report/table.rst", category=name, subcategory=f"buffer {buffer}",
-                          labels={"what": "table", "benchmark": name, "buffer": str(buffer)})
-        out.append(path)
+    for name, buffer in STUDY.tables():
+        for fmt in TABLE_FORMATS:
+            path = f"{R}/tables/{table_file(name, buffer, fmt)}"
+            if fmt == "csv":
+                labels = {"what": "table", "benchmark": name, "buffer": str(buffer)}
+                caption = "../report/table.rst"
+                path = report(path, caption=caption, category=name, subcategory=f"buffer {buffer}", labels=labels)
+            out.append(path)
     return out
 
 
 def reported_plots():
     """Every figure, marked for Snakemake's report with its caption (report/<plot>.rst)."""
     out = []
-    for path in plot_files(STUDY):
-        name, buffer = _table_labels(path)
-        plot = Path(path).stem[len(f"{name}_buffer{buffer}_"):]
-        out.append(report(path, caption=f"../report/{plot}.rst", category=name, subcategory=f"buffer {buffer}",
-                          labels={"what": "figure", "figure": plot, "benchmark": name, "buffer": str(buffer)}))
+    for name, buffer in STUDY.tables():
+        for plot in PLOTS:
+            labels = {"what": "figure", "figure": plot, "benchmark": name, "buffer": str(buffer)}
+            path = f"{R}/plots/{plot_file(name, buffer, plot)}"
+            caption = f"../report/{plot}.rst"
+            # One line: Snakemake's parser reads `report` at the start of a line as the report directive.
+            out.append(report(path, caption=caption, category=name, subcategory=f"buffer {buffer}", labels=labels))
     return out

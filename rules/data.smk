@@ -4,14 +4,15 @@
 rule prepare_dataset:
     output:
         f"{STUDY.data_root()}/{{dataset}}/meta.json",
-    params:
-        root=lambda wc, output: Path(output[0]).parent.parent,
-        mirrors=mirror_args,
-        verify="" if config["data"]["verify_checksums"] else "--no-verify",
     log:
         f"{R}/logs/data/{{dataset}}.log",
     benchmark:
         f"{R}/benchmarks/data/{{dataset}}.tsv"
+    conda:
+        "../envs/wscl.yaml"
+    params:
+        root=lambda wc, output: Path(output[0]).parent.parent,
+        mirrors=mirror_args,
+        verify="" if config["data"]["verify_checksums"] else "--no-verify",
     shell:
-        "wscl data prepare {wildcards.dataset} --root {params.root} {params.mirrors} {params.verify} "
-        "> {log} 2>&1"
+        "wscl data prepare {wildcards.dataset} --root {params.root} {params.mirrors} {params.verify} > {log} 2>&1"

@@ -7,15 +7,17 @@
 rule mlflow_setup:
     output:
         f"{R}/mlflow/setup.json",
+    log:
+        f"{R}/logs/mlflow_setup.log",
+    benchmark:
+        f"{R}/benchmarks/mlflow_setup.tsv"
+    conda:
+        "../envs/wscl.yaml"
     params:
         uri=STUDY.tracking_uri(),
         experiment=config["study"],
         artifacts=artifact_root_arg(),
         groups=" ".join(f"--group {g}" for g in STUDY.groups()),
-    log:
-        f"{R}/logs/mlflow_setup.log",
-    benchmark:
-        f"{R}/benchmarks/mlflow_setup.tsv"
     shell:
         "wscl mlflow-setup --uri {params.uri:q} --experiment {params.experiment:q} "
         "{params.artifacts} {params.groups} --out {output} > {log} 2>&1"
@@ -28,19 +30,21 @@ rule train:
         mlflow=ancient(f"{R}/mlflow/setup.json"),
     output:
         f"{R}/runs/{{benchmark}}/buffer{{buffer}}/{{method}}/{{preset}}/{{fidelity}}/seed{{seed}}/metrics.json",
-    params:
-        trainer=lambda wc: json.dumps(STUDY.trainer_config(STUDY.key(wc)), sort_keys=True),
-        out=run_dir,
-        group=lambda wc: STUDY.key(wc).group,
+    log:
+        f"{R}/logs/train/{{benchmark}}/buffer{{buffer}}/{{method}}/{{preset}}/{{fidelity}}/seed{{seed}}.log",
+    benchmark:
+        f"{R}/benchmarks/train/{{benchmark}}/buffer{{buffer}}/{{method}}/{{preset}}/{{fidelity}}/seed{{seed}}.tsv"
+    conda:
+        "../envs/wscl.yaml"
     threads: config["resources"]["train"]["threads"]
     resources:
         mem_mb=config["resources"]["train"]["mem_mb"],
         runtime=config["resources"]["train"]["runtime"],
         gpu=config["resources"]["train"]["gpu"],
-    log:
-        f"{R}/logs/train/{{benchmark}}/buffer{{buffer}}/{{method}}/{{preset}}/{{fidelity}}/seed{{seed}}.log",
-    benchmark:
-        f"{R}/benchmarks/train/{{benchmark}}/buffer{{buffer}}/{{method}}/{{preset}}/{{fidelity}}/seed{{seed}}.tsv"
+    params:
+        trainer=lambda wc: json.dumps(STUDY.trainer_config(STUDY.key(wc)), sort_keys=True),
+        out=run_dir,
+        group=lambda wc: STUDY.key(wc).group,
     shell:
         "wscl train --config-json {params.trainer:q} --out {params.out} --threads {threads} --quiet "
         "--mlflow-setup {input.mlflow} --mlflow-parent-group {params.group:q} > {log} 2>&1"
@@ -52,12 +56,14 @@ rule mlflow_sync:
         metrics=all_metrics(),
     output:
         f"{R}/mlflow/sync.json",
-    params:
-        study=lambda wc: json.dumps(config, sort_keys=True),
     log:
         f"{R}/logs/mlflow_sync.log",
     benchmark:
         f"{R}/benchmarks/mlflow_sync.tsv"
+    conda:
+        "../envs/wscl.yaml"
+    params:
+        study=lambda wc: json.dumps(config, sort_keys=True),
     shell:
         # Training jobs log their own runs; this logs those the destination lacks, e.g. after a move.
         "wscl mlflow-sync --study-json {params.study:q} --setup {input.setup} --out {output} > {log} 2>&1"

@@ -62,7 +62,8 @@ def fake_cifar10(where: Path, per_class: int = 3) -> Path:
     for i in range(1, 6):
         labels = np.tile(np.arange(10), per_class)
         py2_pickle({"batch_label": f"training batch {i} of 5", "labels": labels.tolist(),
-                    "data": cifar_rows(marked_images(labels)), "filenames": [f"img_{i}_{k}.png" for k in range(len(labels))]},
+                    "data": cifar_rows(marked_images(labels)),
+                    "filenames": [f"img_{i}_{k}.png" for k in range(len(labels))]},
                    folder / f"data_batch_{i}")
     labels = np.tile(np.arange(10), 2)
     py2_pickle({"batch_label": "testing batch 1 of 1", "labels": labels.tolist(),

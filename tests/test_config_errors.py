@@ -3,6 +3,7 @@ import pytest
 import wscl.learners as learners
 from wscl.cli import main
 from wscl.config import ConfigError, resolve
+from wscl.errors import ExitCode
 from wscl.trainer import Run
 from wscl.wake import NonFiniteLossError
 
@@ -33,11 +34,11 @@ def test_explicit_settings_beat_the_preset():
 def test_cli_exits_nonzero_with_the_message(tmp_path, capsys):
     code = main(["train", "--out", str(tmp_path), "--set", "training.bach_size=8"])
     err = capsys.readouterr().err
-    assert code == 2 and "training.bach_size" in err and "training.batch_size" in err
+    assert code == ExitCode.CONFIG and "training.bach_size" in err and "training.batch_size" in err
     assert not (tmp_path / "metrics.json").exists()
     bad = tmp_path / "bad.yaml"
     bad.write_text("training: [1, 2\n")
-    assert main(["train", "--out", str(tmp_path), "--config", str(bad)]) == 2
+    assert main(["train", "--out", str(tmp_path), "--config", str(bad)]) == ExitCode.CONFIG
     assert "not valid YAML" in capsys.readouterr().err
 
 
@@ -71,5 +72,5 @@ def test_nan_loss_from_cli_exits_nonzero_naming_where(tmp_path, capsys, monkeypa
     monkeypatch.setattr(learners.ERACE, "loss", nan_loss)
     code = main(["train", "--out", str(tmp_path), "--quiet", "--preset", "base", "--set", "runtime.device=cpu"])
     err = capsys.readouterr().err
-    assert code == 2
+    assert code == ExitCode.NON_FINITE_LOSS
     assert "non-finite loss (nan) at task 0, epoch 0, step 0" in err and "training.lr" in err

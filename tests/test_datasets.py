@@ -16,6 +16,7 @@ from wscl.cli import main
 from wscl.data import DatasetError, load
 from wscl.datasets import cifar, fashion_mnist, tinyimagenet
 from wscl.datasets.sources import ChecksumError, MissingSourceError, RawFile, fetch, md5_of
+from wscl.errors import ExitCode
 
 quiet = lambda *_: None  # noqa: E731
 
@@ -202,7 +203,7 @@ def test_damaged_fashion_mnist_file_fails_naming_the_file(tmp_path, capsys, dama
     code = main(["data", "prepare", "seq-fashion-mnist", "--root", str(tmp_path / "data"),
                  "--mirror", f"fashion-mnist={mirror}"])
     err = capsys.readouterr().err
-    assert code == 2 and "train-labels-idx1-ubyte.gz: checksum mismatch" in err
+    assert code == ExitCode.DATA and "train-labels-idx1-ubyte.gz: checksum mismatch" in err
     assert not (tmp_path / "data/seq-fashion-mnist").exists()
     raw = tmp_path / "data/raw/fashion-mnist"
     assert sorted(p.name for p in raw.iterdir()) == ["train-images-idx3-ubyte.gz"]  # verified; nothing half-written

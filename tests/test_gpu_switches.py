@@ -6,7 +6,6 @@ import torch
 
 from wscl.augment import Preprocess, random_crop_flip
 from wscl.config import ConfigError, PRESETS, fingerprint
-from wscl.learners import LEARNERS
 from wscl.runtime import resolve_runtime
 from wscl.trainer import Run
 
@@ -88,14 +87,16 @@ def test_channels_last_gives_the_metrics_of_the_default_format(tiny, tmp_path):
     """Tolerance: 2 of the 60 test images (conv kernels differ in summation order only)."""
     base = run(tiny, tmp_path / "a", runtime={"channels_last": False}, **ONE_TASK)
     nhwc = run(tiny, tmp_path / "b", runtime={"channels_last": True}, **ONE_TASK)
-    assert nhwc["class_il"]["final_avg_acc"] == pytest.approx(base["class_il"]["final_avg_acc"], abs=100 * 2 / 60 + 1e-6)
+    assert nhwc["class_il"]["final_avg_acc"] == pytest.approx(base["class_il"]["final_avg_acc"],
+                                                              abs=100 * 2 / 60 + 1e-6)
 
 
 def test_bf16_autocast_stays_close_to_fp32(tiny, tmp_path):
     """Tolerance: 4 of the 60 test images (bf16 keeps 8 bits of mantissa)."""
     fp32 = run(tiny, tmp_path / "a", runtime={"bf16": False}, **ONE_TASK)
     bf16 = run(tiny, tmp_path / "b", runtime={"bf16": True}, **ONE_TASK)
-    assert bf16["class_il"]["final_avg_acc"] == pytest.approx(fp32["class_il"]["final_avg_acc"], abs=100 * 4 / 60 + 1e-6)
+    assert bf16["class_il"]["final_avg_acc"] == pytest.approx(fp32["class_il"]["final_avg_acc"],
+                                                              abs=100 * 4 / 60 + 1e-6)
 
 
 def test_losses_are_fp32_under_bf16_autocast(tiny, tmp_path):

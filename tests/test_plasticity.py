@@ -13,7 +13,7 @@ def test_exactly_the_configured_fractions_are_scaled():
     model = net()
     imp = Importance(model)
     before = {n: p.detach().clone() for n, p in plastic_parameters(model).items()}
-    for name, score in imp.scores.items():
+    for score in imp.scores.values():
         score.copy_(torch.arange(score.numel(), dtype=torch.float32).view_as(score))  # importance = position
     apply_plasticity(imp, strengthen_frac=0.25, strengthen=0.5, weaken_frac=0.1, weaken=0.2)
     for name, p in plastic_parameters(model).items():

@@ -12,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from workflow_support import snakemake
-from wscl.plots import PLOTS
+from wscl.outputs import PLOTS
 from wscl.report import CAPTIONS
 
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -78,7 +78,8 @@ def test_report_in_a_browser_shows_summary_tables_runs_and_provenance(study, tmp
         numbers = browser.find_elements(By.CSS_SELECTOR, ".summary .num")
         assert numbers
         for span in numbers:
-            shown = cell(span.get_attribute("data-table"), span.get_attribute("data-row"), span.get_attribute("data-col"))
+            shown = cell(span.get_attribute("data-table"), span.get_attribute("data-row"),
+                         span.get_attribute("data-col"))
             assert NUMBER.search(shown).group() == span.text
         diffs = browser.find_elements(By.CSS_SELECTOR, ".summary .diff")
         assert diffs  # the smoke study has WSCL (full) and its base learner
@@ -105,7 +106,8 @@ def test_report_in_a_browser_shows_summary_tables_runs_and_provenance(study, tmp
             preset = row.find_element(By.CSS_SELECTOR, 'td[data-col="preset"]').text
             assert children[run_id].data.tags["seed"] == seed and children[run_id].data.tags["preset"] == preset
             link = row.find_element(By.CSS_SELECTOR, 'td[data-col="MLflow run id"] a').get_attribute("href")
-            assert link.endswith(f"/#/experiments/{experiment.experiment_id}/runs/{run_id}?workflowType=machine_learning")
+            assert link.endswith(f"/#/experiments/{experiment.experiment_id}/runs/{run_id}"
+                                 "?workflowType=machine_learning")
             metrics = json.loads((study / children[run_id].data.tags["wscl.run_key"] / "metrics.json").read_text())
             acc = row.find_element(By.CSS_SELECTOR, 'td[data-col="Class-IL acc"]').text
             assert acc == f"{metrics['class_il']['final_avg_acc']:.2f}"
@@ -170,7 +172,7 @@ def test_mlflow_parents_carry_seed_statistics_verdict_tags_and_datasets(study):
         assert "accuracy_matrix.png" in artifacts
 
 
-def fake_runs(values: dict) -> "pd.DataFrame":
+def fake_runs(values: dict):
     """Per-seed runs of seq-cifar10, buffer 200: (preset, fidelity) -> Class-IL final accuracies."""
     import pandas as pd
 
@@ -203,12 +205,13 @@ def test_summary_compares_only_rows_of_one_fidelity_and_reuses_the_tables_verdic
     assert "Best (corrected)" in text["best"][0] and "Best (reference)" in text["best"][1]
     # WSCL vs base: authors and full at reference, full at corrected; never across fidelities.
     pairs = [(f.refs[0]["row"], f.refs[1]["row"]) for f in found if f.kind == "vs_base"]
-    assert sorted(pairs) == sorted([(row_id("er_ace", "full", "corrected", 200), row_id("er_ace", "base", "corrected", 200)),
-                                    (row_id("er_ace", "authors", "reference", 200), row_id("er_ace", "base", "reference", 200)),
-                                    (row_id("er_ace", "full", "reference", 200), row_id("er_ace", "base", "reference", 200))])
+    pair = {(preset, fidelity): (row_id("er_ace", preset, fidelity, 200), row_id("er_ace", "base", fidelity, 200))
+            for preset, fidelity in (("full", "corrected"), ("authors", "reference"), ("full", "reference"))}
+    assert sorted(pairs) == sorted(pair.values())
     expected = difference(values[("full", "reference")], values[("no_nrem", "reference")])
     [ablation] = text["ablation"]
-    assert f">{expected.difference:+.2f}</span>" in ablation and f"[{expected.low:+.2f}, {expected.high:+.2f}]" in ablation
+    assert f">{expected.difference:+.2f}</span>" in ablation
+    assert f"[{expected.low:+.2f}, {expected.high:+.2f}]" in ablation
     # Verdicts: the paper reports ER-ACE + WSCL at seq-cifar10/200, so authors and full rows get the table's words.
     verdicts = pretty(table)["verdict acc"]
     shown = [v for v in verdicts if v]

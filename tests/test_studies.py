@@ -118,5 +118,6 @@ def test_run_coordinates_in_trainer_sections_are_refused_with_where_they_belong(
     else:
         config["overrides"].append({"match": {"method": "er"}, "trainer": tree})
         name = f"overrides[{len(config['overrides']) - 1}].trainer"
-    with pytest.raises(ConfigError, match=rf"{re.escape(name)} sets {re.escape(key)}, which is a run coordinate.*{where}"):
+    message = rf"{re.escape(name)} sets {re.escape(key)}, which is a run coordinate.*{where}"
+    with pytest.raises(ConfigError, match=message):
         Study(config)

@@ -50,7 +50,8 @@ def test_no_mlflow_without_a_uri(tmp_path, monkeypatch):
     assert main(["train", "--out", "run", "--quiet", "--preset", "base", "--set", "scenario.n_tasks=1",
                  "--set", "runtime.device=cpu"]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
-    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoint.pt", "metrics.json", "resolved_config.yaml"]
+    written = sorted(p.name for p in (tmp_path / "run").iterdir())
+    assert written == ["checkpoint.pt", "metrics.json", "resolved_config.yaml"]
 
 
 def test_live_per_task_metrics_then_the_finished_run_without_duplicates(finished, tmp_path):

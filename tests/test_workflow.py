@@ -6,11 +6,10 @@ import sys
 import time
 
 import psutil
-import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from wscl.plots import PLOTS
+from wscl.outputs import PLOTS
 from workflow_support import (BIN, ENV, SMOKE_RUNS as RUNS, assert_run_holds_metrics, job_counts, metrics_path,
                               snakemake, workflow_copy)
 
@@ -45,7 +44,8 @@ def test_mlflow_holds_every_run_with_its_metrics(smoke):
     assert len(children) == len(RUNS)  # four jobs ran in parallel (--cores 4): none lost, none doubled
     for child in children:
         preset, seed = child.data.tags["preset"], int(child.data.tags["seed"])
-        assert child.data.tags["mlflow.parentRunId"] == parents[f"synthetic/buffer20/er_ace/{preset}/reference"].info.run_id
+        parent = parents[f"synthetic/buffer20/er_ace/{preset}/reference"]
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert_run_holds_metrics(client, child, json.loads(metrics_path(smoke, preset, seed).read_text()))
 
 

@@ -25,7 +25,7 @@ TIMINGS = {"wall_seconds", "train_images_per_second"}
 def workflow_copy(dest: Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "Snakefile", dest)
-    for folder in ("rules", "config", "profiles", "report"):
+    for folder in ("rules", "config", "profiles", "report", "envs"):
         shutil.copytree(REPO / folder, dest / folder)
     return dest
 

@@ -10,6 +10,7 @@ import pandas as pd
 import yaml
 
 from .metrics import SUMMARY_KEYS
+from .outputs import ALL_RUNS, PLOTS, plot_file, table_name
 from .provenance import GENERATED, dataset_identity
 from .reproduction import verdict
 from .studies import FIXED_BUFFER, Study
@@ -136,17 +137,24 @@ def write_tables(table: pd.DataFrame, stem: Path, caption: str) -> None:
                                         .replace("±", r"$\pm$"))
 
 
-def plot_files(study: Study) -> list[str]:
-    """Every figure of a study: ``plots/<benchmark>_buffer<B>_<plot>.png`` for each plot in plots.PLOTS."""
-    from .plots import PLOTS
-    return [f"{study.results}/plots/{name}_buffer{buffer}_{plot}.png" for name, buffer in study.tables()
-            for plot in PLOTS]
+def _draw_plots(subset: pd.DataFrame, table: pd.DataFrame, benchmark: str, buffer: int, plots_dir: Path,
+                title: str) -> None:
+    """Every figure of outputs.PLOTS for one table: per-run figures read the runs, the others the table."""
+    from . import plots
+    makers = {"accuracy_matrix": (plots.mean_accuracy_matrices, subset),
+              "avg_acc_curve": (plots.average_accuracy_curves, subset),
+              "ablation": (plots.ablation_bars, table),
+              "frozen_blocks": (plots.frozen_blocks, subset),
+              "task_accuracy": (plots.task_accuracy_over_time, subset),
+              "forgetting_vs_accuracy": (plots.forgetting_vs_accuracy, table)}
+    for plot in PLOTS:
+        draw, data = makers[plot]
+        draw(data, str(plots_dir / plot_file(benchmark, buffer, plot)), title)
 
 
 def aggregate(study: Study, tables_dir: Path, plots_dir: Path, mlflow_uri: str | None = None) -> None:
     """Tables and plots; with an MLflow URI also each run's MLflow run id (all_runs.csv) and the seed
     statistics and verdicts on every parent run."""
-    from . import plots
     tables_dir.mkdir(parents=True, exist_ok=True)
     plots_dir.mkdir(parents=True, exist_ok=True)
     runs = load_runs(study)
@@ -160,7 +168,7 @@ def aggregate(study: Study, tables_dir: Path, plots_dir: Path, mlflow_uri: str |
             mlflow_uri = None
     runs["mlflow_run_id"] = [run_ids.get(k, "") for k in runs.run_key]
     flat = runs.drop(columns=["matrix_class_il", "matrix_task_il", "frozen_blocks"])
-    flat.to_csv(tables_dir / "all_runs.csv", index=False, float_format="%.4f")
+    flat.to_csv(tables_dir / ALL_RUNS, index=False, float_format="%.4f")
     reported = reported_values()
     parent_rows = {}
     for benchmark, buffer in study.tables():
@@ -172,18 +180,11 @@ def aggregate(study: Study, tables_dir: Path, plots_dir: Path, mlflow_uri: str |
                    f"fidelity per row; forgetting per the row's fidelity (reference: [code] definition incl. "
                    f"pre-training entries; corrected: [ours]); paper values: {reported['source']}; verdict: "
                    "ours - paper with its 95% interval (wscl/reproduction.py)")
-        write_tables(table, tables_dir / f"{benchmark}_buffer{buffer}", caption)
+        write_tables(table, tables_dir / table_name(benchmark, buffer), caption)
         for row in table.to_dict("records"):
             parent_rows.setdefault(f"{benchmark}/buffer{row['buffer']}/{row['method']}/{row['preset']}/"
                                    f"{row['fidelity']}", row)
-        stem = plots_dir / f"{benchmark}_buffer{buffer}"
-        title = f"{benchmark}, buffer {buffer} ({fidelity})"
-        plots.mean_accuracy_matrices(subset, f"{stem}_accuracy_matrix.png", title)
-        plots.average_accuracy_curves(subset, f"{stem}_avg_acc_curve.png", title)
-        plots.ablation_bars(table, f"{stem}_ablation.png", title)
-        plots.frozen_blocks(subset, f"{stem}_frozen_blocks.png", title)
-        plots.task_accuracy_over_time(subset, f"{stem}_task_accuracy.png", title)
-        plots.forgetting_vs_accuracy(table, f"{stem}_forgetting_vs_accuracy.png", title)
+        _draw_plots(subset, table, benchmark, buffer, plots_dir, f"{benchmark}, buffer {buffer} ({fidelity})")
     if mlflow_uri:
         from .tracking import summarize_parents
         datasets = {g: dataset_identity(json.loads(Path(p).read_text()))

@@ -97,7 +97,8 @@ def run_bench(device: str = "auto", out: str | Path = "results/bench.json", step
                "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
                "runs": [measure(preset, steps, device) for preset in ("base", "full")]}
     dev = resolve_runtime(bench_config("base", steps, device)).device
-    results["device"] = device_name(dev) if dev.type == "cuda" else f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
+    results["device"] = (device_name(dev) if dev.type == "cuda"
+                         else f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)")
     for r in results["runs"]:
         print(f"{r['preset']:>5} er_ace on {results['device']}: trainer {r['trainer_images_per_second']:.1f} img/s, "
               f"bare loop {r['bare_loop_images_per_second']:.1f} img/s, efficiency ratio {r['efficiency_ratio']:.3f}")

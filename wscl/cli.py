@@ -1,4 +1,9 @@
-"""Command line: ``python -m wscl {train,bench,data,verify-archive,...}``."""
+"""Command line: ``python -m wscl {train,bench,data,verify-archive,...}``.
+
+Only light modules are imported before the arguments are parsed: ``wscl --help`` loads no torch, pandas
+or MLflow. Each command imports what it needs.
+"""
+
 from __future__ import annotations
 
 import argparse
@@ -7,22 +12,29 @@ import os
 import sys
 from pathlib import Path
 
-from .config import ConfigError, deep_merge, load_file, parse_set, resolve
+from . import __version__
+from .config import CHOICES, METHODS, PRESETS, ConfigError, deep_merge, load_file, parse_set, resolve
+from .errors import ExitCode, exit_code, exit_codes_help
 
 
 def _train_parser(sub) -> None:
-    p = sub.add_parser("train", help="train one run and write metrics.json (resumes from its checkpoint)")
+    p = sub.add_parser("train", help="train one run and write metrics.json (resumes from its checkpoint)",
+                       description="Train one run. Settings, later wins: wscl/defaults.yaml -> preset -> --config "
+                                   "-> --config-json -> shortcuts -> --set.",
+                       epilog=exit_codes_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="run configuration YAML (keys as in wscl/defaults.yaml)")
     p.add_argument("--config-json", help="run configuration as a JSON object (what the workflow passes)")
     p.add_argument("--out", required=True, help="output folder (metrics.json, checkpoint.pt)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any setting by its dotted path, e.g. training.lr=0.1 (repeatable)")
-    p.add_argument("--dataset", help="shortcut for --set dataset.name=...")
-    p.add_argument("--preset", help="shortcut for --set preset=...")
-    p.add_argument("--method", help="shortcut for --set training.method=...")
+                   help="override any setting by its dotted path, e.g. training.lr=0.1 (repeatable; the value is "
+                        "read as YAML)")
+    p.add_argument("--dataset", help="shortcut for --set dataset.name=...: a prepared dataset folder under "
+                                     "dataset.root, or synthetic")
+    p.add_argument("--preset", choices=PRESETS, help="shortcut for --set preset=...")
+    p.add_argument("--method", choices=METHODS, help="shortcut for --set training.method=...")
     p.add_argument("--seed", type=int, help="shortcut for --set seed=...")
-    p.add_argument("--fidelity", choices=["reference", "corrected"], help="shortcut for --set fidelity=...")
-    p.add_argument("--device", help="shortcut for --set runtime.device=...")
+    p.add_argument("--fidelity", choices=CHOICES["fidelity"], help="shortcut for --set fidelity=...")
+    p.add_argument("--device", help="shortcut for --set runtime.device=...: auto, cpu, cuda or cuda:N")
     p.add_argument("--mlflow-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI; none = no MLflow)")
     p.add_argument("--mlflow-experiment", help="experiment name when no parent run is given")
     p.add_argument("--mlflow-parent", help="parent run id; the run is logged as its child")
@@ -133,7 +145,8 @@ def parse_mirrors(items: list[str]) -> dict[str, list[Path]]:
     mirrors: dict[str, list[Path]] = {}
     for item in items or []:
         if "=" not in item:
-            raise ConfigError(f"--mirror {item!r}: expected RAW=PATH, e.g. fashion-mnist=/usr/share/datasets/fashion-mnist")
+            raise ConfigError(f"--mirror {item!r}: expected RAW=PATH, "
+                              "e.g. fashion-mnist=/usr/share/datasets/fashion-mnist")
         raw, path = item.split("=", 1)
         mirrors.setdefault(raw, []).append(Path(path))
     return mirrors
@@ -202,17 +215,30 @@ def cmd_verify_archive(args) -> int:
     for line in problems:
         print(line)
     print(f"{args.file}: {'OK, every checksum matches' if not problems else f'{len(problems)} problem(s)'}")
-    return 1 if problems else 0
+    return ExitCode.ARCHIVE_INVALID if problems else ExitCode.OK
+
+
+def cmd_schema(args) -> int:
+    from .schema import trainer_schema
+    text = json.dumps(trainer_schema(), indent=2) + "\n"
+    if args.out:
+        Path(args.out).write_text(text)
+    else:
+        print(text, end="")
+    return ExitCode.OK
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="wscl", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="wscl", description="Wake-Sleep Consolidated Learning (WSCL): train, "
+                                     "aggregate and archive the runs of a study.", epilog=exit_codes_help(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _train_parser(sub)
     b = sub.add_parser("bench", help="trainer throughput and efficiency ratio on a fixed synthetic setup")
-    b.add_argument("--device", default="auto")
-    b.add_argument("--out", default="results/bench.json")
-    b.add_argument("--steps", type=int, default=60, help="training steps per measured task")
+    b.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
+    b.add_argument("--out", default="results/bench.json", help="result JSON (default: %(default)s)")
+    b.add_argument("--steps", type=int, default=60, help="training steps per measured task (default: %(default)s)")
     d = sub.add_parser("data", help="prepare a benchmark in the canonical format, or describe one")
     dsub = d.add_subparsers(dest="data_command", required=True)
     dp = dsub.add_parser("prepare", help="fetch (mirror first), verify and convert a benchmark")
@@ -222,11 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="local copy of a raw dataset (official archive or extracted layout); repeatable")
     dp.add_argument("--no-verify", action="store_true", help="accept files whose checksums do not match")
     di = dsub.add_parser("info", help="JSON summary of a prepared benchmark")
-    di.add_argument("folder")
+    di.add_argument("folder", help="the prepared benchmark's folder (holds meta.json)")
     m = sub.add_parser("mlflow-setup", help="create a study's experiment and parent runs (idempotent)")
-    m.add_argument("--uri", required=True)
-    m.add_argument("--experiment", required=True)
-    m.add_argument("--artifact-root")
+    m.add_argument("--uri", required=True, help="MLflow tracking URI (sqlite:///... or http(s)://...)")
+    m.add_argument("--experiment", required=True, help="experiment name (the study's name)")
+    m.add_argument("--artifact-root", help="artifact location of a new experiment (a local store's folder)")
     m.add_argument("--group", action="append", default=[], help="parent run group (repeatable)")
     m.add_argument("--out", help="write the experiment and parent ids as JSON here")
     sy = sub.add_parser("mlflow-sync", help="log a study's finished runs to the destination of its MLflow setup "
@@ -238,36 +264,41 @@ def build_parser() -> argparse.ArgumentParser:
                            ("report", "one-page HTML report of a study")):
         a = sub.add_parser(name, help=helptext)
         a.add_argument("--study-json", required=True, help="the study configuration (workflow config) as JSON")
-        a.add_argument("--tables", required=True)
-        a.add_argument("--plots", required=True)
+        a.add_argument("--tables", required=True, help="tables folder (written by aggregate, read by report)")
+        a.add_argument("--plots", required=True, help="plots folder (written by aggregate, read by report)")
         if name == "report":
-            a.add_argument("--out", required=True)
+            a.add_argument("--out", required=True, help="the HTML file to write")
         else:
             a.add_argument("--mlflow-uri", help="also record each run's MLflow run id and summarize the parent "
                                                 "runs (seed mean/std, verdicts) in this store")
     ar = sub.add_parser("archive", help="pack a study into one checksummed tar.gz")
-    ar.add_argument("--study-json", required=True)
-    ar.add_argument("--mlflow-uri", required=True)
-    ar.add_argument("--out", required=True)
-    va = sub.add_parser("verify-archive", help="check every checksum of an archive")
-    va.add_argument("file")
+    ar.add_argument("--study-json", required=True, help="the study configuration (workflow config) as JSON")
+    ar.add_argument("--mlflow-uri", required=True, help="the study's MLflow store, exported into the archive")
+    ar.add_argument("--out", required=True, help="the tar.gz to write")
+    va = sub.add_parser("verify-archive", help="check every checksum of an archive",
+                        description="Check an archive against its manifest; each missing, extra or changed file is "
+                                    f"named and the exit code is {int(ExitCode.ARCHIVE_INVALID)}.")
+    va.add_argument("file", help="the archive (tar.gz written by wscl archive)")
+    sc = sub.add_parser("schema", help="print the JSON schema of the trainer settings",
+                        description="JSON schema (draft 2020-12) of a trainer configuration, generated from "
+                                    "wscl/defaults.yaml, wscl/learners.yaml and the presets; the workflow validates "
+                                    "a study's trainer sections against it.")
+    sc.add_argument("--out", help="write it to this file instead of standard output")
     return parser
 
 
 COMMANDS = {"train": cmd_train, "bench": cmd_bench, "data": cmd_data, "mlflow-setup": cmd_mlflow_setup,
-            "mlflow-sync": cmd_mlflow_sync,
-            "aggregate": cmd_aggregate, "report": cmd_report, "archive": cmd_archive,
-            "verify-archive": cmd_verify_archive}
+            "mlflow-sync": cmd_mlflow_sync, "aggregate": cmd_aggregate, "report": cmd_report,
+            "archive": cmd_archive, "verify-archive": cmd_verify_archive, "schema": cmd_schema}
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .data import DatasetError
-    from .scenario import ScenarioError
-    from .tracking import TrackingError
-    from .wake import NonFiniteLossError
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
-    except (ConfigError, DatasetError, ScenarioError, NonFiniteLossError, TrackingError) as exc:
+        return int(COMMANDS[args.command](args))
+    except Exception as exc:
+        code = exit_code(exc)
+        if code is None:
+            raise
         print(f"wscl {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return int(code)

@@ -10,15 +10,14 @@ import difflib
 import functools
 import hashlib
 import json
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A configuration problem, with a message that names the setting and the fix."""
+from .errors import ConfigError
 
 
 # Named studies as overrides of the `wscl` section (spec §2, "Ablations"). Two WSCLs exist:
@@ -42,7 +41,15 @@ PRESETS: dict[str, dict[str, Any]] = {
                  "wscl": {"stm": {"size": 0}, "nrem": {"enabled": False}, "plasticity": {"enabled": False}}},
 }
 
-METHODS = ("er", "er_ace", "derpp")
+
+
+def _package_yaml(name: str) -> dict:
+    return yaml.safe_load(resources.files("wscl").joinpath(name).read_text())
+
+
+# The base learners and the hyper-parameters each owns (training.<method>.<name>), declared once.
+LEARNER_SPECS: dict[str, dict[str, Any]] = _package_yaml("learners.yaml")
+METHODS = tuple(LEARNER_SPECS)
 
 # Allowed values of every setting that is not free-form: choices or (low, high) ranges.
 CHOICES = {
@@ -55,11 +62,13 @@ CHOICES = {
     "wscl.freezing.mode": ("training", "buffer", "training_and_buff"),
     "wscl.rem.source": ("aux", "noise", "none"),
     "wscl.rem.schedule": ("interleaved", "staged"),
-    "runtime.device": None,  # checked at run time: auto, cpu, cuda, cuda:N
+    "runtime.device": None,  # a pattern (PATTERNS); whether the device exists is checked at run time
     "runtime.bf16": ("auto", True, False),
     "runtime.channels_last": ("auto", True, False),
     "runtime.deterministic": ("auto", True, False),
 }
+# Free-form strings with a shape: regular expressions a value must match in full.
+PATTERNS = {"runtime.device": r"auto|cpu|cuda(:\d+)?"}
 RANGES = {
     "seed": (0, 2**31 - 1),
     "dataset.mmap_above_mb": (0, None),
@@ -86,8 +95,8 @@ RANGES = {
     "training.replay_batch_size": (1, None),
     "training.lr": (0.0, 10.0),
     "training.buffer_size": (0, None),
-    "training.derpp.alpha": (0.0, None),
-    "training.derpp.beta": (0.0, None),
+    **{f"training.{method}.{name}": tuple(hp["range"]) for method, spec in LEARNER_SPECS.items()
+       for name, hp in spec.get("hparams", {}).items()},
     "wscl.stm.size": (0, None),
     "wscl.nrem.epochs": (0, None),
     "wscl.nrem.stm_fraction": (0.0, 1.0),
@@ -107,8 +116,17 @@ def _defaults_text() -> str:
     return resources.files("wscl").joinpath("defaults.yaml").read_text()
 
 
+def learner_defaults() -> dict[str, dict[str, Any]]:
+    """``{method: {name: default}}`` for every learner that has hyper-parameters."""
+    return {method: {name: hp["default"] for name, hp in spec["hparams"].items()}
+            for method, spec in LEARNER_SPECS.items() if spec.get("hparams")}
+
+
 def defaults() -> dict:
-    return yaml.safe_load(_defaults_text())
+    """The trainer's defaults: wscl/defaults.yaml with each learner's hyper-parameters under training."""
+    tree = yaml.safe_load(_defaults_text())
+    tree["training"].update(learner_defaults())
+    return tree
 
 
 def deep_merge(base: dict, override: dict) -> dict:
@@ -159,6 +177,9 @@ def _check_keys(user: dict, reference: dict, prefix: str = "") -> None:
             if not isinstance(value, dict):
                 raise ConfigError(f"config key {path!r} must be a mapping with keys {', '.join(reference[key])}")
             _check_keys(value, reference[key], path + ".")
+        elif isinstance(value, dict):
+            raise ConfigError(f"config key {path!r} is a single setting, not a mapping; "
+                              f"it has no key {next(iter(value), '')!r}")
 
 
 # Settings that take either "auto" or a number in their range.
@@ -200,7 +221,7 @@ def _check_consistency(cfg: dict) -> None:
                           f"(got {p['strengthen_frac']} + {p['weaken_frac']})")
     _check_held_out_sizes(cfg)
     device = str(cfg["runtime"]["device"])
-    if not (device in ("auto", "cpu", "cuda") or device.startswith("cuda:")):
+    if not re.fullmatch(PATTERNS["runtime.device"], device):
         raise ConfigError(f"runtime.device={device!r} is not allowed; choose auto, cpu, cuda or cuda:N")
 
 
@@ -218,6 +239,16 @@ def _check_held_out_sizes(cfg: dict) -> None:
     if fr["mode"] in ("buffer", "training_and_buff") and sc["freeze_buffer_per_task"] == 0:
         raise ConfigError(f"wscl.freezing.mode={fr['mode']} scores on the freezing buffer, but "
                           "scenario.freeze_buffer_per_task is 0; raise it or use mode training")
+
+
+def check_settings(tree: dict) -> None:
+    """Keys and values of a partial configuration (e.g. a study's trainer section), before any merge."""
+    base = defaults()
+    _check_keys(tree, base)
+    reference = flatten(base)
+    for path, value in flatten(tree).items():
+        if not isinstance(value, dict):  # an empty section
+            _check_value(path, value, reference[path])
 
 
 def resolve(file_config: dict | None = None, sets: dict | None = None) -> dict:

@@ -2,6 +2,8 @@
 
 A learner owns everything that learns: the network, its optimiser, the replay memory (LTM) and, for
 ER-ACE, the record of heads seen so far. The dynamic-freezing trial copies whole learners.
+Each learner's name and hyper-parameters (with their defaults and ranges) are declared in
+wscl/learners.yaml; ``build_learner`` passes ``training.<method>.*`` to its constructor.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ class Step:
 class Learner:
     method = "base"
     replay_draws = 1          # replay minibatches drawn per step
+    stores_logits = False     # whether the memory keeps the logits of each stored sample
     replays_from_first_task = True
 
     def __init__(self, net: ResNet18, memory: ReservoirMemory, preprocess: Preprocess, lr: float,
@@ -136,8 +139,9 @@ class DERPP(Learner):
     """DER++: cross-entropy + alpha * MSE on stored logits + beta * cross-entropy on stored labels."""
     method = "derpp"
     replay_draws = 2
+    stores_logits = True
 
-    def __init__(self, *args, alpha: float = 0.1, beta: float = 0.5, **kwargs):
+    def __init__(self, *args, alpha: float, beta: float, **kwargs):
         super().__init__(*args, **kwargs)
         self.alpha, self.beta = alpha, beta
 
@@ -157,11 +161,9 @@ LEARNERS = {cls.method: cls for cls in (ER, ERACE, DERPP)}
 
 def build_learner(cfg: dict, n_heads: int, image_shape, preprocess: Preprocess, device, bf16: bool = False) -> Learner:
     t = cfg["training"]
+    cls = LEARNERS[t["method"]]
     net = ResNet18(n_heads, in_channels=image_shape[0], width=cfg["model"]["width"]).to(device)
     if preprocess.memory_format == torch.channels_last:
         net = net.to(memory_format=torch.channels_last)
-    memory = ReservoirMemory(t["buffer_size"], image_shape, n_heads, device, store_logits=t["method"] == "derpp")
-    kwargs = dict(lr=t["lr"], n_heads=n_heads, bf16=bf16)
-    if t["method"] == "derpp":
-        kwargs.update(alpha=t["derpp"]["alpha"], beta=t["derpp"]["beta"])
-    return LEARNERS[t["method"]](net, memory, preprocess, **kwargs)
+    memory = ReservoirMemory(t["buffer_size"], image_shape, n_heads, device, store_logits=cls.stores_logits)
+    return cls(net, memory, preprocess, lr=t["lr"], n_heads=n_heads, bf16=bf16, **t.get(t["method"], {}))

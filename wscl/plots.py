@@ -15,9 +15,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-
-# Every figure of a table, in report order (file: plots/<benchmark>_buffer<B>_<name>.png).
-PLOTS = ("ablation", "forgetting_vs_accuracy", "avg_acc_curve", "task_accuracy", "accuracy_matrix", "frozen_blocks")
 PRESET_COLOURS = {"base": "#332288", "authors": "#CC6677", "full": "#117733", "no_freezing": "#88CCEE",
                   "no_nrem": "#DDCC77", "no_plasticity": "#AA4499", "no_rem": "#44AA99", "rem_noise": "#999933",
                   "wake_rem": "#882255"}
@@ -188,8 +185,8 @@ def task_accuracy_over_time(runs, path, title: str) -> None:
             x = np.arange(j + 1, T + 1)
             ax.plot(x, R[j:, j], marker=METHOD_MARKERS.get(method, "D"), markersize=4, color=shades[j],
                     linestyle=FIDELITY_LINES.get(fidelity, ":"), label=f"task {j + 1}")
-        ax.set_title(_label(method, preset, fidelity, buffer), fontsize=8, color=style(method, preset, fidelity)["color"],
-                     fontweight="bold")
+        ax.set_title(_label(method, preset, fidelity, buffer), fontsize=8,
+                     color=style(method, preset, fidelity)["color"], fontweight="bold")
         ax.set_xticks(range(1, T + 1))
         ax.set_xlabel("after training task", fontsize=7)
         ax.set_ylabel("Class-IL accuracy (%)", fontsize=7)

@@ -17,7 +17,7 @@ import pandas as pd
 import yaml
 
 from .aggregate import pretty, reported_values, runs_for_table
-from .plots import PLOTS
+from .outputs import ALL_RUNS, PLOTS, plot_file, table_file, table_name
 from .provenance import git_state, software_versions
 from .reproduction import difference
 from .studies import Study
@@ -51,10 +51,6 @@ def row_id(method: str, preset: str, fidelity: str, buffer) -> str:
     return f"{method}/{preset}/{fidelity}/buffer{int(buffer)}"
 
 
-def table_id(benchmark: str, buffer: int) -> str:
-    return f"{benchmark}_buffer{buffer}"
-
-
 @dataclass
 class Finding:
     kind: str               # best | vs_base | ablation | verdict | none
@@ -79,7 +75,7 @@ def findings(runs: pd.DataFrame, table: pd.DataFrame, benchmark: str, buffer: in
     the best preset, WSCL (authors, full) vs its base learner, each ablation's effect (full - ablation),
     and the reproduction verdicts of the paper's cells. Differences are Welch 95% intervals over seeds of
     Class-IL final average accuracy (reproduction.difference); verdicts are the tables' own."""
-    tid = table_id(benchmark, buffer)
+    tid = table_name(benchmark, buffer)
     out: list[Finding] = []
     rows = {(r.method, r.preset, r.fidelity): r for r in table.itertuples()}
 
@@ -215,7 +211,8 @@ def _provenance(study: Study, runs: pd.DataFrame) -> str:
     for (name, sha, verified, source), _ in runs.groupby(["dataset", "dataset_sha256", "dataset_checksums_verified",
                                                           "dataset_source"], dropna=False):
         data_rows.append(f"<tr><td>{html.escape(str(name))}</td><td><code>{html.escape(str(sha))}</code></td>"
-                         f"<td>{'yes' if str(verified) == 'True' else 'no'}</td><td>{html.escape(str(source))}</td></tr>")
+                         f"<td>{'yes' if str(verified) == 'True' else 'no'}</td>"
+                         f"<td>{html.escape(str(source))}</td></tr>")
     datasets = ('<table id="datasets"><tr><th>dataset</th><th>content sha256</th><th>raw checksums verified</th>'
                 f"<th>source</th></tr>{''.join(data_rows)}</table>")
     config = html.escape(yaml.safe_dump(study.config, sort_keys=False))
@@ -225,20 +222,21 @@ def _provenance(study: Study, runs: pd.DataFrame) -> str:
 
 def build_report(study: Study, tables_dir: Path, plots_dir: Path, out: Path) -> None:
     cfg = study.config
-    runs = pd.read_csv(tables_dir / "all_runs.csv", keep_default_na=True)
+    runs = pd.read_csv(tables_dir / ALL_RUNS, keep_default_na=True)
     fidelities = ", ".join(sorted(set(runs.fidelity)))
     summary, sections = [], []
     for benchmark, buffer in study.tables():
-        tid = table_id(benchmark, buffer)
-        table = pd.read_csv(tables_dir / f"{tid}.csv")
+        tid = table_name(benchmark, buffer)
+        table = pd.read_csv(tables_dir / table_file(benchmark, buffer, "csv"))
         subset = runs_for_table(runs, benchmark, buffer)
-        items = "".join(f'<li class="finding {f.kind}">{f.html}</li>' for f in findings(subset, table, benchmark, buffer))
+        items = "".join(f'<li class="finding {f.kind}">{f.html}</li>'
+                        for f in findings(subset, table, benchmark, buffer))
         summary.append(f"<h3>{html.escape(benchmark)}, buffer {buffer}</h3><ul>{items}</ul>")
         ids = [row_id(r.method, r.preset, r.fidelity, r.buffer) for r in table.itertuples()]
         sections.append(f'<h2 id="{html.escape(tid)}">{html.escape(benchmark)}, buffer {buffer}</h2>')
-        sections.append(f"<p class='note'>Mean ± std over seeds; every row states its fidelity.</p>")
+        sections.append("<p class='note'>Mean ± std over seeds; every row states its fidelity.</p>")
         sections.append(_table_html(pretty(table), ids, tid))
-        sections.extend(_img(plots_dir / f"{tid}_{plot}.png", CAPTIONS[plot]) for plot in PLOTS)
+        sections.extend(_img(plots_dir / plot_file(benchmark, buffer, plot), CAPTIONS[plot]) for plot in PLOTS)
     uri = study.tracking_uri()
     ui, experiment_id = mlflow_ui(study)
     runs_page = (f'<a href="{html.escape(ui)}/#/experiments/{experiment_id}/runs?{UI_VIEW}">its runs table</a>'

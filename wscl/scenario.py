@@ -12,10 +12,7 @@ import numpy as np
 import torch
 
 from .data import CanonicalDataset
-
-
-class ScenarioError(ValueError):
-    pass
+from .errors import ScenarioError
 
 
 def _per_class(total: int, n_classes: int) -> np.ndarray:

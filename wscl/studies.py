@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Iterator
+from collections.abc import Iterator
 
-from .config import CHOICES, PRESETS, ConfigError, deep_merge, flatten, resolve
+from .config import CHOICES, PRESETS, ConfigError, check_settings, deep_merge, defaults, flatten, resolve
+from .outputs import ALL_RUNS, PLOTS, TABLE_FORMATS, plot_file, table_file
 
 # Presets that fix the replay buffer themselves: they run once per benchmark, at that buffer.
 FIXED_BUFFER = {name: p["training"]["buffer_size"] for name, p in PRESETS.items()
@@ -28,6 +29,27 @@ COORDINATE_KEYS = {
     "training.buffer_size": "a benchmark's `buffers`",
     "dataset.name": "a benchmark's `dataset`",
 }
+
+
+def trainer_sections(config: dict, with_overrides: bool = True) -> dict[str, dict]:
+    """Where a study sets trainer settings -> the settings; parts that are not mappings are left to the schema."""
+    sections = {"trainer": config.get("trainer", {})}
+    benchmarks = config.get("benchmarks")
+    for name, bench in (benchmarks.items() if isinstance(benchmarks, dict) else ()):
+        sections[f"benchmarks.{name}.trainer"] = bench.get("trainer", {}) if isinstance(bench, dict) else {}
+    overrides = config.get("overrides", []) if with_overrides else []
+    for i, rule in enumerate(overrides if isinstance(overrides, list) else []):
+        sections[f"overrides[{i}].trainer"] = rule.get("trainer", {}) if isinstance(rule, dict) else {}
+    return {where: tree for where, tree in sections.items() if isinstance(tree, dict)}
+
+
+def check_trainer_sections(config: dict) -> None:
+    """The trainer's own check of every trainer section: its messages name the nearest valid key."""
+    for where, tree in trainer_sections(config).items():
+        try:
+            check_settings(tree)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
 
 
 @dataclass(frozen=True, order=True)
@@ -49,28 +71,20 @@ class Study:
     def __init__(self, config: dict):
         self.config = config
         self.results = config.get("results", "results")
+        check_trainer_sections(config)
         self._check_coordinate_keys()
         self._check_preset_keys()
 
-    def _trainer_sections(self, with_overrides: bool) -> dict[str, dict]:
-        sections = {"trainer": self.config.get("trainer", {})}
-        for name, bench in self.config["benchmarks"].items():
-            sections[f"benchmarks.{name}.trainer"] = bench.get("trainer", {})
-        if with_overrides:
-            for i, rule in enumerate(self.config.get("overrides", [])):
-                sections[f"overrides[{i}].trainer"] = rule.get("trainer", {})
-        return sections
-
     def _check_coordinate_keys(self) -> None:
         """A run coordinate set in a trainer section would be overwritten by the run's own value."""
-        for where, tree in self._trainer_sections(with_overrides=True).items():
+        for where, tree in trainer_sections(self.config).items():
             for key in sorted(set(flatten(tree)) & set(COORDINATE_KEYS)):
                 raise ConfigError(f"{where} sets {key}, which is a run coordinate and would be ignored; "
                                   f"set it through {COORDINATE_KEYS[key]}")
 
     def _check_preset_keys(self) -> None:
         """A preset-controlled setting in a study-wide section would silently undo an ablation."""
-        for where, tree in self._trainer_sections(with_overrides=False).items():
+        for where, tree in trainer_sections(self.config, with_overrides=False).items():
             clash = sorted(set(flatten(tree)) & set(PRESET_KEYS))
             if clash:
                 raise ConfigError(f"{where} sets {', '.join(clash)}, which the presets control; set it under "
@@ -78,7 +92,7 @@ class Study:
 
     def fidelities(self, entry: dict) -> list[str]:
         """A grid entry's fidelities: its own list, else the study's one fidelity (default reference)."""
-        return entry.get("fidelities") or [self.config.get("fidelity", "reference")]
+        return entry.get("fidelities") or [self.config.get("fidelity", defaults()["fidelity"])]
 
     def runs(self) -> Iterator[RunKey]:
         seen = set()
@@ -135,6 +149,13 @@ class Study:
         return [(name, buffer) for name, bench in self.config["benchmarks"].items() for buffer in bench["buffers"]]
 
     def table_files(self) -> list[str]:
-        return [f"{self.results}/tables/{name}_buffer{buffer}.{ext}" for name, buffer in self.tables()
-                for ext in ("csv", "md", "tex")]
+        return [f"{self.results}/tables/{table_file(name, buffer, fmt)}" for name, buffer in self.tables()
+                for fmt in TABLE_FORMATS]
+
+    def all_runs_file(self) -> str:
+        return f"{self.results}/tables/{ALL_RUNS}"
+
+    def plot_files(self) -> list[str]:
+        return [f"{self.results}/plots/{plot_file(name, buffer, plot)}" for name, buffer in self.tables()
+                for plot in PLOTS]
 

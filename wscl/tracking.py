@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from .config import flatten
+from .errors import TrackingError
 from .metrics import SUMMARY_KEYS
 
 MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch call
@@ -70,10 +71,6 @@ def accuracy_figure(metrics: dict, path: Path | None = None):
 
 
 GROUP_TAG = "wscl.group"
-
-
-class TrackingError(RuntimeError):
-    """The MLflow store lacks what a run needs (an experiment or parent run)."""
 
 
 def _client(uri: str):

@@ -13,7 +13,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from .sources import ChecksumError, MissingSourceError, RawFile, fetch, md5_of
 
@@ -30,7 +30,8 @@ class ArchiveSource:
 def _verify_folder(folder: Path, source: ArchiveSource) -> None:
     for name in source.required:
         if not (folder / name).exists():
-            raise MissingSourceError(f"{folder}: {name} is missing; expected the official layout of {source.archive.name}")
+            raise MissingSourceError(f"{folder}: {name} is missing; "
+                                     f"expected the official layout of {source.archive.name}")
     for name, expected in source.file_md5.items():
         seen = md5_of(folder / name)
         if seen != expected:

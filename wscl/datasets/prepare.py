@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -185,7 +185,8 @@ def info(folder: str | Path) -> dict:
         out = {}
         for c, name in enumerate(names):
             rows = np.flatnonzero(y == c)[:500]
-            out[name] = np.asarray(x[rows], dtype=np.float64).mean(axis=(0, 2, 3)).round(2).tolist() if len(rows) else []
+            out[name] = (np.asarray(x[rows], dtype=np.float64).mean(axis=(0, 2, 3)).round(2).tolist()
+                         if len(rows) else [])
         return out
 
     return {

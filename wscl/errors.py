@@ -1,0 +1,87 @@
+"""The errors the command line reports without a traceback, and the exit code of each.
+
+Kept free of heavy imports: the CLI needs these classes before it knows which command runs, and
+``wscl --help`` must stay fast. The modules that raise them import them from here.
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Exit codes of ``wscl``. Codes from 10 up are left to callers such as cluster wrappers."""
+
+    OK = 0
+    FAILED = 1  # an unexpected error (Python prints the traceback)
+    USAGE = 2  # the command line itself is wrong (argparse)
+    CONFIG = 3  # the run or study configuration is invalid; the message names the setting
+    DATA = 4  # a dataset is missing, incomplete, corrupt or fails its checksums
+    NON_FINITE_LOSS = 5  # training diverged (NaN or infinite loss); the checkpoint is kept
+    TRACKING = 6  # the MLflow store lacks what a run needs (experiment or parent run)
+    ARCHIVE_INVALID = 7  # verify-archive found a missing, extra or changed file
+
+    @property
+    def meaning(self) -> str:
+        return _MEANINGS[self]
+
+
+_MEANINGS = {
+    ExitCode.OK: "success",
+    ExitCode.FAILED: "unexpected error (with a traceback)",
+    ExitCode.USAGE: "command-line usage error",
+    ExitCode.CONFIG: "invalid configuration (the message names the setting)",
+    ExitCode.DATA: "dataset missing, incomplete or failing its checksums",
+    ExitCode.NON_FINITE_LOSS: "training diverged (NaN or infinite loss)",
+    ExitCode.TRACKING: "MLflow store lacks the experiment or parent run",
+    ExitCode.ARCHIVE_INVALID: "verify-archive found a missing, extra or changed file",
+}
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with a message that names the setting and the fix."""
+
+
+class ScenarioError(ConfigError):
+    """The scenario asks for more than the dataset holds (tasks, classes, images)."""
+
+
+class DatasetError(RuntimeError):
+    """A prepared dataset is missing, incomplete or corrupt."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss."""
+
+
+class TrackingError(RuntimeError):
+    """The MLflow store lacks what a run needs (an experiment or parent run)."""
+
+
+ERROR_CODES: dict[type[BaseException], ExitCode] = {
+    ConfigError: ExitCode.CONFIG,
+    DatasetError: ExitCode.DATA,
+    NonFiniteLossError: ExitCode.NON_FINITE_LOSS,
+    TrackingError: ExitCode.TRACKING,
+}
+# Until these modules import their exception from this one: (module, class name, code).
+_NOT_YET_MOVED = (("wscl.data", "DatasetError", ExitCode.DATA), ("wscl.wake", "NonFiniteLossError",
+                                                                 ExitCode.NON_FINITE_LOSS))
+
+
+def exit_code(exc: BaseException) -> ExitCode | None:
+    """The exit code of an error reported without a traceback; None for any other exception."""
+    for cls, code in ERROR_CODES.items():
+        if isinstance(exc, cls):
+            return code
+    for module, name, code in _NOT_YET_MOVED:
+        # A module that is not loaded cannot have raised its exception, so nothing heavy is imported here.
+        cls = getattr(sys.modules.get(module), name, None)
+        if cls is not None and isinstance(exc, cls):
+            return code
+    return None
+
+
+def exit_codes_help() -> str:
+    return "exit codes:\n" + "\n".join(f"  {int(code):<3} {code.meaning}" for code in ExitCode)
