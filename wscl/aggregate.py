@@ -12,6 +12,7 @@ import yaml
 from .metrics import SUMMARY_KEYS
 from .provenance import GENERATED, dataset_identity
 from .reproduction import verdict
+from .safe_io import atomic_write_text
 from .studies import FIXED_BUFFER, Study
 from .tracking import run_key
 
@@ -125,15 +126,15 @@ def _verdict_text(table: pd.DataFrame, i: int, metric: str) -> str:
 
 
 def write_tables(table: pd.DataFrame, stem: Path, caption: str) -> None:
-    table.to_csv(stem.with_suffix(".csv"), index=False, float_format="%.4f")
+    atomic_write_text(stem.with_suffix(".csv"), table.to_csv(index=False, float_format="%.4f"))
     nice = pretty(table)
-    stem.with_suffix(".md").write_text(f"**{caption}**\n\n" + nice.to_markdown(index=False) + "\n")
+    atomic_write_text(stem.with_suffix(".md"), f"**{caption}**\n\n" + nice.to_markdown(index=False) + "\n")
     latex = nice.copy()
     latex.columns = [c.replace("_", r"\_") for c in latex.columns]
     latex["preset"] = latex["preset"].str.replace("_", r"\_")
     latex["method"] = latex["method"].str.replace("_", r"\_")
-    stem.with_suffix(".tex").write_text(latex.to_latex(index=False, caption=caption, escape=False)
-                                        .replace("±", r"$\pm$"))
+    atomic_write_text(stem.with_suffix(".tex"), latex.to_latex(index=False, caption=caption, escape=False)
+                      .replace("±", r"$\pm$"))
 
 
 def plot_files(study: Study) -> list[str]:
@@ -160,7 +161,7 @@ def aggregate(study: Study, tables_dir: Path, plots_dir: Path, mlflow_uri: str |
             mlflow_uri = None
     runs["mlflow_run_id"] = [run_ids.get(k, "") for k in runs.run_key]
     flat = runs.drop(columns=["matrix_class_il", "matrix_task_il", "frozen_blocks"])
-    flat.to_csv(tables_dir / "all_runs.csv", index=False, float_format="%.4f")
+    atomic_write_text(tables_dir / "all_runs.csv", flat.to_csv(index=False, float_format="%.4f"))
     reported = reported_values()
     parent_rows = {}
     for benchmark, buffer in study.tables():

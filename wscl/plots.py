@@ -15,6 +15,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from .safe_io import save_figure  # noqa: E402
+
 
 # Every figure of a table, in report order (file: plots/<benchmark>_buffer<B>_<name>.png).
 PLOTS = ("ablation", "forgetting_vs_accuracy", "avg_acc_curve", "task_accuracy", "accuracy_matrix", "frozen_blocks")
@@ -56,7 +58,7 @@ def accuracy_matrix_figure(matrices: list, titles: list[str], suptitle: str, pat
     fig.suptitle(suptitle, fontsize=9)
     if path is None:
         return fig
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    save_figure(fig, path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return None
 
@@ -99,7 +101,7 @@ def mean_accuracy_matrices(runs, path, title: str) -> None:
         ax.set_ylabel("after task", fontsize=7)
     fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6, label="Class-IL accuracy (%)")
     fig.suptitle(f"{title}: Class-IL accuracy matrix (mean over seeds)", fontsize=9)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    save_figure(fig, path, dpi=100, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -123,7 +125,7 @@ def average_accuracy_curves(runs, path, title: str) -> None:
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    save_figure(fig, path, dpi=100, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -147,7 +149,7 @@ def ablation_bars(table, path, title: str) -> None:
     ax.set_ylim(0, 100)
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    save_figure(fig, path, dpi=100, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -164,7 +166,7 @@ def frozen_blocks(runs, path, title: str) -> None:
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    save_figure(fig, path, dpi=100, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -196,7 +198,7 @@ def task_accuracy_over_time(runs, path, title: str) -> None:
         ax.set_ylim(0, 100)
     axes.flat[0].legend(fontsize=6, loc="lower left")
     fig.suptitle(f"{title}: accuracy of each task over time (mean over seeds)", fontsize=9)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    save_figure(fig, path, dpi=100, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -216,5 +218,5 @@ def forgetting_vs_accuracy(table, path, title: str) -> None:
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    save_figure(fig, path, dpi=100, bbox_inches="tight")
     plt.close(fig)
