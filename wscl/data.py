@@ -104,6 +104,7 @@ def content_checksum(folder: Path) -> str:
 
 def save(ds: CanonicalDataset, folder: str | Path) -> Path:
     """Write atomically: into a temporary sibling folder, then rename into place."""
+    from .datasets.verify import meta_digests
     _validate(ds)
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -114,7 +115,7 @@ def save(ds: CanonicalDataset, folder: str | Path) -> Path:
             dtype = np.uint8 if name.endswith("_x") else np.int64
             np.save(tmp / f"{name}.npy", np.ascontiguousarray(arr, dtype=dtype))
         meta = ds.metadata()
-        meta["sha256"] = content_checksum(tmp)
+        meta.update(meta_digests(tmp))  # sha256 of the whole content (and of each array, to name a damaged one)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         if folder.exists():
             shutil.rmtree(folder)
@@ -142,7 +143,8 @@ def load(folder: str | Path, mmap_above_mb: float = 2048, verify: bool = False) 
     arrays = {n: np.load(folder / f"{n}.npy", mmap_mode=mode) for n in ARRAYS}
     # mean/std stay in `extra`: the trainer normalises with the stored statistics.
     known = {"format_version", "name", "image_shape", "channels", "classes", "dream_classes", "n_train",
-             "n_test", "n_dream", "augment", "source", "checksums_verified", "sha256"}
+             "n_test", "n_dream", "augment", "source", "checksums_verified", "sha256",
+             "files_sha256"}
     ds = CanonicalDataset(name=meta["name"], classes=meta["classes"], dream_classes=meta["dream_classes"],
                           augment=meta["augment"], source=meta.get("source", ""),
                           checksums_verified=meta.get("checksums_verified", True),
@@ -195,4 +197,8 @@ def from_config(cfg: dict) -> CanonicalDataset:
     if d["name"] == "synthetic":
         return synthetic(**d["synthetic"])
     folder = Path(d["root"]) / d["name"]
-    return load(folder, mmap_above_mb=d["mmap_above_mb"])
+    from .datasets.verify import verify_prepared
+    sha256 = verify_prepared(folder, d["mmap_above_mb"])  # stops the run on damaged data, naming the file
+    ds = load(folder, mmap_above_mb=d["mmap_above_mb"])
+    ds.extra["sha256"] = sha256 or ds.extra.get("sha256")
+    return ds
