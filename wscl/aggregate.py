@@ -153,7 +153,9 @@ def aggregate(study: Study, tables_dir: Path, plots_dir: Path, mlflow_uri: str |
     runs = load_runs(study)
     run_ids = {}
     if mlflow_uri:
-        from .tracking import child_run_ids
+        from .tracking import child_run_ids, sync_pending
+        # runs finished while the store was unreachable are logged now (their markers say where)
+        sync_pending([study.run_dir(k) for k in study.runs()], log=lambda msg: print(msg, file=sys.stderr))
         try:
             run_ids = child_run_ids(mlflow_uri, study.config["study"])
         except Exception as exc:  # the tables do not depend on the tracking store being reachable
