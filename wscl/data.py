@@ -105,6 +105,7 @@ def content_checksum(folder: Path) -> str:
 def save(ds: CanonicalDataset, folder: str | Path) -> Path:
     """Write atomically: into a temporary sibling folder, then rename into place."""
     from .datasets.verify import meta_digests
+    from .safe_io import atomic_save_npy
     _validate(ds)
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -113,7 +114,7 @@ def save(ds: CanonicalDataset, folder: str | Path) -> Path:
         for name in ARRAYS:
             arr = getattr(ds, name)
             dtype = np.uint8 if name.endswith("_x") else np.int64
-            np.save(tmp / f"{name}.npy", np.ascontiguousarray(arr, dtype=dtype))
+            atomic_save_npy(tmp / f"{name}.npy", np.ascontiguousarray(arr, dtype=dtype))
         meta = ds.metadata()
         meta.update(meta_digests(tmp))  # sha256 of the whole content (and of each array, to name a damaged one)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")

@@ -37,7 +37,7 @@ class WriteError(RuntimeError):
     """A file could not be written for a reason outside the program (disk full, read-only folder, ...)."""
 
     def __init__(self, path: str | Path, cause: OSError, after: str = RERUN):
-        self.path, self.errno = Path(path), cause.errno
+        self.path, self.errno, self.os_error = Path(path), cause.errno, cause
         words, todo = CAUSES.get(cause.errno, (cause.strerror or str(cause), "fix the cause and {after}"))
         self.cause = words
         super().__init__(f"cannot write {self.path}: {words}; "
@@ -97,11 +97,14 @@ def _sync_folder(folder: Path) -> None:
 def translated(path: str | Path, after: str = RERUN, name_from_os: bool = True):
     """Turn a disk-full / read-only / permission failure inside the block into a :class:`WriteError` that
     names the file the operating system names (with ``name_from_os``), else ``path``. Other failures pass
-    unchanged."""
+    unchanged. A WriteError from an inner writer takes this block's ``after`` (and ``path``, without
+    ``name_from_os``): the outer caller knows the command to rerun."""
     try:
         yield
-    except WriteError:
-        raise
+    except WriteError as exc:
+        if after == RERUN and name_from_os:
+            raise
+        raise WriteError(exc.path if name_from_os else path, exc.os_error, after) from exc.__cause__
     except Exception as exc:
         cause = os_error_in(exc)
         if cause is None or cause.errno not in CAUSES:
@@ -145,10 +148,18 @@ def atomic_write_json(path: str | Path, obj, after: str = RERUN, indent: int | N
     atomic_write_text(path, json.dumps(obj, indent=indent) + "\n", after)
 
 
+class _Writes:
+    """Only ``write`` of a file: numpy then writes through it in chunks, so a failed write keeps its errno
+    (``ndarray.tofile`` on a real file reports a full disk as ``OSError: N requested and M written``)."""
+
+    def __init__(self, fh):
+        self.write = fh.write
+
+
 def atomic_save_npy(path: str | Path, array, after: str = RERUN) -> None:
     import numpy as np
     with atomic_writer(path, "wb", after) as fh:
-        np.save(fh, array)
+        np.save(_Writes(fh), array)
 
 
 def atomic_torch_save(obj, path: str | Path, after: str = RESUME) -> None:

@@ -164,11 +164,13 @@ def prepare(name: str, root: str | Path, mirrors: dict[str, list[Path]] | None =
     # Raw files, extraction and the prepared folder are each written to a temporary name and renamed into
     # place, so a full disk or a read-only folder leaves no half-written benchmark: one line says which file
     # and why, and rerunning resumes (downloads after their last byte, finished raw files kept).
-    with translated(ctx.root / name, after=f"rerun `wscl data prepare {name} --root {root}`"):
+    rerun = f"rerun `wscl data prepare {name} --root {root}`"
+    with translated(ctx.root / name, after=rerun):
         ds = BUILDERS[name](ctx)
-        if not verify:
-            log(f"{name}: raw checksums were NOT verified; the metadata records checksums_verified: false")
-        scratch = ds.extra.pop("scratch", None)
+    if not verify:
+        log(f"{name}: raw checksums were NOT verified; the metadata records checksums_verified: false")
+    scratch = ds.extra.pop("scratch", None)
+    with translated(ctx.root / name, after=rerun, name_from_os=False):  # not its temporary sibling
         folder = data.save(ds, ctx.root / name)
     if scratch:
         shutil.rmtree(scratch, ignore_errors=True)
