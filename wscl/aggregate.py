@@ -12,7 +12,7 @@ import yaml
 from .metrics import SUMMARY_KEYS
 from .provenance import GENERATED, dataset_identity
 from .reproduction import verdict
-from .safe_io import atomic_write_text
+from .safe_io import atomic_write_text, translated
 from .studies import FIXED_BUFFER, Study
 from .tracking import run_key
 
@@ -148,8 +148,9 @@ def aggregate(study: Study, tables_dir: Path, plots_dir: Path, mlflow_uri: str |
     """Tables and plots; with an MLflow URI also each run's MLflow run id (all_runs.csv) and the seed
     statistics and verdicts on every parent run."""
     from . import plots
-    tables_dir.mkdir(parents=True, exist_ok=True)
-    plots_dir.mkdir(parents=True, exist_ok=True)
+    for folder in (tables_dir, plots_dir):
+        with translated(folder):  # a read-only results folder: one line, not a traceback
+            folder.mkdir(parents=True, exist_ok=True)
     runs = load_runs(study)
     run_ids = {}
     if mlflow_uri:
