@@ -85,6 +85,10 @@ def test_runtime_failures_get_their_own_exit_codes():
     assert exit_code(DatasetError("x")) == ExitCode.DATA
     assert exit_code(NonFiniteLossError("x")) == ExitCode.NON_FINITE_LOSS
     assert exit_code(TrackingError("x")) == ExitCode.TRACKING
+    from wscl.errors import ArchiveError
+    from wscl.safe_io import WriteError
+    assert exit_code(ArchiveError("x")) == ExitCode.ARCHIVE_INVALID
+    assert exit_code(WriteError("f", OSError(28, "No space left on device"))) == ExitCode.WRITE_FAILED
     assert exit_code(KeyError("x")) is None
 
 

@@ -13,6 +13,7 @@ from .metrics import SUMMARY_KEYS
 from .outputs import ALL_RUNS, PLOTS, plot_file, table_name
 from .provenance import GENERATED, dataset_identity
 from .reproduction import verdict
+from .safe_io import atomic_write_text, translated
 from .studies import FIXED_BUFFER, Study
 from .tracking import run_key
 
@@ -126,15 +127,15 @@ def _verdict_text(table: pd.DataFrame, i: int, metric: str) -> str:
 
 
 def write_tables(table: pd.DataFrame, stem: Path, caption: str) -> None:
-    table.to_csv(stem.with_suffix(".csv"), index=False, float_format="%.4f")
+    atomic_write_text(stem.with_suffix(".csv"), table.to_csv(index=False, float_format="%.4f"))
     nice = pretty(table)
-    stem.with_suffix(".md").write_text(f"**{caption}**\n\n" + nice.to_markdown(index=False) + "\n")
+    atomic_write_text(stem.with_suffix(".md"), f"**{caption}**\n\n" + nice.to_markdown(index=False) + "\n")
     latex = nice.copy()
     latex.columns = [c.replace("_", r"\_") for c in latex.columns]
     latex["preset"] = latex["preset"].str.replace("_", r"\_")
     latex["method"] = latex["method"].str.replace("_", r"\_")
-    stem.with_suffix(".tex").write_text(latex.to_latex(index=False, caption=caption, escape=False)
-                                        .replace("±", r"$\pm$"))
+    atomic_write_text(stem.with_suffix(".tex"), latex.to_latex(index=False, caption=caption, escape=False)
+                      .replace("±", r"$\pm$"))
 
 
 def _draw_plots(subset: pd.DataFrame, table: pd.DataFrame, benchmark: str, buffer: int, plots_dir: Path,
@@ -155,12 +156,15 @@ def _draw_plots(subset: pd.DataFrame, table: pd.DataFrame, benchmark: str, buffe
 def aggregate(study: Study, tables_dir: Path, plots_dir: Path, mlflow_uri: str | None = None) -> None:
     """Tables and plots; with an MLflow URI also each run's MLflow run id (all_runs.csv) and the seed
     statistics and verdicts on every parent run."""
-    tables_dir.mkdir(parents=True, exist_ok=True)
-    plots_dir.mkdir(parents=True, exist_ok=True)
+    for folder in (tables_dir, plots_dir):
+        with translated(folder):  # a read-only results folder: one line, not a traceback
+            folder.mkdir(parents=True, exist_ok=True)
     runs = load_runs(study)
     run_ids = {}
     if mlflow_uri:
-        from .tracking import child_run_ids
+        from .tracking import child_run_ids, sync_pending
+        # runs finished while the store was unreachable are logged now (their markers say where)
+        sync_pending([study.run_dir(k) for k in study.runs()], log=lambda msg: print(msg, file=sys.stderr))
         try:
             run_ids = child_run_ids(mlflow_uri, study.config["study"])
         except Exception as exc:  # the tables do not depend on the tracking store being reachable
@@ -168,7 +172,7 @@ def aggregate(study: Study, tables_dir: Path, plots_dir: Path, mlflow_uri: str |
             mlflow_uri = None
     runs["mlflow_run_id"] = [run_ids.get(k, "") for k in runs.run_key]
     flat = runs.drop(columns=["matrix_class_il", "matrix_task_il", "frozen_blocks"])
-    flat.to_csv(tables_dir / ALL_RUNS, index=False, float_format="%.4f")
+    atomic_write_text(tables_dir / ALL_RUNS, flat.to_csv(index=False, float_format="%.4f"))
     reported = reported_values()
     parent_rows = {}
     for benchmark, buffer in study.tables():

@@ -7,13 +7,14 @@ the environment, and MANIFEST.sha256 listing the SHA-256 of every other member.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import tarfile
 import time
 from pathlib import Path
 
+from .errors import ArchiveError
 from .provenance import environment
+from .safe_io import atomic_tar_gz
 from .studies import Study
 
 MANIFEST = "MANIFEST.sha256"
@@ -54,7 +55,8 @@ def _members(study: Study, uri: str) -> dict[str, bytes]:
     files["mlflow_export.json"] = json.dumps(mlflow_export(uri, study.config["study"]), indent=1).encode()
     files["environment.json"] = json.dumps(environment(), indent=2).encode()
     files["README.txt"] = (
-        f"WSCL study '{study.config['study']}' (fidelities {', '.join(sorted({k.fidelity for k in study.runs()}))}), archived "
+        f"WSCL study '{study.config['study']}' "
+        f"(fidelities {', '.join(sorted({k.fidelity for k in study.runs()}))}), archived "
         f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}.\n"
         "study_config.json  the study configuration as validated by the workflow\n"
         "config/            the workflow's configuration files\n"
@@ -71,28 +73,24 @@ def write_archive(study: Study, uri: str, out: Path) -> Path:
     files = _members(study, uri)
     manifest = "".join(f"{hashlib.sha256(data).hexdigest()}  {name}\n" for name, data in sorted(files.items()))
     files[MANIFEST] = manifest.encode()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    top = out.name.removesuffix(".tar.gz")
-    with tarfile.open(tmp, "w:gz") as tar:
-        for name, data in sorted(files.items()):
-            info = tarfile.TarInfo(f"{top}/{name}")
-            info.size = len(data)
-            info.mtime = int(time.time())
-            tar.addfile(info, io.BytesIO(data))
-    tmp.replace(out)
+    atomic_tar_gz(out, files, top=out.name.removesuffix(".tar.gz"), mtime=int(time.time()))
     return out
 
 
 def verify_archive(path: Path) -> list[str]:
     """Problems found (empty = every checksum matches and nothing is missing or extra)."""
     problems = []
-    with tarfile.open(path, "r:gz") as tar:
-        contents = {}
-        for member in tar.getmembers():
-            if member.isfile():
-                name = member.name.split("/", 1)[1] if "/" in member.name else member.name
-                contents[name] = tar.extractfile(member).read()
+    if not Path(path).is_file():
+        raise ArchiveError(f"no such archive: {path}")
+    contents = {}
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            for member in tar.getmembers():
+                if member.isfile():
+                    name = member.name.split("/", 1)[1] if "/" in member.name else member.name
+                    contents[name] = tar.extractfile(member).read()
+    except (tarfile.TarError, EOFError, OSError) as exc:  # truncated or not a tar.gz at all
+        raise ArchiveError(f"{path} is not a readable tar.gz archive ({exc}); copy it again from its source") from None
     if MANIFEST not in contents:
         return [f"{MANIFEST} is missing"]
     listed = {}

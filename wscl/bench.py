@@ -7,7 +7,6 @@ replays, in the same process. Efficiency ratio = trainer images/s / bare-loop im
 """
 from __future__ import annotations
 
-import json
 import platform
 import tempfile
 import time
@@ -19,6 +18,7 @@ import torch.nn.functional as F
 from .backbone import ResNet18
 from .config import resolve
 from .provenance import device_name
+from .safe_io import atomic_write_json
 from .runtime import resolve_runtime
 from .trainer import Run
 
@@ -103,7 +103,6 @@ def run_bench(device: str = "auto", out: str | Path = "results/bench.json", step
         print(f"{r['preset']:>5} er_ace on {results['device']}: trainer {r['trainer_images_per_second']:.1f} img/s, "
               f"bare loop {r['bare_loop_images_per_second']:.1f} img/s, efficiency ratio {r['efficiency_ratio']:.3f}")
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    atomic_write_json(out, results)
     print(f"saved {out}")
     return results

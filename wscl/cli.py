@@ -15,6 +15,7 @@ from pathlib import Path
 from . import __version__
 from .config import CHOICES, METHODS, PRESETS, ConfigError, deep_merge, load_file, parse_set, resolve
 from .errors import ExitCode, exit_code, exit_codes_help
+from .safe_io import atomic_write_text
 
 
 def _train_parser(sub) -> None:
@@ -89,7 +90,7 @@ def cmd_train(args) -> int:
     import torch
 
     from .trainer import train
-    from .tracking import log_run, log_run_marked
+    from .tracking import log_finished
     cfg = resolved_config(args)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -97,14 +98,12 @@ def cmd_train(args) -> int:
     announce_placement(cfg)
     live = live_run(cfg, args, uri, parent)
     metrics = train(cfg, args.out, quiet=args.quiet, **live.kwargs)
-    if uri:
-        if args.mlflow_setup:
-            run_id = log_run_marked(Path(args.out) / "metrics.json", uri, parent, run_id=live.run_id,
-                                    tasks_logged=live.tasks)
-        else:
-            run_id = log_run(metrics, args.out, uri, args.mlflow_experiment, parent, run_id=live.run_id,
-                             tasks_logged=live.tasks)
-        print(f"logged to MLflow run {run_id} at {uri}", file=sys.stderr)
+    if uri:  # metrics.json is written: a store that cannot be reached marks the run pending, the job succeeds
+        destination = {"tracking_uri": uri, "experiment": args.mlflow_experiment, "parent_run_id": parent}
+        run_id = log_finished(Path(args.out) / "metrics.json", destination, live.run_id, live.tasks,
+                              log=lambda msg: print(msg, file=sys.stderr))
+        if run_id:
+            print(f"logged to MLflow run {run_id} at {uri}", file=sys.stderr)
     c, t = metrics["class_il"], metrics["task_il"]
     print(f"final average accuracy: Class-IL {c['final_avg_acc']:.2f}  Task-IL {t['final_avg_acc']:.2f}  "
           f"(forgetting {c['forgetting']:.2f}, fidelity {metrics['fidelity']}) -> {Path(args.out) / 'metrics.json'}")
@@ -132,7 +131,12 @@ def live_run(cfg: dict, args, uri: str | None, parent: str | None) -> LiveRun:
     from .tracking import live_tracking, start_live_run
     if not live_tracking(uri):
         return LiveRun()
-    return LiveRun(start_live_run(cfg, args.out, uri, args.mlflow_experiment, parent), uri)
+    try:
+        return LiveRun(start_live_run(cfg, args.out, uri, args.mlflow_experiment, parent), uri)
+    except Exception as exc:  # the server is down: train anyway; the finished run is logged or marked pending
+        from .tracking import unreachable
+        print(f"warning: {unreachable(uri, exc)}; training without live metrics", file=sys.stderr)
+        return LiveRun()
 
 
 def cmd_bench(args) -> int:
@@ -172,20 +176,25 @@ def cmd_mlflow_setup(args) -> int:
     result = setup_study(args.uri, args.experiment, args.artifact_root, args.group)
     text = json.dumps(result, indent=2) + "\n"
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
+        atomic_write_text(Path(args.out), text)
     print(text)
     return 0
 
 
 def cmd_mlflow_sync(args) -> int:
-    from .tracking import load_setup, sync_runs
+    from .tracking import load_setup, sync_pending, sync_runs
+    if args.run:  # run folders marked pending by `wscl train --mlflow-...`, each to its recorded destination
+        done = sync_pending(args.run, log=lambda msg: print(msg, file=sys.stderr))
+        print(f"{len(done['logged'])} pending run(s) logged, {len(done['failed'])} still pending")
+        return 1 if done["failed"] else 0
+    if not (args.study_json and args.setup):
+        raise ConfigError("mlflow-sync needs --study-json and --setup (a study), or --run RUN_DIR (pending runs)")
     study = _study(args)
     runs = [(key.group, study.run_dir(key)) for key in study.runs()]
     report = sync_runs(load_setup(args.setup), runs, log=lambda msg: print(msg, file=sys.stderr))
     text = json.dumps(report, indent=2) + "\n"
     if args.out:
-        Path(args.out).write_text(text)
+        atomic_write_text(Path(args.out), text)
     print(f"{len(report['logged'])} run(s) logged, {len(report['unchanged'])} already there, "
           f"{len(report['missing'])} not trained yet -> {report['tracking_uri']}")
     return 0
@@ -257,8 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--out", help="write the experiment and parent ids as JSON here")
     sy = sub.add_parser("mlflow-sync", help="log a study's finished runs to the destination of its MLflow setup "
                                             "(idempotent: runs already there are skipped)")
-    sy.add_argument("--study-json", required=True, help="the study configuration (workflow config) as JSON")
-    sy.add_argument("--setup", required=True, help="setup.json written by mlflow-setup --out")
+    sy.add_argument("--study-json", help="the study configuration (workflow config) as JSON")
+    sy.add_argument("--setup", help="setup.json written by mlflow-setup --out")
+    sy.add_argument("--run", action="append", default=[], metavar="RUN_DIR",
+                    help="instead of a study: log this run folder if it is marked pending (repeatable)")
     sy.add_argument("--out", help="write what was logged and skipped as JSON here")
     for name, helptext in (("aggregate", "tables and plots over a study's runs"),
                            ("report", "one-page HTML report of a study")):

@@ -23,12 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import DatasetError
+
 ARRAYS = ("train_x", "train_y", "test_x", "test_y", "dream_x", "dream_y")
 FORMAT_VERSION = 1
-
-
-class DatasetError(RuntimeError):
-    """A prepared dataset is missing, incomplete or corrupt."""
 
 
 @dataclass
@@ -118,6 +116,8 @@ def content_checksum(folder: Path) -> str:
 
 def save(ds: CanonicalDataset, folder: str | Path) -> Path:
     """Write atomically: into a temporary sibling folder, then rename into place."""
+    from .datasets.verify import meta_digests
+    from .safe_io import atomic_save_npy
     _validate(ds)
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -126,9 +126,9 @@ def save(ds: CanonicalDataset, folder: str | Path) -> Path:
         for name in ARRAYS:
             arr = getattr(ds, name)
             dtype = np.uint8 if name.endswith("_x") else np.int64
-            np.save(tmp / f"{name}.npy", np.ascontiguousarray(arr, dtype=dtype))
+            atomic_save_npy(tmp / f"{name}.npy", np.ascontiguousarray(arr, dtype=dtype))
         meta = ds.metadata()
-        meta["sha256"] = content_checksum(tmp)
+        meta.update(meta_digests(tmp))  # sha256 of the whole content (and of each array, to name a damaged one)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         if folder.exists():
             shutil.rmtree(folder)
@@ -158,7 +158,8 @@ def load(folder: str | Path, mmap_above_mb: float = 2048, verify: bool = False) 
     mode = "r" if size_mb > mmap_above_mb else None
     arrays = {n: np.load(folder / f"{n}.npy", mmap_mode=mode) for n in ARRAYS}
     known = {"format_version", "name", "image_shape", "channels", "classes", "dream_classes", "n_train",
-             "n_test", "n_dream", "augment", "source", "checksums_verified", "sha256", "mean", "std"}
+             "n_test", "n_dream", "augment", "source", "checksums_verified", "sha256", "mean", "std",
+             "files_sha256"}
     # The trainer normalises with the stored mean/std (the authors' constants where they have them).
     return CanonicalDataset(name=meta["name"], classes=meta["classes"], dream_classes=meta["dream_classes"],
                             augment=meta["augment"], source=meta.get("source", ""),
@@ -210,4 +211,8 @@ def from_config(cfg: dict) -> CanonicalDataset:
     if d["name"] == "synthetic":
         return synthetic(**d["synthetic"])
     folder = Path(d["root"]) / d["name"]
-    return load(folder, mmap_above_mb=d["mmap_above_mb"])
+    from .datasets.verify import verify_prepared
+    sha256 = verify_prepared(folder, d["mmap_above_mb"])  # stops the run on damaged data, naming the file
+    ds = load(folder, mmap_above_mb=d["mmap_above_mb"])
+    ds.sha256 = sha256 or ds.sha256
+    return ds

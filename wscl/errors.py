@@ -6,7 +6,6 @@ Kept free of heavy imports: the CLI needs these classes before it knows which co
 
 from __future__ import annotations
 
-import sys
 from enum import IntEnum
 
 
@@ -20,7 +19,8 @@ class ExitCode(IntEnum):
     DATA = 4  # a dataset is missing, incomplete, corrupt or fails its checksums
     NON_FINITE_LOSS = 5  # training diverged (NaN or infinite loss); the checkpoint is kept
     TRACKING = 6  # the MLflow store lacks what a run needs (experiment or parent run)
-    ARCHIVE_INVALID = 7  # verify-archive found a missing, extra or changed file
+    ARCHIVE_INVALID = 7  # verify-archive found a missing, extra or changed file, or no readable archive
+    WRITE_FAILED = 8  # a file could not be written (disk full, read-only folder); nothing half-written is left
 
     @property
     def meaning(self) -> str:
@@ -35,7 +35,8 @@ _MEANINGS = {
     ExitCode.DATA: "dataset missing, incomplete or failing its checksums",
     ExitCode.NON_FINITE_LOSS: "training diverged (NaN or infinite loss)",
     ExitCode.TRACKING: "MLflow store lacks the experiment or parent run",
-    ExitCode.ARCHIVE_INVALID: "verify-archive found a missing, extra or changed file",
+    ExitCode.ARCHIVE_INVALID: "verify-archive found a missing, extra or changed file, or no readable archive",
+    ExitCode.WRITE_FAILED: "a file could not be written (disk full, read-only folder): fix it and rerun",
 }
 
 
@@ -59,26 +60,28 @@ class TrackingError(RuntimeError):
     """The MLflow store lacks what a run needs (an experiment or parent run)."""
 
 
+class ArchiveError(RuntimeError):
+    """An archive to verify is missing or is not a readable tar.gz."""
+
+
+class OutputError(RuntimeError):
+    """A file could not be written for a reason outside the program (``safe_io.WriteError`` says which)."""
+
+
 ERROR_CODES: dict[type[BaseException], ExitCode] = {
     ConfigError: ExitCode.CONFIG,
     DatasetError: ExitCode.DATA,
     NonFiniteLossError: ExitCode.NON_FINITE_LOSS,
     TrackingError: ExitCode.TRACKING,
+    ArchiveError: ExitCode.ARCHIVE_INVALID,
+    OutputError: ExitCode.WRITE_FAILED,
 }
-# Until these modules import their exception from this one: (module, class name, code).
-_NOT_YET_MOVED = (("wscl.data", "DatasetError", ExitCode.DATA), ("wscl.wake", "NonFiniteLossError",
-                                                                 ExitCode.NON_FINITE_LOSS))
 
 
 def exit_code(exc: BaseException) -> ExitCode | None:
     """The exit code of an error reported without a traceback; None for any other exception."""
     for cls, code in ERROR_CODES.items():
         if isinstance(exc, cls):
-            return code
-    for module, name, code in _NOT_YET_MOVED:
-        # A module that is not loaded cannot have raised its exception, so nothing heavy is imported here.
-        cls = getattr(sys.modules.get(module), name, None)
-        if cls is not None and isinstance(exc, cls):
             return code
     return None
 

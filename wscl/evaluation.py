@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -43,7 +43,8 @@ def accuracies(logits: torch.Tensor, target_heads: torch.Tensor, task_heads: tor
 
 
 def batch_cross_entropies(net, source: ImageSource, rows: np.ndarray, heads: torch.Tensor, preprocess: Preprocess,
-                          batch_size: int, reference: bool, generator: torch.Generator | None) -> tuple[list[float], int]:
+                          batch_size: int, reference: bool,
+                          generator: torch.Generator | None) -> tuple[list[float], int]:
     """Mean cross-entropy of every batch of ``rows`` (in order) and the number of images, for the freezing
     score. ``reference`` reproduces the authors' scoring [code, spec §2b.2-3]: training mode (BatchNorm
     uses and updates batch statistics), gradients enabled and augmented images."""
@@ -86,7 +87,7 @@ class AccuracyMatrices:
     random_init: dict[str, np.ndarray]
 
     @classmethod
-    def empty(cls, n_tasks: int) -> "AccuracyMatrices":
+    def empty(cls, n_tasks: int) -> AccuracyMatrices:
         return cls({s: np.full((n_tasks, n_tasks), np.nan) for s in SETTINGS},
                    {s: np.full(n_tasks, np.nan) for s in SETTINGS})
 

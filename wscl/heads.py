@@ -7,7 +7,7 @@ column; ``hungarian`` [ours] maximises the total count with scipy's assignment s
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment

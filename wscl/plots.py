@@ -15,6 +15,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from .safe_io import save_figure  # noqa: E402
+
 PRESET_COLOURS = {"base": "#332288", "authors": "#CC6677", "full": "#117733", "no_freezing": "#88CCEE",
                   "no_nrem": "#DDCC77", "no_plasticity": "#AA4499", "no_rem": "#44AA99", "rem_noise": "#999933",
                   "wake_rem": "#882255"}
@@ -53,7 +55,7 @@ def accuracy_matrix_figure(matrices: list, titles: list[str], suptitle: str, pat
     fig.suptitle(suptitle, fontsize=9)
     if path is None:
         return fig
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    save_figure(fig, path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return None
 
@@ -96,7 +98,7 @@ def mean_accuracy_matrices(runs, path, title: str) -> None:
         ax.set_ylabel("after task", fontsize=7)
     fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6, label="Class-IL accuracy (%)")
     fig.suptitle(f"{title}: Class-IL accuracy matrix (mean over seeds)", fontsize=9)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    save_figure(fig, path, dpi=100, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -120,7 +122,7 @@ def average_accuracy_curves(runs, path, title: str) -> None:
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    save_figure(fig, path, dpi=100, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -144,7 +146,7 @@ def ablation_bars(table, path, title: str) -> None:
     ax.set_ylim(0, 100)
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    save_figure(fig, path, dpi=100, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -161,7 +163,7 @@ def frozen_blocks(runs, path, title: str) -> None:
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    save_figure(fig, path, dpi=100, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -193,7 +195,7 @@ def task_accuracy_over_time(runs, path, title: str) -> None:
         ax.set_ylim(0, 100)
     axes.flat[0].legend(fontsize=6, loc="lower left")
     fig.suptitle(f"{title}: accuracy of each task over time (mean over seeds)", fontsize=9)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    save_figure(fig, path, dpi=100, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -213,5 +215,5 @@ def forgetting_vs_accuracy(table, path, title: str) -> None:
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    save_figure(fig, path, dpi=100, bbox_inches="tight")
     plt.close(fig)

@@ -59,7 +59,8 @@ def dream_set(dataset: CanonicalDataset, rem: dict, n_heads: int, device: torch.
     return DreamSet(None, np.zeros(0, np.int64), 0)
 
 
-def noise_images(n_classes: int, per_class: int, image_shape, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def noise_images(n_classes: int, per_class: int, image_shape,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """[ours] Uniform noise images, one block per dream class (the `rem_noise` ablation)."""
     images = rng.integers(0, 256, size=(n_classes * per_class, *image_shape), dtype=np.uint8)
     return images, np.repeat(np.arange(n_classes), per_class).astype(np.int64)

@@ -20,6 +20,7 @@ from .aggregate import pretty, reported_values, runs_for_table
 from .outputs import ALL_RUNS, PLOTS, plot_file, table_file, table_name
 from .provenance import git_state, software_versions
 from .reproduction import difference
+from .safe_io import atomic_write_text
 from .studies import Study
 
 WSCL_PRESETS = ("authors", "full")      # compared with `base` of the same method and fidelity
@@ -266,6 +267,5 @@ def build_report(study: Study, tables_dir: Path, plots_dir: Path, out: Path) -> 
         "<h2 id='provenance'>Provenance</h2>", _provenance(study, runs),
         "</body></html>",
     ]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(parts))
+    atomic_write_text(out, "\n".join(parts))
 

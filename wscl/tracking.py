@@ -178,6 +178,8 @@ def _log_run(metrics: dict, out_dir: str | Path, uri: str, experiment: str | Non
     values = per_task_metrics(metrics, skip_tasks=set(tasks_logged))
     for i in range(0, len(values), MAX_BATCH):
         client.log_batch(run_id, metrics=values[i: i + MAX_BATCH])
+    if metrics.get("dataset_sha256"):  # the content digest the trainer verified before training on it
+        client.set_tag(run_id, DATASET_TAG, metrics["dataset_sha256"])
     client.log_artifact(run_id, str(Path(out_dir) / "metrics.json"))
     figure = accuracy_figure(metrics)
     client.log_figure(run_id, figure, "accuracy_matrix.png")
@@ -342,6 +344,7 @@ def summarize_parents(uri: str, experiment: str, rows: dict[str, dict], datasets
 # instead of taking them as rule parameters: moving a study to another store then reruns no training.
 
 DIGEST_TAG = "wscl.metrics_sha256"
+DATASET_TAG = "dataset_sha256"
 
 
 def load_setup(path: str | Path) -> dict:
@@ -365,12 +368,13 @@ def metrics_digest(metrics_file: str | Path) -> str:
     return hashlib.sha256(Path(metrics_file).read_bytes()).hexdigest()
 
 
-def log_run_marked(metrics_file: str | Path, uri: str, parent_run_id: str, run_id: str | None = None,
-                   tasks_logged: set[int] | frozenset = frozenset()) -> str:
+def log_run_marked(metrics_file: str | Path, uri: str, parent_run_id: str | None, run_id: str | None = None,
+                   tasks_logged: set[int] | frozenset = frozenset(), experiment: str | None = None) -> str:
     """Log a finished run and tag it with its metrics.json digest, so a later sync can skip it."""
     metrics = json.loads(Path(metrics_file).read_text())
     out_dir = Path(metrics_file).parent
-    run_id = log_run(metrics, out_dir, uri, parent_run_id=parent_run_id, run_id=run_id, tasks_logged=tasks_logged)
+    run_id = log_run(metrics, out_dir, uri, experiment=experiment, parent_run_id=parent_run_id, run_id=run_id,
+                     tasks_logged=tasks_logged)
     with_retries(lambda: _client(uri).set_tag(run_id, DIGEST_TAG, metrics_digest(metrics_file)))
     return run_id
 
@@ -395,16 +399,152 @@ def sync_runs(setup: dict, runs: list[tuple[str, str]], log=print) -> dict:
     Idempotent: a run whose metrics.json digest is already tagged on its child run is left alone.
     """
     uri = setup["tracking_uri"]
-    present = logged_digests(uri, setup["experiment_id"])
-    report = {"tracking_uri": uri, "experiment": setup["experiment"], "logged": [], "unchanged": [], "missing": []}
+    try:
+        present = logged_digests(uri, setup["experiment_id"])
+    except Exception as exc:  # server down, store locked past the retries: nothing is lost, sync again later
+        raise TrackingError(unreachable(uri, exc) + "; every run stays in its metrics.json: rerun "
+                            "`wscl mlflow-sync` (or the workflow) once the store is reachable") from exc
+    report = {"tracking_uri": uri, "experiment": setup["experiment"], "logged": [], "unchanged": [], "missing": [],
+              "busy": []}
     for group, out_dir in runs:
         metrics_file = Path(out_dir) / "metrics.json"
         if not metrics_file.exists():
             report["missing"].append(out_dir)
         elif present.get(run_key(out_dir)) == metrics_digest(metrics_file):
+            remove_pending(out_dir)  # logged by another process since it was marked
             report["unchanged"].append(out_dir)
         else:
-            log_run_marked(metrics_file, uri, parent_from_setup(setup, group))
+            with claimed(out_dir) as claim:
+                if claim is False:
+                    report["busy"].append(out_dir)
+                    continue
+                parent = parent_from_setup(setup, group)
+                try:
+                    log_run_marked(metrics_file, uri, parent)
+                except Exception as exc:
+                    raise TrackingError(f"{out_dir}: {unreachable(uri, exc)}; the run stays in its metrics.json: "
+                                        "rerun `wscl mlflow-sync` (or the workflow) once the store is reachable") \
+                        from exc
             report["logged"].append(out_dir)
             log(f"logged {out_dir}")
+    return report
+
+
+# --- A finished run that could not be logged (tracking server down, SQLite locked past the retries) -----
+# Its metrics.json is already written, so the job still succeeds; `mlflow_pending.json` in the run folder
+# marks it as not yet logged and says where it goes. `wscl mlflow-sync` and the next `wscl aggregate` log it,
+# once: a run folder has one child run (found by its run key), and a marker being logged is first renamed to
+# a claim that a second process leaves alone.
+
+PENDING = "mlflow_pending.json"
+CLAIM = ".mlflow_pending.claim"
+STALE_CLAIM_S = 3600  # a claim older than this was left by a process that died while logging
+
+
+def unreachable(uri: str, exc: BaseException) -> str:
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return f"MLflow at {uri} cannot be reached or written ({type(exc).__name__}: {first[:200]})"
+
+
+def mark_pending(out_dir: str | Path, destination: dict, exc: BaseException) -> Path:
+    """Record that the finished run in ``out_dir`` still has to be logged to ``destination``
+    (tracking_uri, experiment, parent_run_id)."""
+    from .safe_io import atomic_write_json
+    path = Path(out_dir) / PENDING
+    atomic_write_json(path, {**destination, "error": unreachable(destination["tracking_uri"], exc),
+                             "metrics_sha256": metrics_digest(Path(out_dir) / "metrics.json"),
+                             "marked_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    return path
+
+
+def remove_pending(out_dir: str | Path) -> None:
+    from .safe_io import remove_quietly
+    remove_quietly(Path(out_dir) / PENDING)
+
+
+def pending(out_dir: str | Path) -> dict | None:
+    try:
+        return json.loads((Path(out_dir) / PENDING).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+class claimed:
+    """``with claimed(out_dir) as claim``: the pending marker (if any) renamed to a claim while the block logs
+    the run; removed when it succeeds, put back when it fails. ``claim`` is False when another process holds
+    a fresh claim (skip the run), else the marker's content or None (no marker)."""
+
+    def __init__(self, out_dir: str | Path):
+        self.marker, self.claim = Path(out_dir) / PENDING, Path(out_dir) / CLAIM
+        self.held = False
+
+    def __enter__(self):
+        try:
+            age = time.time() - self.claim.stat().st_mtime
+            if age < STALE_CLAIM_S:
+                return False
+        except FileNotFoundError:
+            pass
+        try:
+            os.replace(self.marker, self.claim)
+        except FileNotFoundError:
+            return None
+        self.held = True
+        os.utime(self.claim)
+        try:
+            return json.loads(self.claim.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def __exit__(self, kind, exc, tb):
+        if self.held:
+            if kind is None:
+                self.claim.unlink(missing_ok=True)
+            else:
+                os.replace(self.claim, self.marker)
+        return False
+
+
+def log_finished(metrics_file: str | Path, destination: dict, run_id: str | None = None,
+                 tasks_logged: set[int] | frozenset = frozenset(), log=print) -> str | None:
+    """Log a finished run whose metrics.json is written; if the store cannot be reached, mark the run as not
+    yet logged (mlflow_pending.json) and say so in one line instead of failing. Returns the run id or None."""
+    out_dir = Path(metrics_file).parent
+    try:
+        run_id = log_run_marked(metrics_file, destination["tracking_uri"], destination.get("parent_run_id"),
+                                run_id=run_id, tasks_logged=tasks_logged, experiment=destination.get("experiment"))
+    except Exception as exc:  # noqa: BLE001 - any tracking failure: the finished run must not be lost
+        marker = mark_pending(out_dir, destination, exc)
+        log(f"warning: {unreachable(destination['tracking_uri'], exc)}; the run is complete in {metrics_file} and "
+            f"marked as not yet logged ({marker}): `wscl mlflow-sync` or the next `wscl aggregate` logs it")
+        return None
+    remove_pending(out_dir)
+    return run_id
+
+
+def sync_pending(run_dirs: list[str | Path], log=print) -> dict:
+    """Log every run folder that carries a pending marker to the destination the marker names (idempotent).
+
+    A store still unreachable leaves the marker in place for the next try; returns logged/failed/busy."""
+    report = {"logged": [], "failed": [], "busy": []}
+    for out_dir in run_dirs:
+        marker = pending(out_dir)
+        if marker is None:
+            continue
+        uri = marker.get("tracking_uri", "?")
+        try:
+            with claimed(out_dir) as claim:
+                if claim is False:
+                    report["busy"].append(str(out_dir))
+                    continue
+                if claim is None:
+                    continue  # logged meanwhile by another process
+                log_run_marked(Path(out_dir) / "metrics.json", uri, claim.get("parent_run_id"),
+                               experiment=claim.get("experiment"))
+        except Exception as exc:  # noqa: BLE001 - still unreachable: keep the marker for the next try
+            report["failed"].append(str(out_dir))
+            log(f"{out_dir}: not logged yet ({unreachable(uri, exc)}); the next sync tries again")
+            continue
+        report["logged"].append(str(out_dir))
+        log(f"logged pending run {out_dir} to {uri}")
     return report

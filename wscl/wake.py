@@ -11,12 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .errors import NonFiniteLossError
 from .learners import Learner, Step
 from .scenario import Pool
-
-
-class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN or infinite loss."""
 
 
 @dataclass

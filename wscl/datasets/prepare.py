@@ -18,6 +18,7 @@ from importlib import resources
 import yaml
 
 from .. import data
+from ..safe_io import translated
 from . import cifar, fashion_mnist, imagenet, tinyimagenet
 from .archives import ArchiveSource, ensure_extracted
 from .images import resize
@@ -160,11 +161,17 @@ def prepare(name: str, root: str | Path, mirrors: dict[str, list[Path]] | None =
     if name not in BUILDERS:
         raise data.DatasetError(f"unknown benchmark {name!r}; choose one of {', '.join(sorted(BUILDERS))}")
     ctx = Context(Path(root), mirrors or {}, verify, log)
-    ds = BUILDERS[name](ctx)
+    # Raw files, extraction and the prepared folder are each written to a temporary name and renamed into
+    # place, so a full disk or a read-only folder leaves no half-written benchmark: one line says which file
+    # and why, and rerunning resumes (downloads after their last byte, finished raw files kept).
+    rerun = f"rerun `wscl data prepare {name} --root {root}`"
+    with translated(ctx.root / name, after=rerun):
+        ds = BUILDERS[name](ctx)
     if not verify:
         log(f"{name}: raw checksums were NOT verified; the metadata records checksums_verified: false")
     scratch = ds.extra.pop("scratch", None)
-    folder = data.save(ds, ctx.root / name)
+    with translated(ctx.root / name, after=rerun, name_from_os=False):  # not its temporary sibling
+        folder = data.save(ds, ctx.root / name)
     if scratch:
         shutil.rmtree(scratch, ignore_errors=True)
     log(f"prepared {name}: {len(ds.train_y)} train / {len(ds.test_y)} test images of shape {ds.image_shape}, "

@@ -1,0 +1,190 @@
+"""Writes that either complete or leave nothing behind, and say plainly why they failed.
+
+Every writer here writes to ``.NAME.tmp`` beside the target, flushes it to disk and renames it into place,
+so a reader sees the old file or the new one, never half of one. When the write fails the temporary file
+is removed, and an operating-system failure that a person must fix (a full disk, an exceeded quota, a
+read-only or forbidden folder) becomes a :class:`WriteError` whose message names the file, the cause and
+what to do; the command line prints it as one line.
+"""
+from __future__ import annotations
+
+import errno
+import io
+import json
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import OutputError
+
+RERUN = "rerun the same command: finished work is kept"
+RESUME = "rerun the same command: the run resumes from its last checkpoint"
+
+# errno -> (the cause in words, what to do about it; {where} = the mount point holding the file)
+CAUSES = {
+    errno.ENOSPC: ("the disk is full", "free space under {where} and {after}"),
+    errno.EDQUOT: ("the disk quota is exceeded", "free space in your quota under {where} and {after}"),
+    errno.EFBIG: ("the file is larger than the file system allows", "write to another file system and {after}"),
+    errno.EROFS: ("the folder is on a read-only file system",
+                  "make {where} writable or choose another output folder, and {after}"),
+    errno.EACCES: ("permission to write there is denied",
+                   "make the folder writable for this user or choose another output folder, and {after}"),
+    errno.EPERM: ("permission to write there is denied",
+                  "make the folder writable for this user or choose another output folder, and {after}"),
+}
+_open = open  # the one opener of this module (a fault-injection test may replace it)
+
+
+class WriteError(OutputError):
+    """A file could not be written for a reason outside the program (disk full, read-only folder, ...)."""
+
+    def __init__(self, path: str | Path, cause: OSError, after: str = RERUN):
+        self.path, self.errno, self.os_error = Path(path), cause.errno, cause
+        words, todo = CAUSES.get(cause.errno, (cause.strerror or str(cause), "fix the cause and {after}"))
+        self.cause = words
+        super().__init__(f"cannot write {self.path}: {words}; "
+                         + todo.format(where=mount_point(self.path), after=after))
+
+
+def mount_point(path: str | Path) -> Path:
+    """The mount point of the file system that holds ``path`` (its nearest existing folder)."""
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    while not os.path.ismount(path) and path != path.parent:
+        path = path.parent
+    return path
+
+
+def os_error_in(exc: BaseException) -> OSError | None:
+    """The OSError behind ``exc``: itself, or one it was raised from or during (torch.save reports a failed
+    write as ``RuntimeError: ... unexpected pos``, with the OSError as its context)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError) and exc.errno is not None:
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def remove_quietly(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError:  # e.g. the folder became read-only meanwhile: nothing more can be done here
+        pass
+
+
+def temp_path(path: str | Path) -> Path:
+    path = Path(path)
+    return path.with_name(f".{path.name}.tmp")
+
+
+def _sync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # not every file system syncs folders
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def translated(path: str | Path, after: str = RERUN, name_from_os: bool = True):
+    """Turn a disk-full / read-only / permission failure inside the block into a :class:`WriteError` that
+    names the file the operating system names (with ``name_from_os``), else ``path``. Other failures pass
+    unchanged. A WriteError from an inner writer takes this block's ``after`` (and ``path``, without
+    ``name_from_os``): the outer caller knows the command to rerun."""
+    try:
+        yield
+    except WriteError as exc:
+        if after == RERUN and name_from_os:
+            raise
+        raise WriteError(exc.path if name_from_os else path, exc.os_error, after) from exc.__cause__
+    except Exception as exc:
+        cause = os_error_in(exc)
+        if cause is None or cause.errno not in CAUSES:
+            raise
+        raise WriteError((name_from_os and cause.filename) or path, cause, after) from exc
+
+
+@contextmanager
+def atomic_writer(path: str | Path, mode: str = "wb", after: str = RERUN, make_parents: bool = True):
+    """A file object open on ``.NAME.tmp``; on a clean exit it is synced and renamed to ``path``, on any
+    failure removed. Text modes write UTF-8."""
+    path = Path(path)
+    tmp = temp_path(path)
+    with translated(path, after, name_from_os=False):
+        if make_parents:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            kwargs = {} if "b" in mode else {"encoding": "utf-8"}
+            with _open(tmp, mode, **kwargs) as fh:
+                yield fh
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            remove_quietly(tmp)
+            raise
+        _sync_folder(path.parent)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, after: str = RERUN) -> None:
+    with atomic_writer(path, "wb", after) as fh:
+        fh.write(data)
+
+
+def atomic_write_text(path: str | Path, text: str, after: str = RERUN) -> None:
+    with atomic_writer(path, "w", after) as fh:
+        fh.write(text)
+
+
+def atomic_write_json(path: str | Path, obj, after: str = RERUN, indent: int | None = 2) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=indent) + "\n", after)
+
+
+class _Writes:
+    """Only ``write`` of a file: numpy then writes through it in chunks, so a failed write keeps its errno
+    (``ndarray.tofile`` on a real file reports a full disk as ``OSError: N requested and M written``)."""
+
+    def __init__(self, fh):
+        self.write = fh.write
+
+
+def atomic_save_npy(path: str | Path, array, after: str = RERUN) -> None:
+    import numpy as np
+    with atomic_writer(path, "wb", after) as fh:
+        np.save(_Writes(fh), array)
+
+
+def atomic_torch_save(obj, path: str | Path, after: str = RESUME) -> None:
+    """``torch.save`` through a file object, so that a full disk surfaces as its OSError (torch's own file
+    writer reports only ``unexpected pos``)."""
+    import torch
+    with atomic_writer(path, "wb", after) as fh:
+        torch.save(obj, fh)
+
+
+def save_figure(fig, path: str | Path, after: str = RERUN, **savefig) -> None:
+    """``fig.savefig`` atomically; the format comes from the file name."""
+    savefig.setdefault("format", Path(path).suffix.lstrip(".") or "png")
+    with atomic_writer(path, "wb", after) as fh:
+        fig.savefig(fh, **savefig)
+
+
+def atomic_tar_gz(path: str | Path, members: dict[str, bytes], top: str, mtime: int, after: str = RERUN) -> None:
+    """A gzipped tar of ``members`` (name -> content) under the folder ``top``, written atomically."""
+    import tarfile
+    with atomic_writer(path, "wb", after) as fh, tarfile.open(fileobj=fh, mode="w:gz") as tar:
+        for name, data in sorted(members.items()):
+            info = tarfile.TarInfo(f"{top}/{name}")
+            info.size = len(data)
+            info.mtime = mtime
+            tar.addfile(info, io.BytesIO(data))
