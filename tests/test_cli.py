@@ -73,7 +73,8 @@ def test_exit_codes_are_distinct_and_documented_in_help_and_readme(capsys):
     assert sorted(int(code) for code in rows) == sorted(int(code) for code in ExitCode)
     for code in ExitCode:
         assert re.search(rf"^  {int(code)}\s+{re.escape(code.meaning)}$", shown, flags=re.M), code
-    assert max(ExitCode) < 10  # 10 and up are left to wrappers
+    # 10 to 63 are left to wrappers; 75 is sysexits' EX_TEMPFAIL, which schedulers read as "try again"
+    assert all(code < 10 for code in ExitCode if code != ExitCode.REQUEUE) and ExitCode.REQUEUE == 75
 
 
 def test_runtime_failures_get_their_own_exit_codes():
@@ -88,6 +89,8 @@ def test_runtime_failures_get_their_own_exit_codes():
     from wscl.errors import ArchiveError
     from wscl.safe_io import WriteError
     assert exit_code(ArchiveError("x")) == ExitCode.ARCHIVE_INVALID
+    from wscl.errors import Preempted
+    assert exit_code(Preempted("x")) == ExitCode.REQUEUE
     assert exit_code(WriteError("f", OSError(28, "No space left on device"))) == ExitCode.WRITE_FAILED
     assert exit_code(KeyError("x")) is None
 

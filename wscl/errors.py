@@ -10,7 +10,8 @@ from enum import IntEnum
 
 
 class ExitCode(IntEnum):
-    """Exit codes of ``wscl``. Codes from 10 up are left to callers such as cluster wrappers."""
+    """Exit codes of ``wscl``. Codes 10 to 63 are left to callers such as cluster wrappers; 75 is sysexits'
+    EX_TEMPFAIL (a temporary failure: run the same command again)."""
 
     OK = 0
     FAILED = 1  # an unexpected error (Python prints the traceback)
@@ -21,6 +22,7 @@ class ExitCode(IntEnum):
     TRACKING = 6  # the MLflow store lacks what a run needs (experiment or parent run)
     ARCHIVE_INVALID = 7  # verify-archive found a missing, extra or changed file, or no readable archive
     WRITE_FAILED = 8  # a file could not be written (disk full, read-only folder); nothing half-written is left
+    REQUEUE = 75  # stopped by SIGTERM/SIGUSR1 after writing a checkpoint: rerun (requeue) to resume
 
     @property
     def meaning(self) -> str:
@@ -37,6 +39,7 @@ _MEANINGS = {
     ExitCode.TRACKING: "MLflow store lacks the experiment or parent run",
     ExitCode.ARCHIVE_INVALID: "verify-archive found a missing, extra or changed file, or no readable archive",
     ExitCode.WRITE_FAILED: "a file could not be written (disk full, read-only folder): fix it and rerun",
+    ExitCode.REQUEUE: "stopped by SIGTERM or SIGUSR1 (preemption, time limit) after a checkpoint: rerun to resume",
 }
 
 
@@ -68,6 +71,10 @@ class OutputError(RuntimeError):
     """A file could not be written for a reason outside the program (``safe_io.WriteError`` says which)."""
 
 
+class Preempted(RuntimeError):
+    """Training stopped on request (SIGTERM, SIGUSR1) after writing a checkpoint; a rerun resumes from it."""
+
+
 ERROR_CODES: dict[type[BaseException], ExitCode] = {
     ConfigError: ExitCode.CONFIG,
     DatasetError: ExitCode.DATA,
@@ -75,6 +82,7 @@ ERROR_CODES: dict[type[BaseException], ExitCode] = {
     TrackingError: ExitCode.TRACKING,
     ArchiveError: ExitCode.ARCHIVE_INVALID,
     OutputError: ExitCode.WRITE_FAILED,
+    Preempted: ExitCode.REQUEUE,
 }
 
 
