@@ -37,7 +37,7 @@ def test_a_checkpoint_restores_every_field_of_the_run_state(tiny, tmp_path):
 
 def tasks_trained(monkeypatch) -> list[int]:
     trained, original = [], Run.task
-    monkeypatch.setattr(Run, "task", lambda self, t: trained.append(t) or original(self, t))
+    monkeypatch.setattr(Run, "task", lambda self, t, *rest: trained.append(t) or original(self, t, *rest))
     return trained
 
 

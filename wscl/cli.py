@@ -89,6 +89,7 @@ def announce_placement(cfg: dict) -> None:
 def cmd_train(args) -> int:
     import torch
 
+    from .preemption import StopRequest
     from .trainer import train
     from .tracking import log_finished
     cfg = resolved_config(args)
@@ -97,7 +98,8 @@ def cmd_train(args) -> int:
     uri, parent = mlflow_destination(args)
     announce_placement(cfg)
     live = live_run(cfg, args, uri, parent)
-    metrics = train(cfg, args.out, quiet=args.quiet, **live.kwargs)
+    with StopRequest().installed() as stop:  # SIGTERM/SIGUSR1: checkpoint, then exit with ExitCode.REQUEUE
+        metrics = train(cfg, args.out, quiet=args.quiet, stop=stop, **live.kwargs)
     if uri:  # metrics.json is written: a store that cannot be reached marks the run pending, the job succeeds
         destination = {"tracking_uri": uri, "experiment": args.mlflow_experiment, "parent_run_id": parent}
         run_id = log_finished(Path(args.out) / "metrics.json", destination, live.run_id, live.tasks,

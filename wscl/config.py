@@ -108,6 +108,7 @@ RANGES = {
     "wscl.rem.noise_per_class": (1, None),
     "runtime.eval_batch_size": (1, None),
     "runtime.nan_check_every": (1, None),
+    "runtime.checkpoint_every_minutes": (0.0, None),
 }
 
 

@@ -135,5 +135,12 @@ class ShortTermMemory:
     def clear(self) -> None:
         self.num_seen = 0
 
+    def state_dict(self) -> dict:
+        return {"num_seen": self.num_seen, "slots": self._slots.copy()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.num_seen = int(state["num_seen"])
+        self._slots[:] = state["slots"]
+
     def __len__(self) -> int:
         return len(self.indices)

@@ -1,18 +1,19 @@
-"""One WSCL run: the per-task loop of spec §2, with a checkpoint after every finished task.
+"""One WSCL run: the per-task loop of spec §2, with a checkpoint after every finished task and inside tasks.
 
 Per task t: head assignment (t > 0) -> pre-training evaluation -> wake (the freezing trial in place of
 epoch 0) -> sleep (NREM, plasticity, STM->LTM merge, staged REM) -> evaluation of all seen tasks.
 The phases live in their modules (wake, freezing, nrem, rem, evaluation); ``Run`` sequences them and
 keeps what carries over between tasks in one ``RunState``. Every random draw of task t comes from
 generators seeded by (seed, t), so a run resumed from the checkpoint of task t-1 continues exactly as
-an uninterrupted one.
+an uninterrupted one. A checkpoint inside task t (``runtime.checkpoint_every_minutes`` at a wake-epoch
+boundary, or a stop request at the next wake step) also holds those generators' states and what the task
+has built so far (``MidTask``), so a run resumed from it continues exactly too.
 """
 from __future__ import annotations
 
-import json
-import os
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from . import data as data_mod
 from . import scenario as scenario_mod
 from .augment import Preprocess
 from .config import fingerprint
+from .errors import Preempted
 from .evaluation import AccuracyMatrices, TestTasks, logits_of
 from .freezing import HeldOut, TrialSpec, adopt, run_trial, runs_trial
 from .heads import HeadBook, assign_task, bind_dreams
@@ -32,6 +34,7 @@ from .learners import Learner, build_learner
 from .memory import ShortTermMemory
 from .metrics import run_metrics
 from .runtime import apply_determinism, resolve_runtime
+from .safe_io import RESUME, atomic_write_json, atomic_write_text, translated
 from .scenario import ImageSource, Pool
 from .state import RunState
 from .wake import plan_epoch, real_rows_in_order, run_epoch
@@ -52,16 +55,42 @@ def timed(timings: dict, phase: str, device: torch.device):
     timings[phase] = timings.get(phase, 0.0) + time.perf_counter() - start
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+@dataclass
+class MidTask:
+    """Task ``task`` under way: what it has built so far and where its wake phase stands. Saved whole as the
+    ``position`` of a checkpoint written inside the task."""
+    task: int
+    record: dict                    # the task's record so far (heads, dream binding, freezing scores)
+    stm: ShortTermMemory
+    rng: np.random.Generator        # the task's host generator
+    generator: torch.Generator      # the task's wake augmentation and replay generator
+    epoch: int = 0                  # the wake epoch under way (== training.epochs: wake is done)
+    step: int = 0                   # steps of that epoch done (0: not started)
+    rng_plan: dict | None = None    # the host generator's state before that epoch was planned
+
+    def state_dict(self) -> dict:
+        return {"task": self.task, "record": self.record, "stm": self.stm.state_dict(),
+                "rng": self.rng.bit_generator.state, "generator": self.generator.get_state(),
+                "epoch": self.epoch, "step": self.step, "rng_plan": self.rng_plan}
+
+    def load_state_dict(self, saved: dict) -> None:
+        self.record, self.epoch, self.step, self.rng_plan = saved["record"], saved["epoch"], saved["step"], \
+            saved["rng_plan"]
+        self.stm.load_state_dict(saved["stm"])
+        self.rng.bit_generator.state = saved["rng"]
+        self.generator.set_state(saved["generator"].cpu())
 
 
 class Run:
-    def __init__(self, cfg: dict, out_dir: str | Path, quiet: bool = False, log=print, on_task_end=None):
+    def __init__(self, cfg: dict, out_dir: str | Path, quiet: bool = False, log=print, on_task_end=None,
+                 stop=None):
         self.cfg, self.out, self.log = cfg, Path(out_dir), log
-        self.out.mkdir(parents=True, exist_ok=True)
+        with translated(self.out, RESUME):
+            self.out.mkdir(parents=True, exist_ok=True)
+        # stop() names a received stop signal (SIGTERM, SIGUSR1) or is None; the CLI installs the handlers
+        self.stop = stop or (lambda: None)
+        self.checkpoint_every = 60 * cfg["runtime"]["checkpoint_every_minutes"]
+        self.clock = time.monotonic
         self.runtime = resolve_runtime(cfg)
         self.device = self.runtime.device
         apply_determinism(self.runtime)
@@ -98,48 +127,90 @@ class Run:
         return self.state.book
 
     # -- the loop --------------------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out / checkpoint.FILE_NAME
+
     def run(self) -> dict:
-        path, T = self.out / checkpoint.FILE_NAME, self.scenario.n_tasks
-        if checkpoint.restore(self.state, path, self.fingerprint, self.device, self.log):
-            self.log(f"resuming {self.out} after task {self.state.next_task} of {T}")
+        T = self.scenario.n_tasks
+        mid = self.resume()
+        self.last_checkpoint = self.clock()
         for t in range(self.state.next_task, T):
-            record = self.task(t)
+            record = self.task(t, mid)
+            mid = None
             self.state.history.append(record)
             self.state.next_task = t + 1
-            checkpoint.save(self.state, path, self.fingerprint)
+            self.save()
             if self.on_task_end is not None:
                 self.on_task_end(self.metrics(), t)
             if not self.quiet:
                 self.log(f"task {t + 1}/{T}: Class-IL {record['avg_acc_class_il']:.2f}  "
                          f"Task-IL {record['avg_acc_task_il']:.2f}  frozen blocks {record['frozen_blocks']}")
+            if t + 1 < T and self.stop():
+                raise self.preempted(f"after task {t + 1} of {T}")
         metrics = self.metrics()
-        atomic_write_text(self.out / "resolved_config.yaml", yaml.safe_dump(self.cfg, sort_keys=False))
-        atomic_write_text(self.out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        atomic_write_text(self.out / "resolved_config.yaml", yaml.safe_dump(self.cfg, sort_keys=False), RESUME)
+        atomic_write_json(self.out / "metrics.json", metrics, RESUME)
+        checkpoint.discard_previous(self.checkpoint_path)
         return metrics
 
-    def task(self, t: int) -> dict:
-        """Every phase of task t; returns the task's record."""
-        state, T = self.state, self.scenario.n_tasks
+    def resume(self) -> MidTask | None:
+        """Load the checkpoint, if any; the task under way when it was written inside one."""
+        T = self.scenario.n_tasks
+        saved = checkpoint.restore(self.state, self.checkpoint_path, self.fingerprint, self.device, self.log)
+        if saved is None:
+            return None
+        if saved.get("position") is None:
+            self.log(f"resuming {self.out} after task {self.state.next_task} of {T}")
+            return None
+        mid = self.start_task(saved["position"]["task"])
+        mid.load_state_dict(saved["position"])
+        self.log(f"resuming {self.out} inside task {mid.task + 1} of {T} ({self.where(mid)})")
+        return mid
+
+    def save(self, mid: MidTask | None = None) -> None:
+        checkpoint.save(self.state, self.checkpoint_path, self.fingerprint, None if mid is None else mid.state_dict())
+        self.last_checkpoint = self.clock()
+
+    def where(self, mid: MidTask) -> str:
+        if mid.epoch == self.cfg["training"]["epochs"]:
+            return "wake done"
+        return f"wake epoch {mid.epoch + 1}" + (f", step {mid.step}" if mid.step else "")
+
+    def preempted(self, where: str) -> Preempted:
+        return Preempted(f"stopped by {self.stop()}: checkpoint {self.checkpoint_path} written {where}; {RESUME}")
+
+    def start_task(self, t: int) -> MidTask:
         rng, gen_seed = seeds_for(self.cfg["seed"], t)
+        generator = torch.Generator(device=self.device).manual_seed(gen_seed)
+        return MidTask(t, {}, ShortTermMemory(nrem.stm_size(self.wscl)), rng, generator)
+
+    def task(self, t: int, mid: MidTask | None = None) -> dict:
+        """Every phase of task t (from where ``mid`` stands, if given); returns the task's record."""
+        state, T = self.state, self.scenario.n_tasks
+        gen_seed = seeds_for(self.cfg["seed"], t)[1]
         self.learner.task = t
-        with timed(state.timings, "assignment", self.device):
-            heads = self.assign_heads(t, gen_seed)
-        record = {"task": t, "heads": heads.tolist(),
-                  "dream_binding": {str(h): d for h, d in self.book.dreaming_heads()}}
-        # [code] the authors score the random network with heads in class order; [ours] with the heads
-        # task t is assigned, the same heads its later accuracies use.
-        baseline_heads = (lambda classes: classes) if self.reference else self.book.heads_of
-        state.accuracy.record_baseline(t, self.tests.accuracies(self.random_logits[t], t, baseline_heads))
-        if t > 0:
-            with timed(state.timings, "eval", self.device):
-                state.accuracy.record(t - 1, t, self.evaluate(t))
+        if mid is None:
+            mid = self.start_task(t)
+            with timed(state.timings, "assignment", self.device):
+                heads = self.assign_heads(t, gen_seed)
+            mid.record.update({"task": t, "heads": heads.tolist(),
+                               "dream_binding": {str(h): d for h, d in self.book.dreaming_heads()}})
+            # [code] the authors score the random network with heads in class order; [ours] with the heads
+            # task t is assigned, the same heads its later accuracies use.
+            baseline_heads = (lambda classes: classes) if self.reference else self.book.heads_of
+            state.accuracy.record_baseline(t, self.tests.accuracies(self.random_logits[t], t, baseline_heads))
+            if t > 0:
+                with timed(state.timings, "eval", self.device):
+                    state.accuracy.record(t - 1, t, self.evaluate(t))
+        record = mid.record
         pool = self.task_pool(t)
         record["wake_pool"] = {"real": pool.n_real, "dream": len(pool) - pool.n_real}
-        stm = ShortTermMemory(nrem.stm_size(self.wscl))
+        record.setdefault("freezing_scores", None)
         progress = tqdm(total=None, desc=f"task {t + 1}/{T}", unit="step", disable=self.quiet, leave=False)
-        record.update(self.wake(t, pool, rng, gen_seed, stm, progress))
+        self.wake(mid, pool, progress)
         progress.set_description(f"task {t + 1}/{T} sleep (NREM, plasticity, REM)")
-        record.update(self.sleep(t, pool, rng, gen_seed, stm))
+        record.update(self.sleep(t, pool, mid.rng, gen_seed, mid.stm))
         progress.close()
         with timed(state.timings, "eval", self.device):
             for j in range(t + 1):
@@ -169,31 +240,48 @@ class Run:
         dreams = rem.interleaved_part(self.dreams, self.book, self.wscl["rem"])
         return Pool(parts if dreams is None else parts + [dreams], self.device)
 
-    def wake(self, t: int, pool: Pool, rng: np.random.Generator, gen_seed: int, stm: ShortTermMemory,
-             progress) -> dict:
-        tr = self.cfg["training"]
-        generator = torch.Generator(device=self.device).manual_seed(gen_seed)
-        info = {"freezing_scores": None}
-        for epoch in range(tr["epochs"]):
+    def wake(self, mid: MidTask, pool: Pool, progress) -> None:
+        """The wake epochs from where ``mid`` stands. A stop request pauses a wake epoch after its current step
+        (the freezing trial, not interruptible, runs to its end); the pause and the timer write a checkpoint."""
+        tr, t, rng = self.cfg["training"], mid.task, mid.rng
+        gen_seed = seeds_for(self.cfg["seed"], t)[1]
+        for epoch in range(mid.epoch, tr["epochs"]):
+            paused = mid.step > 0  # resumed inside this epoch: plan it again from the same generator state
+            if paused:
+                after_plan, rng.bit_generator.state = rng.bit_generator.state, mid.rng_plan
+            else:
+                mid.rng_plan = rng.bit_generator.state
             plan = plan_epoch(self.learner, pool, tr["batch_size"], tr["replay_batch_size"], rng)
             trial, where = runs_trial(t, epoch, self.wscl["freezing"]["enabled"]), f"task {t}, epoch {epoch}"
             progress.set_description(f"task {t + 1}/{self.scenario.n_tasks} "
                                      f"{'freezing trial' if trial else 'wake'} epoch {epoch + 1}/{tr['epochs']}")
-            if epoch == 0 and stm.size:
-                stm.observe(real_rows_in_order(plan, pool.n_real), rng)
+            if paused:
+                rng.bit_generator.state = after_plan
+            elif epoch == 0 and mid.stm.size:
+                mid.stm.observe(real_rows_in_order(plan, pool.n_real), rng)
             if trial:
-                info["freezing_scores"] = self.freezing_trial(t, pool, plan, gen_seed, where, progress)
-            else:
-                self.wake_epoch(pool, plan, generator, where, progress)
-        return info
+                mid.record["freezing_scores"] = self.freezing_trial(t, pool, plan, gen_seed, where, progress)
+            elif not self.wake_epoch(pool, plan, mid, where, progress):
+                self.save(mid)
+                raise self.preempted(f"inside task {t + 1} of {self.scenario.n_tasks} ({self.where(mid)})")
+            mid.epoch, mid.step = epoch + 1, 0
+            if self.stop() or 0 < self.checkpoint_every <= self.clock() - self.last_checkpoint:
+                self.save(mid)
+                if self.stop():
+                    raise self.preempted(f"inside task {t + 1} of {self.scenario.n_tasks} ({self.where(mid)})")
 
-    def wake_epoch(self, pool: Pool, plan, generator: torch.Generator, where: str, progress) -> None:
+    def wake_epoch(self, pool: Pool, plan, mid: MidTask, where: str, progress) -> bool:
+        """Run the planned epoch from ``mid.step``; False when a stop request paused it (at ``mid.step``)."""
         state = self.state
-        state.wake_steps["replay"] += plan.replay_steps
-        state.wake_steps["plain"] += len(plan.steps) - plan.replay_steps
+        if mid.step == 0:
+            state.wake_steps["replay"] += plan.replay_steps
+            state.wake_steps["plain"] += len(plan.steps) - plan.replay_steps
+        every = self.cfg["runtime"]["nan_check_every"]
         with timed(state.timings, "wake", self.device):
-            state.wake_images += run_epoch(self.learner, pool, plan, generator, self.cfg["runtime"]["nan_check_every"],
-                                           where, progress)
+            images, mid.step = run_epoch(self.learner, pool, plan, mid.generator, every, where, progress,
+                                         start=mid.step, stop=self.stop)
+        state.wake_images += images
+        return mid.step == len(plan.steps)
 
     def freezing_trial(self, t: int, pool: Pool, plan, gen_seed: int, where: str, progress) -> dict[str, float]:
         """Epoch 0 of task t > 0 trains the trial's copies; the run goes on with the winner."""
@@ -233,5 +321,5 @@ class Run:
         return run_metrics(self.cfg, self.runtime, self.dataset, self.state)
 
 
-def train(cfg: dict, out_dir: str | Path, quiet: bool = False, on_task_end=None) -> dict:
-    return Run(cfg, out_dir, quiet=quiet, on_task_end=on_task_end).run()
+def train(cfg: dict, out_dir: str | Path, quiet: bool = False, on_task_end=None, stop=None) -> dict:
+    return Run(cfg, out_dir, quiet=quiet, on_task_end=on_task_end, stop=stop).run()

@@ -92,18 +92,28 @@ class LossMonitor:
 
 
 def run_epoch(learner: Learner, pool: Pool, plan: EpochPlan, generator: torch.Generator, nan_check_every: int,
-              where: str, progress=None) -> int:
-    """Execute a planned epoch; returns the number of stream images trained on."""
+              where: str, progress=None, start: int = 0, stop=None) -> tuple[int, int]:
+    """Execute a planned epoch from step ``start``; returns (stream images trained on, steps done).
+
+    ``stop()`` is asked after every step; when true, the epoch pauses there (steps done < the plan's): the
+    memory's stream count stays at the epoch's start, so that the same plan, made again from the same host
+    generator state, continues it."""
     monitor = LossMonitor(len(plan.steps), nan_check_every, pool.device, where, progress)
-    n_images = 0
-    batches = pool.batches(plan.host_rows, [step.batch for step in plan.steps])
-    for step, rows, (raw, labels, sample_ids) in zip(plan.steps, plan.host_rows, batches):
+    monitor.checked = start
+    n_images, done = 0, len(plan.steps)
+    batches = pool.batches(plan.host_rows[start:], [step.batch for step in plan.steps[start:]])
+    for step, rows, (raw, labels, sample_ids) in zip(plan.steps[start:], plan.host_rows[start:], batches):
         loss = learner.observe(raw, labels, sample_ids, step, generator)
         monitor.record(step.index, loss, len(rows))
         n_images += len(rows)
-    monitor.check(len(plan.steps))
-    learner.memory.num_seen = plan.num_seen_after
-    return n_images
+        if stop is not None and step.index + 1 < len(plan.steps) and stop():
+            done = step.index + 1
+            break
+    batches.close()  # a paused epoch: stop reading ahead
+    monitor.check(done)
+    if done == len(plan.steps):
+        learner.memory.num_seen = plan.num_seen_after
+    return n_images, done
 
 
 def real_rows_in_order(plan: EpochPlan, n_real: int) -> np.ndarray:
