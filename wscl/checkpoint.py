@@ -35,7 +35,8 @@ def save(state: RunState, path: Path, fingerprint: str, position: dict | None = 
 def keep_previous(path: Path) -> None:
     """Link the current checkpoint as ``checkpoint.prev.pt`` before it is replaced."""
     previous = path.with_name(PREVIOUS)
-    if not path.exists():
+    # a rename onto another link of the same file does nothing (POSIX): a failed save left them linked
+    if not path.exists() or (previous.exists() and os.path.samefile(path, previous)):
         return
     link = temp_path(previous)
     remove_quietly(link)
