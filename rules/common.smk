@@ -69,6 +69,12 @@ def mirror_args(wildcards):
     return " ".join(f"--mirror {raw}={path}" for raw, paths in mirrors.items() for path in paths)
 
 
+def signal_notice(runtime_minutes):
+    """sbatch's --signal for a training job: SIGUSR1 five minutes before its time limit (a tenth of the limit
+    for short jobs), so that `wscl train` checkpoints and exits with 75, which `retries` resubmits."""
+    return f"--signal=USR1@{min(300, int(runtime_minutes * 6))}"
+
+
 def artifact_root_arg():
     """A local store keeps its artifacts beside it; a tracking server decides (and serves them) itself."""
     uri = STUDY.tracking_uri()
