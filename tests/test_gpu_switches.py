@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from wscl.augment import Preprocess, random_crop_flip
-from wscl.config import ConfigError, PRESETS, fingerprint
+from wscl.config import METHODS, PRESETS, ConfigError, fingerprint
 from wscl.runtime import resolve_runtime
 from wscl.trainer import Run
 
@@ -15,18 +15,11 @@ def run(tiny, tmp_path, **overrides):
     return Run(tiny(**overrides), tmp_path, quiet=True, log=lambda *_: None).run()
 
 
-# Every preset and learner trains with channels_last and deterministic kernels, and the WSCLs and each
-# learner under bf16 autocast on a memory-mapped dataset. (channels_last together with a memory-mapped
-# dataset, and ER or DER++ under channels_last, crashed inside torch's CPU backward: open, see the
-# README; ER and DER++ run here under bf16.) Each case runs in a process of its own,
-# as a GPU job trains one network per process: on CPU, oneDNN's backward with these switches has
-# corrupted the heap ("corrupted size vs. prev_size", segfaults) after a process had trained several
-# differently shaped networks, and bf16 with channels_last even within one run, so bf16 runs without it.
-# A GPU runs them together through cuDNN.
-CASES = [(preset, "er_ace") for preset in sorted(PRESETS)]
-BF16_CASES = [("authors", "er_ace"), ("full", "er"), ("full", "derpp")]
-CHANNELS_LAST = {"bf16": False, "channels_last": True, "deterministic": True}
-BF16 = {"bf16": True, "channels_last": False, "deterministic": True}
+# Every preset (with ER-ACE) and every learner (with `full`) trains with all of a GPU run's switches on
+# together: channels_last, bf16 autocast, deterministic kernels, on a memory-mapped dataset. Each case runs
+# through the command line in a process of its own, as a GPU job does.
+CASES = [(preset, "er_ace") for preset in sorted(PRESETS)] + [("full", m) for m in METHODS if m != "er_ace"]
+GPU_SWITCHES = {"bf16": True, "channels_last": True, "deterministic": True}
 
 
 @pytest.fixture(scope="module")
@@ -66,15 +59,31 @@ def just_learned(metrics: dict) -> float:
 
 
 @pytest.mark.parametrize("preset,method", CASES)
-def test_every_preset_and_learner_trains_channels_last(tiny, tmp_path, mapped_root, preset, method):
-    metrics = train_alone(tiny, tmp_path, mapped_root, preset, method, CHANNELS_LAST, mapped=False)
+def test_every_preset_and_learner_trains_with_every_gpu_switch_on(tiny, tmp_path, mapped_root, preset, method):
+    metrics = train_alone(tiny, tmp_path, mapped_root, preset, method, GPU_SWITCHES, mapped=True)
     assert just_learned(metrics) > 60.0  # chance is 50% (2 classes per task)
 
 
-@pytest.mark.parametrize("preset,method", BF16_CASES)
-def test_wscl_and_every_learner_train_under_bf16_autocast(tiny, tmp_path, mapped_root, preset, method):
-    metrics = train_alone(tiny, tmp_path, mapped_root, preset, method, BF16, mapped=True)
-    assert just_learned(metrics) > 60.0
+def test_the_cpu_channels_last_shortcut_computes_the_strided_convolution():
+    """On CPU in channels_last the residual shortcut avoids torch's strided 1x1 kernel (its backward corrupts
+    the heap); forward and gradients equal those of the strided convolution in the default format."""
+    from wscl.backbone import BasicBlock, is_channels_last
+    torch.manual_seed(0)
+    block = BasicBlock(8, 16, stride=2)
+    x = torch.randn(3, 8, 12, 12)
+    g = torch.randn(3, 16, 6, 6)
+    ref_in = x.clone().requires_grad_()
+    block.shortcut(ref_in).backward(g)
+    ref_w = block.shortcut[0].weight.grad.clone()
+    block.zero_grad()
+    nhwc = block.to(memory_format=torch.channels_last)
+    x_cl = x.clone().contiguous(memory_format=torch.channels_last).requires_grad_()
+    assert is_channels_last(x_cl)
+    out = nhwc._shortcut(x_cl)
+    out.backward(g.contiguous(memory_format=torch.channels_last))
+    assert torch.allclose(out, block.shortcut(x), atol=1e-5)
+    assert torch.allclose(x_cl.grad, ref_in.grad, atol=1e-5)
+    assert torch.allclose(nhwc.shortcut[0].weight.grad, ref_w, atol=1e-4)
 
 
 # Over a whole continual run, float-level differences flip near-tied decisions (the freezing trial's
