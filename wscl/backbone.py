@@ -91,10 +91,11 @@ class ResNet18(nn.Module):
             for p in stage.parameters():
                 p.requires_grad_(trainable)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        for stage in self.stages:
+    def features(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """Pooled features; ``start`` > 0: ``x`` is already the output of ``stages[start - 1]``."""
+        for stage in self.stages[start:]:
             x = stage(x)
         return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
+    def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+        return self.classifier(self.features(x, start))

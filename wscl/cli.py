@@ -142,8 +142,13 @@ def live_run(cfg: dict, args, uri: str | None, parent: str | None) -> LiveRun:
 
 
 def cmd_bench(args) -> int:
+    if args.end_to_end:
+        from .bench_e2e import run_end_to_end
+        run_end_to_end(device=args.device, out=args.out or "results/bench_end_to_end.json",
+                       size="quick" if args.quick else "full")
+        return 0
     from .bench import run_bench
-    run_bench(device=args.device, out=args.out, steps=args.steps)
+    run_bench(device=args.device, out=args.out or "results/bench.json", steps=args.steps)
     return 0
 
 
@@ -248,8 +253,12 @@ def build_parser() -> argparse.ArgumentParser:
     _train_parser(sub)
     b = sub.add_parser("bench", help="trainer throughput and efficiency ratio on a fixed synthetic setup")
     b.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
-    b.add_argument("--out", default="results/bench.json", help="result JSON (default: %(default)s)")
+    b.add_argument("--out", help="result JSON (default: results/bench.json, with --end-to-end "
+                                 "results/bench_end_to_end.json)")
     b.add_argument("--steps", type=int, default=60, help="training steps per measured task (default: %(default)s)")
+    b.add_argument("--end-to-end", action="store_true",
+                   help="whole runs (base ER-ACE, ER-ACE + WSCL) against the work their protocol requires")
+    b.add_argument("--quick", action="store_true", help="with --end-to-end: a tiny size, for tests")
     d = sub.add_parser("data", help="prepare a benchmark in the canonical format, or describe one")
     dsub = d.add_subparsers(dest="data_command", required=True)
     dp = dsub.add_parser("prepare", help="fetch (mirror first), verify and convert a benchmark")

@@ -3,8 +3,9 @@ fills (spec §4) with the random-init baselines of forward transfer."""
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
-from collections.abc import Callable
+import time
+from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
@@ -17,19 +18,53 @@ from .scenario import ImageSource
 SETTINGS = ("class_il", "task_il")
 
 
-def logits_of(net, source: ImageSource, rows: np.ndarray, preprocess: Preprocess, batch_size: int,
-              generator: torch.Generator | None = None, train_mode: bool = False) -> torch.Tensor:
-    """Logits for ``rows`` of ``source``; augmented (and in training mode) only when asked."""
-    net.train(train_mode)
-    grad = torch.enable_grad() if train_mode else torch.no_grad()
-    out = []
-    with grad:
-        for start in range(0, len(rows), batch_size):
-            chunk = rows[start: start + batch_size]
-            x = preprocess(source.take(chunk), generator, train=generator is not None)
-            out.append(net(x).detach().float())
+@dataclass(frozen=True)
+class EvalLayout:
+    """How evaluation and head assignment run the network [ours]: memory format and batch size."""
+    channels_last: bool
+    batch_size: int
+    decided_by: str
+    images_per_second: dict = field(default_factory=dict)  # per measured candidate
+
+    def describe(self) -> dict:
+        return {"eval_memory_format": "channels_last" if self.channels_last else "contiguous",
+                "eval_batch_size": self.batch_size, "eval_layout_decided_by": self.decided_by,
+                "eval_images_per_second": self.images_per_second}
+
+
+def infer(net, batches: Iterable[torch.Tensor], preprocess: Preprocess,
+          generator: torch.Generator | None = None) -> torch.Tensor:
+    """Eval-mode logits of uint8 ``batches``, augmented only with a ``generator``; no autograd state at all."""
     net.train(False)
+    with torch.inference_mode():
+        out = [net(preprocess(raw, generator, train=generator is not None)).float() for raw in batches]
     return torch.cat(out) if out else torch.zeros(0)
+
+
+def logits_of(net, source: ImageSource, rows: np.ndarray, preprocess: Preprocess, batch_size: int,
+              generator: torch.Generator | None = None) -> torch.Tensor:
+    """Eval-mode logits for ``rows`` of ``source``; augmented only when given a generator."""
+    return infer(net, (source.take(rows[start: start + batch_size]) for start in range(0, len(rows), batch_size)),
+                 preprocess, generator)
+
+
+def measure_layouts(net, image_shape, device: torch.device, batch_sizes: Iterable[int], mean, std) -> EvalLayout:
+    """The fastest (memory format, batch size) for eval-mode inference of ``net``, timed here on random
+    images: per candidate one warm-up batch, then one timed batch."""
+    rates = {}
+    for channels_last in (False, True):
+        pre = Preprocess(mean, std, False, device, channels_last)
+        for bs in batch_sizes:
+            raw = torch.randint(0, 256, (bs, *image_shape), dtype=torch.uint8, device=device)
+            for _ in range(2):  # warm-up, then the timed pass
+                start = time.perf_counter()
+                infer(net, [raw], pre)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+            rates[("channels_last" if channels_last else "contiguous", bs)] = bs / (time.perf_counter() - start)
+    fmt, bs = max(rates, key=rates.get)
+    return EvalLayout(fmt == "channels_last", bs, "measured",
+                      {f"{f}/{b}": round(r, 1) for (f, b), r in rates.items()})
 
 
 def accuracies(logits: torch.Tensor, target_heads: torch.Tensor, task_heads: torch.Tensor) -> tuple[float, float]:
@@ -67,9 +102,14 @@ class TestTasks:
                  task_classes: Callable[[int], np.ndarray], preprocess: Preprocess, batch_size: int):
         self.source, self.rows, self.labels = source, rows, labels
         self.task_classes, self.preprocess, self.batch_size = task_classes, preprocess, batch_size
+        # Each task's images gathered once: an evaluation then reads views of them, batch by batch.
+        self.images = None if source.mapped else [source.take(r) for r in rows]
 
     def logits(self, net, task: int) -> torch.Tensor:
-        return logits_of(net, self.source, self.rows[task], self.preprocess, self.batch_size)
+        if self.images is None:
+            return logits_of(net, self.source, self.rows[task], self.preprocess, self.batch_size)
+        images, bs = self.images[task], self.batch_size
+        return infer(net, (images[start: start + bs] for start in range(0, len(images), bs)), self.preprocess)
 
     def accuracies(self, logits: torch.Tensor, task: int,
                    head_of: Callable[[np.ndarray], np.ndarray]) -> tuple[float, float]:

@@ -16,7 +16,7 @@ import torch
 from .evaluation import batch_cross_entropies
 from .learners import Learner
 from .scenario import ImageSource, Pool
-from .wake import EpochPlan, run_epoch
+from .wake import EpochPlan, LossMonitor
 
 
 @dataclass
@@ -93,18 +93,104 @@ def runs_trial(task: int, epoch: int, enabled: bool) -> bool:
     return enabled and task > 0 and epoch == 0
 
 
+class PrefixTape:
+    """The frozen prefix's outputs for one training step, computed once for every copy [ours].
+
+    Every copy that freezes through block k >= 1 holds the trial's starting weights in stages 0..k, and all
+    copies see the same batches (same plan, same augmentation seed, same replay memory), so in training
+    mode their prefixes compute the same activations and BatchNorm statistic updates. The tape runs one
+    private copy of the starting network through the deepest prefix for each forward call of a step and
+    hands copy k the output of its stage k; the same operations on the same tensors, hence bit-identical.
+    """
+
+    def __init__(self, net, depth: int, verify: bool):
+        self.stages = copy.deepcopy(net).stages[: depth + 1]
+        for stage in self.stages:
+            stage.train()
+            stage.requires_grad_(False)  # frozen in every copy that reads it
+        self.verify = verify  # compare each copy's input with the recorded one (cheap on a CPU, a sync on a GPU)
+        self.calls: list[tuple[torch.Tensor, list[torch.Tensor]]] = []
+
+    def new_step(self) -> None:
+        self.calls.clear()
+
+    def outputs(self, call: int, x: torch.Tensor) -> list[torch.Tensor]:
+        if call < len(self.calls):
+            recorded, outs = self.calls[call]
+            if self.verify and not torch.equal(recorded, x):
+                raise RuntimeError("freezing copies diverged on their inputs; the prefix cannot be shared")
+            return outs
+        outs, h = [], x
+        for stage in self.stages:
+            h = stage(h)
+            outs.append(h)
+        self.calls.append((x, outs))
+        return outs
+
+    def copy_statistics(self, net, depth: int) -> None:
+        """The prefix's BatchNorm running statistics, as the copy's own prefix would have updated them."""
+        for mine, shared in zip(net.stages[: depth + 1], self.stages):
+            for dst, src in zip(mine.buffers(), shared.buffers()):
+                dst.copy_(src)
+
+
+class FromPrefix(torch.nn.Module):
+    """A copy's network during the trial: starts from the tape's output of its last frozen stage."""
+
+    def __init__(self, net, tape: PrefixTape, depth: int):
+        super().__init__()
+        self.net, self.tape, self.depth, self.call = net, tape, depth, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = self.tape.outputs(self.call, x)
+        self.call += 1
+        return self.net(outs[self.depth], start=self.depth + 1)
+
+
+def train_copies(copies: list[Learner], pool: Pool, plan: EpochPlan, spec: TrialSpec, progress=None) -> None:
+    """Train every copy on the planned epoch, step by step in lockstep, sharing the frozen prefix."""
+    device = pool.device
+    shared = [c for c in copies if c.frozen_blocks > 0]
+    tape = None
+    if len(shared) > 1:
+        tape = PrefixTape(shared[0].net, max(c.frozen_blocks for c in shared), verify=device.type == "cpu")
+        for c in shared:
+            c.net = FromPrefix(c.net, tape, c.frozen_blocks)
+    generators = [torch.Generator(device=device).manual_seed(spec.generator_seed) for _ in copies]
+    monitors = [LossMonitor(len(plan.steps), spec.nan_check_every, device, f"{spec.where} (freezing copy {i})",
+                            progress) for i in range(len(copies))]
+    try:
+        batches = pool.batches(plan.host_rows, [step.batch for step in plan.steps])
+        for step, rows, (raw, labels, sample_ids) in zip(plan.steps, plan.host_rows, batches):
+            if tape is not None:
+                tape.new_step()
+            for c, generator, monitor in zip(copies, generators, monitors):
+                if isinstance(c.net, FromPrefix):
+                    c.net.call = 0
+                monitor.record(step.index, c.observe(raw, labels, sample_ids, step, generator), len(rows))
+        for c, monitor in zip(copies, monitors):
+            monitor.check(len(plan.steps))
+            c.memory.num_seen = plan.num_seen_after
+    finally:
+        for c in copies:
+            if isinstance(c.net, FromPrefix):
+                c.net = c.net.net
+                tape.copy_statistics(c.net, c.frozen_blocks)
+
+
 def run_trial(learner: Learner, pool: Pool, plan: EpochPlan, spec: TrialSpec, progress=None) -> TrialResult:
     """Train every copy on the same planned epoch and keep the best (lowest score, then least freezing)."""
-    best, best_score, depths, scores = None, None, [], []
-    for depth in candidate_depths(learner):
+    depths = candidate_depths(learner)
+    copies = []
+    for depth in depths:
         candidate = copy.deepcopy(learner)
         candidate.freeze_through(depth)
-        generator = torch.Generator(device=pool.device).manual_seed(spec.generator_seed)
-        run_epoch(candidate, pool, plan, generator, spec.nan_check_every,
-                  f"{spec.where} (freezing copy {len(depths)})", progress)
+        copies.append(candidate)
+    train_copies(copies, pool, plan, spec, progress)
+    best, best_score, scores = None, None, []
+    for candidate in copies:  # scored one by one, as each copy's score changes only its own BatchNorm statistics
         s = score(candidate, spec.source, spec.validation, spec.freeze_buffer, spec.mode, spec.reference,
                   spec.score_batch_size, spec.generator_seed + 1)
-        depths.append(depth)
         scores.append(s)
         if best is None or s < best_score:  # strict: ties keep the least freezing
             best, best_score = candidate, s

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 UNAVAILABLE = -1
 
@@ -40,6 +39,7 @@ def assign_greedy(counts: np.ndarray) -> np.ndarray:
 
 
 def assign_hungarian(counts: np.ndarray) -> np.ndarray:
+    from scipy.optimize import linear_sum_assignment  # imported when used: scipy.optimize is slow to import
     free = np.flatnonzero((counts != UNAVAILABLE).any(axis=0))
     if len(free) < counts.shape[0]:
         raise ValueError("fewer free heads than new classes")

@@ -1,0 +1,138 @@
+"""The speed-ups of the freezing trial and of evaluation change no number (CPU, bit for bit)."""
+import copy
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import wscl.freezing as freezing
+from wscl.bench_e2e import run_end_to_end
+from wscl.evaluation import measure_layouts
+from wscl.freezing import TrialSpec, candidate_depths, run_trial, score
+from wscl.trainer import Run, seeds_for
+from wscl.wake import plan_epoch, run_epoch
+
+
+def sequential_trial(learner, pool, plan, spec):
+    """The trial as first written: each copy trains its whole epoch alone, from the input image."""
+    depths, scores, copies = [], [], []
+    for depth in candidate_depths(learner):
+        candidate = copy.deepcopy(learner)
+        candidate.freeze_through(depth)
+        generator = torch.Generator(device=pool.device).manual_seed(spec.generator_seed)
+        run_epoch(candidate, pool, plan, generator, spec.nan_check_every, "test")
+        scores.append(score(candidate, spec.source, spec.validation, spec.freeze_buffer, spec.mode, spec.reference,
+                            spec.score_batch_size, spec.generator_seed + 1))
+        depths.append(depth)
+        copies.append(candidate)
+    return depths, scores, copies
+
+
+def trial_inputs(run: Run, t: int, frozen: int):
+    """The state a trial of task ``t`` starts from, after training task 0 for real."""
+    run.task(0)
+    run.learner.freeze_through(frozen)
+    run.learner.task = t
+    run.assign_heads(t, seeds_for(0, t)[1])
+    pool = run.task_pool(t)
+    rng, seed = seeds_for(run.cfg["seed"], t)
+    plan = plan_epoch(run.learner, pool, 16, 16, rng)
+    spec = TrialSpec(run.train_source, run.held_out(run.scenario.val_idx[t]),
+                     run.held_out(run.scenario.freeze_idx[t - 1]), "training_and_buff", run.reference, 16,
+                     seed + 7919, 25, "test")
+    return pool, plan, spec
+
+
+def state_of(learner) -> dict:
+    return {**{f"net.{k}": v for k, v in learner.net.state_dict().items()},
+            **{f"memory.{k}": v for k, v in learner.memory.state_dict().items() if torch.is_tensor(v)}}
+
+
+@pytest.mark.parametrize("method,fidelity,frozen", [("er_ace", "reference", 0), ("er", "reference", 2),
+                                                    ("derpp", "corrected", 1), ("er_ace", "corrected", 0)])
+def test_shared_frozen_prefix_trains_every_copy_bit_for_bit_as_alone(tiny, tmp_path, method, fidelity, frozen):
+    run = Run(tiny(preset="authors", fidelity=fidelity, training={"method": method}), tmp_path, quiet=True,
+              log=lambda *_: None)
+    pool, plan, spec = trial_inputs(run, 1, frozen)
+    depths, scores, copies = sequential_trial(copy.deepcopy(run.learner), pool, plan, spec)
+    result = run_trial(run.learner, pool, plan, spec)
+    assert result.depths == depths and result.scores == scores
+    alone = copies[depths.index(result.chosen_depth)]
+    mine, theirs = state_of(result.winner), state_of(alone)
+    assert mine.keys() == theirs.keys()
+    assert all(torch.equal(mine[k], theirs[k]) for k in mine), [k for k in mine if not torch.equal(mine[k], theirs[k])]
+    assert result.winner.memory.num_seen == alone.memory.num_seen
+    assert type(result.winner.net).__name__ == "ResNet18"  # the trial's wrapper is gone
+
+
+def test_copies_on_different_inputs_are_refused(tiny, tmp_path):
+    run = Run(tiny(preset="authors"), tmp_path, quiet=True, log=lambda *_: None)
+    tape = freezing.PrefixTape(run.learner.net, 2, verify=True)
+    x = torch.randn(4, 3, 12, 12)
+    tape.outputs(0, x)
+    with pytest.raises(RuntimeError, match="diverged"):
+        tape.outputs(0, x + 1)
+
+
+def test_evaluation_logits_are_those_of_a_plain_batched_pass(tiny, tmp_path):
+    run = Run(tiny(), tmp_path, quiet=True, log=lambda *_: None)
+    net, tests = run.learner.net, run.tests
+    net.eval()
+    for task in range(run.scenario.n_tasks):
+        rows, bs = tests.rows[task], tests.batch_size
+        with torch.no_grad():
+            expected = torch.cat([net(tests.preprocess(tests.source.take(rows[s: s + bs]), None, train=False))
+                                  for s in range(0, len(rows), bs)])
+        assert torch.equal(tests.logits(net, task), expected)
+        assert torch.equal(run.random_logits[task], expected)  # nothing has trained yet
+
+
+def test_reference_evaluates_in_the_training_layout_and_records_it(tiny, tmp_path):
+    metrics = Run(tiny(), tmp_path, quiet=True, log=lambda *_: None).run()
+    assert metrics["runtime"]["eval_memory_format"] == "contiguous"
+    assert metrics["runtime"]["eval_batch_size"] == 256
+    assert metrics["runtime"]["eval_layout_decided_by"].startswith("reference")
+
+
+def test_measured_layout_is_the_fastest_candidate():
+    from wscl.backbone import ResNet18
+    layout = measure_layouts(ResNet18(4, 3, 8), (3, 12, 12), torch.device("cpu"), (8, 16), (0.5,) * 3, (0.2,) * 3)
+    rates = layout.images_per_second
+    assert set(rates) == {"contiguous/8", "contiguous/16", "channels_last/8", "channels_last/16"}
+    best = max(rates, key=rates.get)
+    assert best == f"{'channels_last' if layout.channels_last else 'contiguous'}/{layout.batch_size}"
+
+
+def test_end_to_end_bench_reports_the_work_and_its_efficiency(tmp_path, capsys):
+    torch.set_num_threads(2)
+    out = tmp_path / "e2e.json"
+    run_end_to_end(device="cpu", out=out, size="quick")
+    saved = json.loads(out.read_text())
+    assert [r["preset"] for r in saved["runs"]] == ["base", "authors"]
+    for r in saved["runs"]:
+        assert r["images_trained"] > 0 and r["images_inferred"] > 0
+        required = (r["images_trained"] / r["bare_train_images_per_second"]
+                    + r["images_inferred"] / r["bare_inference_images_per_second"])
+        assert r["required_seconds"] == pytest.approx(required, abs=2e-3)
+        assert r["protocol_efficiency"] == pytest.approx(required / r["wall_seconds"], abs=2e-3)
+        assert sum(r["phase_seconds"].values()) == pytest.approx(r["wall_seconds"], abs=0.05)
+    base, wscl = saved["runs"]
+    assert wscl["images_trained"] > base["images_trained"]  # the trial's copies train too
+    assert "protocol efficiency" in capsys.readouterr().out
+
+
+def test_train_without_a_tracking_uri_never_imports_mlflow(tmp_path):
+    sets = ["runtime.device=cpu", "scenario.n_tasks=2", "dataset.synthetic.classes=4",
+            "dataset.synthetic.train_per_class=30", "model.width=4", "training.epochs=1"]
+    argv = ["train", "--dataset", "synthetic", "--preset", "base", "--quiet", "--out", str(tmp_path)]
+    argv += [a for s in sets for a in ("--set", s)]
+    code = f"import sys\nfrom wscl.cli import main\nmain({argv!r})\nsys.stderr.write(' '.join(sorted(sys.modules)))"
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    loaded = set(done.stderr.split())
+    assert "mlflow" not in loaded and "scipy.optimize" not in loaded
+    assert np.isfinite(json.loads((tmp_path / "metrics.json").read_text())["class_il"]["final_avg_acc"])

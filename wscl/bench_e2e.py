@@ -1,0 +1,181 @@
+"""End-to-end benchmark [ours]: a whole fixed run against the work its protocol requires.
+
+Two runs (base ER-ACE and ER-ACE + WSCL as the authors' code runs it, fidelity reference) on synthetic
+32x32x3 images, ResNet-18 width 20, 5 tasks x 2 classes, one epoch. Per run: wall time per phase, and
+the work the protocol requires, counted while it runs:
+
+- images trained (forward + backward): every image of every ``Learner.observe`` call, incoming and
+  replayed, in every copy of the freezing trial;
+- images inferred: every test image of every evaluation (random-init baselines, before and after each
+  task), every training image of head assignment, every held-out image a trial copy is scored on.
+
+In the same process, the bare model's training throughput (an ER-ACE replay step: two batch-32
+forwards and one backward, SGD) and inference throughput (eval mode at the run's evaluation layout).
+Protocol efficiency = (trained / bare training img/s + inferred / bare inference img/s) / wall time of
+the run (from building the run to its metrics.json; imports excluded): 1.0 means the run costs what its
+required work costs on the bare model.
+"""
+from __future__ import annotations
+
+import platform
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from . import evaluation, freezing, learners, trainer
+from .augment import Preprocess
+from .backbone import ResNet18
+from .config import resolve
+from .provenance import device_name
+from .runtime import resolve_runtime
+from .safe_io import atomic_write_json
+
+WIDTH, SIZE, TASKS, CLASSES_PER_TASK, BATCH = 20, 32, 5, 2, 32
+SIZES = {"full": {"train_per_class": 300, "test_per_class": 200, "dream_per_class": 30},
+         "quick": {"train_per_class": 40, "test_per_class": 20, "dream_per_class": 6}}
+RUNS = ("base", "authors")
+
+
+def e2e_config(preset: str, size: str, device: str) -> dict:
+    n = SIZES[size]
+    classes = TASKS * CLASSES_PER_TASK
+    return resolve({
+        "preset": preset, "fidelity": "reference", "seed": 0,
+        "dataset": {"synthetic": {"classes": classes, "dream_classes": classes, "size": SIZE, "channels": 3, **n}},
+        "scenario": {"n_tasks": TASKS, "classes_per_task": CLASSES_PER_TASK,
+                     "val_per_task": 20 if size == "quick" else 100, "freeze_buffer_per_task": 20},
+        "model": {"width": WIDTH},
+        "training": {"method": "er_ace", "epochs": 1, "batch_size": BATCH, "replay_batch_size": BATCH,
+                     "buffer_size": 200},
+        "runtime": {"device": device, "progress": False},
+    })
+
+
+class Work:
+    """Images the run trains and infers, counted at the functions that do it."""
+
+    def __init__(self):
+        self.trained = 0
+        self.inferred = 0
+
+    @contextmanager
+    def counting(self):
+        observe, logits, scores = learners.Learner.observe, evaluation.TestTasks.logits, freezing.batch_cross_entropies
+        logits_of = trainer.logits_of
+
+        def counted_observe(learner, raw, labels, sample_ids, step, generator):
+            self.trained += len(raw) + sum(len(r) for r in step.replay)
+            return observe(learner, raw, labels, sample_ids, step, generator)
+
+        def counted_logits(tests, net, task):
+            self.inferred += len(tests.rows[task])
+            return logits(tests, net, task)
+
+        def counted_logits_of(net, source, rows, *args, **kwargs):
+            self.inferred += len(rows)
+            return logits_of(net, source, rows, *args, **kwargs)
+
+        def counted_scores(net, source, rows, *args, **kwargs):
+            self.inferred += len(rows)
+            return scores(net, source, rows, *args, **kwargs)
+
+        learners.Learner.observe, evaluation.TestTasks.logits = counted_observe, counted_logits
+        freezing.batch_cross_entropies, trainer.logits_of = counted_scores, counted_logits_of
+        try:
+            yield self
+        finally:
+            learners.Learner.observe, evaluation.TestTasks.logits = observe, logits
+            freezing.batch_cross_entropies, trainer.logits_of = scores, logits_of
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bare_training(device: torch.device, n_heads: int, channels_last: bool, bf16: bool, steps: int) -> float:
+    """Images/s of ER-ACE replay steps on the bare model: two batch-32 forwards, one backward, SGD."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    net = ResNet18(n_heads, 3, WIDTH).to(device).to(memory_format=fmt)
+    opt = torch.optim.SGD(net.parameters(), lr=0.03)
+    xs = [torch.randn(BATCH, 3, SIZE, SIZE, device=device).contiguous(memory_format=fmt) for _ in range(2)]
+    y = torch.randint(0, n_heads, (BATCH,), device=device)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = [net(x) for x in xs]
+        sum(F.cross_entropy(out.float(), y) for out in logits).backward()
+        opt.step()
+
+    for _ in range(3):
+        step()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    return steps * 2 * BATCH / (time.perf_counter() - start)
+
+
+def bare_inference(device: torch.device, n_heads: int, layout: evaluation.EvalLayout, batches: int) -> float:
+    """Images/s of eval-mode inference on the bare model at ``layout`` (uint8 in, normalised as a run does)."""
+    net = ResNet18(n_heads, 3, WIDTH).to(device)
+    pre = Preprocess((0.5,) * 3, (0.25,) * 3, False, device, layout.channels_last)
+    raw = torch.randint(0, 256, (layout.batch_size, 3, SIZE, SIZE), dtype=torch.uint8, device=device)
+    evaluation.infer(net, [raw], pre)
+    _sync(device)
+    start = time.perf_counter()
+    evaluation.infer(net, [raw] * batches, pre)
+    _sync(device)
+    return batches * layout.batch_size / (time.perf_counter() - start)
+
+
+def measure(preset: str, size: str, device: str) -> dict:
+    cfg = e2e_config(preset, size, device)
+    runtime = resolve_runtime(cfg)
+    quick = size == "quick"
+    with tempfile.TemporaryDirectory() as tmp, Work().counting() as work:
+        start = time.perf_counter()
+        run = trainer.Run(cfg, tmp, quiet=True, log=lambda *_: None)
+        metrics = run.run()
+        wall = time.perf_counter() - start
+    n_heads = run.scenario.n_heads
+    train_rate = max(bare_training(runtime.device, n_heads, runtime.channels_last, runtime.bf16, 3 if quick else 30)
+                     for _ in range(2))  # best of two: a conservative (lower) efficiency on a noisy machine
+    infer_rate = max(bare_inference(runtime.device, n_heads, run.eval_layout, 2 if quick else 12) for _ in range(2))
+    phases = {k: round(v, 3) for k, v in metrics["wall_seconds"].items()}
+    phases["other"] = round(wall - sum(metrics["wall_seconds"].values()), 3)
+    required_s = work.trained / train_rate + work.inferred / infer_rate
+    return {"preset": preset, "method": "er_ace", "fidelity": cfg["fidelity"], "wall_seconds": round(wall, 3),
+            "phase_seconds": phases, "images_trained": work.trained, "images_inferred": work.inferred,
+            "bare_train_images_per_second": round(train_rate, 2),
+            "bare_inference_images_per_second": round(infer_rate, 2),
+            "required_seconds": round(required_s, 3), "protocol_efficiency": round(required_s / wall, 3),
+            "eval_layout": run.eval_layout.describe(),
+            "class_il_final_avg_acc": metrics["class_il"]["final_avg_acc"]}
+
+
+def run_end_to_end(device: str = "auto", out: str | Path = "results/bench_end_to_end.json",
+                   size: str = "full") -> dict:
+    dev = resolve_runtime(e2e_config("base", size, device)).device
+    results = {"setup": {"image": [3, SIZE, SIZE], "width": WIDTH, "tasks": TASKS, "classes_per_task": CLASSES_PER_TASK,
+                         "batch": BATCH, "buffer": 200, "epochs": 1, "size": size, **SIZES[size]},
+               "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
+               "device": device_name(dev) if dev.type == "cuda"
+               else f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)",
+               "runs": [measure(preset, size, device) for preset in RUNS]}
+    for r in results["runs"]:
+        phases = ", ".join(f"{k} {v:.1f}" for k, v in r["phase_seconds"].items() if v)
+        print(f"{r['preset']:>7} er_ace on {results['device']}: {r['wall_seconds']:.1f} s ({phases}); "
+              f"trained {r['images_trained']} img at bare {r['bare_train_images_per_second']:.0f} img/s, "
+              f"inferred {r['images_inferred']} img at bare {r['bare_inference_images_per_second']:.0f} img/s; "
+              f"protocol efficiency {r['protocol_efficiency']:.3f}")
+    out = Path(out)
+    atomic_write_json(out, results)
+    print(f"saved {out}")
+    return results
