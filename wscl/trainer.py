@@ -11,6 +11,7 @@ has built so far (``MidTask``), so a run resumed from it continues exactly too.
 """
 from __future__ import annotations
 
+import json
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
