@@ -92,6 +92,7 @@ class Run:
         self.stop = stop or (lambda: None)
         self.checkpoint_every = 60 * cfg["runtime"]["checkpoint_every_minutes"]
         self.clock = time.monotonic
+        self.last_checkpoint = self.clock()
         self.runtime = resolve_runtime(cfg)
         self.device = self.runtime.device
         apply_determinism(self.runtime)
