@@ -130,6 +130,62 @@ def test_report_in_a_browser_shows_summary_tables_runs_and_provenance(study, tmp
     assert "<link" not in html and "<script" not in html and "url(" not in html
 
 
+def test_the_reports_mlflow_links_open_the_model_training_view(study, tmp_path):
+    """MLflow 3.17's UI takes its GenAI or Model training view from the link or the browser's memory, never
+    from the experiment (a fresh browser starts in GenAI): the report's links name the view. Followed in a
+    fresh browser against the study's store, they open the runs table and a run's metrics."""
+    import signal
+    import subprocess
+    import time
+
+    from selenium.webdriver.common.by import By
+
+    from conftest import wait_until_healthy
+    from workflow_support import BIN, free_port
+    port = free_port()
+    store = f"sqlite:///{study / 'results/mlflow/mlflow.db'}"
+    with open(tmp_path / "ui.log", "w") as log:
+        ui = subprocess.Popen([str(BIN / "mlflow"), "server", "--backend-store-uri", store, "--host", "127.0.0.1",
+                               "--port", str(port), "--workers", "1"], stdout=log, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    browser = None
+    try:
+        wait_until_healthy(f"http://127.0.0.1:{port}", ui, tmp_path / "ui.log")
+        browser = chromium(tmp_path)
+        browser.get((study / "results/report.html").as_uri())
+        runs_page = browser.find_element(By.PARTIAL_LINK_TEXT, "its runs table").get_attribute("href")
+        run_page = browser.find_element(By.CSS_SELECTOR, 'td[data-col="MLflow run id"] a').get_attribute("href")
+        run_id = run_page.split("/runs/")[1].split("?")[0]
+        here = f"http://127.0.0.1:{port}"
+
+        def shows(url: str, text: str) -> str:
+            browser.get(url.replace("http://127.0.0.1:5000", here))
+            deadline = time.time() + 90
+            while time.time() < deadline:
+                body = browser.find_element(By.TAG_NAME, "body").text
+                if text in body:
+                    return body
+                time.sleep(1)
+            raise AssertionError(f"{url} did not show {text!r}:\n{body[:2000]}")
+
+        experiment = client_for(study).get_experiment_by_name("smoke")
+        parents = [r.info.run_name for r in client_for(study).search_runs([experiment.experiment_id])
+                   if "mlflow.parentRunId" not in r.data.tags]
+        body = shows(runs_page, parents[0])
+        assert all(name in body for name in parents)
+        assert "workflowType=machine_learning" in browser.current_url and "/runs" in browser.current_url
+        # The Model training sidebar (its model registry), not the GenAI one (sessions, judges).
+        assert "Model registry" in body and "Sessions" not in body and "Judges" not in body
+        body = shows(run_page, "class_il/final_avg_acc")
+        assert client_for(study).get_run(run_id).info.run_name in body
+        browser.save_screenshot(str(tmp_path / "mlflow_run.png"))
+    finally:
+        if browser is not None:
+            browser.quit()
+        os.killpg(ui.pid, signal.SIGTERM)
+        ui.wait(timeout=30)
+
+
 def test_snakemake_report_holds_tables_and_figures_by_benchmark_and_buffer(study):
     done = snakemake(study, "--report", "results/report.zip")
     archive = study / "results/report.zip"
