@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +33,7 @@ from .heads import HeadBook, assign_task, bind_dreams
 from .learners import Learner, build_learner
 from .memory import ShortTermMemory
 from .metrics import run_metrics
-from .runtime import apply_determinism, resolve_runtime
+from .runtime import apply_determinism, resolve_runtime, timed
 from .safe_io import RESUME, atomic_write_json, atomic_write_text, translated
 from .scenario import ImageSource, Pool
 from .state import RunState
@@ -45,15 +44,6 @@ def seeds_for(seed: int, task: int) -> tuple[np.random.Generator, int]:
     """Host generator and device-generator seed for task ``task`` (independent of earlier tasks)."""
     seq = np.random.SeedSequence([seed, task])
     return np.random.default_rng(seq), int(seq.generate_state(1)[0])
-
-
-@contextmanager
-def timed(timings: dict, phase: str, device: torch.device):
-    start = time.perf_counter()
-    yield
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)  # phase boundaries only: accurate wall time per phase
-    timings[phase] = timings.get(phase, 0.0) + time.perf_counter() - start
 
 
 @dataclass
