@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,39 +36,13 @@ from .runtime import apply_determinism, resolve_runtime, timed
 from .safe_io import RESUME, atomic_write_json, atomic_write_text, translated
 from .scenario import ImageSource, Pool
 from .state import RunState
-from .wake import plan_epoch, real_rows_in_order, run_epoch
+from .wake import MidTask, wake_phase
 
 
 def seeds_for(seed: int, task: int) -> tuple[np.random.Generator, int]:
     """Host generator and device-generator seed for task ``task`` (independent of earlier tasks)."""
     seq = np.random.SeedSequence([seed, task])
     return np.random.default_rng(seq), int(seq.generate_state(1)[0])
-
-
-@dataclass
-class MidTask:
-    """Task ``task`` under way: what it has built so far and where its wake phase stands. Saved whole as the
-    ``position`` of a checkpoint written inside the task."""
-    task: int
-    record: dict                    # the task's record so far (heads, dream binding, freezing scores)
-    stm: ShortTermMemory
-    rng: np.random.Generator        # the task's host generator
-    generator: torch.Generator      # the task's wake augmentation and replay generator
-    epoch: int = 0                  # the wake epoch under way (== training.epochs: wake is done)
-    step: int = 0                   # steps of that epoch done (0: not started)
-    rng_plan: dict | None = None    # the host generator's state before that epoch was planned
-
-    def state_dict(self) -> dict:
-        return {"task": self.task, "record": self.record, "stm": self.stm.state_dict(),
-                "rng": self.rng.bit_generator.state, "generator": self.generator.get_state(),
-                "epoch": self.epoch, "step": self.step, "rng_plan": self.rng_plan}
-
-    def load_state_dict(self, saved: dict) -> None:
-        self.record, self.epoch, self.step, self.rng_plan = saved["record"], saved["epoch"], saved["step"], \
-            saved["rng_plan"]
-        self.stm.load_state_dict(saved["stm"])
-        self.rng.bit_generator.state = saved["rng"]
-        self.generator.set_state(saved["generator"].cpu())
 
 
 class Run:
@@ -161,17 +134,21 @@ class Run:
             return None
         mid = self.start_task(saved["position"]["task"])
         mid.load_state_dict(saved["position"])
-        self.log(f"resuming {self.out} inside task {mid.task + 1} of {T} ({self.where(mid)})")
+        self.log(f"resuming {self.out} inside task {mid.task + 1} of {T} ({mid.where(self.cfg['training']['epochs'])})")
         return mid
 
     def save(self, mid: MidTask | None = None) -> None:
         checkpoint.save(self.state, self.checkpoint_path, self.fingerprint, None if mid is None else mid.state_dict())
         self.last_checkpoint = self.clock()
 
-    def where(self, mid: MidTask) -> str:
-        if mid.epoch == self.cfg["training"]["epochs"]:
-            return "wake done"
-        return f"wake epoch {mid.epoch + 1}" + (f", step {mid.step}" if mid.step else "")
+    def pause_point(self, mid: MidTask, paused: bool) -> None:
+        """Inside a task: a paused wake epoch, or the end of one. Writes a checkpoint when paused, stopped or
+        due (``runtime.checkpoint_every_minutes``), and ends the run when paused or stopped."""
+        if paused or self.stop() or 0 < self.checkpoint_every <= self.clock() - self.last_checkpoint:
+            self.save(mid)
+            if paused or self.stop():
+                raise self.preempted(f"inside task {mid.task + 1} of {self.scenario.n_tasks} "
+                                     f"({mid.where(self.cfg['training']['epochs'])})")
 
     def preempted(self, where: str) -> Preempted:
         return Preempted(f"stopped by {self.stop()}: checkpoint {self.checkpoint_path} written {where}; {RESUME}")
@@ -204,7 +181,9 @@ class Run:
         record["wake_pool"] = {"real": pool.n_real, "dream": len(pool) - pool.n_real}
         record.setdefault("freezing_scores", None)
         progress = tqdm(total=None, desc=f"task {t + 1}/{T}", unit="step", disable=self.quiet, leave=False)
-        self.wake(mid, pool, progress)
+        trial = self.freezing_trial if runs_trial(t, 0, self.wscl["freezing"]["enabled"]) else None
+        wake_phase(mid, state, pool, self.cfg["training"], self.cfg["runtime"]["nan_check_every"], trial,
+                   self.pause_point, self.stop, progress, f"task {t + 1}/{T}")
         progress.set_description(f"task {t + 1}/{T} sleep (NREM, plasticity, REM)")
         record.update(self.sleep(t, pool, mid.rng, gen_seed, mid.stm))
         progress.close()
@@ -236,52 +215,10 @@ class Run:
         dreams = rem.interleaved_part(self.dreams, self.book, self.wscl["rem"])
         return Pool(parts if dreams is None else parts + [dreams], self.device)
 
-    def wake(self, mid: MidTask, pool: Pool, progress) -> None:
-        """The wake epochs from where ``mid`` stands. A stop request pauses a wake epoch after its current step
-        (the freezing trial, not interruptible, runs to its end); the pause and the timer write a checkpoint."""
-        tr, t, rng = self.cfg["training"], mid.task, mid.rng
-        gen_seed = seeds_for(self.cfg["seed"], t)[1]
-        for epoch in range(mid.epoch, tr["epochs"]):
-            paused = mid.step > 0  # resumed inside this epoch: plan it again from the same generator state
-            if paused:
-                after_plan, rng.bit_generator.state = rng.bit_generator.state, mid.rng_plan
-            else:
-                mid.rng_plan = rng.bit_generator.state
-            plan = plan_epoch(self.learner, pool, tr["batch_size"], tr["replay_batch_size"], rng)
-            trial, where = runs_trial(t, epoch, self.wscl["freezing"]["enabled"]), f"task {t}, epoch {epoch}"
-            progress.set_description(f"task {t + 1}/{self.scenario.n_tasks} "
-                                     f"{'freezing trial' if trial else 'wake'} epoch {epoch + 1}/{tr['epochs']}")
-            if paused:
-                rng.bit_generator.state = after_plan
-            elif epoch == 0 and mid.stm.size:
-                mid.stm.observe(real_rows_in_order(plan, pool.n_real), rng)
-            if trial:
-                mid.record["freezing_scores"] = self.freezing_trial(t, pool, plan, gen_seed, where, progress)
-            elif not self.wake_epoch(pool, plan, mid, where, progress):
-                self.save(mid)
-                raise self.preempted(f"inside task {t + 1} of {self.scenario.n_tasks} ({self.where(mid)})")
-            mid.epoch, mid.step = epoch + 1, 0
-            if self.stop() or 0 < self.checkpoint_every <= self.clock() - self.last_checkpoint:
-                self.save(mid)
-                if self.stop():
-                    raise self.preempted(f"inside task {t + 1} of {self.scenario.n_tasks} ({self.where(mid)})")
-
-    def wake_epoch(self, pool: Pool, plan, mid: MidTask, where: str, progress) -> bool:
-        """Run the planned epoch from ``mid.step``; False when a stop request paused it (at ``mid.step``)."""
-        state = self.state
-        if mid.step == 0:
-            state.wake_steps["replay"] += plan.replay_steps
-            state.wake_steps["plain"] += len(plan.steps) - plan.replay_steps
-        every = self.cfg["runtime"]["nan_check_every"]
-        with timed(state.timings, "wake", self.device):
-            images, mid.step = run_epoch(self.learner, pool, plan, mid.generator, every, where, progress,
-                                         start=mid.step, stop=self.stop)
-        state.wake_images += images
-        return mid.step == len(plan.steps)
-
-    def freezing_trial(self, t: int, pool: Pool, plan, gen_seed: int, where: str, progress) -> dict[str, float]:
+    def freezing_trial(self, pool: Pool, plan, where: str, progress) -> dict[str, float]:
         """Epoch 0 of task t > 0 trains the trial's copies; the run goes on with the winner."""
-        rt = self.cfg["runtime"]
+        rt, t = self.cfg["runtime"], self.learner.task
+        gen_seed = seeds_for(self.cfg["seed"], t)[1]
         score_bs = self.cfg["training"]["batch_size"] if self.reference else rt["eval_batch_size"]
         spec = TrialSpec(self.train_source, self.held_out(self.scenario.val_idx[t]),
                          self.held_out(self.scenario.freeze_idx[t - 1]), self.wscl["freezing"]["mode"],
