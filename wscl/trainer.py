@@ -11,7 +11,6 @@ has built so far (``MidTask``), so a run resumed from it continues exactly too.
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from . import scenario as scenario_mod
 from .augment import Preprocess
 from .config import fingerprint
 from .errors import Preempted
-from .evaluation import AccuracyMatrices, EvalLayout, TestTasks, logits_of, measure_layouts
+from .evaluation import AccuracyMatrices, TestTasks, choose_layout, logits_of
 from .freezing import HeldOut, TrialSpec, adopt, run_trial, runs_trial
 from .heads import HeadBook, assign_task, bind_dreams
 from .learners import Learner, build_learner
@@ -80,7 +79,8 @@ class Run:
                         bind_dreams(n_heads, self.dreams.n_classes, np.random.default_rng([cfg["seed"], 3])))
         learner = build_learner(cfg, n_heads, ds.image_shape, self.preprocess, self.device, bf16=self.runtime.bf16)
         self.state = RunState(learner, book, AccuracyMatrices.empty(self.scenario.n_tasks))
-        self.eval_layout = self.choose_eval_layout(ds.image_shape, ds.normalisation())
+        self.eval_layout = choose_layout(cfg, self.runtime, self.scenario, learner.net, ds.image_shape,
+                                         ds.normalisation(), self.out, self.fingerprint, self.state.timings)
         self.eval_preprocess = Preprocess(*ds.normalisation(), augment, self.device, self.eval_layout.channels_last)
         self.tests.preprocess, self.tests.batch_size = self.eval_preprocess, self.eval_layout.batch_size
         # The randomly initialised network's test logits: FWT's baselines b_j.
@@ -243,29 +243,6 @@ class Run:
         return info
 
     # -- evaluation and results ------------------------------------------------------------------
-    def choose_eval_layout(self, image_shape, normalisation) -> EvalLayout:
-        """Memory format and batch size of evaluation and head assignment [ours]. reference: the training
-        format and runtime.eval_batch_size, bit-identical to the authors' arithmetic (another format changes
-        logits at float level). corrected: the fastest measured here, unless measuring would cost over 5% of
-        the run's inference; kept in the run folder, so a resumed run evaluates as the uninterrupted one."""
-        bs, cl = self.cfg["runtime"]["eval_batch_size"], self.runtime.channels_last
-        if self.reference:
-            return EvalLayout(cl, bs, "reference: the training memory format and runtime.eval_batch_size")
-        saved = self.out / "eval_layout.json"
-        if saved.exists():
-            found = json.loads(saved.read_text())
-            if found.get("fingerprint") == self.fingerprint:
-                return EvalLayout(**found["layout"])
-        n_test, T = sum(len(r) for r in self.scenario.test_idx), self.scenario.n_tasks
-        # random init + after every task + before each task t > 0; head assignment of t > 0
-        required = n_test * (T + 3) / 2 + sum(len(r) for r in self.scenario.train_idx[1:])
-        if 2 * 2 * (bs + 2 * bs) > 0.05 * required:  # 2 formats x 2 batch sizes x (warm-up + timed)
-            return EvalLayout(cl, bs, "default: too little inference to be worth measuring")
-        with timed(self.state.timings, "eval_layout", self.device):
-            layout = measure_layouts(self.learner.net, image_shape, self.device, (bs, 2 * bs), *normalisation)
-        atomic_write_text(saved, json.dumps({"fingerprint": self.fingerprint, "layout": vars(layout)}))
-        return layout
-
     def held_out(self, rows: np.ndarray) -> HeldOut:
         return HeldOut(rows, torch.as_tensor(self.book.heads_of(self.train_y[rows]), device=self.device))
 
