@@ -25,9 +25,9 @@ from . import scenario as scenario_mod
 from .augment import Preprocess
 from .config import fingerprint
 from .errors import Preempted
-from .evaluation import AccuracyMatrices, TestTasks, choose_layout, logits_of
-from .freezing import HeldOut, TrialSpec, adopt, run_trial, runs_trial
-from .heads import HeadBook, assign_task, bind_dreams
+from .evaluation import AccuracyMatrices, TestTasks, choose_layout
+from .freezing import runs_trial, trial_epoch, trial_spec
+from .heads import HeadBook, assign_by_network, bind_dreams
 from .learners import Learner, build_learner
 from .memory import ShortTermMemory
 from .metrics import run_metrics
@@ -181,7 +181,7 @@ class Run:
         record["wake_pool"] = {"real": pool.n_real, "dream": len(pool) - pool.n_real}
         record.setdefault("freezing_scores", None)
         progress = tqdm(total=None, desc=f"task {t + 1}/{T}", unit="step", disable=self.quiet, leave=False)
-        trial = self.freezing_trial if runs_trial(t, 0, self.wscl["freezing"]["enabled"]) else None
+        trial = self.freezing_trial if runs_trial(t, self.wscl["freezing"]["enabled"]) else None
         wake_phase(mid, state, pool, self.cfg["training"], self.cfg["runtime"]["nan_check_every"], trial,
                    self.pause_point, self.stop, progress, f"task {t + 1}/{T}")
         progress.set_description(f"task {t + 1}/{T} sleep (NREM, plasticity, REM)")
@@ -197,17 +197,10 @@ class Run:
 
     # -- phases ----------------------------------------------------------------------------------
     def assign_heads(self, t: int, gen_seed: int) -> np.ndarray:
-        rows = self.scenario.train_idx[t]
-
-        def predict() -> tuple[np.ndarray, np.ndarray]:
-            # [code, spec §2b.3] the authors assign heads from augmented training images.
-            generator = torch.Generator(device=self.device).manual_seed(gen_seed) if self.reference else None
-            logits = logits_of(self.learner.net, self.train_source, rows, self.eval_preprocess,
-                               self.eval_layout.batch_size, generator)
-            return logits.argmax(1).cpu().numpy(), self.train_y[rows]
-
-        return assign_task(self.book, self.cfg["scenario"]["head_assignment"], self.scenario.task_classes(t), t == 0,
-                           predict)
+        augment_seed = gen_seed if self.reference else None  # [code, spec §2b.3] augmented training images
+        return assign_by_network(self.book, self.cfg["scenario"]["head_assignment"], self.scenario.task_classes(t),
+                                 t == 0, self.learner.net, self.train_source, self.scenario.train_idx[t], self.train_y,
+                                 self.eval_preprocess, self.eval_layout.batch_size, augment_seed)
 
     def task_pool(self, t: int) -> Pool:
         rows = self.scenario.train_idx[t]
@@ -216,17 +209,10 @@ class Run:
         return Pool(parts if dreams is None else parts + [dreams], self.device)
 
     def freezing_trial(self, pool: Pool, plan, where: str, progress) -> dict[str, float]:
-        """Epoch 0 of task t > 0 trains the trial's copies; the run goes on with the winner."""
-        rt, t = self.cfg["runtime"], self.learner.task
-        gen_seed = seeds_for(self.cfg["seed"], t)[1]
-        score_bs = self.cfg["training"]["batch_size"] if self.reference else rt["eval_batch_size"]
-        spec = TrialSpec(self.train_source, self.held_out(self.scenario.val_idx[t]),
-                         self.held_out(self.scenario.freeze_idx[t - 1]), self.wscl["freezing"]["mode"],
-                         self.reference, score_bs, gen_seed + 7919, rt["nan_check_every"], where)
-        with timed(self.state.timings, "freezing_trial", self.device):
-            result = run_trial(self.learner, pool, plan, spec, progress)
-            self.state.learner = adopt(self.learner, result, self.reference)
-        return dict(zip(map(str, result.depths), result.scores))
+        t = self.learner.task
+        spec = trial_spec(self.cfg, self.train_source, self.train_y, self.book, self.scenario, t,
+                          seeds_for(self.cfg["seed"], t)[1], where)
+        return trial_epoch(self.state, pool, plan, spec, progress)
 
     def sleep(self, t: int, pool: Pool, rng: np.random.Generator, gen_seed: int, stm: ShortTermMemory) -> dict:
         tr, state = self.cfg["training"], self.state
@@ -243,9 +229,6 @@ class Run:
         return info
 
     # -- evaluation and results ------------------------------------------------------------------
-    def held_out(self, rows: np.ndarray) -> HeldOut:
-        return HeldOut(rows, torch.as_tensor(self.book.heads_of(self.train_y[rows]), device=self.device))
-
     def evaluate(self, task: int) -> tuple[float, float]:
         """Class-IL and Task-IL accuracy on task ``task``'s test images now."""
         return self.tests.accuracies(self.tests.logits(self.learner.net, task), task, self.book.heads_of)
