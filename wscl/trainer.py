@@ -185,7 +185,8 @@ class Run:
         wake_phase(mid, state, pool, self.cfg["training"], self.cfg["runtime"]["nan_check_every"], trial,
                    self.pause_point, self.stop, progress, f"task {t + 1}/{T}")
         progress.set_description(f"task {t + 1}/{T} sleep (NREM, plasticity, REM)")
-        record.update(self.sleep(t, pool, mid.rng, gen_seed, mid.stm))
+        record.update(nrem.sleep_phase(t, state, pool, mid.stm, self.dreams, self.wscl, self.cfg["training"], mid.rng,
+                                       gen_seed))
         progress.close()
         with timed(state.timings, "eval", self.device):
             for j in range(t + 1):
@@ -213,20 +214,6 @@ class Run:
         spec = trial_spec(self.cfg, self.train_source, self.train_y, self.book, self.scenario, t,
                           seeds_for(self.cfg["seed"], t)[1], where)
         return trial_epoch(self.state, pool, plan, spec, progress)
-
-    def sleep(self, t: int, pool: Pool, rng: np.random.Generator, gen_seed: int, stm: ShortTermMemory) -> dict:
-        tr, state = self.cfg["training"], self.state
-        generator = torch.Generator(device=self.device).manual_seed(gen_seed + 104729)
-        seen_heads = torch.as_tensor(self.book.head_taken, device=self.device)  # the heads of tasks 0..t
-        with timed(state.timings, "nrem", self.device):
-            info = nrem.sleep(self.learner, pool, stm, seen_heads, t, self.wscl, tr["batch_size"], rng, generator)
-        dreams = rem.staged_pool(self.dreams, self.book, self.wscl["rem"], self.device)
-        if dreams is not None:
-            with timed(state.timings, "rem", self.device):
-                free = torch.as_tensor(self.book.free_heads, device=self.device)
-                rem.run_staged_rem(self.learner, dreams, free, self.wscl["rem"]["epochs"], tr["batch_size"],
-                                   tr["replay_batch_size"], rng, generator)
-        return info
 
     # -- evaluation and results ------------------------------------------------------------------
     def evaluate(self, task: int) -> tuple[float, float]:
