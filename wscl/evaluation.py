@@ -141,6 +141,17 @@ class TestTasks:
         images, bs = self.images[task], self.batch_size
         return infer(net, (images[start: start + bs] for start in range(0, len(images), bs)), self.preprocess)
 
+    def evaluate(self, net, task: int, head_of: Callable[[np.ndarray], np.ndarray]) -> tuple[float, float]:
+        """Class-IL and Task-IL accuracy of ``net`` on task ``task``'s test images now."""
+        return self.accuracies(self.logits(net, task), task, head_of)
+
+    def baseline(self, random_logits: torch.Tensor, task: int, head_of: Callable[[np.ndarray], np.ndarray],
+                 reference: bool) -> tuple[float, float]:
+        """FWT's baseline b_task, from the random network's ``random_logits``. [code] the authors score the
+        random network with heads in class order; [ours] with the heads task ``task`` is assigned, the same
+        heads its later accuracies use."""
+        return self.accuracies(random_logits, task, (lambda classes: classes) if reference else head_of)
+
     def accuracies(self, logits: torch.Tensor, task: int,
                    head_of: Callable[[np.ndarray], np.ndarray]) -> tuple[float, float]:
         """Class-IL and Task-IL accuracy of ``logits`` on task ``task``, classes mapped to heads by ``head_of``."""

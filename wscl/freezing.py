@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import copy
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -102,14 +104,14 @@ def held_out(rows: np.ndarray, labels: np.ndarray, book: HeadBook, device: torch
 
 
 def trial_spec(cfg: dict, source: ImageSource, labels: np.ndarray, book: HeadBook, scenario: Scenario, task: int,
-               task_seed: int, where: str) -> TrialSpec:
+               task_seed: int) -> TrialSpec:
     """The trial of task ``task`` as configured; ``task_seed`` is the task's device-generator seed."""
     rt, reference = cfg["runtime"], cfg["fidelity"] == "reference"
     score_batch_size = cfg["training"]["batch_size"] if reference else rt["eval_batch_size"]
     return TrialSpec(source, held_out(scenario.val_idx[task], labels, book, source.device),
                      held_out(scenario.freeze_idx[task - 1], labels, book, source.device),
                      cfg["wscl"]["freezing"]["mode"], reference, score_batch_size, task_seed + 7919,
-                     rt["nan_check_every"], where)
+                     rt["nan_check_every"], f"task {task}, epoch 0")
 
 
 class PrefixTape:
@@ -227,7 +229,15 @@ def adopt(learner: Learner, result: TrialResult, reference: bool) -> Learner:
     return learner
 
 
-def trial_epoch(state: RunState, pool: Pool, plan: EpochPlan, spec: TrialSpec, progress=None) -> dict[str, float]:
+def task_trial(state: RunState, cfg: dict, source: ImageSource, labels: np.ndarray, scenario: Scenario, task: int,
+               task_seed: int) -> Callable | None:
+    """The trial of task ``task`` as ``wake.wake_phase`` runs it, in place of epoch 0; None: no trial."""
+    if not runs_trial(task, cfg["wscl"]["freezing"]["enabled"]):
+        return None
+    return partial(trial_epoch, state, trial_spec(cfg, source, labels, state.book, scenario, task, task_seed))
+
+
+def trial_epoch(state: RunState, spec: TrialSpec, pool: Pool, plan: EpochPlan, progress=None) -> dict[str, float]:
     """Epoch 0 of a task t > 0 trains the trial's copies; the run goes on with the winner. Returns the
     score of each candidate depth."""
     with timed(state.timings, "freezing_trial", pool.device):

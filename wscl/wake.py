@@ -128,6 +128,12 @@ def real_rows_in_order(plan: EpochPlan, n_real: int) -> np.ndarray:
     return rows[rows < n_real]
 
 
+def seeds_for(seed: int, task: int) -> tuple[np.random.Generator, int]:
+    """Host generator and device-generator seed for task ``task`` (independent of earlier tasks)."""
+    seq = np.random.SeedSequence([seed, task])
+    return np.random.default_rng(seq), int(seq.generate_state(1)[0])
+
+
 @dataclass
 class MidTask:
     """Task ``task`` under way: what it has built so far and where its wake phase stands. Saved whole as the
@@ -140,6 +146,12 @@ class MidTask:
     epoch: int = 0                  # the wake epoch under way (== training.epochs: wake is done)
     step: int = 0                   # steps of that epoch done (0: not started)
     rng_plan: dict | None = None    # the host generator's state before that epoch was planned
+
+    @classmethod
+    def start(cls, task: int, seed: int, stm_size: int, device: torch.device) -> MidTask:
+        """Task ``task`` before anything: an empty STM and the task's generators, seeded by (seed, task)."""
+        rng, generator_seed = seeds_for(seed, task)
+        return cls(task, {}, ShortTermMemory(stm_size), rng, torch.Generator(device=device).manual_seed(generator_seed))
 
     def where(self, epochs: int) -> str:
         """Where the task stands, for the log, of ``epochs`` wake epochs."""
@@ -163,11 +175,14 @@ class MidTask:
 def wake_phase(mid: MidTask, state: RunState, pool: Pool, training: dict, nan_check_every: int,
                trial: Callable | None, pause_point: Callable[[MidTask, bool], None], stop: Callable,
                progress, title: str) -> None:
-    """The wake epochs of task ``mid.task`` from where ``mid`` stands; ``trial(pool, plan, where, progress)``,
-    when given, takes the place of epoch 0 and returns the freezing scores. A stop request pauses a wake
-    epoch after its current step (the trial, not interruptible, runs to its end); ``pause_point(mid, paused)``
-    is called at the pause and at the end of every epoch, and checkpoints or stops the run there."""
+    """The wake epochs of task ``mid.task`` from where ``mid`` stands; the pool's size and the freezing
+    scores go into the task's record. ``trial(pool, plan, progress)``, when given, takes the place of epoch 0
+    and returns those scores. A stop request pauses a wake epoch after its current step (the trial, not
+    interruptible, runs to its end); ``pause_point(mid, paused)`` is called at the pause and at the end of
+    every epoch, and checkpoints or stops the run there."""
     tr, rng = training, mid.rng
+    mid.record["wake_pool"] = {"real": pool.n_real, "dream": len(pool) - pool.n_real}
+    mid.record.setdefault("freezing_scores", None)
     for epoch in range(mid.epoch, tr["epochs"]):
         paused = mid.step > 0  # resumed inside this epoch: plan it again from the same generator state
         if paused:
@@ -182,7 +197,7 @@ def wake_phase(mid: MidTask, state: RunState, pool: Pool, training: dict, nan_ch
         elif epoch == 0 and mid.stm.size:
             mid.stm.observe(real_rows_in_order(plan, pool.n_real), rng)
         if in_trial:
-            mid.record["freezing_scores"] = trial(pool, plan, where, progress)
+            mid.record["freezing_scores"] = trial(pool, plan, progress)
         elif not wake_epoch(state, pool, plan, mid, nan_check_every, where, stop, progress):
             pause_point(mid, True)
         mid.epoch, mid.step = epoch + 1, 0
