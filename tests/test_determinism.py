@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from wscl import nrem
 from wscl.trainer import Run
 
 
@@ -25,18 +26,18 @@ def test_same_seed_same_numbers_different_seed_different_numbers(tiny, tmp_path)
 
 def test_resume_after_a_crash_gives_the_uninterrupted_numbers(tiny, tmp_path, monkeypatch):
     reference = Run(tiny(), tmp_path / "ref", quiet=True, log=lambda *_: None).run()
-    original = Run.sleep
+    original = nrem.sleep_phase
 
-    def crash_in_task_2(self, t, *args):
+    def crash_in_task_2(t, *args):
         if t == 2:
             raise KeyboardInterrupt("simulated kill")
-        return original(self, t, *args)
+        return original(t, *args)
 
-    monkeypatch.setattr(Run, "sleep", crash_in_task_2)
+    monkeypatch.setattr(nrem, "sleep_phase", crash_in_task_2)
     with pytest.raises(KeyboardInterrupt):
         Run(tiny(), tmp_path / "run", quiet=True, log=lambda *_: None).run()
     assert not (tmp_path / "run" / "metrics.json").exists()
-    monkeypatch.setattr(Run, "sleep", original)
+    monkeypatch.setattr(nrem, "sleep_phase", original)
     log = []
     resumed = Run(tiny(), tmp_path / "run", quiet=True, log=log.append)
     result = resumed.run()

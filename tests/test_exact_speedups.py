@@ -41,9 +41,11 @@ def trial_inputs(run: Run, t: int, frozen: int):
     pool = run.task_pool(t)
     rng, seed = seeds_for(run.cfg["seed"], t)
     plan = plan_epoch(run.learner, pool, 16, 16, rng)
-    spec = TrialSpec(run.train_source, run.held_out(run.scenario.val_idx[t]),
-                     run.held_out(run.scenario.freeze_idx[t - 1]), "training_and_buff", run.reference, 16,
-                     seed + 7919, 25, "test")
+    def held_out(rows):
+        return freezing.held_out(rows, run.train_y, run.book, run.device)
+
+    spec = TrialSpec(run.train_source, held_out(run.scenario.val_idx[t]), held_out(run.scenario.freeze_idx[t - 1]),
+                     "training_and_buff", run.reference, 16, seed + 7919, 25, "test")
     return pool, plan, spec
 
 

@@ -36,7 +36,7 @@ def test_freezing_accumulates_across_tasks(tiny, tmp_path, monkeypatch):
         state["target"] += 1
         return original(learner, result, reference)
 
-    monkeypatch.setattr("wscl.trainer.adopt", adopt_and_raise_target)
+    monkeypatch.setattr(freezing, "adopt", adopt_and_raise_target)
     metrics = run.run()
     assert metrics["frozen_blocks_per_task"] == [0, 1, 2]
     assert calls == list(range(0, 7)) + list(range(1, 7))  # already-frozen blocks are no candidates
@@ -56,7 +56,7 @@ def test_frozen_parameters_do_not_change_over_the_rest_of_training(tiny, tmp_pat
             snapshots.extend(p.detach().clone() for stage in frozen for p in stage.parameters())
         return adopted
 
-    monkeypatch.setattr("wscl.trainer.adopt", adopt_and_snapshot)
+    monkeypatch.setattr(freezing, "adopt", adopt_and_snapshot)
     run.run()
     assert run.learner.frozen_blocks == 3
     net = run.learner.net

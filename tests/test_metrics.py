@@ -63,8 +63,8 @@ def test_random_init_baseline_uses_class_order_heads_under_reference(tiny, tmp_p
         metrics = run.run()
         rows = run.scenario.test_idx[1]
         logits = run.random_logits[1]
-        classes = torch.as_tensor(run.test_y[rows])
-        heads = torch.as_tensor(run.book.heads_of(run.test_y[rows]))
+        classes = torch.as_tensor(run.tests.labels[rows])
+        heads = torch.as_tensor(run.book.heads_of(run.tests.labels[rows]))
         expected = classes if fidelity == "reference" else heads
         b1 = 100.0 * float((logits.argmax(1) == expected).float().mean())
         assert metrics["class_il"]["random_init_accuracy"][1] == pytest.approx(b1)

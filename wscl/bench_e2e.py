@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from . import evaluation, freezing, learners, trainer
+from . import evaluation, freezing, heads, learners, trainer
 from .augment import Preprocess
 from .backbone import ResNet18
 from .config import resolve
@@ -65,7 +65,7 @@ class Work:
     @contextmanager
     def counting(self):
         observe, logits, scores = learners.Learner.observe, evaluation.TestTasks.logits, freezing.batch_cross_entropies
-        logits_of = trainer.logits_of
+        logits_of = heads.logits_of
 
         def counted_observe(learner, raw, labels, sample_ids, step, generator):
             self.trained += len(raw) + sum(len(r) for r in step.replay)
@@ -84,12 +84,12 @@ class Work:
             return scores(net, source, rows, *args, **kwargs)
 
         learners.Learner.observe, evaluation.TestTasks.logits = counted_observe, counted_logits
-        freezing.batch_cross_entropies, trainer.logits_of = counted_scores, counted_logits_of
+        freezing.batch_cross_entropies, heads.logits_of = counted_scores, counted_logits_of
         try:
             yield self
         finally:
             learners.Learner.observe, evaluation.TestTasks.logits = observe, logits
-            freezing.batch_cross_entropies, trainer.logits_of = scores, logits_of
+            freezing.batch_cross_entropies, heads.logits_of = scores, logits_of
 
 
 def _sync(device: torch.device) -> None:

@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import copy
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
 
 from .evaluation import batch_cross_entropies
+from .heads import HeadBook
 from .learners import Learner
-from .scenario import ImageSource, Pool
+from .runtime import timed
+from .scenario import ImageSource, Pool, Scenario
+from .state import RunState
 from .wake import EpochPlan, LossMonitor
 
 
@@ -88,9 +93,25 @@ def score(learner: Learner, source: ImageSource, validation: HeldOut, freeze_buf
     return round(combined, 2) if reference else combined
 
 
-def runs_trial(task: int, epoch: int, enabled: bool) -> bool:
+def runs_trial(task: int, enabled: bool) -> bool:
     """[paper][code] The trial takes the place of epoch 0 of every task after the first."""
-    return enabled and task > 0 and epoch == 0
+    return enabled and task > 0
+
+
+def held_out(rows: np.ndarray, labels: np.ndarray, book: HeadBook, device: torch.device) -> HeldOut:
+    """``rows`` of the training set with the heads of their classes."""
+    return HeldOut(rows, torch.as_tensor(book.heads_of(labels[rows]), device=device))
+
+
+def trial_spec(cfg: dict, source: ImageSource, labels: np.ndarray, book: HeadBook, scenario: Scenario, task: int,
+               task_seed: int) -> TrialSpec:
+    """The trial of task ``task`` as configured; ``task_seed`` is the task's device-generator seed."""
+    rt, reference = cfg["runtime"], cfg["fidelity"] == "reference"
+    score_batch_size = cfg["training"]["batch_size"] if reference else rt["eval_batch_size"]
+    return TrialSpec(source, held_out(scenario.val_idx[task], labels, book, source.device),
+                     held_out(scenario.freeze_idx[task - 1], labels, book, source.device),
+                     cfg["wscl"]["freezing"]["mode"], reference, score_batch_size, task_seed + 7919,
+                     rt["nan_check_every"], f"task {task}, epoch 0")
 
 
 class PrefixTape:
@@ -206,3 +227,20 @@ def adopt(learner: Learner, result: TrialResult, reference: bool) -> Learner:
     learner.net.load_state_dict(result.winner.net.state_dict())
     learner.opt = torch.optim.SGD(learner.net.parameters(), lr=learner.opt.param_groups[0]["lr"])
     return learner
+
+
+def task_trial(state: RunState, cfg: dict, source: ImageSource, labels: np.ndarray, scenario: Scenario, task: int,
+               task_seed: int) -> Callable | None:
+    """The trial of task ``task`` as ``wake.wake_phase`` runs it, in place of epoch 0; None: no trial."""
+    if not runs_trial(task, cfg["wscl"]["freezing"]["enabled"]):
+        return None
+    return partial(trial_epoch, state, trial_spec(cfg, source, labels, state.book, scenario, task, task_seed))
+
+
+def trial_epoch(state: RunState, spec: TrialSpec, pool: Pool, plan: EpochPlan, progress=None) -> dict[str, float]:
+    """Epoch 0 of a task t > 0 trains the trial's copies; the run goes on with the winner. Returns the
+    score of each candidate depth."""
+    with timed(state.timings, "freezing_trial", pool.device):
+        result = run_trial(state.learner, pool, plan, spec, progress)
+        state.learner = adopt(state.learner, result, spec.reference)
+    return dict(zip(map(str, result.depths), result.scores))

@@ -4,7 +4,8 @@
 the LTM, with cross-entropy over the heads of all tasks seen so far. The same batches measure the
 weight importance that synaptic plasticity uses; with NREM training off, one pass measures it
 without updating the weights. Afterwards the STM is merged into the LTM, class-balanced.
-``stm_size`` and ``sleep`` hold the policy: when the STM exists and what one night of NREM does.
+``stm_size`` and ``sleep`` hold the policy: when the STM exists and what one night of NREM does;
+``sleep_phase`` is the whole sleep after a task, NREM then the staged REM stage when there is one.
 """
 from __future__ import annotations
 
@@ -14,15 +15,37 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import rem
 from .learners import Learner
 from .memory import ShortTermMemory
 from .plasticity import Importance, apply_plasticity
+from .runtime import timed
 from .scenario import Pool
+from .state import RunState
 
 
 def stm_size(wscl: dict) -> int:
     """[ours] The STM exists only for what reads it: NREM replay or plasticity's importance."""
     return wscl["stm"]["size"] if (wscl["nrem"]["enabled"] or wscl["plasticity"]["enabled"]) else 0
+
+
+def sleep_phase(task: int, state: RunState, pool: Pool, stm: ShortTermMemory, dreams: rem.DreamSet, wscl: dict,
+                training: dict, rng: np.random.Generator, task_seed: int) -> dict:
+    """The sleep after task ``task``: NREM (with plasticity and the STM->LTM merge), then staged REM. Both
+    draw from the task's host generator ``rng`` and one device generator seeded from ``task_seed``, the
+    task's device-generator seed. Returns what the task's record notes."""
+    book, device = state.book, pool.device
+    generator = torch.Generator(device=device).manual_seed(task_seed + 104729)
+    seen_heads = torch.as_tensor(book.head_taken, device=device)  # the heads of tasks 0..t
+    with timed(state.timings, "nrem", device):
+        info = sleep(state.learner, pool, stm, seen_heads, task, wscl, training["batch_size"], rng, generator)
+    staged = rem.staged_pool(dreams, book, wscl["rem"], device)
+    if staged is not None:
+        with timed(state.timings, "rem", device):
+            free = torch.as_tensor(book.free_heads, device=device)
+            rem.run_staged_rem(state.learner, staged, free, wscl["rem"]["epochs"], training["batch_size"],
+                               training["replay_batch_size"], rng, generator)
+    return info
 
 
 def sleep(learner: Learner, pool: Pool, stm: ShortTermMemory, seen_heads: torch.Tensor, task: int, wscl: dict,

@@ -8,6 +8,8 @@ resumed with the random streams of another.
 from __future__ import annotations
 
 import os
+import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import torch
@@ -65,3 +67,13 @@ def apply_determinism(runtime: Runtime) -> None:
     torch.use_deterministic_algorithms(runtime.deterministic, warn_only=True)
     torch.backends.cudnn.deterministic = runtime.deterministic
     torch.backends.cudnn.benchmark = runtime.device.type == "cuda" and not runtime.deterministic
+
+
+@contextmanager
+def timed(timings: dict, phase: str, device: torch.device):
+    """Add the wall time of the block to ``timings[phase]`` (seconds)."""
+    start = time.perf_counter()
+    yield
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # phase boundaries only: accurate wall time per phase
+    timings[phase] = timings.get(phase, 0.0) + time.perf_counter() - start

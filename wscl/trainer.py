@@ -2,18 +2,17 @@
 
 Per task t: head assignment (t > 0) -> pre-training evaluation -> wake (the freezing trial in place of
 epoch 0) -> sleep (NREM, plasticity, STM->LTM merge, staged REM) -> evaluation of all seen tasks.
-The phases live in their modules (wake, freezing, nrem, rem, evaluation); ``Run`` sequences them and
-keeps what carries over between tasks in one ``RunState``. Every random draw of task t comes from
-generators seeded by (seed, t), so a run resumed from the checkpoint of task t-1 continues exactly as
-an uninterrupted one. A checkpoint inside task t (``runtime.checkpoint_every_minutes`` at a wake-epoch
-boundary, or a stop request at the next wake step) also holds those generators' states and what the task
-has built so far (``MidTask``), so a run resumed from it continues exactly too.
+The phases live in their modules (wake, freezing, heads, nrem, rem, evaluation); ``compose`` builds a
+run's parts from its configuration, ``Run`` sequences the phases and keeps what carries over between
+tasks in one ``RunState``. Every random draw of task t comes from generators seeded by (seed, t), so a
+run resumed from the checkpoint of task t-1 continues exactly as an uninterrupted one. A checkpoint
+inside task t (``runtime.checkpoint_every_minutes`` at a wake-epoch boundary, or a stop request at the
+next wake step) also holds those generators' states and what the task has built so far (``MidTask``),
+so a run resumed from it continues exactly too.
 """
 from __future__ import annotations
 
-import json
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,62 +26,66 @@ from . import data as data_mod
 from . import scenario as scenario_mod
 from .augment import Preprocess
 from .config import fingerprint
+from .data import CanonicalDataset
 from .errors import Preempted
-from .evaluation import AccuracyMatrices, EvalLayout, TestTasks, logits_of, measure_layouts
-from .freezing import HeldOut, TrialSpec, adopt, run_trial, runs_trial
-from .heads import HeadBook, assign_task, bind_dreams
+from .evaluation import AccuracyMatrices, EvalLayout, TestTasks, choose_layout
+from .freezing import task_trial
+from .heads import HeadBook, assign_by_network, bind_dreams
 from .learners import Learner, build_learner
-from .memory import ShortTermMemory
 from .metrics import run_metrics
-from .runtime import apply_determinism, resolve_runtime
+from .runtime import Runtime, apply_determinism, resolve_runtime, timed
 from .safe_io import RESUME, atomic_write_json, atomic_write_text, translated
-from .scenario import ImageSource, Pool
+from .scenario import ImageSource, Pool, Scenario
 from .state import RunState
-from .wake import plan_epoch, real_rows_in_order, run_epoch
-
-
-def seeds_for(seed: int, task: int) -> tuple[np.random.Generator, int]:
-    """Host generator and device-generator seed for task ``task`` (independent of earlier tasks)."""
-    seq = np.random.SeedSequence([seed, task])
-    return np.random.default_rng(seq), int(seq.generate_state(1)[0])
-
-
-@contextmanager
-def timed(timings: dict, phase: str, device: torch.device):
-    start = time.perf_counter()
-    yield
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)  # phase boundaries only: accurate wall time per phase
-    timings[phase] = timings.get(phase, 0.0) + time.perf_counter() - start
+from .wake import MidTask, seeds_for, wake_phase
 
 
 @dataclass
-class MidTask:
-    """Task ``task`` under way: what it has built so far and where its wake phase stands. Saved whole as the
-    ``position`` of a checkpoint written inside the task."""
-    task: int
-    record: dict                    # the task's record so far (heads, dream binding, freezing scores)
-    stm: ShortTermMemory
-    rng: np.random.Generator        # the task's host generator
-    generator: torch.Generator      # the task's wake augmentation and replay generator
-    epoch: int = 0                  # the wake epoch under way (== training.epochs: wake is done)
-    step: int = 0                   # steps of that epoch done (0: not started)
-    rng_plan: dict | None = None    # the host generator's state before that epoch was planned
+class RunParts:
+    """What a run is made of before its first task: data, tests, dreams, the initial state, and how it
+    evaluates (the layout, and the random network's test logits)."""
+    dataset: CanonicalDataset
+    scenario: Scenario
+    train_source: ImageSource
+    train_y: np.ndarray
+    tests: TestTasks            # in the evaluation layout
+    dreams: rem.DreamSet
+    state: RunState
+    eval_layout: EvalLayout
+    random_logits: list[torch.Tensor]
 
-    def state_dict(self) -> dict:
-        return {"task": self.task, "record": self.record, "stm": self.stm.state_dict(),
-                "rng": self.rng.bit_generator.state, "generator": self.generator.get_state(),
-                "epoch": self.epoch, "step": self.step, "rng_plan": self.rng_plan}
 
-    def load_state_dict(self, saved: dict) -> None:
-        self.record, self.epoch, self.step, self.rng_plan = saved["record"], saved["epoch"], saved["step"], \
-            saved["rng_plan"]
-        self.stm.load_state_dict(saved["stm"])
-        self.rng.bit_generator.state = saved["rng"]
-        self.generator.set_state(saved["generator"].cpu())
+def compose(cfg: dict, runtime: Runtime, out: Path, run_fingerprint: str) -> RunParts:
+    """Build a run's parts from its configuration; each random draw from its own seeded generator."""
+    device, sc = runtime.device, cfg["scenario"]
+    torch.manual_seed(cfg["seed"])
+    ds = data_mod.from_config(cfg)
+    scenario = scenario_mod.from_config(ds, cfg)
+    train_source = ImageSource(ds.train_x, device, ds.memory_mapped)
+    train_y, test_y = np.asarray(ds.train_y), np.asarray(ds.test_y)
+    augment = ds.augment if sc["augment"] == "auto" else sc["augment"]
+    preprocess = Preprocess(*ds.normalisation(), augment, device, runtime.channels_last)
+    tests = TestTasks(ImageSource(ds.test_x, device, ds.memory_mapped), scenario.test_idx, test_y,
+                      scenario.task_classes, preprocess, cfg["runtime"]["eval_batch_size"])
+    n_heads = scenario.n_heads
+    dreams = rem.dream_set(ds, cfg["wscl"]["rem"], n_heads, device, np.random.default_rng([cfg["seed"], 2]))
+    book = HeadBook(scenario.n_tasks * sc["classes_per_task"], n_heads,
+                    bind_dreams(n_heads, dreams.n_classes, np.random.default_rng([cfg["seed"], 3])))
+    learner = build_learner(cfg, n_heads, ds.image_shape, preprocess, device, bf16=runtime.bf16)
+    state = RunState(learner, book, AccuracyMatrices.empty(scenario.n_tasks))
+    layout = choose_layout(cfg, runtime, scenario, learner.net, ds.image_shape, ds.normalisation(), out,
+                           run_fingerprint, state.timings)
+    tests.preprocess = Preprocess(*ds.normalisation(), augment, device, layout.channels_last)
+    tests.batch_size = layout.batch_size
+    # The randomly initialised network's test logits: FWT's baselines b_j.
+    with timed(state.timings, "eval_random_init", device):
+        random_logits = [tests.logits(learner.net, j).cpu() for j in range(scenario.n_tasks)]
+    return RunParts(ds, scenario, train_source, train_y, tests, dreams, state, layout, random_logits)
 
 
 class Run:
+    """The task loop of one run, resumable from its checkpoint (written after a task or inside one)."""
+
     def __init__(self, cfg: dict, out_dir: str | Path, quiet: bool = False, log=print, on_task_end=None,
                  stop=None):
         self.cfg, self.out, self.log = cfg, Path(out_dir), log
@@ -90,6 +93,7 @@ class Run:
             self.out.mkdir(parents=True, exist_ok=True)
         # stop() names a received stop signal (SIGTERM, SIGUSR1) or is None; the CLI installs the handlers
         self.stop = stop or (lambda: None)
+        self.checkpoint_path = self.out / checkpoint.FILE_NAME
         self.checkpoint_every = 60 * cfg["runtime"]["checkpoint_every_minutes"]
         self.clock = time.monotonic
         self.last_checkpoint = self.clock()
@@ -100,29 +104,10 @@ class Run:
         self.on_task_end = on_task_end  # called with (metrics so far, task) after each task's checkpoint
         self.wscl, self.reference = cfg["wscl"], cfg["fidelity"] == "reference"
         self.fingerprint = fingerprint(cfg, self.runtime.describe())
-        torch.manual_seed(cfg["seed"])
-        self.dataset = ds = data_mod.from_config(cfg)
-        self.scenario = scenario_mod.from_config(ds, cfg)
-        self.train_source = ImageSource(ds.train_x, self.device, ds.memory_mapped)
-        self.train_y, self.test_y = np.asarray(ds.train_y), np.asarray(ds.test_y)
-        sc = cfg["scenario"]
-        augment = ds.augment if sc["augment"] == "auto" else sc["augment"]
-        self.preprocess = Preprocess(*ds.normalisation(), augment, self.device, self.runtime.channels_last)
-        self.tests = TestTasks(ImageSource(ds.test_x, self.device, ds.memory_mapped), self.scenario.test_idx,
-                               self.test_y, self.scenario.task_classes, self.preprocess,
-                               cfg["runtime"]["eval_batch_size"])
-        n_heads = self.scenario.n_heads
-        self.dreams = rem.dream_set(ds, self.wscl["rem"], n_heads, self.device, np.random.default_rng([cfg["seed"], 2]))
-        book = HeadBook(self.scenario.n_tasks * sc["classes_per_task"], n_heads,
-                        bind_dreams(n_heads, self.dreams.n_classes, np.random.default_rng([cfg["seed"], 3])))
-        learner = build_learner(cfg, n_heads, ds.image_shape, self.preprocess, self.device, bf16=self.runtime.bf16)
-        self.state = RunState(learner, book, AccuracyMatrices.empty(self.scenario.n_tasks))
-        self.eval_layout = self.choose_eval_layout(ds.image_shape, ds.normalisation())
-        self.eval_preprocess = Preprocess(*ds.normalisation(), augment, self.device, self.eval_layout.channels_last)
-        self.tests.preprocess, self.tests.batch_size = self.eval_preprocess, self.eval_layout.batch_size
-        # The randomly initialised network's test logits: FWT's baselines b_j.
-        with timed(self.state.timings, "eval_random_init", self.device):
-            self.random_logits = [self.tests.logits(learner.net, j).cpu() for j in range(self.scenario.n_tasks)]
+        p = compose(cfg, self.runtime, self.out, self.fingerprint)
+        self.dataset, self.scenario, self.train_source, self.train_y = p.dataset, p.scenario, p.train_source, p.train_y
+        self.tests, self.dreams, self.state = p.tests, p.dreams, p.state
+        self.eval_layout, self.random_logits = p.eval_layout, p.random_logits
 
     @property
     def learner(self) -> Learner:
@@ -132,18 +117,12 @@ class Run:
     def book(self) -> HeadBook:
         return self.state.book
 
-    # -- the loop --------------------------------------------------------------------------------
-    @property
-    def checkpoint_path(self) -> Path:
-        return self.out / checkpoint.FILE_NAME
-
     def run(self) -> dict:
         T = self.scenario.n_tasks
         mid = self.resume()
         self.last_checkpoint = self.clock()
         for t in range(self.state.next_task, T):
-            record = self.task(t, mid)
-            mid = None
+            record, mid = self.task(t, mid), None
             self.state.history.append(record)
             self.state.next_task = t + 1
             self.save()
@@ -169,76 +148,69 @@ class Run:
         if saved.get("position") is None:
             self.log(f"resuming {self.out} after task {self.state.next_task} of {T}")
             return None
-        mid = self.start_task(saved["position"]["task"])
+        mid = MidTask.start(saved["position"]["task"], self.cfg["seed"], nrem.stm_size(self.wscl), self.device)
         mid.load_state_dict(saved["position"])
-        self.log(f"resuming {self.out} inside task {mid.task + 1} of {T} ({self.where(mid)})")
+        self.log(f"resuming {self.out} inside task {mid.task + 1} of {T} ({mid.where(self.cfg['training']['epochs'])})")
         return mid
 
     def save(self, mid: MidTask | None = None) -> None:
         checkpoint.save(self.state, self.checkpoint_path, self.fingerprint, None if mid is None else mid.state_dict())
         self.last_checkpoint = self.clock()
 
-    def where(self, mid: MidTask) -> str:
-        if mid.epoch == self.cfg["training"]["epochs"]:
-            return "wake done"
-        return f"wake epoch {mid.epoch + 1}" + (f", step {mid.step}" if mid.step else "")
+    def pause_point(self, mid: MidTask, paused: bool) -> None:
+        """Inside a task: a paused wake epoch, or the end of one. Writes a checkpoint when paused, stopped or
+        due (``runtime.checkpoint_every_minutes``), and ends the run when paused or stopped."""
+        if paused or self.stop() or 0 < self.checkpoint_every <= self.clock() - self.last_checkpoint:
+            self.save(mid)
+            if paused or self.stop():
+                raise self.preempted(f"inside task {mid.task + 1} of {self.scenario.n_tasks} "
+                                     f"({mid.where(self.cfg['training']['epochs'])})")
 
     def preempted(self, where: str) -> Preempted:
         return Preempted(f"stopped by {self.stop()}: checkpoint {self.checkpoint_path} written {where}; {RESUME}")
-
-    def start_task(self, t: int) -> MidTask:
-        rng, gen_seed = seeds_for(self.cfg["seed"], t)
-        generator = torch.Generator(device=self.device).manual_seed(gen_seed)
-        return MidTask(t, {}, ShortTermMemory(nrem.stm_size(self.wscl)), rng, generator)
 
     def task(self, t: int, mid: MidTask | None = None) -> dict:
         """Every phase of task t (from where ``mid`` stands, if given); returns the task's record."""
         state, T = self.state, self.scenario.n_tasks
         gen_seed = seeds_for(self.cfg["seed"], t)[1]
         self.learner.task = t
-        if mid is None:
-            mid = self.start_task(t)
-            with timed(state.timings, "assignment", self.device):
-                heads = self.assign_heads(t, gen_seed)
-            mid.record.update({"task": t, "heads": heads.tolist(),
-                               "dream_binding": {str(h): d for h, d in self.book.dreaming_heads()}})
-            # [code] the authors score the random network with heads in class order; [ours] with the heads
-            # task t is assigned, the same heads its later accuracies use.
-            baseline_heads = (lambda classes: classes) if self.reference else self.book.heads_of
-            state.accuracy.record_baseline(t, self.tests.accuracies(self.random_logits[t], t, baseline_heads))
-            if t > 0:
-                with timed(state.timings, "eval", self.device):
-                    state.accuracy.record(t - 1, t, self.evaluate(t))
-        record = mid.record
+        mid = mid or self.before_training(t, gen_seed)
         pool = self.task_pool(t)
-        record["wake_pool"] = {"real": pool.n_real, "dream": len(pool) - pool.n_real}
-        record.setdefault("freezing_scores", None)
         progress = tqdm(total=None, desc=f"task {t + 1}/{T}", unit="step", disable=self.quiet, leave=False)
-        self.wake(mid, pool, progress)
+        trial = task_trial(state, self.cfg, self.train_source, self.train_y, self.scenario, t, gen_seed)
+        wake_phase(mid, state, pool, self.cfg["training"], self.cfg["runtime"]["nan_check_every"], trial,
+                   self.pause_point, self.stop, progress, f"task {t + 1}/{T}")
         progress.set_description(f"task {t + 1}/{T} sleep (NREM, plasticity, REM)")
-        record.update(self.sleep(t, pool, mid.rng, gen_seed, mid.stm))
+        mid.record.update(nrem.sleep_phase(t, state, pool, mid.stm, self.dreams, self.wscl, self.cfg["training"],
+                                           mid.rng, gen_seed))
         progress.close()
         with timed(state.timings, "eval", self.device):
             for j in range(t + 1):
-                state.accuracy.record(t, j, self.evaluate(j))
-        record["frozen_blocks"] = self.learner.frozen_blocks
-        record["avg_acc_class_il"] = state.accuracy.average("class_il", t)
-        record["avg_acc_task_il"] = state.accuracy.average("task_il", t)
-        return record
+                state.accuracy.record(t, j, self.tests.evaluate(self.learner.net, j, self.book.heads_of))
+        return {**mid.record, "frozen_blocks": self.learner.frozen_blocks,
+                "avg_acc_class_il": state.accuracy.average("class_il", t),
+                "avg_acc_task_il": state.accuracy.average("task_il", t)}
 
-    # -- phases ----------------------------------------------------------------------------------
+    def before_training(self, t: int, gen_seed: int) -> MidTask:
+        """Task t's start: its heads, the random network's baseline on it and, for t > 0, its pre-training
+        accuracy (spec §4)."""
+        mid, state = MidTask.start(t, self.cfg["seed"], nrem.stm_size(self.wscl), self.device), self.state
+        with timed(state.timings, "assignment", self.device):
+            heads = self.assign_heads(t, gen_seed)
+        mid.record.update({"task": t, "heads": heads.tolist(),
+                           "dream_binding": {str(h): d for h, d in self.book.dreaming_heads()}})
+        state.accuracy.record_baseline(t, self.tests.baseline(self.random_logits[t], t, self.book.heads_of,
+                                                              self.reference))
+        if t > 0:
+            with timed(state.timings, "eval", self.device):
+                state.accuracy.record(t - 1, t, self.tests.evaluate(self.learner.net, t, self.book.heads_of))
+        return mid
+
     def assign_heads(self, t: int, gen_seed: int) -> np.ndarray:
-        rows = self.scenario.train_idx[t]
-
-        def predict() -> tuple[np.ndarray, np.ndarray]:
-            # [code, spec §2b.3] the authors assign heads from augmented training images.
-            generator = torch.Generator(device=self.device).manual_seed(gen_seed) if self.reference else None
-            logits = logits_of(self.learner.net, self.train_source, rows, self.eval_preprocess,
-                               self.eval_layout.batch_size, generator)
-            return logits.argmax(1).cpu().numpy(), self.train_y[rows]
-
-        return assign_task(self.book, self.cfg["scenario"]["head_assignment"], self.scenario.task_classes(t), t == 0,
-                           predict)
+        augment_seed = gen_seed if self.reference else None  # [code, spec §2b.3] augmented training images
+        return assign_by_network(self.book, self.cfg["scenario"]["head_assignment"], self.scenario.task_classes(t),
+                                 t == 0, self.learner.net, self.train_source, self.scenario.train_idx[t], self.train_y,
+                                 self.tests.preprocess, self.tests.batch_size, augment_seed)
 
     def task_pool(self, t: int) -> Pool:
         rows = self.scenario.train_idx[t]
@@ -246,110 +218,8 @@ class Run:
         dreams = rem.interleaved_part(self.dreams, self.book, self.wscl["rem"])
         return Pool(parts if dreams is None else parts + [dreams], self.device)
 
-    def wake(self, mid: MidTask, pool: Pool, progress) -> None:
-        """The wake epochs from where ``mid`` stands. A stop request pauses a wake epoch after its current step
-        (the freezing trial, not interruptible, runs to its end); the pause and the timer write a checkpoint."""
-        tr, t, rng = self.cfg["training"], mid.task, mid.rng
-        gen_seed = seeds_for(self.cfg["seed"], t)[1]
-        for epoch in range(mid.epoch, tr["epochs"]):
-            paused = mid.step > 0  # resumed inside this epoch: plan it again from the same generator state
-            if paused:
-                after_plan, rng.bit_generator.state = rng.bit_generator.state, mid.rng_plan
-            else:
-                mid.rng_plan = rng.bit_generator.state
-            plan = plan_epoch(self.learner, pool, tr["batch_size"], tr["replay_batch_size"], rng)
-            trial, where = runs_trial(t, epoch, self.wscl["freezing"]["enabled"]), f"task {t}, epoch {epoch}"
-            progress.set_description(f"task {t + 1}/{self.scenario.n_tasks} "
-                                     f"{'freezing trial' if trial else 'wake'} epoch {epoch + 1}/{tr['epochs']}")
-            if paused:
-                rng.bit_generator.state = after_plan
-            elif epoch == 0 and mid.stm.size:
-                mid.stm.observe(real_rows_in_order(plan, pool.n_real), rng)
-            if trial:
-                mid.record["freezing_scores"] = self.freezing_trial(t, pool, plan, gen_seed, where, progress)
-            elif not self.wake_epoch(pool, plan, mid, where, progress):
-                self.save(mid)
-                raise self.preempted(f"inside task {t + 1} of {self.scenario.n_tasks} ({self.where(mid)})")
-            mid.epoch, mid.step = epoch + 1, 0
-            if self.stop() or 0 < self.checkpoint_every <= self.clock() - self.last_checkpoint:
-                self.save(mid)
-                if self.stop():
-                    raise self.preempted(f"inside task {t + 1} of {self.scenario.n_tasks} ({self.where(mid)})")
-
-    def wake_epoch(self, pool: Pool, plan, mid: MidTask, where: str, progress) -> bool:
-        """Run the planned epoch from ``mid.step``; False when a stop request paused it (at ``mid.step``)."""
-        state = self.state
-        if mid.step == 0:
-            state.wake_steps["replay"] += plan.replay_steps
-            state.wake_steps["plain"] += len(plan.steps) - plan.replay_steps
-        every = self.cfg["runtime"]["nan_check_every"]
-        with timed(state.timings, "wake", self.device):
-            images, mid.step = run_epoch(self.learner, pool, plan, mid.generator, every, where, progress,
-                                         start=mid.step, stop=self.stop)
-        state.wake_images += images
-        return mid.step == len(plan.steps)
-
-    def freezing_trial(self, t: int, pool: Pool, plan, gen_seed: int, where: str, progress) -> dict[str, float]:
-        """Epoch 0 of task t > 0 trains the trial's copies; the run goes on with the winner."""
-        rt = self.cfg["runtime"]
-        score_bs = self.cfg["training"]["batch_size"] if self.reference else rt["eval_batch_size"]
-        spec = TrialSpec(self.train_source, self.held_out(self.scenario.val_idx[t]),
-                         self.held_out(self.scenario.freeze_idx[t - 1]), self.wscl["freezing"]["mode"],
-                         self.reference, score_bs, gen_seed + 7919, rt["nan_check_every"], where)
-        with timed(self.state.timings, "freezing_trial", self.device):
-            result = run_trial(self.learner, pool, plan, spec, progress)
-            self.state.learner = adopt(self.learner, result, self.reference)
-        return dict(zip(map(str, result.depths), result.scores))
-
-    def sleep(self, t: int, pool: Pool, rng: np.random.Generator, gen_seed: int, stm: ShortTermMemory) -> dict:
-        tr, state = self.cfg["training"], self.state
-        generator = torch.Generator(device=self.device).manual_seed(gen_seed + 104729)
-        seen_heads = torch.as_tensor(self.book.head_taken, device=self.device)  # the heads of tasks 0..t
-        with timed(state.timings, "nrem", self.device):
-            info = nrem.sleep(self.learner, pool, stm, seen_heads, t, self.wscl, tr["batch_size"], rng, generator)
-        dreams = rem.staged_pool(self.dreams, self.book, self.wscl["rem"], self.device)
-        if dreams is not None:
-            with timed(state.timings, "rem", self.device):
-                free = torch.as_tensor(self.book.free_heads, device=self.device)
-                rem.run_staged_rem(self.learner, dreams, free, self.wscl["rem"]["epochs"], tr["batch_size"],
-                                   tr["replay_batch_size"], rng, generator)
-        return info
-
-    # -- evaluation and results ------------------------------------------------------------------
-    def choose_eval_layout(self, image_shape, normalisation) -> EvalLayout:
-        """Memory format and batch size of evaluation and head assignment [ours]. reference: the training
-        format and runtime.eval_batch_size, bit-identical to the authors' arithmetic (another format changes
-        logits at float level). corrected: the fastest measured here, unless measuring would cost over 5% of
-        the run's inference; kept in the run folder, so a resumed run evaluates as the uninterrupted one."""
-        bs, cl = self.cfg["runtime"]["eval_batch_size"], self.runtime.channels_last
-        if self.reference:
-            return EvalLayout(cl, bs, "reference: the training memory format and runtime.eval_batch_size")
-        saved = self.out / "eval_layout.json"
-        if saved.exists():
-            found = json.loads(saved.read_text())
-            if found.get("fingerprint") == self.fingerprint:
-                return EvalLayout(**found["layout"])
-        n_test, T = sum(len(r) for r in self.scenario.test_idx), self.scenario.n_tasks
-        # random init + after every task + before each task t > 0; head assignment of t > 0
-        required = n_test * (T + 3) / 2 + sum(len(r) for r in self.scenario.train_idx[1:])
-        if 2 * 2 * (bs + 2 * bs) > 0.05 * required:  # 2 formats x 2 batch sizes x (warm-up + timed)
-            return EvalLayout(cl, bs, "default: too little inference to be worth measuring")
-        with timed(self.state.timings, "eval_layout", self.device):
-            layout = measure_layouts(self.learner.net, image_shape, self.device, (bs, 2 * bs), *normalisation)
-        atomic_write_text(saved, json.dumps({"fingerprint": self.fingerprint, "layout": vars(layout)}))
-        return layout
-
-    def held_out(self, rows: np.ndarray) -> HeldOut:
-        return HeldOut(rows, torch.as_tensor(self.book.heads_of(self.train_y[rows]), device=self.device))
-
-    def evaluate(self, task: int) -> tuple[float, float]:
-        """Class-IL and Task-IL accuracy on task ``task``'s test images now."""
-        return self.tests.accuracies(self.tests.logits(self.learner.net, task), task, self.book.heads_of)
-
     def metrics(self) -> dict:
-        metrics = run_metrics(self.cfg, self.runtime, self.dataset, self.state)
-        metrics["runtime"].update(self.eval_layout.describe())
-        return metrics
+        return run_metrics(self.cfg, self.runtime, self.dataset, self.state, self.eval_layout)
 
 
 def train(cfg: dict, out_dir: str | Path, quiet: bool = False, on_task_end=None, stop=None) -> dict:

@@ -1,11 +1,14 @@
 """Wake phase [paper][code]: training epochs on the current task's stream.
 
 Each epoch is planned on the host first (batch order, memory slots, replay draws) and then executed
-on the device without waiting for it, except for the periodic non-finite-loss check.
+on the device without waiting for it, except for the periodic non-finite-loss check. ``wake_phase``
+runs a task's epochs (the freezing trial in place of epoch 0) and can pause inside an epoch: ``MidTask``
+holds where the task stands, so that a checkpoint written there resumes exactly.
 """
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,7 +16,10 @@ import torch
 
 from .errors import NonFiniteLossError
 from .learners import Learner, Step
+from .memory import ShortTermMemory
+from .runtime import timed
 from .scenario import Pool
+from .state import RunState
 
 
 @dataclass
@@ -120,3 +126,92 @@ def real_rows_in_order(plan: EpochPlan, n_real: int) -> np.ndarray:
     """The real (non-dream) pool rows of an epoch in stream order, for the short-term memory."""
     rows = np.concatenate(plan.host_rows) if plan.host_rows else np.zeros(0, np.int64)
     return rows[rows < n_real]
+
+
+def seeds_for(seed: int, task: int) -> tuple[np.random.Generator, int]:
+    """Host generator and device-generator seed for task ``task`` (independent of earlier tasks)."""
+    seq = np.random.SeedSequence([seed, task])
+    return np.random.default_rng(seq), int(seq.generate_state(1)[0])
+
+
+@dataclass
+class MidTask:
+    """Task ``task`` under way: what it has built so far and where its wake phase stands. Saved whole as the
+    ``position`` of a checkpoint written inside the task."""
+    task: int
+    record: dict                    # the task's record so far (heads, dream binding, freezing scores)
+    stm: ShortTermMemory
+    rng: np.random.Generator        # the task's host generator
+    generator: torch.Generator      # the task's wake augmentation and replay generator
+    epoch: int = 0                  # the wake epoch under way (== training.epochs: wake is done)
+    step: int = 0                   # steps of that epoch done (0: not started)
+    rng_plan: dict | None = None    # the host generator's state before that epoch was planned
+
+    @classmethod
+    def start(cls, task: int, seed: int, stm_size: int, device: torch.device) -> MidTask:
+        """Task ``task`` before anything: an empty STM and the task's generators, seeded by (seed, task)."""
+        rng, generator_seed = seeds_for(seed, task)
+        return cls(task, {}, ShortTermMemory(stm_size), rng, torch.Generator(device=device).manual_seed(generator_seed))
+
+    def where(self, epochs: int) -> str:
+        """Where the task stands, for the log, of ``epochs`` wake epochs."""
+        if self.epoch == epochs:
+            return "wake done"
+        return f"wake epoch {self.epoch + 1}" + (f", step {self.step}" if self.step else "")
+
+    def state_dict(self) -> dict:
+        return {"task": self.task, "record": self.record, "stm": self.stm.state_dict(),
+                "rng": self.rng.bit_generator.state, "generator": self.generator.get_state(),
+                "epoch": self.epoch, "step": self.step, "rng_plan": self.rng_plan}
+
+    def load_state_dict(self, saved: dict) -> None:
+        self.record, self.epoch, self.step, self.rng_plan = saved["record"], saved["epoch"], saved["step"], \
+            saved["rng_plan"]
+        self.stm.load_state_dict(saved["stm"])
+        self.rng.bit_generator.state = saved["rng"]
+        self.generator.set_state(saved["generator"].cpu())
+
+
+def wake_phase(mid: MidTask, state: RunState, pool: Pool, training: dict, nan_check_every: int,
+               trial: Callable | None, pause_point: Callable[[MidTask, bool], None], stop: Callable,
+               progress, title: str) -> None:
+    """The wake epochs of task ``mid.task`` from where ``mid`` stands; the pool's size and the freezing
+    scores go into the task's record. ``trial(pool, plan, progress)``, when given, takes the place of epoch 0
+    and returns those scores. A stop request pauses a wake epoch after its current step (the trial, not
+    interruptible, runs to its end); ``pause_point(mid, paused)`` is called at the pause and at the end of
+    every epoch, and checkpoints or stops the run there."""
+    tr, rng = training, mid.rng
+    mid.record["wake_pool"] = {"real": pool.n_real, "dream": len(pool) - pool.n_real}
+    mid.record.setdefault("freezing_scores", None)
+    for epoch in range(mid.epoch, tr["epochs"]):
+        paused = mid.step > 0  # resumed inside this epoch: plan it again from the same generator state
+        if paused:
+            after_plan, rng.bit_generator.state = rng.bit_generator.state, mid.rng_plan
+        else:
+            mid.rng_plan = rng.bit_generator.state
+        plan = plan_epoch(state.learner, pool, tr["batch_size"], tr["replay_batch_size"], rng)
+        in_trial, where = trial is not None and epoch == 0, f"task {mid.task}, epoch {epoch}"
+        progress.set_description(f"{title} {'freezing trial' if in_trial else 'wake'} epoch {epoch + 1}/{tr['epochs']}")
+        if paused:
+            rng.bit_generator.state = after_plan
+        elif epoch == 0 and mid.stm.size:
+            mid.stm.observe(real_rows_in_order(plan, pool.n_real), rng)
+        if in_trial:
+            mid.record["freezing_scores"] = trial(pool, plan, progress)
+        elif not wake_epoch(state, pool, plan, mid, nan_check_every, where, stop, progress):
+            pause_point(mid, True)
+        mid.epoch, mid.step = epoch + 1, 0
+        pause_point(mid, False)
+
+
+def wake_epoch(state: RunState, pool: Pool, plan: EpochPlan, mid: MidTask, nan_check_every: int, where: str,
+               stop: Callable, progress) -> bool:
+    """Run the planned epoch from ``mid.step``; False when a stop request paused it (at ``mid.step``)."""
+    if mid.step == 0:
+        state.wake_steps["replay"] += plan.replay_steps
+        state.wake_steps["plain"] += len(plan.steps) - plan.replay_steps
+    with timed(state.timings, "wake", pool.device):
+        images, mid.step = run_epoch(state.learner, pool, plan, mid.generator, nan_check_every, where, progress,
+                                     start=mid.step, stop=stop)
+    state.wake_images += images
+    return mid.step == len(plan.steps)
