@@ -176,14 +176,14 @@ class Run:
         self.learner.task = t
         mid = mid or self.before_training(t, gen_seed)
         pool = self.task_pool(t)
-        progress = tqdm(total=None, desc=f"task {t + 1}/{T}", unit="step", disable=self.quiet, leave=False)
-        trial = task_trial(state, self.cfg, self.train_source, self.train_y, self.scenario, t, gen_seed)
-        wake_phase(mid, state, pool, self.cfg["training"], self.cfg["runtime"]["nan_check_every"], trial,
-                   self.pause_point, self.stop, progress, f"task {t + 1}/{T}")
-        progress.set_description(f"task {t + 1}/{T} sleep (NREM, plasticity, REM)")
-        mid.record.update(nrem.sleep_phase(t, state, pool, mid.stm, self.dreams, self.wscl, self.cfg["training"],
-                                           mid.rng, gen_seed))
-        progress.close()
+        # The bar is cleared however the task ends (a stop, a NaN): an error message then starts its own line.
+        with tqdm(total=None, desc=f"task {t + 1}/{T}", unit="step", disable=self.quiet, leave=False) as progress:
+            trial = task_trial(state, self.cfg, self.train_source, self.train_y, self.scenario, t, gen_seed)
+            wake_phase(mid, state, pool, self.cfg["training"], self.cfg["runtime"]["nan_check_every"], trial,
+                       self.pause_point, self.stop, progress, f"task {t + 1}/{T}")
+            progress.set_description(f"task {t + 1}/{T} sleep (NREM, plasticity, REM)")
+            mid.record.update(nrem.sleep_phase(t, state, pool, mid.stm, self.dreams, self.wscl,
+                                               self.cfg["training"], mid.rng, gen_seed))
         with timed(state.timings, "eval", self.device):
             for j in range(t + 1):
                 state.accuracy.record(t, j, self.tests.evaluate(self.learner.net, j, self.book.heads_of))
