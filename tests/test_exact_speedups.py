@@ -100,13 +100,18 @@ def test_reference_evaluates_in_the_training_layout_and_records_it(tiny, tmp_pat
     assert metrics["runtime"]["eval_layout_decided_by"].startswith("reference")
 
 
-def test_measured_layout_is_the_fastest_candidate():
+@pytest.mark.parametrize("training_channels_last", [False, True])
+def test_measured_layout_is_the_fastest_candidate_by_a_margin_or_the_training_one(training_channels_last):
     from wscl.backbone import ResNet18
-    layout = measure_layouts(ResNet18(4, 3, 8), (3, 12, 12), torch.device("cpu"), (8, 16), (0.5,) * 3, (0.2,) * 3)
+    from wscl.evaluation import SWITCH_MARGIN
+    layout = measure_layouts(ResNet18(4, 3, 8), (3, 12, 12), torch.device("cpu"), (8, 16), (0.5,) * 3, (0.2,) * 3,
+                             training_channels_last)
     rates = layout.images_per_second
     assert set(rates) == {"contiguous/8", "contiguous/16", "channels_last/8", "channels_last/16"}
+    default = f"{'channels_last' if training_channels_last else 'contiguous'}/8"
     best = max(rates, key=rates.get)
-    assert best == f"{'channels_last' if layout.channels_last else 'contiguous'}/{layout.batch_size}"
+    expected = best if rates[best] >= SWITCH_MARGIN * rates[default] else default
+    assert expected == f"{'channels_last' if layout.channels_last else 'contiguous'}/{layout.batch_size}"
 
 
 def test_end_to_end_bench_reports_the_work_and_its_efficiency(tmp_path, capsys):
