@@ -29,6 +29,15 @@ def tiny_config(**sections) -> dict:
 
 
 @pytest.fixture
+def disk(tmp_path, monkeypatch):
+    """A 1.5 MB tmpfs (tests/disk_faults.py) whose files the test can fill, truncate or make unwritable."""
+    from disk_faults import Disk
+    d = Disk(tmp_path / "disk", 1500, monkeypatch)
+    yield d
+    d.close()
+
+
+@pytest.fixture
 def tiny():
     return tiny_config
 

@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from disk_faults import Disk
 from wscl import checkpoint
 from wscl.cli import main
 from wscl.config import fingerprint
@@ -67,13 +66,6 @@ def stop_after_save(monkeypatch, when):
             raise KeyboardInterrupt
     monkeypatch.setattr(checkpoint, "save", save)
     return original
-
-
-@pytest.fixture
-def disk(tmp_path, monkeypatch):
-    d = Disk(tmp_path / "disk", 1500, monkeypatch)
-    yield d
-    d.close()
 
 
 def test_checkpoint_every_minutes_leaves_the_fingerprint_alone():

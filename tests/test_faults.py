@@ -9,19 +9,11 @@ import time
 import numpy as np
 import pytest
 
-from disk_faults import Disk
 from wscl.cli import main
 from wscl.data import DatasetError, save, synthetic
 from wscl.errors import ExitCode
 from wscl.safe_io import (WriteError, atomic_save_npy, atomic_tar_gz, atomic_torch_save, atomic_write_json,
                           atomic_write_text, save_figure)
-
-
-@pytest.fixture
-def disk(tmp_path, monkeypatch):
-    d = Disk(tmp_path / "disk", 1500, monkeypatch)
-    yield d
-    d.close()
 
 
 def figure():
