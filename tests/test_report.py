@@ -174,8 +174,8 @@ def test_the_reports_mlflow_links_open_the_model_training_view(study, tmp_path):
         body = shows(runs_page, parents[0])
         assert all(name in body for name in parents)
         assert "workflowType=machine_learning" in browser.current_url and "/runs" in browser.current_url
-        # The Model training sidebar (its model registry), not the GenAI one (sessions, judges).
-        assert "Model registry" in body and "Sessions" not in body and "Judges" not in body
+        # The Model training sidebar (its model registry), not the GenAI one (judges, playground).
+        assert "Model registry" in body and "Judges" not in body and "Playground" not in body
         body = shows(run_page, "class_il/final_avg_acc")
         assert client_for(study).get_run(run_id).info.run_name in body
         browser.save_screenshot(str(tmp_path / "mlflow_run.png"))
