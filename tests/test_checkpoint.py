@@ -53,8 +53,13 @@ def test_the_same_configuration_resumes_after_the_last_checkpointed_task(tiny, t
         quiet(tiny(), tmp_path).run()
     monkeypatch.setattr(checkpoint, "save", original)
     trained, log = tasks_trained(monkeypatch), []
-    quiet(tiny(), tmp_path, log.append).run()
+    metrics = quiet(tiny(), tmp_path, log.append).run()
     assert trained == [1, 2] and any("resuming" in line and "after task 1" in line for line in log)
+    # each task's seconds are its own, also across the resume: per phase they add up to the run's totals
+    per_task = metrics["task_wall_seconds"]
+    assert len(per_task) == 3 and all(seconds["wake"] > 0 for seconds in per_task)
+    for phase, seconds in per_task[0].items():
+        assert sum(t[phase] for t in per_task) == pytest.approx(metrics["wall_seconds"][phase], abs=1e-3)
 
 
 def test_a_checkpoint_of_another_configuration_is_not_resumed(tiny, tmp_path, monkeypatch):

@@ -123,6 +123,7 @@ class Run:
         self.last_checkpoint = self.clock()
         for t in range(self.state.next_task, T):
             record, mid = self.task(t, mid), None
+            record["wall_seconds"] = self.state.task_seconds()
             self.state.history.append(record)
             self.state.next_task = t + 1
             self.save()
