@@ -127,9 +127,22 @@ def test_end_to_end_bench_reports_the_work_and_its_efficiency(tmp_path, capsys):
         assert r["required_seconds"] == pytest.approx(required, abs=2e-3)
         assert r["protocol_efficiency"] == pytest.approx(required / r["wall_seconds"], abs=2e-3)
         assert sum(r["phase_seconds"].values()) == pytest.approx(r["wall_seconds"], abs=0.05)
+        assert r["hardware_fraction"] == pytest.approx(r["bare_train_gflops"] / saved["matmul_gflops"], abs=2e-3)
     base, wscl = saved["runs"]
     assert wscl["images_trained"] > base["images_trained"]  # the trial's copies train too
     assert "protocol efficiency" in capsys.readouterr().out
+
+
+def test_a_training_image_is_counted_at_about_three_forward_passes():
+    """The FLOP count behind hardware_fraction: the backward pass costs about twice the forward (the stem
+    needs no input gradient), so a trained image is 2.9-3 times an inferred one."""
+    from torch.utils.flop_counter import FlopCounterMode
+    from wscl.backbone import ResNet18
+    from wscl.bench_e2e import BATCH, SIZE, WIDTH, replay_step_flops_per_image
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        ResNet18(10, 3, WIDTH)(torch.randn(BATCH, 3, SIZE, SIZE))
+    forward = counter.get_total_flops() / BATCH
+    assert 2.9 * forward < replay_step_flops_per_image(10) <= 3.0 * forward
 
 
 def test_train_without_a_tracking_uri_never_imports_mlflow(tmp_path):

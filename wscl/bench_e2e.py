@@ -14,6 +14,10 @@ forwards and one backward, SGD) and inference throughput (eval mode at the run's
 Protocol efficiency = (trained / bare training img/s + inferred / bare inference img/s) / wall time of
 the run (from building the run to its metrics.json; imports and the device's warm-up excluded, the
 warm-up reported apart): 1.0 means the run costs what its required work costs on the bare model.
+
+How close the bare model itself is to the device's limit: its training FLOPs per image (counted by
+``torch.utils.flop_counter``) times its images/s, against the device's fp32 matrix-multiply rate measured
+in the same process (``hardware_fraction``).
 """
 from __future__ import annotations
 
@@ -122,6 +126,33 @@ def bare_training(device: torch.device, n_heads: int, channels_last: bool, bf16:
     return steps * 2 * BATCH / (time.perf_counter() - start)
 
 
+def replay_step_flops_per_image(n_heads: int) -> float:
+    """FLOPs of one bare ER-ACE replay step (two batch-32 forwards, one backward) per image trained."""
+    from torch.utils.flop_counter import FlopCounterMode
+    net = ResNet18(n_heads, 3, WIDTH)
+    xs = [torch.randn(BATCH, 3, SIZE, SIZE) for _ in range(2)]
+    y = torch.zeros(BATCH, dtype=torch.long)
+    with FlopCounterMode(display=False) as counter:
+        sum(F.cross_entropy(net(x), y) for x in xs).backward()
+    return counter.get_total_flops() / (2 * BATCH)
+
+
+def matmul_gflops(device: torch.device, n: int = 2048, repeats: int = 10) -> float:
+    """The device's fp32 matrix-multiply rate (GFLOP/s), best of three timings: the ceiling a
+    convolution network's training can approach."""
+    a, b = (torch.randn(n, n, device=device) for _ in range(2))
+    a @ b
+    best = float("inf")
+    for _ in range(3):
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 * repeats / best / 1e9
+
+
 def bare_inference(device: torch.device, n_heads: int, layout: evaluation.EvalLayout, batches: int) -> float:
     """Images/s of eval-mode inference on the bare model at ``layout`` (uint8 in, normalised as a run does)."""
     net = ResNet18(n_heads, 3, WIDTH).to(device)
@@ -148,6 +179,7 @@ def measure(preset: str, size: str, device: str) -> dict:
     train_rate = max(bare_training(runtime.device, n_heads, runtime.channels_last, runtime.bf16, 3 if quick else 30)
                      for _ in range(2))  # best of two: a conservative (lower) efficiency on a noisy machine
     infer_rate = max(bare_inference(runtime.device, n_heads, run.eval_layout, 2 if quick else 12) for _ in range(2))
+    train_gflops = train_rate * replay_step_flops_per_image(n_heads) / 1e9
     phases = {k: round(v, 3) for k, v in metrics["wall_seconds"].items()}
     phases["other"] = round(wall - sum(metrics["wall_seconds"].values()), 3)
     required_s = work.trained / train_rate + work.inferred / infer_rate
@@ -155,6 +187,7 @@ def measure(preset: str, size: str, device: str) -> dict:
             "phase_seconds": phases, "images_trained": work.trained, "images_inferred": work.inferred,
             "bare_train_images_per_second": round(train_rate, 2),
             "bare_inference_images_per_second": round(infer_rate, 2),
+            "bare_train_gflops": round(train_gflops, 2),
             "required_seconds": round(required_s, 3), "protocol_efficiency": round(required_s / wall, 3),
             "eval_layout": run.eval_layout.describe(),
             "class_il_final_avg_acc": metrics["class_il"]["final_avg_acc"]}
@@ -177,14 +210,18 @@ def run_end_to_end(device: str = "auto", out: str | Path = "results/bench_end_to
                "device": device_name(dev) if dev.type == "cuda"
                else f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)",
                "device_warm_up_seconds": round(warm_up(dev, size), 3), "runs": []}
+    results["matmul_gflops"] = round(matmul_gflops(dev), 1)
     for preset in RUNS:
         r = measure(preset, size, device)
+        r["hardware_fraction"] = round(r["bare_train_gflops"] / results["matmul_gflops"], 3)
         results["runs"].append(r)
         phases = ", ".join(f"{k} {v:.1f}" for k, v in r["phase_seconds"].items() if v)
         print(f"{r['preset']:>7} er_ace on {results['device']}: {r['wall_seconds']:.1f} s ({phases}); "
               f"trained {r['images_trained']} img at bare {r['bare_train_images_per_second']:.0f} img/s, "
               f"inferred {r['images_inferred']} img at bare {r['bare_inference_images_per_second']:.0f} img/s; "
-              f"protocol efficiency {r['protocol_efficiency']:.3f}", flush=True)
+              f"protocol efficiency {r['protocol_efficiency']:.3f}; bare training at {r['bare_train_gflops']:.0f} "
+              f"GFLOP/s = {r['hardware_fraction']:.2f} of the device's fp32 matmul rate "
+              f"({results['matmul_gflops']:.0f} GFLOP/s)", flush=True)
     out = Path(out)
     atomic_write_json(out, results)
     print(f"saved {out} (device warm-up before the runs: {results['device_warm_up_seconds']:.1f} s)")
