@@ -58,7 +58,7 @@ def test_the_same_configuration_resumes_after_the_last_checkpointed_task(tiny, t
     # each task's seconds are its own, also across the resume: per phase they add up to the run's totals
     per_task = metrics["task_wall_seconds"]
     assert len(per_task) == 3 and all(seconds["wake"] > 0 for seconds in per_task)
-    for phase, seconds in per_task[0].items():
+    for phase in per_task[0]:
         assert sum(t[phase] for t in per_task) == pytest.approx(metrics["wall_seconds"][phase], abs=1e-3)
 
 

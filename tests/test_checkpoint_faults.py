@@ -30,7 +30,8 @@ RESUME = "rerun the same command: the run resumes from its last checkpoint"
 
 def numbers(metrics: dict) -> dict:
     """Everything a run reports except wall-clock figures."""
-    return {k: v for k, v in metrics.items() if k not in ("wall_seconds", "task_wall_seconds", "train_images_per_second")}
+    timings = ("wall_seconds", "task_wall_seconds", "train_images_per_second")
+    return {k: v for k, v in metrics.items() if k not in timings}
 
 
 @pytest.fixture(scope="module")
