@@ -49,17 +49,38 @@ def test_the_same_configuration_resumes_after_the_last_checkpointed_task(tiny, t
         raise KeyboardInterrupt
 
     monkeypatch.setattr(checkpoint, "save", save_then_stop)
+    first = quiet(tiny(), tmp_path)
     with pytest.raises(KeyboardInterrupt):
-        quiet(tiny(), tmp_path).run()
+        first.run()
     monkeypatch.setattr(checkpoint, "save", original)
     trained, log = tasks_trained(monkeypatch), []
     metrics = quiet(tiny(), tmp_path, log.append).run()
     assert trained == [1, 2] and any("resuming" in line and "after task 1" in line for line in log)
-    # each task's seconds are its own, also across the resume: per phase they add up to the run's totals
+    # each task's seconds are its own across the resume: the first task keeps what the first process
+    # measured, the later ones add up to the rest of the run's totals
     per_task = metrics["task_wall_seconds"]
+    assert per_task[0] == first.state.history[0]["wall_seconds"]
     assert len(per_task) == 3 and all(seconds["wake"] > 0 for seconds in per_task)
     for phase in per_task[0]:
         assert sum(t[phase] for t in per_task) == pytest.approx(metrics["wall_seconds"][phase], abs=1e-3)
+
+
+def test_a_checkpoint_without_per_task_seconds_leaves_the_later_ones_unknown(tiny, tmp_path, monkeypatch):
+    """A checkpoint written before per-task seconds existed: the resumed tasks' seconds would include the
+    earlier tasks' time, so they are reported as unknown instead."""
+    original = checkpoint.save
+
+    def save_without_task_seconds_then_stop(state, *args):
+        for record in state.history:
+            record.pop("wall_seconds", None)
+        original(state, *args)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint, "save", save_without_task_seconds_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        quiet(tiny(), tmp_path).run()
+    monkeypatch.setattr(checkpoint, "save", original)
+    assert quiet(tiny(), tmp_path).run()["task_wall_seconds"] == [None, None, None]
 
 
 def test_a_checkpoint_of_another_configuration_is_not_resumed(tiny, tmp_path, monkeypatch):

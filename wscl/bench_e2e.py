@@ -137,19 +137,25 @@ def replay_step_flops_per_image(n_heads: int) -> float:
     return counter.get_total_flops() / (2 * BATCH)
 
 
-def matmul_gflops(device: torch.device, n: int = 2048, repeats: int = 10) -> float:
+def matmul_gflops(device: torch.device, n: int, repeats: int) -> float:
     """The device's fp32 matrix-multiply rate (GFLOP/s), best of three timings: the ceiling a
-    convolution network's training can approach."""
+    convolution network's training can approach. On CUDA the matmul may use TF32 exactly when cuDNN's
+    convolutions may (its default), so that both sides of the fraction use the same arithmetic."""
     a, b = (torch.randn(n, n, device=device) for _ in range(2))
-    a @ b
-    best = float("inf")
-    for _ in range(3):
-        _sync(device)
-        start = time.perf_counter()
-        for _ in range(repeats):
-            a @ b
-        _sync(device)
-        best = min(best, time.perf_counter() - start)
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = device.type == "cuda" and torch.backends.cudnn.allow_tf32
+    try:
+        a @ b
+        best = float("inf")
+        for _ in range(3):
+            _sync(device)
+            start = time.perf_counter()
+            for _ in range(repeats):
+                a @ b
+            _sync(device)
+            best = min(best, time.perf_counter() - start)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
     return 2 * n**3 * repeats / best / 1e9
 
 
@@ -210,7 +216,9 @@ def run_end_to_end(device: str = "auto", out: str | Path = "results/bench_end_to
                "device": device_name(dev) if dev.type == "cuda"
                else f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)",
                "device_warm_up_seconds": round(warm_up(dev, size), 3), "runs": []}
-    results["matmul_gflops"] = round(matmul_gflops(dev), 1)
+    n, repeats = (1024, 3) if size == "quick" else (2048, 50 if dev.type == "cuda" else 10)
+    results["matmul_gflops"] = round(matmul_gflops(dev, n, repeats), 1)
+    results["matmul_tf32"] = dev.type == "cuda" and torch.backends.cudnn.allow_tf32
     for preset in RUNS:
         r = measure(preset, size, device)
         r["hardware_fraction"] = round(r["bare_train_gflops"] / results["matmul_gflops"], 3)

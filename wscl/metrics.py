@@ -79,7 +79,7 @@ def run_metrics(cfg: dict, runtime, dataset, state, eval_layout) -> dict:
     out["frozen_block_names_per_task"] = [block_names[: h["frozen_blocks"]] for h in state.history]
     out["tasks"] = [{k: v for k, v in h.items() if k != "wall_seconds"} for h in state.history]
     out["wall_seconds"] = {k: round(v, 4) for k, v in state.timings.items()}
-    out["task_wall_seconds"] = [h.get("wall_seconds") for h in state.history]  # per task and phase
+    out["task_wall_seconds"] = [h.get("wall_seconds") for h in state.history]  # per task and phase; None: unknown
     out["wake_steps"] = dict(state.wake_steps)
     wake_s = state.timings["wake"]
     out["train_images_per_second"] = round(state.wake_images / wake_s, 2) if wake_s else None

@@ -33,10 +33,13 @@ class RunState:
     def load_state_dict(self, saved: dict) -> None:
         load_fields(self, saved)
 
-    def task_seconds(self) -> dict[str, float]:
+    def task_seconds(self) -> dict[str, float] | None:
         """Seconds per phase of the task that just ended: the run's totals so far minus the finished tasks'
-        (kept in their records, so a resumed run still splits them right)."""
-        return {phase: round(total - sum(h.get("wall_seconds", {}).get(phase, 0.0) for h in self.history), 4)
+        (kept in their records, so a resumed run still splits them right). None when an earlier task's are
+        unknown (a checkpoint from a version without them): the difference would not be this task's alone."""
+        if any(h.get("wall_seconds") is None for h in self.history):
+            return None
+        return {phase: round(total - sum(h["wall_seconds"][phase] for h in self.history), 4)
                 for phase, total in self.timings.items() if phase in PHASES}
 
     def field_names(self) -> set[str]:

@@ -43,14 +43,14 @@ def run_authors(args, preset: str, seed: int) -> dict:
     log = args.out / f"authors_{preset}_seed{seed}.log"
     env = dict(os.environ, AUTHORS_THREADS="2", AUTHORS_NF="20", PYTHONUNBUFFERED="1")
     cmd = [args.authors_python, "utils/main.py", *AUTHORS_ARGS[preset], *COMMON, "--seed", str(seed)]
-    start = time.time()
+    start = time.monotonic()
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, cwd=args.authors, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True)
         for line in proc.stdout:
-            out.write(f"{time.time() - start:9.3f}\t{line}")
+            out.write(f"{time.monotonic() - start:9.3f}\t{line}")
         rc = proc.wait()
-    return {"rc": rc, "wall_s": round(time.time() - start, 1), "log": str(log)}
+    return {"rc": rc, "wall_s": round(time.monotonic() - start, 1), "log": str(log)}
 
 
 def run_ours(args, preset: str, seed: int) -> dict:
@@ -61,10 +61,10 @@ def run_ours(args, preset: str, seed: int) -> dict:
            "--method", "er_ace", "--seed", str(seed), "--threads", "2", "--quiet", "--out", str(out)]
     for setting in [f"dataset.root={args.data}", *OURS_SETS]:
         cmd += ["--set", setting]
-    start = time.time()
+    start = time.monotonic()
     with open(out / "stdout.log", "w") as log:
         rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
-    return {"rc": rc, "wall_s": round(time.time() - start, 1), "metrics": str(out / "metrics.json")}
+    return {"rc": rc, "wall_s": round(time.monotonic() - start, 1), "metrics": str(out / "metrics.json")}
 
 
 def authors_trials(log: str) -> list[tuple[int, int, float]]:
@@ -78,24 +78,28 @@ def authors_trials(log: str) -> list[tuple[int, int, float]]:
             depth = 0 if m.group(1) == "None" else BLOCKS.index(m.group(1)) + 1
         if text.startswith("Decide whether to freeze"):
             began = float(stamp)
-        if text.startswith("It's better"):
+        if text.startswith("It's better") and began is not None:
             trials.append((task, depth, float(stamp) - began))
+            began = None
     return trials
 
 
 def our_trials(metrics_path: str) -> list[tuple[int, int, float]]:
     m = json.loads(Path(metrics_path).read_text())
     frozen, seconds = m["frozen_blocks_per_task"], m["task_wall_seconds"]
-    return [(t + 1, frozen[t - 1], seconds[t]["freezing_trial"]) for t in range(1, len(frozen))]
+    return [(t + 1, frozen[t - 1], seconds[t]["freezing_trial"]) for t in range(1, len(frozen)) if seconds[t]]
 
 
 def table(records: list[dict]) -> None:
     runs = defaultdict(dict)
     for r in records:
-        runs[(r["preset"], r["seed"])][r["code"]] = r
+        if r["rc"] == 0:  # a failed run has no comparable time; a rerun of the same seed replaces the earlier one
+            runs[(r["preset"], r["seed"])][r["code"]] = r
     trials = defaultdict(lambda: ([], []))
     for preset in ("base", "authors"):
         pairs = sorted((seed, d) for (p, seed), d in runs.items() if p == preset and len(d) == 2)
+        if not pairs:
+            continue
         theirs, ours = (sum(d[c]["wall_s"] for _, d in pairs) for c in ("authors", "ours"))
         print(f"\n{preset}: " + ", ".join(f"seed {s} {d['authors']['wall_s']} / {d['ours']['wall_s']} s "
                                           f"({d['authors']['wall_s'] / d['ours']['wall_s']:.2f})" for s, d in pairs)
