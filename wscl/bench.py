@@ -19,7 +19,7 @@ from .backbone import ResNet18
 from .config import resolve
 from .provenance import device_name
 from .safe_io import atomic_write_json
-from .runtime import resolve_runtime
+from .runtime import resolve_runtime, synchronize
 from .trainer import Run
 
 BATCH, WIDTH, SIZE, CLASSES_PER_TASK, TASKS = 32, 20, 32, 2, 2
@@ -39,11 +39,6 @@ def bench_config(preset: str, steps: int, device: str) -> dict:
                      "buffer_size": 200},
         "runtime": {"device": device, "progress": False},
     })
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def bare_loop(device: torch.device, n_heads: int, plain_steps: int, replay_steps: int, channels_last: bool,
@@ -67,11 +62,11 @@ def bare_loop(device: torch.device, n_heads: int, plain_steps: int, replay_steps
 
     for _ in range(3):
         step(True)
-    _sync(device)
+    synchronize(device)
     start = time.perf_counter()
     for i in range(plain_steps + replay_steps):
         step(i >= plain_steps)
-    _sync(device)
+    synchronize(device)
     return (plain_steps + replay_steps) * BATCH / (time.perf_counter() - start)
 
 

@@ -35,7 +35,7 @@ from .augment import Preprocess
 from .backbone import ResNet18
 from .config import resolve
 from .provenance import device_name
-from .runtime import resolve_runtime
+from .runtime import resolve_runtime, synchronize
 from .safe_io import atomic_write_json
 
 WIDTH, SIZE, TASKS, CLASSES_PER_TASK, BATCH = 20, 32, 5, 2, 32
@@ -96,11 +96,6 @@ class Work:
             freezing.batch_cross_entropies, heads.logits_of = scores, logits_of
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def bare_training(device: torch.device, n_heads: int, channels_last: bool, bf16: bool, steps: int) -> float:
     """Images/s of ER-ACE replay steps on the bare model: two batch-32 forwards, one backward, SGD."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -118,11 +113,11 @@ def bare_training(device: torch.device, n_heads: int, channels_last: bool, bf16:
 
     for _ in range(3):
         step()
-    _sync(device)
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(steps):
         step()
-    _sync(device)
+    synchronize(device)
     return steps * 2 * BATCH / (time.perf_counter() - start)
 
 
@@ -148,11 +143,11 @@ def matmul_gflops(device: torch.device, n: int, repeats: int) -> float:
         a @ b
         best = float("inf")
         for _ in range(3):
-            _sync(device)
+            synchronize(device)
             start = time.perf_counter()
             for _ in range(repeats):
                 a @ b
-            _sync(device)
+            synchronize(device)
             best = min(best, time.perf_counter() - start)
     finally:
         torch.backends.cuda.matmul.allow_tf32 = tf32
@@ -165,23 +160,22 @@ def bare_inference(device: torch.device, n_heads: int, layout: evaluation.EvalLa
     pre = Preprocess((0.5,) * 3, (0.25,) * 3, False, device, layout.channels_last)
     raw = torch.randint(0, 256, (layout.batch_size, 3, SIZE, SIZE), dtype=torch.uint8, device=device)
     evaluation.infer(net, [raw], pre)
-    _sync(device)
+    synchronize(device)
     start = time.perf_counter()
     evaluation.infer(net, [raw] * batches, pre)
-    _sync(device)
+    synchronize(device)
     return batches * layout.batch_size / (time.perf_counter() - start)
 
 
 def measure(preset: str, size: str, device: str) -> dict:
     cfg = e2e_config(preset, size, device)
-    runtime = resolve_runtime(cfg)
     quick = size == "quick"
     with tempfile.TemporaryDirectory() as tmp, Work().counting() as work:
         start = time.perf_counter()
         run = trainer.Run(cfg, tmp, quiet=True, log=lambda *_: None)
         metrics = run.run()
         wall = time.perf_counter() - start
-    n_heads = run.scenario.n_heads
+    runtime, n_heads = run.runtime, run.scenario.n_heads
     train_rate = max(bare_training(runtime.device, n_heads, runtime.channels_last, runtime.bf16, 3 if quick else 30)
                      for _ in range(2))  # best of two: a conservative (lower) efficiency on a noisy machine
     infer_rate = max(bare_inference(runtime.device, n_heads, run.eval_layout, 2 if quick else 12) for _ in range(2))

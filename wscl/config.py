@@ -112,22 +112,23 @@ RANGES = {
 }
 
 
-@functools.lru_cache(maxsize=1)
-def _defaults_text() -> str:
-    return resources.files("wscl").joinpath("defaults.yaml").read_text()
-
-
 def learner_defaults() -> dict[str, dict[str, Any]]:
     """``{method: {name: default}}`` for every learner that has hyper-parameters."""
     return {method: {name: hp["default"] for name, hp in spec["hparams"].items()}
             for method, spec in LEARNER_SPECS.items() if spec.get("hparams")}
 
 
-def defaults() -> dict:
-    """The trainer's defaults: wscl/defaults.yaml with each learner's hyper-parameters under training."""
-    tree = yaml.safe_load(_defaults_text())
+@functools.lru_cache(maxsize=1)
+def _defaults_tree() -> dict:
+    tree = _package_yaml("defaults.yaml")
     tree["training"].update(learner_defaults())
     return tree
+
+
+def defaults() -> dict:
+    """The trainer's defaults: wscl/defaults.yaml with each learner's hyper-parameters under training
+    (parsed once per process; each call returns its own copy to change)."""
+    return copy.deepcopy(_defaults_tree())
 
 
 def deep_merge(base: dict, override: dict) -> dict:

@@ -13,7 +13,6 @@ Large datasets are opened memory-mapped (``numpy.load(mmap_mode="r")``).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -105,15 +104,6 @@ def _validate(ds: CanonicalDataset) -> None:
         raise DatasetError(f"{ds.name}: a train label exceeds the {len(ds.classes)} class names")
 
 
-def content_checksum(folder: Path) -> str:
-    digest = hashlib.sha256()
-    for name in ARRAYS:
-        with open(folder / f"{name}.npy", "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 22), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
-
-
 def save(ds: CanonicalDataset, folder: str | Path) -> Path:
     """Write atomically: into a temporary sibling folder, then rename into place."""
     from .datasets.verify import meta_digests
@@ -140,6 +130,7 @@ def save(ds: CanonicalDataset, folder: str | Path) -> Path:
 
 
 def load(folder: str | Path, mmap_above_mb: float = 2048, verify: bool = False) -> CanonicalDataset:
+    from .datasets import verify as verify_mod
     folder = Path(folder)
     meta_path = folder / "meta.json"
     if not meta_path.is_file():
@@ -152,7 +143,7 @@ def load(folder: str | Path, mmap_above_mb: float = 2048, verify: bool = False) 
     missing = [n for n in ARRAYS if not (folder / f"{n}.npy").is_file()]
     if missing:
         raise DatasetError(f"{folder}: missing {', '.join(missing)}.npy; prepare the dataset again")
-    if verify and content_checksum(folder) != meta.get("sha256"):
+    if verify and verify_mod.digests(folder)[0] != meta.get("sha256"):
         raise DatasetError(f"{folder}: content does not match the sha256 in meta.json; prepare the dataset again")
     size_mb = sum((folder / f"{n}.npy").stat().st_size for n in ARRAYS) / 2**20
     mode = "r" if size_mb > mmap_above_mb else None

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from .augment import Preprocess
 from .metrics import summary, to_json_matrix
-from .runtime import Runtime, timed
+from .runtime import Runtime, synchronize, timed
 from .safe_io import atomic_write_text
 from .scenario import ImageSource, Scenario
 
@@ -71,8 +71,7 @@ def measure_layouts(net, image_shape, device: torch.device, batch_sizes: tuple[i
             for _ in range(TIMED_PASSES):
                 start = time.perf_counter()
                 infer(net, [raw], pre)
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
+                synchronize(device)
                 seconds.append(time.perf_counter() - start)
             rates[(channels_last, bs)] = bs / min(seconds)
     default = (default_channels_last, batch_sizes[0])

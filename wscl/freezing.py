@@ -125,7 +125,7 @@ class PrefixTape:
     """
 
     def __init__(self, net, depth: int, verify: bool):
-        self.stages = copy.deepcopy(net).stages[: depth + 1]
+        self.stages = copy.deepcopy(net.stages[: depth + 1])
         for stage in self.stages:
             stage.train()
             stage.requires_grad_(False)  # frozen in every copy that reads it

@@ -69,11 +69,16 @@ def apply_determinism(runtime: Runtime) -> None:
     torch.backends.cudnn.benchmark = runtime.device.type == "cuda" and not runtime.deterministic
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously; a CPU has nothing queued)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 @contextmanager
 def timed(timings: dict, phase: str, device: torch.device):
     """Add the wall time of the block to ``timings[phase]`` (seconds)."""
     start = time.perf_counter()
     yield
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)  # phase boundaries only: accurate wall time per phase
+    synchronize(device)  # phase boundaries only: accurate wall time per phase
     timings[phase] = timings.get(phase, 0.0) + time.perf_counter() - start

@@ -115,14 +115,13 @@ def translated(path: str | Path, after: str = RERUN, name_from_os: bool = True):
 
 
 @contextmanager
-def atomic_writer(path: str | Path, mode: str = "wb", after: str = RERUN, make_parents: bool = True):
+def atomic_writer(path: str | Path, mode: str = "wb", after: str = RERUN):
     """A file object open on ``.NAME.tmp``; on a clean exit it is synced and renamed to ``path``, on any
     failure removed. Text modes write UTF-8."""
     path = Path(path)
     tmp = temp_path(path)
     with translated(path, after, name_from_os=False):
-        if make_parents:
-            path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         try:
             kwargs = {} if "b" in mode else {"encoding": "utf-8"}
             with _open(tmp, mode, **kwargs) as fh:
@@ -136,18 +135,13 @@ def atomic_writer(path: str | Path, mode: str = "wb", after: str = RERUN, make_p
         _sync_folder(path.parent)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes, after: str = RERUN) -> None:
-    with atomic_writer(path, "wb", after) as fh:
-        fh.write(data)
-
-
 def atomic_write_text(path: str | Path, text: str, after: str = RERUN) -> None:
     with atomic_writer(path, "w", after) as fh:
         fh.write(text)
 
 
-def atomic_write_json(path: str | Path, obj, after: str = RERUN, indent: int | None = 2) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=indent) + "\n", after)
+def atomic_write_json(path: str | Path, obj, after: str = RERUN) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n", after)
 
 
 class _Writes:

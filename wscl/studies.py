@@ -12,14 +12,13 @@ import itertools
 from dataclasses import dataclass
 from collections.abc import Iterator
 
-from .config import CHOICES, PRESETS, ConfigError, check_settings, deep_merge, defaults, flatten, resolve
+from .config import PRESETS, ConfigError, check_settings, deep_merge, defaults, flatten, resolve
 from .outputs import ALL_RUNS, PLOTS, TABLE_FORMATS, plot_file, table_file
 
 # Presets that fix the replay buffer themselves: they run once per benchmark, at that buffer.
 FIXED_BUFFER = {name: p["training"]["buffer_size"] for name, p in PRESETS.items()
                 if "buffer_size" in p.get("training", {})}
 PRESET_KEYS = sorted({key for p in PRESETS.values() for key in flatten(p)})
-FIDELITIES = CHOICES["fidelity"]
 # Trainer keys that are a run's coordinates, and where a study sets them instead.
 COORDINATE_KEYS = {
     "fidelity": "the study's `fidelity` or a grid entry's `fidelities`",

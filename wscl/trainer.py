@@ -64,7 +64,8 @@ def compose(cfg: dict, runtime: Runtime, out: Path, run_fingerprint: str) -> Run
     train_source = ImageSource(ds.train_x, device, ds.memory_mapped)
     train_y, test_y = np.asarray(ds.train_y), np.asarray(ds.test_y)
     augment = ds.augment if sc["augment"] == "auto" else sc["augment"]
-    preprocess = Preprocess(*ds.normalisation(), augment, device, runtime.channels_last)
+    mean_std = ds.normalisation()  # the training images' own statistics when the dataset fixes none: once
+    preprocess = Preprocess(*mean_std, augment, device, runtime.channels_last)
     tests = TestTasks(ImageSource(ds.test_x, device, ds.memory_mapped), scenario.test_idx, test_y,
                       scenario.task_classes, preprocess, cfg["runtime"]["eval_batch_size"])
     n_heads = scenario.n_heads
@@ -73,9 +74,9 @@ def compose(cfg: dict, runtime: Runtime, out: Path, run_fingerprint: str) -> Run
                     bind_dreams(n_heads, dreams.n_classes, np.random.default_rng([cfg["seed"], 3])))
     learner = build_learner(cfg, n_heads, ds.image_shape, preprocess, device, bf16=runtime.bf16)
     state = RunState(learner, book, AccuracyMatrices.empty(scenario.n_tasks))
-    layout = choose_layout(cfg, runtime, scenario, learner.net, ds.image_shape, ds.normalisation(), out,
-                           run_fingerprint, state.timings)
-    tests.preprocess = Preprocess(*ds.normalisation(), augment, device, layout.channels_last)
+    layout = choose_layout(cfg, runtime, scenario, learner.net, ds.image_shape, mean_std, out, run_fingerprint,
+                           state.timings)
+    tests.preprocess = Preprocess(*mean_std, augment, device, layout.channels_last)
     tests.batch_size = layout.batch_size
     # The randomly initialised network's test logits: FWT's baselines b_j.
     with timed(state.timings, "eval_random_init", device):

@@ -68,10 +68,10 @@ def plan_epoch(learner: Learner, pool: Pool, batch_size: int, replay_batch_size:
 class LossMonitor:
     """Keeps step losses on the device and checks them every ``every`` steps (one sync per check)."""
 
-    def __init__(self, n_steps: int, every: int, device, where: str, progress=None):
+    def __init__(self, n_steps: int, every: int, device, where: str, progress=None, start: int = 0):
         self.losses = torch.zeros(max(n_steps, 1), device=device)
         self.every, self.where, self.progress = every, where, progress
-        self.checked = 0
+        self.checked = start  # steps before ``start`` ran in an earlier process (a resumed epoch)
         self.t0 = time.perf_counter()
         self.images = 0
 
@@ -104,8 +104,7 @@ def run_epoch(learner: Learner, pool: Pool, plan: EpochPlan, generator: torch.Ge
     ``stop()`` is asked after every step; when true, the epoch pauses there (steps done < the plan's): the
     memory's stream count stays at the epoch's start, so that the same plan, made again from the same host
     generator state, continues it."""
-    monitor = LossMonitor(len(plan.steps), nan_check_every, pool.device, where, progress)
-    monitor.checked = start
+    monitor = LossMonitor(len(plan.steps), nan_check_every, pool.device, where, progress, start)
     n_images, done = 0, len(plan.steps)
     batches = pool.batches(plan.host_rows[start:], [step.batch for step in plan.steps[start:]])
     for step, rows, (raw, labels, sample_ids) in zip(plan.steps[start:], plan.host_rows[start:], batches):
