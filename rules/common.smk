@@ -7,7 +7,6 @@ from pathlib import Path
 from snakemake.utils import min_version, validate
 
 from wscl.config import CHOICES, METHODS, PRESETS
-from wscl.outputs import PLOTS, TABLE_FORMATS, plot_file, table_file
 from wscl.schema import write_schemas
 from wscl.studies import Study, check_trainer_sections
 
@@ -88,25 +87,21 @@ def folder_of(files):
 def reported_tables():
     """The tables, the CSVs marked for Snakemake's report (category benchmark, subcategory buffer)."""
     out = []
-    for name, buffer in STUDY.tables():
-        for fmt in TABLE_FORMATS:
-            path = f"{R}/tables/{table_file(name, buffer, fmt)}"
-            if fmt == "csv":
-                labels = {"what": "table", "benchmark": name, "buffer": str(buffer)}
-                caption = "../report/table.rst"
-                path = report(path, caption=caption, category=name, subcategory=f"buffer {buffer}", labels=labels)
-            out.append(path)
+    for path, name, buffer, fmt in STUDY.table_outputs():
+        if fmt == "csv":
+            labels = {"what": "table", "benchmark": name, "buffer": str(buffer)}
+            caption = "../report/table.rst"
+            path = report(path, caption=caption, category=name, subcategory=f"buffer {buffer}", labels=labels)
+        out.append(path)
     return out
 
 
 def reported_plots():
     """Every figure, marked for Snakemake's report with its caption (report/<plot>.rst)."""
     out = []
-    for name, buffer in STUDY.tables():
-        for plot in PLOTS:
-            labels = {"what": "figure", "figure": plot, "benchmark": name, "buffer": str(buffer)}
-            path = f"{R}/plots/{plot_file(name, buffer, plot)}"
-            caption = f"../report/{plot}.rst"
-            # One line: Snakemake's parser reads `report` at the start of a line as the report directive.
-            out.append(report(path, caption=caption, category=name, subcategory=f"buffer {buffer}", labels=labels))
+    for path, name, buffer, plot in STUDY.plot_outputs():
+        labels = {"what": "figure", "figure": plot, "benchmark": name, "buffer": str(buffer)}
+        caption = f"../report/{plot}.rst"
+        # One line: Snakemake's parser reads `report` at the start of a line as the report directive.
+        out.append(report(path, caption=caption, category=name, subcategory=f"buffer {buffer}", labels=labels))
     return out

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import wscl.freezing as freezing
-from wscl.bench_e2e import run_end_to_end
+from wscl.bench import CLASSES_PER_TASK
+from wscl.bench_e2e import SIZES, TASKS, run_end_to_end
 from wscl.evaluation import measure_layouts
 from wscl.freezing import TrialSpec, candidate_depths, run_trial, score
 from wscl.trainer import Run, seeds_for
@@ -130,6 +131,10 @@ def test_end_to_end_bench_reports_the_work_and_its_efficiency(tmp_path, capsys):
         assert r["hardware_fraction"] == pytest.approx(r["bare_train_gflops"] / saved["matmul_gflops"], abs=2e-3)
     base, wscl = saved["runs"]
     assert wscl["images_trained"] > base["images_trained"]  # the trial's copies train too
+    # Base infers each task's test images for the random network, before its training (t > 0) and after
+    # every task from its own on; its heads are in class order (no assignment pass).
+    per_task, T = CLASSES_PER_TASK * SIZES["quick"]["test_per_class"], TASKS
+    assert base["images_inferred"] == per_task * (T + (T - 1) + T * (T + 1) // 2)
     assert "protocol efficiency" in capsys.readouterr().out
 
 

@@ -56,6 +56,23 @@ def test_a_full_disk_names_the_file_removes_the_temp_and_keeps_the_old_file(disk
     assert target.stat().st_size > 1000 and sorted(p.name for p in target.parent.iterdir()) == [target.name]
 
 
+def test_writers_of_the_same_file_at_once_do_not_take_each_others_temporary_file(tmp_path):
+    """Every Slurm job rewrites the workflow's schemas when it parses the Snakefile: concurrent atomic writes
+    of one target each complete, and the file ends as one writer's whole content."""
+    from concurrent.futures import ThreadPoolExecutor
+    target = tmp_path / "trainer.schema.json"
+    contents = [str(i) * 200_000 for i in range(8)]
+
+    def write_often(text):
+        for _ in range(25):
+            atomic_write_text(target, text)
+
+    with ThreadPoolExecutor(len(contents)) as pool:
+        list(pool.map(write_often, contents))  # re-raises any writer's error
+    assert target.read_text() in contents
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]
+
+
 @pytest.mark.parametrize("kind", ["text", "npy", "figure"])
 @pytest.mark.parametrize("folder_exists", [True, False])
 def test_a_read_only_folder_is_named_with_what_to_do(disk, kind, folder_exists):
@@ -206,6 +223,9 @@ def test_a_locked_store_past_the_retries_marks_the_run_pending_and_a_sync_logs_i
     assert len(err) == 1 and "database is locked" in err[0] and "wscl mlflow-sync" in err[0]
     marker = json.loads((tmp_path / "run" / tracking.PENDING).read_text())
     assert marker["tracking_uri"] == uri and marker["experiment"] == "e"
+    assert main(["mlflow-sync", "--run", "run"]) == ExitCode.TRACKING  # still locked: the marker stays
+    assert "0 pending run(s) logged, 1 still pending" in capsys.readouterr().out.splitlines()[-1]
+    assert (tmp_path / "run" / tracking.PENDING).exists()
     monkeypatch.setattr(tracking, "_log_run", real)
     assert main(["mlflow-sync", "--run", "run"]) == 0
     assert main(["mlflow-sync", "--run", "run"]) == 0  # nothing pending any more: logs nothing

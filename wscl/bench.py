@@ -25,20 +25,36 @@ from .trainer import Run
 BATCH, WIDTH, SIZE, CLASSES_PER_TASK, TASKS = 32, 20, 32, 2, 2
 
 
-def bench_config(preset: str, steps: int, device: str) -> dict:
-    per_class = steps * BATCH // CLASSES_PER_TASK
+def synthetic_config(preset: str, device: str, tasks: int, per_class: dict, val_per_task: int, epochs: int,
+                     **settings) -> dict:
+    """The benchmarks' fixed setup [ours]: synthetic 32x32x3 images in ``tasks`` tasks of 2 classes (as many
+    dream classes), ResNet-18 width 20, ER-ACE with batch 32 and a 200-image buffer; ``per_class``: the
+    synthetic dataset's train/test/dream images per class; ``settings``: further top-level settings."""
+    classes = tasks * CLASSES_PER_TASK
     return resolve({
-        "preset": preset, "seed": 0,
-        "dataset": {"synthetic": {"classes": TASKS * CLASSES_PER_TASK, "dream_classes": TASKS * CLASSES_PER_TASK,
-                                  "train_per_class": per_class + 20, "test_per_class": 20, "dream_per_class": 50,
-                                  "size": SIZE, "channels": 3}},
-        "scenario": {"n_tasks": TASKS, "classes_per_task": CLASSES_PER_TASK, "val_per_task": 20,
+        "preset": preset, "seed": 0, **settings,
+        "dataset": {"synthetic": {"classes": classes, "dream_classes": classes, "size": SIZE, "channels": 3,
+                                  **per_class}},
+        "scenario": {"n_tasks": tasks, "classes_per_task": CLASSES_PER_TASK, "val_per_task": val_per_task,
                      "freeze_buffer_per_task": 20},
         "model": {"width": WIDTH},
-        "training": {"method": "er_ace", "epochs": 2, "batch_size": BATCH, "replay_batch_size": BATCH,
+        "training": {"method": "er_ace", "epochs": epochs, "batch_size": BATCH, "replay_batch_size": BATCH,
                      "buffer_size": 200},
         "runtime": {"device": device, "progress": False},
     })
+
+
+def bench_config(preset: str, steps: int, device: str) -> dict:
+    per_class = {"train_per_class": steps * BATCH // CLASSES_PER_TASK + 20, "test_per_class": 20,
+                 "dream_per_class": 50}
+    return synthetic_config(preset, device, TASKS, per_class, val_per_task=20, epochs=2)
+
+
+def environment(device: torch.device) -> dict:
+    """What the figures were measured on."""
+    cpu = f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
+    return {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
+            "device": device_name(device) if device.type == "cuda" else cpu}
 
 
 def bare_loop(device: torch.device, n_heads: int, plain_steps: int, replay_steps: int, channels_last: bool,
@@ -70,8 +86,8 @@ def bare_loop(device: torch.device, n_heads: int, plain_steps: int, replay_steps
     return (plain_steps + replay_steps) * BATCH / (time.perf_counter() - start)
 
 
-def measure(preset: str, steps: int, device_name: str) -> dict:
-    cfg = bench_config(preset, steps, device_name)
+def measure(preset: str, steps: int, device: str) -> dict:
+    cfg = bench_config(preset, steps, device)
     runtime = resolve_runtime(cfg)
     with tempfile.TemporaryDirectory() as tmp:
         run = Run(cfg, tmp, quiet=True, log=lambda *_: None)
@@ -89,11 +105,8 @@ def measure(preset: str, steps: int, device_name: str) -> dict:
 def run_bench(device: str = "auto", out: str | Path = "results/bench.json", steps: int = 60) -> dict:
     results = {"setup": {"image": [3, SIZE, SIZE], "batch": BATCH, "width": WIDTH, "tasks": TASKS,
                          "steps_per_task": steps},
-               "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
+               **environment(resolve_runtime(bench_config("base", steps, device)).device),
                "runs": [measure(preset, steps, device) for preset in ("base", "full")]}
-    dev = resolve_runtime(bench_config("base", steps, device)).device
-    results["device"] = (device_name(dev) if dev.type == "cuda"
-                         else f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)")
     for r in results["runs"]:
         print(f"{r['preset']:>5} er_ace on {results['device']}: trainer {r['trainer_images_per_second']:.1f} img/s, "
               f"bare loop {r['bare_loop_images_per_second']:.1f} img/s, efficiency ratio {r['efficiency_ratio']:.3f}")

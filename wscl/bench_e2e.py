@@ -21,7 +21,6 @@ in the same process (``hardware_fraction``).
 """
 from __future__ import annotations
 
-import platform
 import tempfile
 import time
 from contextlib import contextmanager
@@ -30,33 +29,22 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from . import evaluation, freezing, heads, learners, trainer
+from . import evaluation, freezing, learners, trainer
 from .augment import Preprocess
 from .backbone import ResNet18
-from .config import resolve
-from .provenance import device_name
+from .bench import BATCH, CLASSES_PER_TASK, SIZE, WIDTH, bare_loop, environment, synthetic_config
 from .runtime import resolve_runtime, synchronize
 from .safe_io import atomic_write_json
 
-WIDTH, SIZE, TASKS, CLASSES_PER_TASK, BATCH = 20, 32, 5, 2, 32
+TASKS = 5
 SIZES = {"full": {"train_per_class": 300, "test_per_class": 200, "dream_per_class": 30},
          "quick": {"train_per_class": 40, "test_per_class": 20, "dream_per_class": 6}}
 RUNS = ("base", "authors")
 
 
 def e2e_config(preset: str, size: str, device: str) -> dict:
-    n = SIZES[size]
-    classes = TASKS * CLASSES_PER_TASK
-    return resolve({
-        "preset": preset, "fidelity": "reference", "seed": 0,
-        "dataset": {"synthetic": {"classes": classes, "dream_classes": classes, "size": SIZE, "channels": 3, **n}},
-        "scenario": {"n_tasks": TASKS, "classes_per_task": CLASSES_PER_TASK,
-                     "val_per_task": 20 if size == "quick" else 100, "freeze_buffer_per_task": 20},
-        "model": {"width": WIDTH},
-        "training": {"method": "er_ace", "epochs": 1, "batch_size": BATCH, "replay_batch_size": BATCH,
-                     "buffer_size": 200},
-        "runtime": {"device": device, "progress": False},
-    })
+    return synthetic_config(preset, device, TASKS, SIZES[size], val_per_task=20 if size == "quick" else 100,
+                            epochs=1, fidelity="reference")
 
 
 class Work:
@@ -68,57 +56,36 @@ class Work:
 
     @contextmanager
     def counting(self):
-        observe, logits, scores = learners.Learner.observe, evaluation.TestTasks.logits, freezing.batch_cross_entropies
-        logits_of = heads.logits_of
+        """Count while the block runs: every ``Learner.observe`` call (trained) and every batch that
+        ``evaluation.infer`` (evaluation, head assignment) or the trial's scoring runs (inferred)."""
+        observe, infer, scores = learners.Learner.observe, evaluation.infer, freezing.batch_cross_entropies
 
         def counted_observe(learner, raw, labels, sample_ids, step, generator):
             self.trained += len(raw) + sum(len(r) for r in step.replay)
             return observe(learner, raw, labels, sample_ids, step, generator)
 
-        def counted_logits(tests, net, task):
-            self.inferred += len(tests.rows[task])
-            return logits(tests, net, task)
-
-        def counted_logits_of(net, source, rows, *args, **kwargs):
-            self.inferred += len(rows)
-            return logits_of(net, source, rows, *args, **kwargs)
+        def counted_infer(net, batches, *args, **kwargs):
+            def counted(batches):
+                for batch in batches:
+                    self.inferred += len(batch)
+                    yield batch
+            return infer(net, counted(batches), *args, **kwargs)
 
         def counted_scores(net, source, rows, *args, **kwargs):
             self.inferred += len(rows)
             return scores(net, source, rows, *args, **kwargs)
 
-        learners.Learner.observe, evaluation.TestTasks.logits = counted_observe, counted_logits
-        freezing.batch_cross_entropies, heads.logits_of = counted_scores, counted_logits_of
+        learners.Learner.observe, evaluation.infer, freezing.batch_cross_entropies = \
+            counted_observe, counted_infer, counted_scores
         try:
             yield self
         finally:
-            learners.Learner.observe, evaluation.TestTasks.logits = observe, logits
-            freezing.batch_cross_entropies, heads.logits_of = scores, logits_of
+            learners.Learner.observe, evaluation.infer, freezing.batch_cross_entropies = observe, infer, scores
 
 
 def bare_training(device: torch.device, n_heads: int, channels_last: bool, bf16: bool, steps: int) -> float:
-    """Images/s of ER-ACE replay steps on the bare model: two batch-32 forwards, one backward, SGD."""
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    net = ResNet18(n_heads, 3, WIDTH).to(device).to(memory_format=fmt)
-    opt = torch.optim.SGD(net.parameters(), lr=0.03)
-    xs = [torch.randn(BATCH, 3, SIZE, SIZE, device=device).contiguous(memory_format=fmt) for _ in range(2)]
-    y = torch.randint(0, n_heads, (BATCH,), device=device)
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            logits = [net(x) for x in xs]
-        sum(F.cross_entropy(out.float(), y) for out in logits).backward()
-        opt.step()
-
-    for _ in range(3):
-        step()
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    synchronize(device)
-    return steps * 2 * BATCH / (time.perf_counter() - start)
+    """Images/s trained by ER-ACE replay steps on the bare model: two batch-32 forwards, one backward, SGD."""
+    return 2 * bare_loop(device, n_heads, 0, steps, channels_last, bf16)  # bare_loop counts stream images
 
 
 def replay_step_flops_per_image(n_heads: int) -> float:
@@ -206,10 +173,7 @@ def run_end_to_end(device: str = "auto", out: str | Path = "results/bench_end_to
     dev = resolve_runtime(e2e_config("base", size, device)).device
     results = {"setup": {"image": [3, SIZE, SIZE], "width": WIDTH, "tasks": TASKS, "classes_per_task": CLASSES_PER_TASK,
                          "batch": BATCH, "buffer": 200, "epochs": 1, "size": size, **SIZES[size]},
-               "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
-               "device": device_name(dev) if dev.type == "cuda"
-               else f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)",
-               "device_warm_up_seconds": round(warm_up(dev, size), 3), "runs": []}
+               **environment(dev), "device_warm_up_seconds": round(warm_up(dev, size), 3), "runs": []}
     n, repeats = (1024, 3) if size == "quick" else (2048, 50 if dev.type == "cuda" else 10)
     results["matmul_gflops"] = round(matmul_gflops(dev, n, repeats), 1)
     results["matmul_tf32"] = dev.type == "cuda" and torch.backends.cudnn.allow_tf32

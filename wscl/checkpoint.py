@@ -39,7 +39,6 @@ def keep_previous(path: Path) -> None:
     if not path.exists() or (previous.exists() and os.path.samefile(path, previous)):
         return
     link = temp_path(previous)
-    remove_quietly(link)
     try:
         os.link(path, link)
         os.replace(link, previous)

@@ -193,7 +193,7 @@ def cmd_mlflow_sync(args) -> int:
     if args.run:  # run folders marked pending by `wscl train --mlflow-...`, each to its recorded destination
         done = sync_pending(args.run, log=lambda msg: print(msg, file=sys.stderr))
         print(f"{len(done['logged'])} pending run(s) logged, {len(done['failed'])} still pending")
-        return 1 if done["failed"] else 0
+        return ExitCode.TRACKING if done["failed"] else ExitCode.OK  # still unreachable: sync again later
     if not (args.study_json and args.setup):
         raise ConfigError("mlflow-sync needs --study-json and --setup (a study), or --run RUN_DIR (pending runs)")
     study = _study(args)

@@ -19,7 +19,7 @@ class ExitCode(IntEnum):
     CONFIG = 3  # the run or study configuration is invalid; the message names the setting
     DATA = 4  # a dataset is missing, incomplete, corrupt or fails its checksums
     NON_FINITE_LOSS = 5  # training diverged (NaN or infinite loss); the checkpoint is kept
-    TRACKING = 6  # the MLflow store lacks what a run needs (experiment or parent run)
+    TRACKING = 6  # the MLflow store cannot be reached, or lacks what a run needs (experiment or parent run)
     ARCHIVE_INVALID = 7  # verify-archive found a missing, extra or changed file, or no readable archive
     WRITE_FAILED = 8  # a file could not be written (disk full, read-only folder); nothing half-written is left
     REQUEUE = 75  # stopped by SIGTERM/SIGUSR1 after writing a checkpoint: rerun (requeue) to resume
@@ -36,7 +36,7 @@ _MEANINGS = {
     ExitCode.CONFIG: "invalid configuration (the message names the setting)",
     ExitCode.DATA: "dataset missing, incomplete or failing its checksums",
     ExitCode.NON_FINITE_LOSS: "training diverged (NaN or infinite loss)",
-    ExitCode.TRACKING: "MLflow store lacks the experiment or parent run",
+    ExitCode.TRACKING: "MLflow store unreachable, or lacking the experiment or parent run",
     ExitCode.ARCHIVE_INVALID: "verify-archive found a missing, extra or changed file, or no readable archive",
     ExitCode.WRITE_FAILED: "a file could not be written (disk full, read-only folder): fix it and rerun",
     ExitCode.REQUEUE: "stopped by SIGTERM or SIGUSR1 (preemption, time limit) after a checkpoint: rerun to resume",

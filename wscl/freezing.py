@@ -21,7 +21,7 @@ from .learners import Learner
 from .runtime import timed
 from .scenario import ImageSource, Pool, Scenario
 from .state import RunState
-from .wake import EpochPlan, LossMonitor
+from .wake import EpochPlan, LossMonitor, run_in_lockstep
 
 
 @dataclass
@@ -131,9 +131,12 @@ class PrefixTape:
             stage.requires_grad_(False)  # frozen in every copy that reads it
         self.verify = verify  # compare each copy's input with the recorded one (cheap on a CPU, a sync on a GPU)
         self.calls: list[tuple[torch.Tensor, list[torch.Tensor]]] = []
+        self.readers: list[FromPrefix] = []
 
     def new_step(self) -> None:
         self.calls.clear()
+        for reader in self.readers:
+            reader.call = 0
 
     def outputs(self, call: int, x: torch.Tensor) -> list[torch.Tensor]:
         if call < len(self.calls):
@@ -161,6 +164,7 @@ class FromPrefix(torch.nn.Module):
     def __init__(self, net, tape: PrefixTape, depth: int):
         super().__init__()
         self.net, self.tape, self.depth, self.call = net, tape, depth, 0
+        tape.readers.append(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         outs = self.tape.outputs(self.call, x)
@@ -181,17 +185,7 @@ def train_copies(copies: list[Learner], pool: Pool, plan: EpochPlan, spec: Trial
     monitors = [LossMonitor(len(plan.steps), spec.nan_check_every, device, f"{spec.where} (freezing copy {i})",
                             progress) for i in range(len(copies))]
     try:
-        batches = pool.batches(plan.host_rows, [step.batch for step in plan.steps])
-        for step, rows, (raw, labels, sample_ids) in zip(plan.steps, plan.host_rows, batches):
-            if tape is not None:
-                tape.new_step()
-            for c, generator, monitor in zip(copies, generators, monitors):
-                if isinstance(c.net, FromPrefix):
-                    c.net.call = 0
-                monitor.record(step.index, c.observe(raw, labels, sample_ids, step, generator), len(rows))
-        for c, monitor in zip(copies, monitors):
-            monitor.check(len(plan.steps))
-            c.memory.num_seen = plan.num_seen_after
+        run_in_lockstep(copies, generators, monitors, pool, plan, before_step=tape.new_step if tape else None)
     finally:
         for c in copies:
             if isinstance(c.net, FromPrefix):

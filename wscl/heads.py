@@ -10,11 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-import torch
-
-from .augment import Preprocess
-from .evaluation import logits_of
-from .scenario import ImageSource
 
 UNAVAILABLE = -1
 
@@ -70,19 +65,6 @@ def assign_task(book: HeadBook, rule: str, classes: np.ndarray, first_task: bool
         heads = ASSIGNERS[rule](count_matrix(predicted, labels - classes[0], len(classes), book.free_heads))
     book.assign(classes, heads)
     return heads
-
-
-def assign_by_network(book: HeadBook, rule: str, classes: np.ndarray, first_task: bool, net, source: ImageSource,
-                      rows: np.ndarray, labels: np.ndarray, preprocess: Preprocess, batch_size: int,
-                      augment_seed: int | None) -> np.ndarray:
-    """``assign_task`` with the network's predictions on the task's training images ``rows`` (classes
-    ``labels[rows]``), augmented from ``augment_seed`` unless it is None."""
-    def predict() -> tuple[np.ndarray, np.ndarray]:
-        generator = None if augment_seed is None else torch.Generator(device=source.device).manual_seed(augment_seed)
-        logits = logits_of(net, source, rows, preprocess, batch_size, generator)
-        return logits.argmax(1).cpu().numpy(), labels[rows]
-
-    return assign_task(book, rule, classes, first_task, predict)
 
 
 class HeadBook:

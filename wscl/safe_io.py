@@ -1,7 +1,9 @@
 """Writes that either complete or leave nothing behind, and say plainly why they failed.
 
-Every writer here writes to ``.NAME.tmp`` beside the target, flushes it to disk and renames it into place,
-so a reader sees the old file or the new one, never half of one. When the write fails the temporary file
+Every writer here writes to a temporary file beside the target (``.NAME.<unique>.tmp``, a name of its own
+per write, so that processes writing the same target at once do not rename each other's file away),
+flushes it to disk and renames it into place, so a reader sees the old file or the new one, never half of
+one. When the write fails the temporary file
 is removed, and an operating-system failure that a person must fix (a full disk, an exceeded quota, a
 read-only or forbidden folder) becomes a :class:`WriteError` whose message names the file, the cause and
 what to do; the command line prints it as one line.
@@ -12,6 +14,7 @@ import errno
 import io
 import json
 import os
+import secrets
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -78,8 +81,9 @@ def remove_quietly(path: Path) -> None:
 
 
 def temp_path(path: str | Path) -> Path:
+    """A temporary name beside ``path`` that no other process or write uses: its own until renamed."""
     path = Path(path)
-    return path.with_name(f".{path.name}.tmp")
+    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
 
 
 def _sync_folder(folder: Path) -> None:
@@ -116,15 +120,15 @@ def translated(path: str | Path, after: str = RERUN, name_from_os: bool = True):
 
 @contextmanager
 def atomic_writer(path: str | Path, mode: str = "wb", after: str = RERUN):
-    """A file object open on ``.NAME.tmp``; on a clean exit it is synced and renamed to ``path``, on any
-    failure removed. Text modes write UTF-8."""
+    """A file object open on a fresh temporary name beside ``path``; on a clean exit it is synced and renamed
+    to ``path``, on any failure removed. Text modes write UTF-8."""
     path = Path(path)
     tmp = temp_path(path)
     with translated(path, after, name_from_os=False):
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             kwargs = {} if "b" in mode else {"encoding": "utf-8"}
-            with _open(tmp, mode, **kwargs) as fh:
+            with _open(tmp, mode.replace("w", "x"), **kwargs) as fh:  # "x": never another writer's file
                 yield fh
                 fh.flush()
                 os.fsync(fh.fileno())

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import AUTO_OR_NUMBER, CHOICES, LEARNER_SPECS, METHODS, PATTERNS, PRESETS, RANGES, defaults
+from .safe_io import atomic_write_json, atomic_write_text
 
 TRAINER_SCHEMA = "trainer.schema.json"
 # Settings whose allowed values have a name of their own, for the study schema to refer to.
@@ -85,9 +86,9 @@ def write_schemas(study_schema: str | Path, folder: str | Path) -> str:
     """Copy the study schema into ``folder`` beside a freshly generated trainer schema; the copy's path."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    # Plain writes, not safe_io's: under a cluster executor every job parses the workflow and rewrites these
-    # at once, and safe_io's one temporary name per target would collide between those processes.
-    (folder / TRAINER_SCHEMA).write_text(json.dumps(trainer_schema(), indent=2) + "\n")
+    # Under a cluster executor every job parses the workflow and rewrites these at once: atomic writes, so
+    # that no process validates against a half-written schema.
+    atomic_write_json(folder / TRAINER_SCHEMA, trainer_schema())
     copy = folder / Path(study_schema).name
-    copy.write_text(Path(study_schema).read_text())
+    atomic_write_text(copy, Path(study_schema).read_text())
     return str(copy.resolve())

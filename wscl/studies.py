@@ -147,14 +147,22 @@ class Study:
         """(benchmark, buffer) of every table: buffer-free runs appear in each of their benchmark's tables."""
         return [(name, buffer) for name, bench in self.config["benchmarks"].items() for buffer in bench["buffers"]]
 
+    def table_outputs(self) -> list[tuple[str, str, int, str]]:
+        """(path, benchmark, buffer, format) of every table file."""
+        return [(f"{self.results}/tables/{table_file(name, buffer, fmt)}", name, buffer, fmt)
+                for name, buffer in self.tables() for fmt in TABLE_FORMATS]
+
     def table_files(self) -> list[str]:
-        return [f"{self.results}/tables/{table_file(name, buffer, fmt)}" for name, buffer in self.tables()
-                for fmt in TABLE_FORMATS]
+        return [path for path, *_ in self.table_outputs()]
 
     def all_runs_file(self) -> str:
         return f"{self.results}/tables/{ALL_RUNS}"
 
+    def plot_outputs(self) -> list[tuple[str, str, int, str]]:
+        """(path, benchmark, buffer, figure) of every figure file."""
+        return [(f"{self.results}/plots/{plot_file(name, buffer, plot)}", name, buffer, plot)
+                for name, buffer in self.tables() for plot in PLOTS]
+
     def plot_files(self) -> list[str]:
-        return [f"{self.results}/plots/{plot_file(name, buffer, plot)}" for name, buffer in self.tables()
-                for plot in PLOTS]
+        return [path for path, *_ in self.plot_outputs()]
 

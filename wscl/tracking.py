@@ -371,11 +371,10 @@ def metrics_digest(metrics_file: str | Path) -> str:
 def log_run_marked(metrics_file: str | Path, uri: str, parent_run_id: str | None, run_id: str | None = None,
                    tasks_logged: set[int] | frozenset = frozenset(), experiment: str | None = None) -> str:
     """Log a finished run and tag it with its metrics.json digest, so a later sync can skip it."""
-    metrics = json.loads(Path(metrics_file).read_text())
-    out_dir = Path(metrics_file).parent
-    run_id = log_run(metrics, out_dir, uri, experiment=experiment, parent_run_id=parent_run_id, run_id=run_id,
-                     tasks_logged=tasks_logged)
-    with_retries(lambda: _client(uri).set_tag(run_id, DIGEST_TAG, metrics_digest(metrics_file)))
+    content = Path(metrics_file).read_bytes()  # read once: the tag names exactly what was logged
+    run_id = log_run(json.loads(content), Path(metrics_file).parent, uri, experiment=experiment,
+                     parent_run_id=parent_run_id, run_id=run_id, tasks_logged=tasks_logged)
+    with_retries(lambda: _client(uri).set_tag(run_id, DIGEST_TAG, hashlib.sha256(content).hexdigest()))
     return run_id
 
 

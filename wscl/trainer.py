@@ -2,7 +2,7 @@
 
 Per task t: head assignment (t > 0) -> pre-training evaluation -> wake (the freezing trial in place of
 epoch 0) -> sleep (NREM, plasticity, STM->LTM merge, staged REM) -> evaluation of all seen tasks.
-The phases live in their modules (wake, freezing, heads, nrem, rem, evaluation); ``compose`` builds a
+The phases live in their modules (wake, freezing, heads, nrem, rem, evaluation); ``Run.compose`` builds a
 run's parts from its configuration, ``Run`` sequences the phases and keeps what carries over between
 tasks in one ``RunState``. Every random draw of task t comes from generators seeded by (seed, t), so a
 run resumed from the checkpoint of task t-1 continues exactly as an uninterrupted one. A checkpoint
@@ -13,7 +13,6 @@ so a run resumed from it continues exactly too.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,62 +25,17 @@ from . import data as data_mod
 from . import scenario as scenario_mod
 from .augment import Preprocess
 from .config import fingerprint
-from .data import CanonicalDataset
 from .errors import Preempted
-from .evaluation import AccuracyMatrices, EvalLayout, TestTasks, choose_layout
+from .evaluation import AccuracyMatrices, TestTasks, choose_layout, logits_of
 from .freezing import task_trial
-from .heads import HeadBook, assign_by_network, bind_dreams
+from .heads import HeadBook, assign_task, bind_dreams
 from .learners import Learner, build_learner
 from .metrics import run_metrics
-from .runtime import Runtime, apply_determinism, resolve_runtime, timed
+from .runtime import apply_determinism, resolve_runtime, timed
 from .safe_io import RESUME, atomic_write_json, atomic_write_text, translated
-from .scenario import ImageSource, Pool, Scenario
+from .scenario import ImageSource, Pool
 from .state import RunState
 from .wake import MidTask, seeds_for, wake_phase
-
-
-@dataclass
-class RunParts:
-    """What a run is made of before its first task: data, tests, dreams, the initial state, and how it
-    evaluates (the layout, and the random network's test logits)."""
-    dataset: CanonicalDataset
-    scenario: Scenario
-    train_source: ImageSource
-    train_y: np.ndarray
-    tests: TestTasks            # in the evaluation layout
-    dreams: rem.DreamSet
-    state: RunState
-    eval_layout: EvalLayout
-    random_logits: list[torch.Tensor]
-
-
-def compose(cfg: dict, runtime: Runtime, out: Path, run_fingerprint: str) -> RunParts:
-    """Build a run's parts from its configuration; each random draw from its own seeded generator."""
-    device, sc = runtime.device, cfg["scenario"]
-    torch.manual_seed(cfg["seed"])
-    ds = data_mod.from_config(cfg)
-    scenario = scenario_mod.from_config(ds, cfg)
-    train_source = ImageSource(ds.train_x, device, ds.memory_mapped)
-    train_y, test_y = np.asarray(ds.train_y), np.asarray(ds.test_y)
-    augment = ds.augment if sc["augment"] == "auto" else sc["augment"]
-    mean_std = ds.normalisation()  # the training images' own statistics when the dataset fixes none: once
-    preprocess = Preprocess(*mean_std, augment, device, runtime.channels_last)
-    tests = TestTasks(ImageSource(ds.test_x, device, ds.memory_mapped), scenario.test_idx, test_y,
-                      scenario.task_classes, preprocess, cfg["runtime"]["eval_batch_size"])
-    n_heads = scenario.n_heads
-    dreams = rem.dream_set(ds, cfg["wscl"]["rem"], n_heads, device, np.random.default_rng([cfg["seed"], 2]))
-    book = HeadBook(scenario.n_tasks * sc["classes_per_task"], n_heads,
-                    bind_dreams(n_heads, dreams.n_classes, np.random.default_rng([cfg["seed"], 3])))
-    learner = build_learner(cfg, n_heads, ds.image_shape, preprocess, device, bf16=runtime.bf16)
-    state = RunState(learner, book, AccuracyMatrices.empty(scenario.n_tasks))
-    layout = choose_layout(cfg, runtime, scenario, learner.net, ds.image_shape, mean_std, out, run_fingerprint,
-                           state.timings)
-    tests.preprocess = Preprocess(*mean_std, augment, device, layout.channels_last)
-    tests.batch_size = layout.batch_size
-    # The randomly initialised network's test logits: FWT's baselines b_j.
-    with timed(state.timings, "eval_random_init", device):
-        random_logits = [tests.logits(learner.net, j).cpu() for j in range(scenario.n_tasks)]
-    return RunParts(ds, scenario, train_source, train_y, tests, dreams, state, layout, random_logits)
 
 
 class Run:
@@ -105,10 +59,34 @@ class Run:
         self.on_task_end = on_task_end  # called with (metrics so far, task) after each task's checkpoint
         self.wscl, self.reference = cfg["wscl"], cfg["fidelity"] == "reference"
         self.fingerprint = fingerprint(cfg, self.runtime.describe())
-        p = compose(cfg, self.runtime, self.out, self.fingerprint)
-        self.dataset, self.scenario, self.train_source, self.train_y = p.dataset, p.scenario, p.train_source, p.train_y
-        self.tests, self.dreams, self.state = p.tests, p.dreams, p.state
-        self.eval_layout, self.random_logits = p.eval_layout, p.random_logits
+        self.compose()
+
+    def compose(self) -> None:
+        """Build the run's parts from its configuration, each random draw from its own seeded generator: data,
+        the initial state, how it evaluates (the layout) and the random network's test logits."""
+        cfg, device, sc = self.cfg, self.device, self.cfg["scenario"]
+        torch.manual_seed(cfg["seed"])
+        self.dataset = ds = data_mod.from_config(cfg)
+        self.scenario = scenario_mod.from_config(ds, cfg)
+        self.train_source = ImageSource(ds.train_x, device, ds.memory_mapped)
+        self.train_y, test_y = np.asarray(ds.train_y), np.asarray(ds.test_y)
+        augment = ds.augment if sc["augment"] == "auto" else sc["augment"]
+        mean_std = ds.normalisation()  # the training images' own statistics when the dataset fixes none: once
+        preprocess = Preprocess(*mean_std, augment, device, self.runtime.channels_last)
+        n_heads = self.scenario.n_heads
+        self.dreams = rem.dream_set(ds, cfg["wscl"]["rem"], n_heads, device, np.random.default_rng([cfg["seed"], 2]))
+        book = HeadBook(self.scenario.n_tasks * sc["classes_per_task"], n_heads,
+                        bind_dreams(n_heads, self.dreams.n_classes, np.random.default_rng([cfg["seed"], 3])))
+        learner = build_learner(cfg, n_heads, ds.image_shape, preprocess, device, bf16=self.runtime.bf16)
+        self.state = RunState(learner, book, AccuracyMatrices.empty(self.scenario.n_tasks))
+        self.eval_layout = layout = choose_layout(cfg, self.runtime, self.scenario, learner.net, ds.image_shape,
+                                                  mean_std, self.out, self.fingerprint, self.state.timings)
+        self.tests = TestTasks(ImageSource(ds.test_x, device, ds.memory_mapped), self.scenario.test_idx, test_y,
+                               self.scenario.task_classes, Preprocess(*mean_std, augment, device, layout.channels_last),
+                               layout.batch_size)
+        # The randomly initialised network's test logits: FWT's baselines b_j.
+        with timed(self.state.timings, "eval_random_init", device):
+            self.random_logits = [self.tests.logits(learner.net, j).cpu() for j in range(self.scenario.n_tasks)]
 
     @property
     def learner(self) -> Learner:
@@ -209,10 +187,18 @@ class Run:
         return mid
 
     def assign_heads(self, t: int, gen_seed: int) -> np.ndarray:
-        augment_seed = gen_seed if self.reference else None  # [code, spec §2b.3] augmented training images
-        return assign_by_network(self.book, self.cfg["scenario"]["head_assignment"], self.scenario.task_classes(t),
-                                 t == 0, self.learner.net, self.train_source, self.scenario.train_idx[t], self.train_y,
-                                 self.tests.preprocess, self.tests.batch_size, augment_seed)
+        rows = self.scenario.train_idx[t]
+
+        def predict() -> tuple[np.ndarray, np.ndarray]:
+            """The current network's head for each of task t's training images, and the image's class."""
+            # [code, spec §2b.3] the authors classify augmented training images
+            generator = torch.Generator(device=self.device).manual_seed(gen_seed) if self.reference else None
+            logits = logits_of(self.learner.net, self.train_source, rows, self.tests.preprocess,
+                               self.tests.batch_size, generator)
+            return logits.argmax(1).cpu().numpy(), self.train_y[rows]
+
+        return assign_task(self.book, self.cfg["scenario"]["head_assignment"], self.scenario.task_classes(t), t == 0,
+                           predict)
 
     def task_pool(self, t: int) -> Pool:
         rows = self.scenario.train_idx[t]

@@ -105,19 +105,32 @@ def run_epoch(learner: Learner, pool: Pool, plan: EpochPlan, generator: torch.Ge
     memory's stream count stays at the epoch's start, so that the same plan, made again from the same host
     generator state, continues it."""
     monitor = LossMonitor(len(plan.steps), nan_check_every, pool.device, where, progress, start)
+    return run_in_lockstep([learner], [generator], [monitor], pool, plan, start, stop)
+
+
+def run_in_lockstep(learners: list[Learner], generators: list[torch.Generator], monitors: list[LossMonitor],
+                    pool: Pool, plan: EpochPlan, start: int = 0, stop=None,
+                    before_step: Callable[[], None] | None = None) -> tuple[int, int]:
+    """The planned steps from ``start``, each batch read once and observed by every learner in turn, each
+    with its own generator and loss monitor (one learner: a wake epoch; several: the freezing trial's
+    copies). ``before_step()`` runs before each step's first learner. Returns (stream images, steps done);
+    ``stop`` as in ``run_epoch``."""
     n_images, done = 0, len(plan.steps)
     batches = pool.batches(plan.host_rows[start:], [step.batch for step in plan.steps[start:]])
     for step, rows, (raw, labels, sample_ids) in zip(plan.steps[start:], plan.host_rows[start:], batches):
-        loss = learner.observe(raw, labels, sample_ids, step, generator)
-        monitor.record(step.index, loss, len(rows))
+        if before_step is not None:
+            before_step()
+        for learner, generator, monitor in zip(learners, generators, monitors):
+            monitor.record(step.index, learner.observe(raw, labels, sample_ids, step, generator), len(rows))
         n_images += len(rows)
         if stop is not None and step.index + 1 < len(plan.steps) and stop():
             done = step.index + 1
             break
     batches.close()  # a paused epoch: stop reading ahead
-    monitor.check(done)
-    if done == len(plan.steps):
-        learner.memory.num_seen = plan.num_seen_after
+    for learner, monitor in zip(learners, monitors):
+        monitor.check(done)
+        if done == len(plan.steps):
+            learner.memory.num_seen = plan.num_seen_after
     return n_images, done
 
 
