@@ -73,6 +73,32 @@ def test_writers_of_the_same_file_at_once_do_not_take_each_others_temporary_file
     assert [p.name for p in tmp_path.iterdir()] == [target.name]
 
 
+def test_temporary_files_of_killed_writers_are_removed_by_the_next_write_and_live_ones_kept(tmp_path):
+    from wscl.safe_io import STALE_TEMP_S
+    target = tmp_path / "metrics.json"
+    killed, live = tmp_path / ".metrics.json.4242-0badcafe.tmp", tmp_path / ".metrics.json.4343-00c0ffee.tmp"
+    other = tmp_path / ".metrics.json.bak.1-2.tmp"  # another file's temporary: not this target's
+    for path in (killed, live, other):
+        path.write_text("partial")
+    past = time.time() - STALE_TEMP_S - 60
+    for path in (killed, other):
+        os.utime(path, (past, past))
+    atomic_write_json(target, {"a": 1})
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([target.name, live.name, other.name])
+
+
+def test_an_archive_names_itself_in_its_gzip_header_and_is_the_same_bytes_when_rewritten(tmp_path):
+    import gzip
+    target = tmp_path / "study.tar.gz"
+    atomic_tar_gz(target, {"a.txt": b"x"}, top="study", mtime=1_700_000_000)
+    first = target.read_bytes()
+    with gzip.open(target) as gz:
+        assert gz.read()
+    assert first[3] & 0x08 and first[10:20] == b"study.tar\0"  # FNAME after the 10-byte header, less ".gz"
+    atomic_tar_gz(target, {"a.txt": b"x"}, top="study", mtime=1_700_000_000)
+    assert target.read_bytes() == first
+
+
 @pytest.mark.parametrize("kind", ["text", "npy", "figure"])
 @pytest.mark.parametrize("folder_exists", [True, False])
 def test_a_read_only_folder_is_named_with_what_to_do(disk, kind, folder_exists):

@@ -48,9 +48,9 @@ def _members(study: Study, uri: str) -> dict[str, bytes]:
         rel = run.relative_to(results)
         for name in ("metrics.json", "resolved_config.yaml"):
             files[f"{rel}/{name}"] = (run / name).read_bytes()
-    for folder in ("tables", "plots"):
-        for path in sorted((results / folder).glob("*")):
-            files[f"{folder}/{path.name}"] = path.read_bytes()
+    # The study's own tables and figures, by name: nothing else that lies in those folders
+    for path in map(Path, [*study.table_files(), study.all_runs_file(), *study.plot_files()]):
+        files[f"{path.parent.name}/{path.name}"] = path.read_bytes()
     files["report.html"] = (results / "report.html").read_bytes()
     files["mlflow_export.json"] = json.dumps(mlflow_export(uri, study.config["study"]), indent=1).encode()
     files["environment.json"] = json.dumps(environment(), indent=2).encode()

@@ -57,7 +57,8 @@ class Work:
     @contextmanager
     def counting(self):
         """Count while the block runs: every ``Learner.observe`` call (trained) and every batch that
-        ``evaluation.infer`` (evaluation, head assignment) or the trial's scoring runs (inferred)."""
+        ``evaluation.infer`` (evaluation, head assignment) or the trial's scoring runs (inferred). The runs
+        are ``reference``, which times no evaluation layout (``corrected`` would count those batches too)."""
         observe, infer, scores = learners.Learner.observe, evaluation.infer, freezing.batch_cross_entropies
 
         def counted_observe(learner, raw, labels, sample_ids, step, generator):

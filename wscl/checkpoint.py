@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .safe_io import RESUME, atomic_torch_save, remove_quietly, temp_path, translated
+from .safe_io import RESUME, atomic_torch_save, remove_quietly, remove_stale_temps, temp_path, translated
 from .state import RunState
 
 FILE_NAME = "checkpoint.pt"
@@ -38,6 +38,7 @@ def keep_previous(path: Path) -> None:
     # a rename onto another link of the same file does nothing (POSIX): a failed save left them linked
     if not path.exists() or (previous.exists() and os.path.samefile(path, previous)):
         return
+    remove_stale_temps(previous)
     link = temp_path(previous)
     try:
         os.link(path, link)

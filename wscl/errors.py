@@ -60,7 +60,7 @@ class NonFiniteLossError(RuntimeError):
 
 
 class TrackingError(RuntimeError):
-    """The MLflow store lacks what a run needs (an experiment or parent run)."""
+    """The MLflow store cannot be reached, or lacks what a run needs (an experiment or parent run)."""
 
 
 class ArchiveError(RuntimeError):

@@ -11,10 +11,13 @@ what to do; the command line prints it as one line.
 from __future__ import annotations
 
 import errno
+import glob
 import io
 import json
 import os
+import re
 import secrets
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -80,10 +83,29 @@ def remove_quietly(path: Path) -> None:
         pass
 
 
+STALE_TEMP_S = 3600  # a temporary file this old was left by a writer that was killed (SIGKILL, out of memory)
+TEMP_SUFFIX = re.compile(r"\.\d+-[0-9a-f]{8}\.tmp")  # what temp_path adds after ".NAME"
+
+
 def temp_path(path: str | Path) -> Path:
     """A temporary name beside ``path`` that no other process or write uses: its own until renamed."""
     path = Path(path)
     return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+
+
+def remove_stale_temps(path: str | Path) -> None:
+    """Remove the temporary files of ``path`` that killed writers left (older than ``STALE_TEMP_S``); a
+    write in progress, here or in another process, is younger and kept."""
+    path = Path(path)
+    now = time.time()
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*-*.tmp"):
+        if not TEMP_SUFFIX.fullmatch(tmp.name[len(path.name) + 1:]):  # e.g. the temporary of NAME.bak
+            continue
+        try:
+            if now - tmp.stat().st_mtime > STALE_TEMP_S:
+                remove_quietly(tmp)
+        except OSError:  # removed meanwhile by another process
+            pass
 
 
 def _sync_folder(folder: Path) -> None:
@@ -126,6 +148,7 @@ def atomic_writer(path: str | Path, mode: str = "wb", after: str = RERUN):
     tmp = temp_path(path)
     with translated(path, after, name_from_os=False):
         path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path)
         try:
             kwargs = {} if "b" in mode else {"encoding": "utf-8"}
             with _open(tmp, mode.replace("w", "x"), **kwargs) as fh:  # "x": never another writer's file
@@ -179,8 +202,12 @@ def save_figure(fig, path: str | Path, after: str = RERUN, **savefig) -> None:
 
 def atomic_tar_gz(path: str | Path, members: dict[str, bytes], top: str, mtime: int, after: str = RERUN) -> None:
     """A gzipped tar of ``members`` (name -> content) under the folder ``top``, written atomically."""
+    import gzip
     import tarfile
-    with atomic_writer(path, "wb", after) as fh, tarfile.open(fileobj=fh, mode="w:gz") as tar:
+    # gzip's header names the archive itself (not the temporary file) and the given time: the same bytes
+    with atomic_writer(path, "wb", after) as fh, \
+            gzip.GzipFile(Path(path).name, "wb", fileobj=fh, mtime=mtime) as gz, \
+            tarfile.open(fileobj=gz, mode="w") as tar:
         for name, data in sorted(members.items()):
             info = tarfile.TarInfo(f"{top}/{name}")
             info.size = len(data)
