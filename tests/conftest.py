@@ -22,6 +22,15 @@ TINY = {
 }
 
 
+# What legitimately differs between two runs of the same configuration: wall-clock figures.
+TIMINGS = {"wall_seconds", "task_wall_seconds", "train_images_per_second"}
+
+
+def numbers(metrics: dict) -> dict:
+    """Everything a run reports except wall-clock figures."""
+    return {k: v for k, v in metrics.items() if k not in TIMINGS}
+
+
 def tiny_config(**sections) -> dict:
     """The tiny synthetic run used across tests, with nested overrides."""
     from wscl.config import deep_merge
@@ -42,9 +51,10 @@ def tiny():
     return tiny_config
 
 
-# --- Workflow fixtures shared by several modules: each runs once per test run. ---
+# --- Workflow fixtures shared by several modules: each runs once per test run (package scope: the tests/
+# folder, which holds every test module). ---
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def smoke(tmp_path_factory):
     """The smoke study, finished locally with the default SQLite store (all targets and the archive)."""
     from workflow_support import snakemake, workflow_copy
@@ -53,7 +63,7 @@ def smoke(tmp_path_factory):
     return workdir
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def mlflow_server(tmp_path_factory):
     """`mlflow server` on 127.0.0.1 at a free port, with its own backend store and artifact root."""
     from workflow_support import BIN, free_port, port_in_use
@@ -92,7 +102,7 @@ def wait_until_healthy(url: str, server: subprocess.Popen, log: Path, timeout: f
     raise AssertionError(f"mlflow server not healthy after {timeout} s:\n{log.read_text()[-3000:]}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def local_server_study(tmp_path_factory, mlflow_server):
     """The GPU variant of the smoke study, run locally (4 jobs at once), logging to the tracking server."""
     from workflow_support import BARE_ENV, gpu_study, snakemake, workflow_copy

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import tiny_config
+from conftest import numbers, tiny_config
 from wscl import checkpoint
 from wscl.cli import main
 from wscl.config import fingerprint
@@ -26,12 +26,6 @@ from wscl.trainer import Run
 # Two tasks of three epochs: task 1's epoch 0 is the freezing trial, so both kinds of epoch are crossed.
 CFG = tiny_config(scenario={"n_tasks": 2}, training={"epochs": 3})
 RESUME = "rerun the same command: the run resumes from its last checkpoint"
-
-
-def numbers(metrics: dict) -> dict:
-    """Everything a run reports except wall-clock figures."""
-    timings = ("wall_seconds", "task_wall_seconds", "train_images_per_second")
-    return {k: v for k, v in metrics.items() if k not in timings}
 
 
 @pytest.fixture(scope="module")

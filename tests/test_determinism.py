@@ -7,14 +7,9 @@ import time
 
 import pytest
 
+from conftest import numbers
 from wscl import nrem
 from wscl.trainer import Run
-
-
-def numbers(metrics: dict) -> dict:
-    """Everything a run reports except wall-clock figures."""
-    timings = ("wall_seconds", "task_wall_seconds", "train_images_per_second")
-    return {k: v for k, v in metrics.items() if k not in timings}
 
 
 def test_same_seed_same_numbers_different_seed_different_numbers(tiny, tmp_path):

@@ -12,6 +12,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from conftest import numbers
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "MLFLOW_TRACKING_URI": ""}
@@ -19,7 +21,6 @@ ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "
 BARE_ENV = {**ENV, "PATH": os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep)
                                            if p and Path(p).resolve() != BIN.resolve())}
 SMOKE_RUNS = [(preset, seed) for preset in ("base", "full") for seed in (0, 1)]
-TIMINGS = {"wall_seconds", "task_wall_seconds", "train_images_per_second"}
 
 
 def workflow_copy(dest: Path) -> Path:
@@ -83,8 +84,7 @@ def train_log(workdir: Path, preset: str, seed: int) -> Path:
 
 def results_without_timings(workdir: Path) -> dict:
     """Every run's metrics.json without what legitimately differs between two runs of it: wall times."""
-    return {run: {k: v for k, v in json.loads(metrics_path(workdir, *run).read_text()).items() if k not in TIMINGS}
-            for run in SMOKE_RUNS}
+    return {run: numbers(json.loads(metrics_path(workdir, *run).read_text())) for run in SMOKE_RUNS}
 
 
 def free_port() -> int:

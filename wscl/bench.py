@@ -88,10 +88,10 @@ def bare_loop(device: torch.device, n_heads: int, plain_steps: int, replay_steps
 
 def measure(preset: str, steps: int, device: str) -> dict:
     cfg = bench_config(preset, steps, device)
-    runtime = resolve_runtime(cfg)
     with tempfile.TemporaryDirectory() as tmp:
         run = Run(cfg, tmp, quiet=True, log=lambda *_: None)
         metrics = run.run()
+    runtime = run.runtime
     steps = metrics["wake_steps"]  # the bare loop repeats exactly the trainer's wake steps
     # Best of two bare runs: a conservative (lower) efficiency ratio on a noisy machine.
     bare = max(bare_loop(runtime.device, run.scenario.n_heads, steps["plain"], steps["replay"],

@@ -100,13 +100,18 @@ def replay_step_flops_per_image(n_heads: int) -> float:
     return counter.get_total_flops() / (2 * BATCH)
 
 
+def matmul_tf32(device: torch.device) -> bool:
+    """Whether the matmul ceiling uses TF32: on CUDA exactly when cuDNN's convolutions may (its default), so
+    that both sides of the hardware fraction use the same arithmetic."""
+    return device.type == "cuda" and torch.backends.cudnn.allow_tf32
+
+
 def matmul_gflops(device: torch.device, n: int, repeats: int) -> float:
-    """The device's fp32 matrix-multiply rate (GFLOP/s), best of three timings: the ceiling a
-    convolution network's training can approach. On CUDA the matmul may use TF32 exactly when cuDNN's
-    convolutions may (its default), so that both sides of the fraction use the same arithmetic."""
+    """The device's fp32 matrix-multiply rate (GFLOP/s), best of three timings, TF32 per ``matmul_tf32``:
+    the ceiling a convolution network's training can approach."""
     a, b = (torch.randn(n, n, device=device) for _ in range(2))
     tf32 = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = device.type == "cuda" and torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = matmul_tf32(device)
     try:
         a @ b
         best = float("inf")
@@ -177,7 +182,7 @@ def run_end_to_end(device: str = "auto", out: str | Path = "results/bench_end_to
                **environment(dev), "device_warm_up_seconds": round(warm_up(dev, size), 3), "runs": []}
     n, repeats = (1024, 3) if size == "quick" else (2048, 50 if dev.type == "cuda" else 10)
     results["matmul_gflops"] = round(matmul_gflops(dev, n, repeats), 1)
-    results["matmul_tf32"] = dev.type == "cuda" and torch.backends.cudnn.allow_tf32
+    results["matmul_tf32"] = matmul_tf32(dev)
     for preset in RUNS:
         r = measure(preset, size, device)
         r["hardware_fraction"] = round(r["bare_train_gflops"] / results["matmul_gflops"], 3)

@@ -235,7 +235,6 @@ def cmd_verify_archive(args) -> int:
 
 
 def cmd_schema(args) -> int:
-    from .safe_io import atomic_write_text
     from .schema import trainer_schema
     text = json.dumps(trainer_schema(), indent=2) + "\n"
     if args.out:

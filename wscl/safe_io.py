@@ -84,7 +84,7 @@ def remove_quietly(path: Path) -> None:
 
 
 STALE_TEMP_S = 3600  # a temporary file this old was left by a writer that was killed (SIGKILL, out of memory)
-TEMP_SUFFIX = re.compile(r"\.\d+-[0-9a-f]{8}\.tmp")  # what temp_path adds after ".NAME"
+TEMP_SUFFIX = re.compile(r"\.\d+-[0-9a-f]{8}\.tmp")  # what temp_path adds after ".NAME": keep the two in step
 
 
 def temp_path(path: str | Path) -> Path:
@@ -98,7 +98,7 @@ def remove_stale_temps(path: str | Path) -> None:
     write in progress, here or in another process, is younger and kept."""
     path = Path(path)
     now = time.time()
-    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*-*.tmp"):
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
         if not TEMP_SUFFIX.fullmatch(tmp.name[len(path.name) + 1:]):  # e.g. the temporary of NAME.bak
             continue
         try:

@@ -364,8 +364,13 @@ def parent_from_setup(setup: dict, group: str) -> str:
                             f"{setup.get('experiment')!r}; rerun `wscl mlflow-setup` with this group") from None
 
 
+def digest(content: bytes) -> str:
+    """The metrics digest tagged on a logged run and kept in a pending marker."""
+    return hashlib.sha256(content).hexdigest()
+
+
 def metrics_digest(metrics_file: str | Path) -> str:
-    return hashlib.sha256(Path(metrics_file).read_bytes()).hexdigest()
+    return digest(Path(metrics_file).read_bytes())
 
 
 def log_run_marked(metrics_file: str | Path, uri: str, parent_run_id: str | None, run_id: str | None = None,
@@ -374,7 +379,7 @@ def log_run_marked(metrics_file: str | Path, uri: str, parent_run_id: str | None
     content = Path(metrics_file).read_bytes()  # read once: the tag names exactly what was logged
     run_id = log_run(json.loads(content), Path(metrics_file).parent, uri, experiment=experiment,
                      parent_run_id=parent_run_id, run_id=run_id, tasks_logged=tasks_logged)
-    with_retries(lambda: _client(uri).set_tag(run_id, DIGEST_TAG, hashlib.sha256(content).hexdigest()))
+    with_retries(lambda: _client(uri).set_tag(run_id, DIGEST_TAG, digest(content)))
     return run_id
 
 

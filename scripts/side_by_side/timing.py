@@ -70,7 +70,7 @@ def run_ours(args, preset: str, seed: int) -> dict:
 def authors_trials(log: str) -> list[tuple[int, int, float]]:
     """(task counted from 1, blocks frozen at the trial's start, seconds) of every trial in a time-stamped log."""
     trials, task, depth, began = [], None, None, None
-    for line in open(log):
+    for line in Path(log).read_text().splitlines(keepends=True):
         stamp, _, text = line.partition("\t")
         if m := re.match(r"Task n: (\d+) involves", text):
             task = int(m.group(1)) + 1
@@ -106,10 +106,10 @@ def table(records: list[dict]) -> None:
               + f"; all: {theirs:.1f} / {ours:.1f} s ({theirs / ours:.2f})")
         if preset == "authors":
             for _, d in pairs:
-                for key, seconds in [((t, k), s) for t, k, s in authors_trials(d["authors"]["log"])]:
-                    trials[key][0].append(seconds)
-                for key, seconds in [((t, k), s) for t, k, s in our_trials(d["ours"]["metrics"])]:
-                    trials[key][1].append(seconds)
+                for task, depth, seconds in authors_trials(d["authors"]["log"]):
+                    trials[task, depth][0].append(seconds)
+                for task, depth, seconds in our_trials(d["ours"]["metrics"]):
+                    trials[task, depth][1].append(seconds)
     print("\n| task | frozen blocks at the trial's start | authors' code | ours | ratio |\n|---|---|---|---|---|")
     for (task, depth), (theirs, ours) in sorted(trials.items()):
         if theirs and ours:
@@ -142,7 +142,7 @@ def main() -> int:
             time.sleep(args.pause)
             result = (run_authors if code == "authors" else run_ours)(args, preset, seed)
             record = {"code": code, "preset": preset, "seed": seed, **result,
-                      "load": open("/proc/loadavg").read().split()[:3]}
+                      "load": Path("/proc/loadavg").read_text().split()[:3]}
             print(json.dumps(record), flush=True)
             with open(journal, "a") as fh:
                 fh.write(json.dumps(record) + "\n")
