@@ -269,7 +269,7 @@ def start_server(root, port):
            "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
            "--workers", "1"]
     with open(root / "server.log", "a") as log:
-        server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, process_group=0)
     wait_until_healthy(f"http://127.0.0.1:{port}", server, root / "server.log")
     return server
 

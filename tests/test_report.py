@@ -147,7 +147,7 @@ def test_the_reports_mlflow_links_open_the_model_training_view(study, tmp_path):
     with open(tmp_path / "ui.log", "w") as log:
         ui = subprocess.Popen([str(BIN / "mlflow"), "server", "--backend-store-uri", store, "--host", "127.0.0.1",
                                "--port", str(port), "--workers", "1"], stdout=log, stderr=subprocess.STDOUT,
-                              start_new_session=True)
+                              process_group=0)
     browser = None
     try:
         wait_until_healthy(f"http://127.0.0.1:{port}", ui, tmp_path / "ui.log")
