@@ -40,6 +40,19 @@ def test_help_imports_no_heavy_module(argv):
     assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
 
 
+@pytest.mark.parametrize("entry", ["runpy.run_module('wscl', run_name='__main__')",  # python -m wscl
+                                   "from wscl.cli import run_cli; run_cli()"])  # the wscl executable
+def test_the_command_line_exits_with_mains_code_its_objects_frozen(tmp_path, entry):
+    """The exit skips the interpreter's last collections (gc.freeze) and still runs the exit handlers."""
+    code = ("import atexit, gc, runpy, sys\n"
+            "atexit.register(lambda: sys.stderr.write(f'frozen objects: {gc.get_freeze_count()}'))\n"
+            "sys.argv = ['wscl', 'verify-archive', 'missing.tar.gz']\n" + entry)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == ExitCode.ARCHIVE_INVALID, done.stderr
+    assert "no such archive: missing.tar.gz" in done.stderr
+    assert int(re.search(r"frozen objects: (\d+)", done.stderr).group(1)) > 1000
+
+
 def _actions(parser: argparse.ArgumentParser, where: str = "wscl"):
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):

@@ -135,7 +135,10 @@ def test_end_to_end_bench_reports_the_work_and_its_efficiency(tmp_path, capsys):
     # every task from its own on; its heads are in class order (no assignment pass).
     per_task, T = CLASSES_PER_TASK * SIZES["quick"]["test_per_class"], TASKS
     assert base["images_inferred"] == per_task * (T + (T - 1) + T * (T + 1) // 2)
-    assert "protocol efficiency" in capsys.readouterr().out
+    assert set(saved["process_exit_seconds"]) == {"run_cli", "main_only"}
+    assert all(0 < secs < 60 for secs in saved["process_exit_seconds"].values())
+    printed = capsys.readouterr().out
+    assert "protocol efficiency" in printed and "exit of a training process" in printed
 
 
 def test_a_training_image_is_counted_at_about_three_forward_passes():

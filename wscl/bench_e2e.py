@@ -18,9 +18,17 @@ warm-up reported apart): 1.0 means the run costs what its required work costs on
 How close the bare model itself is to the device's limit: its training FLOPs per image (counted by
 ``torch.utils.flop_counter``) times its images/s, against the device's fp32 matrix-multiply rate measured
 in the same process (``hardware_fraction``).
+
+Outside any run: how long a ``wscl train`` process takes from its last line to its exit, through the
+command line's own exit (``cli.run_cli``) and through a plain return from ``cli.main``
+(``process_exit_seconds``).
 """
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -174,6 +182,25 @@ def warm_up(device: torch.device, size: str) -> float:
     return time.perf_counter() - start
 
 
+# Two ways out of a training process: the command line's (python -m wscl), and main's return alone.
+EXITS = {"run_cli": "from wscl.cli import run_cli; run_cli()",
+         "main_only": "import sys; from wscl.cli import main; sys.exit(main())"}
+
+
+def exit_seconds(exit_path: str, device: str) -> float:
+    """Seconds from the last line of a small ``wscl train`` process (the quick size) to its exit."""
+    with tempfile.TemporaryDirectory() as tmp:
+        argv = ["train", "--quiet", "--out", tmp, "--config-json", json.dumps(e2e_config("base", "quick", device))]
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        proc = subprocess.Popen([sys.executable, "-c", EXITS[exit_path], *argv], stdout=subprocess.PIPE,
+                                text=True, env=env)
+        for _ in proc.stdout:
+            last_line = time.perf_counter()
+        if proc.wait() != 0:
+            raise RuntimeError(f"the exit probe's training ({exit_path}) failed with exit code {proc.returncode}")
+        return time.perf_counter() - last_line
+
+
 def run_end_to_end(device: str = "auto", out: str | Path = "results/bench_end_to_end.json",
                    size: str = "full") -> dict:
     dev = resolve_runtime(e2e_config("base", size, device)).device
@@ -194,6 +221,9 @@ def run_end_to_end(device: str = "auto", out: str | Path = "results/bench_end_to
               f"protocol efficiency {r['protocol_efficiency']:.3f}; bare training at {r['bare_train_gflops']:.0f} "
               f"GFLOP/s = {r['hardware_fraction']:.2f} of the device's fp32 matmul rate "
               f"({results['matmul_gflops']:.0f} GFLOP/s)", flush=True)
+    results["process_exit_seconds"] = {path: round(exit_seconds(path, device), 3) for path in EXITS}
+    print("exit of a training process after its last line: " + ", ".join(
+        f"{path} {secs:.2f} s" for path, secs in results["process_exit_seconds"].items()), flush=True)
     out = Path(out)
     atomic_write_json(out, results)
     print(f"saved {out} (device warm-up before the runs: {results['device_warm_up_seconds']:.1f} s)")

@@ -7,6 +7,7 @@ or MLflow. Each command imports what it needs.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -324,3 +325,15 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"wscl {args.command}: error: {exc}", file=sys.stderr)
         return int(code)
+
+
+def run_cli() -> None:
+    """The ``wscl`` executable and ``python -m wscl``: ``main``, then exit with its code.
+
+    By then every file is written and closed. Freezing the garbage collector's objects spares the
+    interpreter's collections at exit a walk over torch's million objects (0.5-0.6 s per process measured
+    after a training; ``wscl bench --end-to-end`` reports it); cycles left are freed with the process, and
+    exit handlers (logging, MLflow, temporary folders) still run."""
+    code = main()
+    gc.freeze()
+    sys.exit(code)
