@@ -331,9 +331,9 @@ def run_cli() -> None:
     """The ``wscl`` executable and ``python -m wscl``: ``main``, then exit with its code.
 
     By then every file is written and closed. Freezing the garbage collector's objects spares the
-    interpreter's collections at exit a walk over torch's million objects (0.5-0.6 s per process measured
-    after a training; ``wscl bench --end-to-end`` reports it); cycles left are freed with the process, and
-    exit handlers (logging, MLflow, temporary folders) still run."""
+    interpreter's collections at exit a walk over every object that torch and its compiler stack created
+    (about half a second after a training; ``wscl bench --end-to-end`` measures it); what they would have
+    freed goes with the process, and exit handlers (logging, MLflow, temporary folders) still run."""
     code = main()
     gc.freeze()
     sys.exit(code)
