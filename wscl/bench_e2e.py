@@ -19,14 +19,15 @@ How close the bare model itself is to the device's limit: its training FLOPs per
 ``torch.utils.flop_counter``) times its images/s, against the device's fp32 matrix-multiply rate measured
 in the same process (``hardware_fraction``).
 
-Outside any run: how long a ``wscl train`` process takes from its last line to its exit, through the
-command line's own exit (``cli.run_cli``) and through a plain return from ``cli.main``
-(``process_exit_seconds``).
+Outside any run: how long a small ``wscl train`` process takes from its last line to its exit, through
+the command line's own exit (``cli.run_cli``) and through a plain return from ``cli.main``
+(``process_exit_seconds``, the median of three alternating timings each; one with ``--quick``).
 """
 from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -201,6 +202,15 @@ def exit_seconds(exit_path: str, device: str) -> float:
         return time.perf_counter() - last_line
 
 
+def exit_figures(device: str, repeats: int) -> dict:
+    """The median of ``repeats`` exit timings per exit path, the paths alternating."""
+    times = {path: [] for path in EXITS}
+    for _ in range(repeats):
+        for path in EXITS:
+            times[path].append(exit_seconds(path, device))
+    return {path: round(statistics.median(secs), 3) for path, secs in times.items()}
+
+
 def run_end_to_end(device: str = "auto", out: str | Path = "results/bench_end_to_end.json",
                    size: str = "full") -> dict:
     dev = resolve_runtime(e2e_config("base", size, device)).device
@@ -221,7 +231,7 @@ def run_end_to_end(device: str = "auto", out: str | Path = "results/bench_end_to
               f"protocol efficiency {r['protocol_efficiency']:.3f}; bare training at {r['bare_train_gflops']:.0f} "
               f"GFLOP/s = {r['hardware_fraction']:.2f} of the device's fp32 matmul rate "
               f"({results['matmul_gflops']:.0f} GFLOP/s)", flush=True)
-    results["process_exit_seconds"] = {path: round(exit_seconds(path, device), 3) for path in EXITS}
+    results["process_exit_seconds"] = exit_figures(device, repeats=1 if size == "quick" else 3)
     print("exit of a training process after its last line: " + ", ".join(
         f"{path} {secs:.2f} s" for path, secs in results["process_exit_seconds"].items()), flush=True)
     out = Path(out)
