@@ -53,6 +53,11 @@ def test_the_command_line_exits_with_mains_code_its_objects_frozen(tmp_path, ent
     assert int(re.search(r"frozen objects: (\d+)", done.stderr).group(1)) > 1000
 
 
+def test_the_installed_wscl_command_is_run_cli():
+    from importlib.metadata import entry_points
+    assert entry_points(group="console_scripts")["wscl"].value == "wscl.cli:run_cli"
+
+
 def _actions(parser: argparse.ArgumentParser, where: str = "wscl"):
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):

@@ -44,11 +44,15 @@ def test_run_is_logged_with_params_per_task_metrics_tags_and_artifacts(finished,
     assert len(children) == 1
 
 
-def test_no_mlflow_without_a_uri(tmp_path, monkeypatch):
+@pytest.mark.parametrize("switched_off", [False, True], ids=["no uri", "--mlflow-uri none over the variable"])
+def test_no_mlflow_without_a_uri(tmp_path, monkeypatch, switched_off):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    if switched_off:  # the variable names a store that the run would create in tmp_path
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    else:
+        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert main(["train", "--out", "run", "--quiet", "--preset", "base", "--set", "scenario.n_tasks=1",
-                 "--set", "runtime.device=cpu"]) == 0
+                 "--set", "runtime.device=cpu", *(["--mlflow-uri", "None"] if switched_off else [])]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
     written = sorted(p.name for p in (tmp_path / "run").iterdir())
     assert written == ["checkpoint.pt", "metrics.json", "resolved_config.yaml"]

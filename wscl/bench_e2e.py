@@ -183,7 +183,8 @@ def warm_up(device: torch.device, size: str) -> float:
     return time.perf_counter() - start
 
 
-# Two ways out of a training process: the command line's (python -m wscl), and main's return alone.
+# Two ways out of a training process: the command line's (run_cli, as `wscl` and `python -m wscl`), and
+# main's return alone.
 EXITS = {"run_cli": "from wscl.cli import run_cli; run_cli()",
          "main_only": "import sys; from wscl.cli import main; sys.exit(main())"}
 
@@ -192,7 +193,7 @@ def exit_seconds(exit_path: str, device: str) -> float:
     """Seconds from the last line of a small ``wscl train`` process (the quick size) to its exit."""
     with tempfile.TemporaryDirectory() as tmp:
         argv = ["train", "--quiet", "--out", tmp, "--config-json", json.dumps(e2e_config("base", "quick", device))]
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", MLFLOW_TRACKING_URI="")  # no MLflow in the timing
         proc = subprocess.Popen([sys.executable, "-c", EXITS[exit_path], *argv], stdout=subprocess.PIPE,
                                 text=True, env=env)
         for _ in proc.stdout:
@@ -202,7 +203,7 @@ def exit_seconds(exit_path: str, device: str) -> float:
         return time.perf_counter() - last_line
 
 
-def exit_figures(device: str, repeats: int) -> dict:
+def exit_medians(device: str, repeats: int) -> dict:
     """The median of ``repeats`` exit timings per exit path, the paths alternating."""
     times = {path: [] for path in EXITS}
     for _ in range(repeats):
@@ -231,7 +232,7 @@ def run_end_to_end(device: str = "auto", out: str | Path = "results/bench_end_to
               f"protocol efficiency {r['protocol_efficiency']:.3f}; bare training at {r['bare_train_gflops']:.0f} "
               f"GFLOP/s = {r['hardware_fraction']:.2f} of the device's fp32 matmul rate "
               f"({results['matmul_gflops']:.0f} GFLOP/s)", flush=True)
-    results["process_exit_seconds"] = exit_figures(device, repeats=1 if size == "quick" else 3)
+    results["process_exit_seconds"] = exit_medians(device, repeats=1 if size == "quick" else 3)
     print("exit of a training process after its last line: " + ", ".join(
         f"{path} {secs:.2f} s" for path, secs in results["process_exit_seconds"].items()), flush=True)
     out = Path(out)

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from . import __version__
 from .config import CHOICES, METHODS, PRESETS, ConfigError, deep_merge, load_file, parse_set, resolve
@@ -37,7 +38,8 @@ def _train_parser(sub) -> None:
     p.add_argument("--seed", type=int, help="shortcut for --set seed=...")
     p.add_argument("--fidelity", choices=CHOICES["fidelity"], help="shortcut for --set fidelity=...")
     p.add_argument("--device", help="shortcut for --set runtime.device=...: auto, cpu, cuda or cuda:N")
-    p.add_argument("--mlflow-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI; none = no MLflow)")
+    p.add_argument("--mlflow-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI; neither set, or "
+                                        "--mlflow-uri none: no MLflow)")
     p.add_argument("--mlflow-experiment", help="experiment name when no parent run is given")
     p.add_argument("--mlflow-parent", help="parent run id; the run is logged as its child")
     p.add_argument("--mlflow-parent-group", help="find the parent run by its wscl.group tag (see mlflow-setup)")
@@ -327,13 +329,14 @@ def main(argv: list[str] | None = None) -> int:
         return int(code)
 
 
-def run_cli() -> None:
+def run_cli() -> NoReturn:
     """The ``wscl`` executable and ``python -m wscl``: ``main``, then exit with its code.
 
-    By then every file is written and closed. Freezing the garbage collector's objects spares the
-    interpreter's collections at exit a walk over every object that torch and its compiler stack created
-    (about half a second after a training; ``wscl bench --end-to-end`` measures it); what they would have
-    freed goes with the process, and exit handlers (logging, MLflow, temporary folders) still run."""
+    Freezing the garbage collector's objects spares the interpreter's collections at exit a walk over
+    every object that torch and its compiler stack created (0.7 s after a small training in ``wscl bench
+    --end-to-end``); exit handlers (logging, MLflow, temporary folders) still run. The rule this sets for
+    all code under ``main``: when it returns, every file is written and closed (``with`` blocks, explicit
+    cleanup), since objects left in reference cycles are no longer finalized at exit."""
     code = main()
     gc.freeze()
     sys.exit(code)

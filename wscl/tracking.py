@@ -22,7 +22,12 @@ MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch call
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
 
+NO_TRACKING = "none"  # --mlflow-uri none: no MLflow, even with $MLFLOW_TRACKING_URI set
+
+
 def tracking_uri(explicit: str | None) -> str | None:
+    if explicit is not None and explicit.strip().lower() == NO_TRACKING:
+        return None
     return explicit or os.environ.get("MLFLOW_TRACKING_URI") or None
 
 
