@@ -3,10 +3,9 @@
 Every writer here writes to a temporary file beside the target (``.NAME.<unique>.tmp``, a name of its own
 per write, so that processes writing the same target at once do not rename each other's file away),
 flushes it to disk and renames it into place, so a reader sees the old file or the new one, never half of
-one. When the write fails the temporary file
-is removed, and an operating-system failure that a person must fix (a full disk, an exceeded quota, a
-read-only or forbidden folder) becomes a :class:`WriteError` whose message names the file, the cause and
-what to do; the command line prints it as one line.
+one. When the write fails the temporary file is removed, and an operating-system failure that a person
+must fix (a full disk, an exceeded quota, a read-only or forbidden folder) becomes a :class:`WriteError`
+whose message names the file, the cause and what to do; the command line prints it as one line.
 """
 from __future__ import annotations
 

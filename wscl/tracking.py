@@ -20,8 +20,6 @@ from .metrics import SUMMARY_KEYS
 MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch call
 # The experiment tag by which the MLflow UI (3.x) opens an experiment as model training, not GenAI.
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
-
-
 NO_TRACKING = "none"  # --mlflow-uri none: no MLflow, even with $MLFLOW_TRACKING_URI set
 
 
