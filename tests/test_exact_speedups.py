@@ -135,6 +135,8 @@ def test_end_to_end_bench_reports_the_work_and_its_efficiency(tmp_path, capsys):
     # every task from its own on; its heads are in class order (no assignment pass).
     per_task, T = CLASSES_PER_TASK * SIZES["quick"]["test_per_class"], TASKS
     assert base["images_inferred"] == per_task * (T + (T - 1) + T * (T + 1) // 2)
+    assert saved["allocator_retains_freed_memory"] is False  # in-process: only the wscl command sets it
+    assert all(r["minor_page_faults"] > 0 for r in saved["runs"])
     assert set(saved["process_exit_seconds"]) == {"run_cli", "main_only"}
     assert all(0 < secs < 60 for secs in saved["process_exit_seconds"].values())
     printed = capsys.readouterr().out

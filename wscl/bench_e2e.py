@@ -15,6 +15,10 @@ Protocol efficiency = (trained / bare training img/s + inferred / bare inference
 the run (from building the run to its metrics.json; imports and the device's warm-up excluded, the
 warm-up reported apart): 1.0 means the run costs what its required work costs on the bare model.
 
+Per run also the minor page faults (pages the process touched fresh from the kernel); the results say
+whether the process's C allocator keeps freed memory for reuse (``allocator``: set by the ``wscl``
+command, not by an in-process call).
+
 How close the bare model itself is to the device's limit: its training FLOPs per image (counted by
 ``torch.utils.flop_counter``) times its images/s, against the device's fp32 matrix-multiply rate measured
 in the same process (``hardware_fraction``).
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -38,7 +43,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from . import evaluation, freezing, learners, trainer
+from . import allocator, evaluation, freezing, learners, trainer
 from .augment import Preprocess
 from .backbone import ResNet18
 from .bench import BATCH, CLASSES_PER_TASK, SIZE, WIDTH, bare_loop, environment, synthetic_config
@@ -153,10 +158,10 @@ def measure(preset: str, size: str, device: str) -> dict:
     cfg = e2e_config(preset, size, device)
     quick = size == "quick"
     with tempfile.TemporaryDirectory() as tmp, Work().counting() as work:
-        start = time.perf_counter()
+        faults, start = minor_page_faults(), time.perf_counter()
         run = trainer.Run(cfg, tmp, quiet=True, log=lambda *_: None)
         metrics = run.run()
-        wall = time.perf_counter() - start
+        wall, faults = time.perf_counter() - start, minor_page_faults() - faults
     runtime, n_heads = run.runtime, run.scenario.n_heads
     train_rate = max(bare_training(runtime.device, n_heads, runtime.channels_last, runtime.bf16, 3 if quick else 30)
                      for _ in range(2))  # best of two: a conservative (lower) efficiency on a noisy machine
@@ -171,8 +176,13 @@ def measure(preset: str, size: str, device: str) -> dict:
             "bare_inference_images_per_second": round(infer_rate, 2),
             "bare_train_gflops": round(train_gflops, 2),
             "required_seconds": round(required_s, 3), "protocol_efficiency": round(required_s / wall, 3),
-            "eval_layout": run.eval_layout.describe(),
+            "eval_layout": run.eval_layout.describe(), "minor_page_faults": faults,
             "class_il_final_avg_acc": metrics["class_il"]["final_avg_acc"]}
+
+
+def minor_page_faults() -> int:
+    """Pages this process has touched for the first time since the kernel gave them (see ``allocator``)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def warm_up(device: torch.device, size: str) -> float:
@@ -217,7 +227,8 @@ def run_end_to_end(device: str = "auto", out: str | Path = "results/bench_end_to
     dev = resolve_runtime(e2e_config("base", size, device)).device
     results = {"setup": {"image": [3, SIZE, SIZE], "width": WIDTH, "tasks": TASKS, "classes_per_task": CLASSES_PER_TASK,
                          "batch": BATCH, "buffer": 200, "epochs": 1, "size": size, **SIZES[size]},
-               **environment(dev), "device_warm_up_seconds": round(warm_up(dev, size), 3), "runs": []}
+               **environment(dev), "allocator_retains_freed_memory": allocator.retaining,
+               "device_warm_up_seconds": round(warm_up(dev, size), 3), "runs": []}
     n, repeats = (1024, 3) if size == "quick" else (2048, 50 if dev.type == "cuda" else 10)
     results["matmul_gflops"] = round(matmul_gflops(dev, n, repeats), 1)
     results["matmul_tf32"] = matmul_tf32(dev)
@@ -229,6 +240,7 @@ def run_end_to_end(device: str = "auto", out: str | Path = "results/bench_end_to
         print(f"{r['preset']:>7} er_ace on {results['device']}: {r['wall_seconds']:.1f} s ({phases}); "
               f"trained {r['images_trained']} img at bare {r['bare_train_images_per_second']:.0f} img/s, "
               f"inferred {r['images_inferred']} img at bare {r['bare_inference_images_per_second']:.0f} img/s; "
+              f"{r['minor_page_faults']} page faults; "
               f"protocol efficiency {r['protocol_efficiency']:.3f}; bare training at {r['bare_train_gflops']:.0f} "
               f"GFLOP/s = {r['hardware_fraction']:.2f} of the device's fp32 matmul rate "
               f"({results['matmul_gflops']:.0f} GFLOP/s)", flush=True)

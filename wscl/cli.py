@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from . import __version__
+from . import __version__, allocator
 from .config import CHOICES, METHODS, PRESETS, ConfigError, deep_merge, load_file, parse_set, resolve
 from .errors import ExitCode, exit_code, exit_codes_help
 from .safe_io import atomic_write_text
@@ -336,7 +336,9 @@ def run_cli() -> NoReturn:
     every object that torch and its compiler stack created (0.7 s after a small training in ``wscl bench
     --end-to-end``); exit handlers (logging, MLflow, temporary folders) still run. The rule this sets for
     all code under ``main``: when it returns, every file is written and closed (``with`` blocks, explicit
-    cleanup), since objects left in reference cycles are no longer finalized at exit."""
+    cleanup), since objects left in reference cycles are no longer finalized at exit. Before ``main``, the
+    C allocator is told to keep freed memory for the next training step (see ``allocator``)."""
+    allocator.retain_freed_memory()
     code = main()
     gc.freeze()
     sys.exit(code)
