@@ -16,7 +16,7 @@ import os
 # mallopt parameter numbers from glibc's <malloc.h>
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 TRIM_THRESHOLD = 256 << 20  # free heap top kept for reuse before it goes back to the kernel
-MMAP_THRESHOLD = 32 << 20   # blocks from here up get their own mapping: glibc's own ceiling for this value
+MMAP_THRESHOLD = 32 << 20   # blocks from here up get their own mapping: the most glibc's moving threshold reaches
 # A user who configured the allocator (glibc tunables, another malloc preloaded) keeps their choice.
 USER_SETTINGS = ("GLIBC_TUNABLES", "LD_PRELOAD", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_",
                  "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_")
@@ -39,7 +39,7 @@ def retain_freed_memory() -> bool:
         return False
     mallopt = ctypes.CDLL(None).mallopt
     # Each accepted call also stops glibc from moving the thresholds itself, so both must be set: one fixed
-    # alone (the other stuck at its 128 KiB start) faults far more often than before. Only the mmap
-    # threshold can be refused (above glibc's ceiling), and a refusal changes nothing: it goes first.
+    # alone (the other frozen where it stood: 128 KiB at start) faults far more often than before. Only the mmap
+    # threshold can be refused (some glibc versions cap it), and a refusal changes nothing: it goes first.
     retaining = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
     return retaining
