@@ -110,6 +110,8 @@ def test_runtime_failures_get_their_own_exit_codes():
     from wscl.errors import Preempted
     assert exit_code(Preempted("x")) == ExitCode.REQUEUE
     assert exit_code(WriteError("f", OSError(28, "No space left on device"))) == ExitCode.WRITE_FAILED
+    from wscl.errors import RunResultError
+    assert exit_code(RunResultError("x")) == ExitCode.RUN_RESULT_INVALID
     assert exit_code(KeyError("x")) is None
 
 

@@ -262,6 +262,29 @@ def test_a_locked_store_past_the_retries_marks_the_run_pending_and_a_sync_logs_i
     assert child.data.metrics["class_il/final_avg_acc"] == metrics["class_il"]["final_avg_acc"]
 
 
+@pytest.mark.parametrize("damage, problem", [("truncate", "is not valid JSON"), ("delete", "is missing"),
+                                              ("replace", "does not hold a run's metrics")])
+def test_a_pending_run_whose_metrics_are_damaged_is_named_and_keeps_its_marker(tmp_path, tiny, monkeypatch,
+                                                                              capsys, damage, problem):
+    """mlflow-sync of a pending run: a damaged metrics.json is the run's problem, not the store's."""
+    from wscl import tracking
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(tracking.time, "sleep", lambda s: None)
+    monkeypatch.setattr(tracking, "_log_run", lambda *a, **k: pytest.fail("logged a damaged run"))
+    metrics = tmp_path / "run/metrics.json"
+    metrics.parent.mkdir()
+    metrics.write_text(json.dumps({"class_il": {}, "task_il": {}}))
+    tracking.mark_pending("run", {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "e"},
+                          RuntimeError("database is locked"))
+    {"truncate": lambda: metrics.write_text('{"class_il": {"final'), "delete": metrics.unlink,
+     "replace": lambda: metrics.write_text("[]")}[damage]()
+    assert main(["mlflow-sync", "--run", "run"]) == ExitCode.RUN_RESULT_INVALID
+    out, err = capsys.readouterr()
+    assert f"run/metrics.json {problem}" in err and "wscl train" in err and "--out run" in err
+    assert "Traceback" not in err and "1 with an unreadable metrics.json" in out
+    assert (tmp_path / "run" / tracking.PENDING).exists()
+
+
 def start_server(root, port):
     from conftest import wait_until_healthy
     from workflow_support import BIN
@@ -315,7 +338,7 @@ def test_a_tracking_server_stopped_mid_study_loses_no_run(tmp_path, tiny, monkey
         assert (tmp_path / "runs/b/metrics.json").exists() and (tmp_path / "runs/b" / tracking.PENDING).exists()
         server = start_server(tmp_path, port)
         done = tracking.sync_pending(["runs/a", "runs/b"], log=lambda *_: None)  # what `wscl aggregate` does
-        assert done == {"logged": ["runs/b"], "failed": [], "busy": []}
+        assert done == {"logged": ["runs/b"], "failed": [], "busy": [], "invalid": []}
         assert tracking.sync_pending(["runs/a", "runs/b"], log=lambda *_: None)["logged"] == []
         by_key = {}
         for run in children(uri, "study"):

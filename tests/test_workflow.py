@@ -72,6 +72,27 @@ def test_changing_one_preset_parameter_reruns_exactly_its_jobs(smoke, tmp_path):
     assert resolved["wscl"]["nrem"]["epochs"] == 2
 
 
+def test_a_damaged_metrics_file_stops_the_aggregation_naming_it_and_its_rewrite_restores_the_run(smoke, tmp_path):
+    """A hand-edited metrics.json: the aggregation fails naming the file and what to do; doing it (delete,
+    rerun the workflow) resumes the finished run from its checkpoint and writes the same numbers again."""
+    from conftest import numbers
+    workdir = workflow_copy(tmp_path / "damaged")
+    shutil.copytree(smoke / "results", workdir / "results")
+    shutil.copytree(smoke / ".snakemake", workdir / ".snakemake")
+    damaged = metrics_path(workdir, "full", 1)
+    original = json.loads(damaged.read_text())
+    damaged.write_text(damaged.read_text()[:200])
+    failed = snakemake(workdir, "all", check=False)
+    assert failed.returncode != 0
+    log = (workdir / "results/logs/aggregate.log").read_text()
+    assert f"{damaged.relative_to(workdir)} is not valid JSON" in log and "delete it and rerun the workflow" in log
+    assert "Traceback" not in log
+    damaged.unlink()
+    assert job_counts(snakemake(workdir, "all", "-n").stdout)["train"] == 1
+    snakemake(workdir, "all")
+    assert numbers(json.loads(damaged.read_text())) == numbers(original)
+
+
 def test_interrupted_training_job_resumes_from_its_checkpoint(tmp_path):
     workdir = workflow_copy(tmp_path / "interrupt")
     config = yaml.safe_load((workdir / "config/smoke.yaml").read_text())

@@ -1,7 +1,6 @@
 """Tables and plots over all runs of a study (mean ± std over seeds)."""
 from __future__ import annotations
 
-import json
 import sys
 from importlib import resources
 from pathlib import Path
@@ -9,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from .metrics import SUMMARY_KEYS
+from .metrics import SUMMARY_KEYS, read_metrics
 from .outputs import ALL_RUNS, PLOTS, plot_file, table_name
 from .provenance import GENERATED, dataset_identity
 from .reproduction import verdict
@@ -34,7 +33,7 @@ def load_runs(study: Study) -> pd.DataFrame:
     rows = []
     for key in study.runs():
         path = Path(study.run_dir(key)) / "metrics.json"
-        m = json.loads(path.read_text())
+        m, _ = read_metrics(path)
         dataset = dataset_identity(m)
         wall = m.get("wall_seconds", {})
         row = {"benchmark": key.benchmark, "buffer": key.buffer, "method": key.method, "preset": key.preset,
@@ -191,6 +190,6 @@ def aggregate(study: Study, tables_dir: Path, plots_dir: Path, mlflow_uri: str |
         _draw_plots(subset, table, benchmark, buffer, plots_dir, f"{benchmark}, buffer {buffer} ({fidelity})")
     if mlflow_uri:
         from .tracking import summarize_parents
-        datasets = {g: dataset_identity(json.loads(Path(p).read_text()))
+        datasets = {g: dataset_identity(read_metrics(p)[0])
                     for g, p in runs.groupby("group").path.first().items()}
         summarize_parents(mlflow_uri, study.config["study"], parent_rows, datasets)

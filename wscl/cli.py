@@ -195,7 +195,10 @@ def cmd_mlflow_sync(args) -> int:
     from .tracking import load_setup, sync_pending, sync_runs
     if args.run:  # run folders marked pending by `wscl train --mlflow-...`, each to its recorded destination
         done = sync_pending(args.run, log=lambda msg: print(msg, file=sys.stderr))
-        print(f"{len(done['logged'])} pending run(s) logged, {len(done['failed'])} still pending")
+        print(f"{len(done['logged'])} pending run(s) logged, {len(done['failed'])} still pending"
+              + (f", {len(done['invalid'])} with an unreadable metrics.json" if done["invalid"] else ""))
+        if done["invalid"]:
+            return ExitCode.RUN_RESULT_INVALID
         return ExitCode.TRACKING if done["failed"] else ExitCode.OK  # still unreachable: sync again later
     if not (args.study_json and args.setup):
         raise ConfigError("mlflow-sync needs --study-json and --setup (a study), or --run RUN_DIR (pending runs)")

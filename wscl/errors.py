@@ -22,6 +22,7 @@ class ExitCode(IntEnum):
     TRACKING = 6  # the MLflow store cannot be reached, or lacks what a run needs (experiment or parent run)
     ARCHIVE_INVALID = 7  # verify-archive found a missing, extra or changed file, or no readable archive
     WRITE_FAILED = 8  # a file could not be written (disk full, read-only folder); nothing half-written is left
+    RUN_RESULT_INVALID = 9  # a finished run's metrics.json is missing or unreadable; the message names it
     REQUEUE = 75  # stopped by SIGTERM/SIGUSR1 after writing a checkpoint: rerun (requeue) to resume
 
     @property
@@ -39,6 +40,7 @@ _MEANINGS = {
     ExitCode.TRACKING: "MLflow store unreachable, or lacking the experiment or parent run",
     ExitCode.ARCHIVE_INVALID: "verify-archive found a missing, extra or changed file, or no readable archive",
     ExitCode.WRITE_FAILED: "a file could not be written (disk full, read-only folder): fix it and rerun",
+    ExitCode.RUN_RESULT_INVALID: "a run's metrics.json is missing or unreadable (the message names it and the fix)",
     ExitCode.REQUEUE: "stopped by SIGTERM or SIGUSR1 (preemption, time limit) after a checkpoint: rerun to resume",
 }
 
@@ -71,6 +73,10 @@ class OutputError(RuntimeError):
     """A file could not be written for a reason outside the program (``safe_io.WriteError`` says which)."""
 
 
+class RunResultError(RuntimeError):
+    """A finished run's metrics.json, which aggregation and tracking read, is missing or unreadable."""
+
+
 class Preempted(RuntimeError):
     """Training stopped on request (SIGTERM, SIGUSR1) after writing a checkpoint; a rerun resumes from it."""
 
@@ -82,6 +88,7 @@ ERROR_CODES: dict[type[BaseException], ExitCode] = {
     TrackingError: ExitCode.TRACKING,
     ArchiveError: ExitCode.ARCHIVE_INVALID,
     OutputError: ExitCode.WRITE_FAILED,
+    RunResultError: ExitCode.RUN_RESULT_INVALID,
     Preempted: ExitCode.REQUEUE,
 }
 

@@ -6,8 +6,12 @@ entries further right are NaN.
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 
+from .errors import RunResultError
 from .provenance import run_provenance
 
 
@@ -85,3 +89,25 @@ def run_metrics(cfg: dict, runtime, dataset, state, eval_layout) -> dict:
     out["train_images_per_second"] = round(state.wake_images / wake_s, 2) if wake_s else None
     return out
 
+
+def read_metrics(path: str | Path) -> tuple[dict, bytes]:
+    """A finished run's metrics.json, parsed and as written (the bytes are what tracking logs and tags).
+    Missing or unreadable, it raises ``RunResultError`` naming the file and how to write it again."""
+    path = Path(path)
+    try:
+        content = path.read_bytes()
+        metrics = json.loads(content)
+    except FileNotFoundError:
+        problem = "is missing"
+    except OSError as exc:
+        problem = f"cannot be read ({exc.strerror})"
+    except ValueError as exc:  # not JSON, or not UTF-8
+        problem = f"is not valid JSON ({exc})"
+    else:
+        if isinstance(metrics, dict) and "class_il" in metrics:
+            return metrics, content
+        problem = "does not hold a run's metrics"
+    raise RunResultError(
+        f"{path} {problem}. A run writes it whole when it finishes, so it was changed or lost since: delete it "
+        f"and rerun the workflow, or `wscl train` with the run's settings and --out {path.parent} (either "
+        "resumes from the run's checkpoint.pt when it is there, and writes the file again)")

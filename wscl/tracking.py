@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 from .config import flatten
-from .errors import TrackingError
-from .metrics import SUMMARY_KEYS
+from .errors import RunResultError, TrackingError
+from .metrics import SUMMARY_KEYS, read_metrics
 
 MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch call
 # The experiment tag by which the MLflow UI (3.x) opens an experiment as model training, not GenAI.
@@ -379,8 +379,8 @@ def metrics_digest(metrics_file: str | Path) -> str:
 def log_run_marked(metrics_file: str | Path, uri: str, parent_run_id: str | None, run_id: str | None = None,
                    tasks_logged: set[int] | frozenset = frozenset(), experiment: str | None = None) -> str:
     """Log a finished run and tag it with its metrics.json digest, so a later sync can skip it."""
-    content = Path(metrics_file).read_bytes()  # read once: the tag names exactly what was logged
-    run_id = log_run(json.loads(content), Path(metrics_file).parent, uri, experiment=experiment,
+    metrics, content = read_metrics(metrics_file)  # read once: the tag names exactly what was logged
+    run_id = log_run(metrics, Path(metrics_file).parent, uri, experiment=experiment,
                      parent_run_id=parent_run_id, run_id=run_id, tasks_logged=tasks_logged)
     with_retries(lambda: _client(uri).set_tag(run_id, DIGEST_TAG, digest(content)))
     return run_id
@@ -428,6 +428,8 @@ def sync_runs(setup: dict, runs: list[tuple[str, str]], log=print) -> dict:
                 parent = parent_from_setup(setup, group)
                 try:
                     log_run_marked(metrics_file, uri, parent)
+                except RunResultError:
+                    raise  # the run's own file is broken, not the store: its message says how to write it again
                 except Exception as exc:
                     raise TrackingError(f"{out_dir}: {unreachable(uri, exc)}; the run stays in its metrics.json: "
                                         "rerun `wscl mlflow-sync` (or the workflow) once the store is reachable") \
@@ -532,8 +534,10 @@ def log_finished(metrics_file: str | Path, destination: dict, run_id: str | None
 def sync_pending(run_dirs: list[str | Path], log=print) -> dict:
     """Log every run folder that carries a pending marker to the destination the marker names (idempotent).
 
-    A store still unreachable leaves the marker in place for the next try; returns logged/failed/busy."""
-    report = {"logged": [], "failed": [], "busy": []}
+    A store still unreachable leaves the marker in place for the next try, as does a run whose metrics.json
+    cannot be read (``invalid``: no retry helps; the log says how to write it again); returns
+    logged/failed/busy/invalid."""
+    report = {"logged": [], "failed": [], "busy": [], "invalid": []}
     for out_dir in run_dirs:
         marker = pending(out_dir)
         if marker is None:
@@ -548,6 +552,10 @@ def sync_pending(run_dirs: list[str | Path], log=print) -> dict:
                     continue  # logged meanwhile by another process
                 log_run_marked(Path(out_dir) / "metrics.json", uri, claim.get("parent_run_id"),
                                experiment=claim.get("experiment"))
+        except RunResultError as exc:
+            report["invalid"].append(str(out_dir))
+            log(str(exc))
+            continue
         except Exception as exc:  # noqa: BLE001 - still unreachable: keep the marker for the next try
             report["failed"].append(str(out_dir))
             log(f"{out_dir}: not logged yet ({unreachable(uri, exc)}); the next sync tries again")
