@@ -125,6 +125,8 @@ def main() -> int:
     parser.add_argument("--data", type=Path, help="our prepared seq-cifar10 stand-in (wscl data prepare)")
     parser.add_argument("--wscl", default=str(Path(sys.executable).with_name("wscl")), help="our command")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--presets", nargs="+", choices=["base", "authors"], default=["base", "authors"],
+                        help="which runs to time (base ER-ACE, ER-ACE + WSCL as the authors' code runs it)")
     parser.add_argument("--pause", type=float, default=10.0,
                         help="seconds to wait before each run (not timed): the previous run's processes, e.g. "
                              "the authors' data-loader workers, are gone before the next one starts")
@@ -138,7 +140,7 @@ def main() -> int:
     if not (args.authors and args.authors_python and args.data):
         parser.error("--authors, --authors-python and --data are needed to run (or --table to print)")
     for seed in args.seeds:
-        for code, preset in [("authors", "base"), ("ours", "base"), ("authors", "authors"), ("ours", "authors")]:
+        for code, preset in [(code, preset) for preset in args.presets for code in ("authors", "ours")]:
             time.sleep(args.pause)
             result = (run_authors if code == "authors" else run_ours)(args, preset, seed)
             record = {"code": code, "preset": preset, "seed": seed, **result,
