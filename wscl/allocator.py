@@ -2,7 +2,7 @@
 
 Every training step frees and allocates the same activation and gradient buffers again. glibc's
 malloc, left to itself, returns the freed top of its heap to the kernel once it exceeds a threshold that
-follows the largest block freed so far (``M_TRIM_THRESHOLD``, twice the dynamic ``M_MMAP_THRESHOLD``),
+follows the largest mapped block freed so far (``M_TRIM_THRESHOLD``, twice the dynamic ``M_MMAP_THRESHOLD``),
 so the next step touches fresh pages: about 1.9 million page faults and 3-4 s of kernel time in a
 160-step ER-ACE run on 32x32 images (``wscl bench --end-to-end`` shows the effect). Fixing both
 thresholds keeps freed memory in the process for reuse. Allocation does not enter the arithmetic (torch
@@ -27,7 +27,7 @@ retaining = False  # whether this process's allocator now keeps freed memory (re
 def is_glibc() -> bool:
     try:
         return (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc")
-    except (ValueError, OSError):  # not a GNU system
+    except (AttributeError, ValueError, OSError):  # no confstr (Windows), or not a GNU system
         return False
 
 
