@@ -99,10 +99,10 @@ def test_runtime_failures_get_their_own_exit_codes():
     from wscl.data import DatasetError
     from wscl.scenario import ScenarioError
     from wscl.tracking import TrackingError
-    from wscl.wake import NonFiniteLossError
+    from wscl.errors import NonFiniteLossError
     assert exit_code(ConfigError("x")) == exit_code(ScenarioError("x")) == ExitCode.CONFIG
     assert exit_code(DatasetError("x")) == ExitCode.DATA
-    assert exit_code(NonFiniteLossError("x")) == ExitCode.NON_FINITE_LOSS
+    assert exit_code(NonFiniteLossError("x")) == ExitCode.TRAINING_FAILED
     assert exit_code(TrackingError("x")) == ExitCode.TRACKING
     from wscl.errors import ArchiveError
     from wscl.safe_io import WriteError

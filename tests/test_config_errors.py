@@ -5,7 +5,7 @@ from wscl.cli import main
 from wscl.config import ConfigError, resolve
 from wscl.errors import ExitCode
 from wscl.trainer import Run
-from wscl.wake import NonFiniteLossError
+from wscl.errors import NonFiniteLossError
 
 
 def test_unknown_key_names_the_key_and_the_nearest_valid_one():
@@ -72,5 +72,5 @@ def test_nan_loss_from_cli_exits_nonzero_naming_where(tmp_path, capsys, monkeypa
     monkeypatch.setattr(learners.ERACE, "loss", nan_loss)
     code = main(["train", "--out", str(tmp_path), "--quiet", "--preset", "base", "--set", "runtime.device=cpu"])
     err = capsys.readouterr().err
-    assert code == ExitCode.NON_FINITE_LOSS
+    assert code == ExitCode.TRAINING_FAILED
     assert "non-finite loss (nan) at task 0, epoch 0, step 0" in err and "training.lr" in err

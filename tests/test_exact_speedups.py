@@ -13,6 +13,7 @@ import wscl.freezing as freezing
 from wscl.bench import CLASSES_PER_TASK
 from wscl.bench_e2e import SIZES, TASKS, run_end_to_end
 from wscl.evaluation import measure_layouts
+from wscl.failures import Where
 from wscl.freezing import TrialSpec, candidate_depths, run_trial, score
 from wscl.trainer import Run, seeds_for
 from wscl.wake import plan_epoch, run_epoch
@@ -25,7 +26,7 @@ def sequential_trial(learner, pool, plan, spec):
         candidate = copy.deepcopy(learner)
         candidate.freeze_through(depth)
         generator = torch.Generator(device=pool.device).manual_seed(spec.generator_seed)
-        run_epoch(candidate, pool, plan, generator, spec.nan_check_every, "test")
+        run_epoch(candidate, pool, plan, generator, spec.checks, spec.where)
         scores.append(score(candidate, spec.source, spec.validation, spec.freeze_buffer, spec.mode, spec.reference,
                             spec.score_batch_size, spec.generator_seed + 1))
         depths.append(depth)
@@ -46,7 +47,7 @@ def trial_inputs(run: Run, t: int, frozen: int):
         return freezing.held_out(rows, run.train_y, run.book, run.device)
 
     spec = TrialSpec(run.train_source, held_out(run.scenario.val_idx[t]), held_out(run.scenario.freeze_idx[t - 1]),
-                     "training_and_buff", run.reference, 16, seed + 7919, 25, "test")
+                     "training_and_buff", run.reference, 16, seed + 7919, run.loss_checks, Where(t, 0))
     return pool, plan, spec
 
 

@@ -30,16 +30,17 @@ def random_crop_flip(images: torch.Tensor, generator: torch.Generator, padding: 
 class Preprocess:
     """uint8 batch -> normalised float batch, with optional augmentation."""
 
-    def __init__(self, mean, std, augment: bool, device: torch.device, channels_last: bool = False):
+    def __init__(self, mean, std, augment: bool, device: torch.device, channels_last: bool = False,
+                 padding: int = 4):
         self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
-        self.augment = augment
+        self.augment, self.padding = augment, padding
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None, train: bool = True) -> torch.Tensor:
         # The layout is set on the uint8 batch; the float ops below keep it (no fp32 copy).
         if train and self.augment and generator is not None:
-            images = random_crop_flip(images, generator, memory_format=self.memory_format)
+            images = random_crop_flip(images, generator, self.padding, self.memory_format)
         else:
             images = images.contiguous(memory_format=self.memory_format)
         x = (images.float().div_(255.0) - self.mean) / self.std

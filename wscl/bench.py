@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from .backbone import ResNet18
 from .config import resolve
-from .provenance import device_name
+from .provenance import cpu_description, device_name
 from .safe_io import atomic_write_json
 from .runtime import resolve_runtime, synchronize
 from .trainer import Run
@@ -52,7 +52,7 @@ def bench_config(preset: str, steps: int, device: str) -> dict:
 
 def environment(device: torch.device) -> dict:
     """What the figures were measured on."""
-    cpu = f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
+    cpu = f"cpu ({cpu_description()}, {platform.machine()}, {torch.get_num_threads()} threads)"
     return {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
             "device": device_name(device) if device.type == "cuda" else cpu}
 

@@ -66,6 +66,7 @@ CHOICES = {
     "runtime.bf16": ("auto", True, False),
     "runtime.channels_last": ("auto", True, False),
     "runtime.deterministic": ("auto", True, False),
+    "runtime.on_training_failure": ("warn", "stop"),
 }
 # Free-form strings with a shape: regular expressions a value must match in full.
 PATTERNS = {"runtime.device": r"auto|cpu|cuda(:\d+)?"}
@@ -108,6 +109,8 @@ RANGES = {
     "wscl.rem.noise_per_class": (1, None),
     "runtime.eval_batch_size": (1, None),
     "runtime.nan_check_every": (1, None),
+    "runtime.loss_explosion_factor": (1.0, None),
+    "runtime.collapse_share": (0.5, 1.0),
     "runtime.checkpoint_every_minutes": (0.0, None),
 }
 

@@ -40,6 +40,7 @@ class CanonicalDataset:
     dream_y: np.ndarray
     dream_classes: list[str]
     augment: bool = False
+    crop_padding: int = 4            # [code] zero padding of the random crop, in pixels (Mammoth's CIFAR and Tiny)
     source: str = ""
     checksums_verified: bool = True
     mean: list[float] | None = None  # [code] fixed per-benchmark normalisation; None: the training images' own
@@ -193,7 +194,10 @@ def synthetic(classes: int = 10, dream_classes: int = 10, train_per_class: int =
         name="synthetic", train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y,
         classes=[f"class_{i}" for i in range(classes)], dream_x=dream_x, dream_y=dream_y,
         dream_classes=[f"dream_{i}" for i in range(dream_classes)], augment=True,
-        source=f"wscl.data.synthetic(seed={seed})")
+        # [ours] the crop's padding in proportion to the image, as CIFAR's 4 px are to its 32 px: 4 px around
+        # a 12 px image make a third of every training crop black, whose BatchNorm statistics then no longer
+        # fit the unpadded test images (docs/determinism.md, "Why a tiny run collapsed")
+        crop_padding=max(1, size // 8), source=f"wscl.data.synthetic(seed={seed})")
 
 
 def from_config(cfg: dict) -> CanonicalDataset:

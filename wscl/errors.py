@@ -18,7 +18,8 @@ class ExitCode(IntEnum):
     USAGE = 2  # the command line itself is wrong (argparse)
     CONFIG = 3  # the run or study configuration is invalid; the message names the setting
     DATA = 4  # a dataset is missing, incomplete, corrupt or fails its checksums
-    NON_FINITE_LOSS = 5  # training diverged (NaN or infinite loss); the checkpoint is kept
+    TRAINING_FAILED = 5  # a NaN or infinite loss, or (runtime.on_training_failure: stop) an exploded loss or a
+                         # collapsed network; the last checkpoint is kept
     TRACKING = 6  # the MLflow store cannot be reached, or lacks what a run needs (experiment or parent run)
     ARCHIVE_INVALID = 7  # verify-archive found a missing, extra or changed file, or no readable archive
     WRITE_FAILED = 8  # a file could not be written (disk full, read-only folder); nothing half-written is left
@@ -36,7 +37,8 @@ _MEANINGS = {
     ExitCode.USAGE: "command-line usage error",
     ExitCode.CONFIG: "invalid configuration (the message names the setting)",
     ExitCode.DATA: "dataset missing, incomplete or failing its checksums",
-    ExitCode.NON_FINITE_LOSS: "training diverged (NaN or infinite loss)",
+    ExitCode.TRAINING_FAILED: "training failed: NaN or infinite loss, or an exploded loss or collapse under "
+                              "runtime.on_training_failure=stop",
     ExitCode.TRACKING: "MLflow store unreachable, or lacking the experiment or parent run",
     ExitCode.ARCHIVE_INVALID: "verify-archive found a missing, extra or changed file, or no readable archive",
     ExitCode.WRITE_FAILED: "a file could not be written (disk full, read-only folder): fix it and rerun",
@@ -59,6 +61,10 @@ class DatasetError(RuntimeError):
 
 class NonFiniteLossError(RuntimeError):
     """Training produced a NaN or infinite loss."""
+
+
+class TrainingFailedError(RuntimeError):
+    """A loss exploded or the network collapsed, and ``runtime.on_training_failure`` is ``stop``."""
 
 
 class TrackingError(RuntimeError):
@@ -84,7 +90,8 @@ class Preempted(RuntimeError):
 ERROR_CODES: dict[type[BaseException], ExitCode] = {
     ConfigError: ExitCode.CONFIG,
     DatasetError: ExitCode.DATA,
-    NonFiniteLossError: ExitCode.NON_FINITE_LOSS,
+    NonFiniteLossError: ExitCode.TRAINING_FAILED,
+    TrainingFailedError: ExitCode.TRAINING_FAILED,
     TrackingError: ExitCode.TRACKING,
     ArchiveError: ExitCode.ARCHIVE_INVALID,
     OutputError: ExitCode.WRITE_FAILED,

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .evaluation import batch_cross_entropies
+from .failures import LossChecks, Where
 from .heads import HeadBook
 from .learners import Learner
 from .runtime import timed
@@ -42,8 +43,8 @@ class TrialSpec:
     reference: bool           # the authors' scoring arithmetic [code] or ours
     score_batch_size: int
     generator_seed: int       # augmentation of every copy's epoch (the same for all copies), +1 for scoring
-    nan_check_every: int
-    where: str = ""           # for error messages: task and epoch
+    checks: LossChecks        # the copies' loss checks
+    where: Where              # the trial's task and epoch (0), for messages and records
 
 
 @dataclass
@@ -104,14 +105,14 @@ def held_out(rows: np.ndarray, labels: np.ndarray, book: HeadBook, device: torch
 
 
 def trial_spec(cfg: dict, source: ImageSource, labels: np.ndarray, book: HeadBook, scenario: Scenario, task: int,
-               task_seed: int) -> TrialSpec:
+               task_seed: int, checks: LossChecks) -> TrialSpec:
     """The trial of task ``task`` as configured; ``task_seed`` is the task's device-generator seed."""
     rt, reference = cfg["runtime"], cfg["fidelity"] == "reference"
     score_batch_size = cfg["training"]["batch_size"] if reference else rt["eval_batch_size"]
     return TrialSpec(source, held_out(scenario.val_idx[task], labels, book, source.device),
                      held_out(scenario.freeze_idx[task - 1], labels, book, source.device),
                      cfg["wscl"]["freezing"]["mode"], reference, score_batch_size, task_seed + 7919,
-                     rt["nan_check_every"], f"task {task}, epoch 0")
+                     checks, Where(task, 0))
 
 
 class PrefixTape:
@@ -182,8 +183,8 @@ def train_copies(copies: list[Learner], pool: Pool, plan: EpochPlan, spec: Trial
         for c in shared:
             c.net = FromPrefix(c.net, tape, c.frozen_blocks)
     generators = [torch.Generator(device=device).manual_seed(spec.generator_seed) for _ in copies]
-    monitors = [LossMonitor(len(plan.steps), spec.nan_check_every, device, f"{spec.where} (freezing copy {i})",
-                            progress) for i in range(len(copies))]
+    monitors = [LossMonitor(len(plan.steps), spec.checks, device, spec.where.of_copy(i), progress)
+                for i in range(len(copies))]
     try:
         run_in_lockstep(copies, generators, monitors, pool, plan, before_step=tape.new_step if tape else None)
     finally:
@@ -224,11 +225,11 @@ def adopt(learner: Learner, result: TrialResult, reference: bool) -> Learner:
 
 
 def task_trial(state: RunState, cfg: dict, source: ImageSource, labels: np.ndarray, scenario: Scenario, task: int,
-               task_seed: int) -> Callable | None:
+               task_seed: int, checks: LossChecks) -> Callable | None:
     """The trial of task ``task`` as ``wake.wake_phase`` runs it, in place of epoch 0; None: no trial."""
     if not runs_trial(task, cfg["wscl"]["freezing"]["enabled"]):
         return None
-    return partial(trial_epoch, state, trial_spec(cfg, source, labels, state.book, scenario, task, task_seed))
+    return partial(trial_epoch, state, trial_spec(cfg, source, labels, state.book, scenario, task, task_seed, checks))
 
 
 def trial_epoch(state: RunState, spec: TrialSpec, pool: Pool, plan: EpochPlan, progress=None) -> dict[str, float]:

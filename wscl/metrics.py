@@ -82,6 +82,8 @@ def run_metrics(cfg: dict, runtime, dataset, state, eval_layout) -> dict:
     out["frozen_blocks_per_task"] = [h["frozen_blocks"] for h in state.history]
     out["frozen_block_names_per_task"] = [block_names[: h["frozen_blocks"]] for h in state.history]
     out["tasks"] = [{k: v for k, v in h.items() if k != "wall_seconds"} for h in state.history]
+    # exploded losses and collapses of every task (wscl/failures.py); empty for a healthy run
+    out["training_failures"] = [f for h in state.history for f in h.get("training_failures", [])]
     out["wall_seconds"] = {k: round(v, 4) for k, v in state.timings.items()}
     out["task_wall_seconds"] = [h.get("wall_seconds") for h in state.history]  # per task and phase; None: unknown
     out["wake_steps"] = dict(state.wake_steps)

@@ -56,11 +56,32 @@ def git_state(folder: str | Path | None = None) -> dict:
 
 
 def device_name(device) -> str:
-    """The GPU's name, else the host's processor."""
+    """The GPU's name, else the host's processor with the CPU kernels torch runs on it."""
     import torch
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return platform.processor() or platform.machine()
+    return cpu_description()
+
+
+def cpu_description() -> str:
+    """The processor's model and the vector kernels torch uses on it, e.g. ``AMD EPYC (AVX2)``. The kernels
+    decide the order of floating-point sums: the same seed gives the same numbers on the same CPU kind and
+    torch, other numbers on another (docs/determinism.md)."""
+    import torch
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    model = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+                    break
+    except OSError:  # not Linux: the platform's processor name
+        pass
+    kernels = torch.backends.cpu.get_cpu_capability() + (", AMX" if "amx_tile" in flags else "")
+    return f"{model} ({kernels})"
 
 
 def run_provenance(device) -> dict:

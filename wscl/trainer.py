@@ -27,6 +27,7 @@ from .augment import Preprocess
 from .config import fingerprint
 from .errors import Preempted
 from .evaluation import AccuracyMatrices, TestTasks, choose_layout, logits_of
+from .failures import FailurePolicy, LossChecks, check_collapse
 from .freezing import task_trial
 from .heads import HeadBook, assign_task, bind_dreams
 from .learners import Learner, build_learner
@@ -59,6 +60,7 @@ class Run:
         self.on_task_end = on_task_end  # called with (metrics so far, task) after each task's checkpoint
         self.wscl, self.reference = cfg["wscl"], cfg["fidelity"] == "reference"
         self.fingerprint = fingerprint(cfg, self.runtime.describe())
+        self.failures = FailurePolicy(cfg["runtime"]["on_training_failure"], log)
         self.compose()
 
     def compose(self) -> None:
@@ -72,8 +74,9 @@ class Run:
         self.train_y, test_y = np.asarray(ds.train_y), np.asarray(ds.test_y)
         augment = ds.augment if sc["augment"] == "auto" else sc["augment"]
         mean_std = ds.normalisation()  # the training images' own statistics when the dataset fixes none: once
-        preprocess = Preprocess(*mean_std, augment, device, self.runtime.channels_last)
+        preprocess = Preprocess(*mean_std, augment, device, self.runtime.channels_last, ds.crop_padding)
         n_heads = self.scenario.n_heads
+        self.loss_checks = LossChecks.from_config(cfg["runtime"], n_heads, self.failures)
         self.dreams = rem.dream_set(ds, cfg["wscl"]["rem"], n_heads, device, np.random.default_rng([cfg["seed"], 2]))
         book = HeadBook(self.scenario.n_tasks * sc["classes_per_task"], n_heads,
                         bind_dreams(n_heads, self.dreams.n_classes, np.random.default_rng([cfg["seed"], 3])))
@@ -81,9 +84,9 @@ class Run:
         self.state = RunState(learner, book, AccuracyMatrices.empty(self.scenario.n_tasks))
         self.eval_layout = layout = choose_layout(cfg, self.runtime, self.scenario, learner.net, ds.image_shape,
                                                   mean_std, self.out, self.fingerprint, self.state.timings)
+        test_preprocess = Preprocess(*mean_std, augment, device, layout.channels_last, ds.crop_padding)
         self.tests = TestTasks(ImageSource(ds.test_x, device, ds.memory_mapped), self.scenario.test_idx, test_y,
-                               self.scenario.task_classes, Preprocess(*mean_std, augment, device, layout.channels_last),
-                               layout.batch_size)
+                               self.scenario.task_classes, test_preprocess, layout.batch_size)
         # The randomly initialised network's test logits: FWT's baselines b_j.
         with timed(self.state.timings, "eval_random_init", device):
             self.random_logits = [self.tests.logits(learner.net, j).cpu() for j in range(self.scenario.n_tasks)]
@@ -155,21 +158,32 @@ class Run:
         gen_seed = seeds_for(self.cfg["seed"], t)[1]
         self.learner.task = t
         mid = mid or self.before_training(t, gen_seed)
+        self.failures.records = mid.record.setdefault("training_failures", [])
         pool = self.task_pool(t)
         # The bar is cleared however the task ends (a stop, a NaN): an error message then starts its own line.
         with tqdm(total=None, desc=f"task {t + 1}/{T}", unit="step", disable=self.quiet, leave=False) as progress:
-            trial = task_trial(state, self.cfg, self.train_source, self.train_y, self.scenario, t, gen_seed)
-            wake_phase(mid, state, pool, self.cfg["training"], self.cfg["runtime"]["nan_check_every"], trial,
-                       self.pause_point, self.stop, progress, f"task {t + 1}/{T}")
+            trial = task_trial(state, self.cfg, self.train_source, self.train_y, self.scenario, t, gen_seed,
+                               self.loss_checks)
+            wake_phase(mid, state, pool, self.cfg["training"], self.loss_checks, trial, self.pause_point, self.stop,
+                       progress, f"task {t + 1}/{T}")
             progress.set_description(f"task {t + 1}/{T} sleep (NREM, plasticity, REM)")
             mid.record.update(nrem.sleep_phase(t, state, pool, mid.stm, self.dreams, self.wscl,
                                                self.cfg["training"], mid.rng, gen_seed))
-        with timed(state.timings, "eval", self.device):
-            for j in range(t + 1):
-                state.accuracy.record(t, j, self.tests.evaluate(self.learner.net, j, self.book.heads_of))
+        self.evaluate_seen(t)
         return {**mid.record, "frozen_blocks": self.learner.frozen_blocks,
                 "avg_acc_class_il": state.accuracy.average("class_il", t),
                 "avg_acc_task_il": state.accuracy.average("task_il", t)}
+
+    def evaluate_seen(self, t: int) -> None:
+        """Accuracy on every task seen after training task t, then the collapse check on those predictions."""
+        head_counts = torch.zeros(self.scenario.n_heads, dtype=torch.long, device=self.device)
+        with timed(self.state.timings, "eval", self.device):
+            for j in range(t + 1):
+                logits = self.tests.logits(self.learner.net, j)
+                self.state.accuracy.record(t, j, self.tests.accuracies(logits, j, self.book.heads_of))
+                head_counts += torch.bincount(logits.argmax(1), minlength=self.scenario.n_heads)
+        n_classes_seen = (t + 1) * self.cfg["scenario"]["classes_per_task"]
+        check_collapse(self.failures, head_counts.cpu(), n_classes_seen, self.cfg["runtime"]["collapse_share"], t)
 
     def before_training(self, t: int, gen_seed: int) -> MidTask:
         """Task t's start: its heads, the random network's baseline on it and, for t > 0, its pre-training

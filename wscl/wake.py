@@ -1,7 +1,7 @@
 """Wake phase [paper][code]: training epochs on the current task's stream.
 
 Each epoch is planned on the host first (batch order, memory slots, replay draws) and then executed
-on the device without waiting for it, except for the periodic non-finite-loss check. ``wake_phase``
+on the device without waiting for it, except for the periodic loss check (wscl/failures.py). ``wake_phase``
 runs a task's epochs (the freezing trial in place of epoch 0) and can pause inside an epoch: ``MidTask``
 holds where the task stands, so that a checkpoint written there resumes exactly.
 """
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .errors import NonFiniteLossError
+from .failures import LossChecks, Where
 from .learners import Learner, Step
 from .memory import ShortTermMemory
 from .runtime import timed
@@ -66,30 +66,27 @@ def plan_epoch(learner: Learner, pool: Pool, batch_size: int, replay_batch_size:
 
 
 class LossMonitor:
-    """Keeps step losses on the device and checks them every ``every`` steps (one sync per check)."""
+    """Keeps step losses on the device and checks them every ``checks.every`` steps (one sync per check)."""
 
-    def __init__(self, n_steps: int, every: int, device, where: str, progress=None, start: int = 0):
+    def __init__(self, n_steps: int, checks: LossChecks, device, where: Where, progress=None, start: int = 0):
         self.losses = torch.zeros(max(n_steps, 1), device=device)
-        self.every, self.where, self.progress = every, where, progress
+        self.checks, self.where, self.progress = checks, where, progress
         self.checked = start  # steps before ``start`` ran in an earlier process (a resumed epoch)
+        self.exploded = False
         self.t0 = time.perf_counter()
         self.images = 0
 
     def record(self, step: int, loss: torch.Tensor, n_images: int) -> None:
         self.losses[step] = loss
         self.images += n_images
-        if (step + 1) % self.every == 0:
+        if (step + 1) % self.checks.every == 0:
             self.check(step + 1)
 
     def check(self, upto: int) -> None:
         window = self.losses[self.checked: upto]
         if len(window) == 0:
             return
-        finite = torch.isfinite(window)
-        if not bool(finite.all()):
-            bad = self.checked + int((~finite).nonzero()[0, 0])
-            raise NonFiniteLossError(f"non-finite loss ({float(self.losses[bad])}) at {self.where}, step {bad}; "
-                                     "lower training.lr or check the data")
+        self.exploded = self.checks.check(window, self.checked, self.where, self.exploded)
         if self.progress is not None:
             rate = self.images / max(time.perf_counter() - self.t0, 1e-9)
             self.progress.set_postfix(loss=f"{float(window.mean()):.3f}", img_s=f"{rate:.0f}", refresh=False)
@@ -97,14 +94,14 @@ class LossMonitor:
         self.checked = upto
 
 
-def run_epoch(learner: Learner, pool: Pool, plan: EpochPlan, generator: torch.Generator, nan_check_every: int,
-              where: str, progress=None, start: int = 0, stop=None) -> tuple[int, int]:
+def run_epoch(learner: Learner, pool: Pool, plan: EpochPlan, generator: torch.Generator, checks: LossChecks,
+              where: Where, progress=None, start: int = 0, stop=None) -> tuple[int, int]:
     """Execute a planned epoch from step ``start``; returns (stream images trained on, steps done).
 
     ``stop()`` is asked after every step; when true, the epoch pauses there (steps done < the plan's): the
     memory's stream count stays at the epoch's start, so that the same plan, made again from the same host
     generator state, continues it."""
-    monitor = LossMonitor(len(plan.steps), nan_check_every, pool.device, where, progress, start)
+    monitor = LossMonitor(len(plan.steps), checks, pool.device, where, progress, start)
     return run_in_lockstep([learner], [generator], [monitor], pool, plan, start, stop)
 
 
@@ -184,7 +181,7 @@ class MidTask:
         self.generator.set_state(saved["generator"].cpu())
 
 
-def wake_phase(mid: MidTask, state: RunState, pool: Pool, training: dict, nan_check_every: int,
+def wake_phase(mid: MidTask, state: RunState, pool: Pool, training: dict, checks: LossChecks,
                trial: Callable | None, pause_point: Callable[[MidTask, bool], None], stop: Callable,
                progress, title: str) -> None:
     """The wake epochs of task ``mid.task`` from where ``mid`` stands; the pool's size and the freezing
@@ -202,7 +199,7 @@ def wake_phase(mid: MidTask, state: RunState, pool: Pool, training: dict, nan_ch
         else:
             mid.rng_plan = rng.bit_generator.state
         plan = plan_epoch(state.learner, pool, tr["batch_size"], tr["replay_batch_size"], rng)
-        in_trial, where = trial is not None and epoch == 0, f"task {mid.task}, epoch {epoch}"
+        in_trial, where = trial is not None and epoch == 0, Where(mid.task, epoch)
         progress.set_description(f"{title} {'freezing trial' if in_trial else 'wake'} epoch {epoch + 1}/{tr['epochs']}")
         if paused:
             rng.bit_generator.state = after_plan
@@ -210,20 +207,20 @@ def wake_phase(mid: MidTask, state: RunState, pool: Pool, training: dict, nan_ch
             mid.stm.observe(real_rows_in_order(plan, pool.n_real), rng)
         if in_trial:
             mid.record["freezing_scores"] = trial(pool, plan, progress)
-        elif not wake_epoch(state, pool, plan, mid, nan_check_every, where, stop, progress):
+        elif not wake_epoch(state, pool, plan, mid, checks, where, stop, progress):
             pause_point(mid, True)
         mid.epoch, mid.step = epoch + 1, 0
         pause_point(mid, False)
 
 
-def wake_epoch(state: RunState, pool: Pool, plan: EpochPlan, mid: MidTask, nan_check_every: int, where: str,
+def wake_epoch(state: RunState, pool: Pool, plan: EpochPlan, mid: MidTask, checks: LossChecks, where: Where,
                stop: Callable, progress) -> bool:
     """Run the planned epoch from ``mid.step``; False when a stop request paused it (at ``mid.step``)."""
     if mid.step == 0:
         state.wake_steps["replay"] += plan.replay_steps
         state.wake_steps["plain"] += len(plan.steps) - plan.replay_steps
     with timed(state.timings, "wake", pool.device):
-        images, mid.step = run_epoch(state.learner, pool, plan, mid.generator, nan_check_every, where, progress,
+        images, mid.step = run_epoch(state.learner, pool, plan, mid.generator, checks, where, progress,
                                      start=mid.step, stop=stop)
     state.wake_images += images
     return mid.step == len(plan.steps)
