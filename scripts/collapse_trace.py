@@ -37,7 +37,7 @@ def traced_derpp_loss(self, inputs, labels, step, generator):
     features = self.net.features(inputs)
     outputs = self.net.classifier(features)
     ce = F.cross_entropy(outputs, labels)
-    row = {"task": self.task, "ce": float(ce), "logit_norm": float(outputs.detach().norm(dim=1).mean()),
+    row = {"task": self.task, "ce": ce.item(), "logit_norm": float(outputs.detach().norm(dim=1).mean()),
            "dead_units": float((features.detach().amax(0) <= 0).float().mean())}
     loss = ce
     if step.replay:
@@ -47,7 +47,7 @@ def traced_derpp_loss(self, inputs, labels, step, generator):
         buf_x, buf_y, _ = self.replay_batch(step.replay[1], generator)
         buffer_ce = F.cross_entropy(self.forward(buf_x), buf_y)
         loss = loss + self.beta * buffer_ce
-        row.update(mse=float(mse), buffer_ce=float(buffer_ce),
+        row.update(mse=mse.item(), buffer_ce=buffer_ce.item(),
                    stored_logit_norm=float(buf_logits.norm(dim=1).mean()))
     self.traced = row
     return loss, outputs

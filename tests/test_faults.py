@@ -263,7 +263,8 @@ def test_a_locked_store_past_the_retries_marks_the_run_pending_and_a_sync_logs_i
 
 
 @pytest.mark.parametrize("damage, problem", [("truncate", "is not valid JSON"), ("delete", "is missing"),
-                                              ("replace", "does not hold a run's metrics")])
+                                              ("replace", "does not hold a run's metrics"),
+                                              ("strip", "does not hold a run's metrics (missing: config, ")])
 def test_a_pending_run_whose_metrics_are_damaged_is_named_and_keeps_its_marker(tmp_path, tiny, monkeypatch,
                                                                               capsys, damage, problem):
     """mlflow-sync of a pending run: a damaged metrics.json is the run's problem, not the store's."""
@@ -277,7 +278,8 @@ def test_a_pending_run_whose_metrics_are_damaged_is_named_and_keeps_its_marker(t
     tracking.mark_pending("run", {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "e"},
                           RuntimeError("database is locked"))
     {"truncate": lambda: metrics.write_text('{"class_il": {"final'), "delete": metrics.unlink,
-     "replace": lambda: metrics.write_text("[]")}[damage]()
+     "replace": lambda: metrics.write_text("[]"),
+     "strip": lambda: metrics.write_text(json.dumps({"class_il": {"accuracy_matrix": []}, "task_il": {}}))}[damage]()
     assert main(["mlflow-sync", "--run", "run"]) == ExitCode.RUN_RESULT_INVALID
     out, err = capsys.readouterr()
     assert f"run/metrics.json {problem}" in err and "wscl train" in err and "--out run" in err

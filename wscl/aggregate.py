@@ -47,7 +47,9 @@ def load_runs(study: Study) -> pd.DataFrame:
                "final_frozen_blocks": (m["frozen_blocks_per_task"] or [0])[-1],
                "frozen_blocks": m["frozen_blocks_per_task"],
                "matrix_class_il": m["class_il"]["accuracy_matrix"], "matrix_task_il": m["task_il"]["accuracy_matrix"],
-               "train_images_per_second": m.get("train_images_per_second")}
+               "train_images_per_second": m.get("train_images_per_second"),
+               # exploded losses and collapses the run reported (docs/method.md, Training failures)
+               "training_failures": len(m.get("training_failures", []))}
         for setting in SETTINGS:
             for metric in SUMMARY:
                 row[f"{setting}_{metric}"] = m[setting].get(metric, float("nan"))

@@ -92,6 +92,11 @@ def run_metrics(cfg: dict, runtime, dataset, state, eval_layout) -> dict:
     return out
 
 
+# What aggregation, tracking and the archive read from every finished run's metrics.json.
+REQUIRED_KEYS = ("config", "fidelity", "seed", "dataset", "method", "preset", "device", "class_il", "task_il",
+                 "frozen_blocks_per_task", "wall_seconds")
+
+
 def read_metrics(path: str | Path) -> tuple[dict, bytes]:
     """A finished run's metrics.json, parsed and as written (the bytes are what tracking logs and tags).
     Missing or unreadable, it raises ``RunResultError`` naming the file and how to write it again."""
@@ -106,9 +111,10 @@ def read_metrics(path: str | Path) -> tuple[dict, bytes]:
     except ValueError as exc:  # not JSON, or not UTF-8
         problem = f"is not valid JSON ({exc})"
     else:
-        if isinstance(metrics, dict) and "class_il" in metrics:
+        missing = [k for k in REQUIRED_KEYS if k not in metrics] if isinstance(metrics, dict) else ["all"]
+        if not missing and all("accuracy_matrix" in metrics[s] for s in ("class_il", "task_il")):
             return metrics, content
-        problem = "does not hold a run's metrics"
+        problem = f"does not hold a run's metrics (missing: {', '.join(missing) or 'accuracy_matrix'})"
     raise RunResultError(
         f"{path} {problem}. A run writes it whole when it finishes, so it was changed or lost since: delete it "
         f"and rerun the workflow, or `wscl train` with the run's settings and --out {path.parent} (either "

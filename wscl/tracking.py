@@ -58,6 +58,9 @@ def per_task_metrics(metrics: dict, skip_tasks: set[int] | frozenset = frozenset
     for t, frozen in enumerate(metrics["frozen_blocks_per_task"]):
         if t not in skip_tasks:
             rows.append(Metric("frozen_blocks", frozen, now, t))
+    for t, task in enumerate(metrics.get("tasks", [])):  # exploded losses and collapses reported in task t
+        if t not in skip_tasks:
+            rows.append(Metric("training_failures", len(task.get("training_failures", [])), now, t))
     for phase, seconds in metrics["wall_seconds"].items():
         rows.append(Metric(f"wall_seconds/{phase}", seconds, now, 0))
     if metrics.get("train_images_per_second"):

@@ -60,7 +60,8 @@ class Run:
         self.on_task_end = on_task_end  # called with (metrics so far, task) after each task's checkpoint
         self.wscl, self.reference = cfg["wscl"], cfg["fidelity"] == "reference"
         self.fingerprint = fingerprint(cfg, self.runtime.describe())
-        self.failures = FailurePolicy(cfg["runtime"]["on_training_failure"], log)
+        # failure warnings go to stderr, like every warning of the CLI, unless the caller routes the log
+        self.failures = FailurePolicy(cfg["runtime"]["on_training_failure"], None if log is print else log)
         self.compose()
 
     def compose(self) -> None:
