@@ -1,7 +1,9 @@
-# The commands of this project. All create .venv/ at the repository root and install into it.
+# The commands of this project. All create .venv/ at the repository root and install into it, every
+# dependency at the version and SHA-256 of requirements/<extra>.lock (pip --require-hashes).
 #   make run   install what running needs (the `workflow` extra) and run the default study with Snakemake
 #   make test  install the `test` extra (the `workflow` extra plus test tools) and run the test suite
 #   make lint  snakemake --lint, snakefmt --check and ruff check (settings in pyproject.toml)
+#   make lock  resolve pyproject.toml's dependencies again and rewrite requirements/*.lock (pip-tools)
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
@@ -9,16 +11,28 @@ CORES ?= 2
 # Workflow jobs call the `wscl` command: put the environment's bin/ first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run test test-gpu setup lint bench mlflow-ui archive
+.PHONY: run test test-gpu setup lint lock bench mlflow-ui archive
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --upgrade pip
 
 # One stamp per extra: `make run` never installs the test tools; `make test` adds them to the same .venv/.
-$(VENV)/.installed-%: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -e '.[$*]'
+# The lock holds every dependency (setuptools too, so the package itself builds without fetching anything).
+$(VENV)/.installed-%: pyproject.toml requirements/%.lock | $(BIN)/python
+	$(BIN)/python -m pip install --require-hashes -r requirements/$*.lock
+	$(BIN)/python -m pip install --no-deps --no-build-isolation -e .
 	touch $@
+
+# pip-tools in an environment of its own (.venv-lock/), so that it is in neither lock. wscl itself and pip
+# stay out of the locks (--unsafe-package); resolving with hashes reads every wheel once: minutes.
+LOCK_BIN := .venv-lock/bin
+lock:
+	test -x $(LOCK_BIN)/pip-compile || ($(PYTHON) -m venv .venv-lock && $(LOCK_BIN)/python -m pip install 'pip-tools==7.6.2')
+	for extra in workflow test; do \
+	  $(LOCK_BIN)/pip-compile --quiet --upgrade --generate-hashes --strip-extras --no-emit-index-url \
+	    --no-emit-find-links --unsafe-package wscl --unsafe-package pip --extra $$extra \
+	    -o requirements/$$extra.lock pyproject.toml || exit 1; \
+	done
 
 setup: $(VENV)/.installed-test
 

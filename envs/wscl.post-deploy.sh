@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Snakemake runs this in the new environment, from the working directory (the repository root): install the
-# package with the dependencies pyproject.toml pins, so that they are declared in one place.
+# dependencies at the versions and hashes of requirements/workflow.lock (the lock `make run` installs), then
+# the package itself.
 set -euo pipefail
-python -m pip install --no-cache-dir ".[workflow]"
+python -m pip install --no-cache-dir --require-hashes -r requirements/workflow.lock
+python -m pip install --no-cache-dir --no-deps --no-build-isolation .

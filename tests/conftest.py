@@ -23,12 +23,16 @@ TINY = {
 
 
 # What legitimately differs between two runs of the same configuration: wall-clock figures.
-TIMINGS = {"wall_seconds", "task_wall_seconds", "train_images_per_second"}
+TIMINGS = {"wall_seconds", "task_wall_seconds", "train_images_per_second", "phases", "peak_rss_mb"}
+EPOCH_TIMINGS = {"seconds", "images_per_second", "peak_memory_mb"}  # of each dynamics entry (wscl/dynamics.py)
 
 
 def numbers(metrics: dict) -> dict:
-    """Everything a run reports except wall-clock figures."""
-    return {k: v for k, v in metrics.items() if k not in TIMINGS}
+    """Everything a run reports except wall-clock and machine figures (the epochs' losses stay)."""
+    out = {k: v for k, v in metrics.items() if k not in TIMINGS}
+    out["tasks"] = [{**task, "dynamics": [{k: v for k, v in e.items() if k not in EPOCH_TIMINGS}
+                                          for e in task.get("dynamics", [])]} for task in metrics.get("tasks", [])]
+    return out
 
 
 def tiny_config(**sections) -> dict:

@@ -105,3 +105,13 @@ class Disk:
         monkeypatch.setattr(os, "mkdir", fake_mkdir)
         import wscl.safe_io
         monkeypatch.setattr(wscl.safe_io, "_open", fake_open)
+
+
+def flip_middle_bytes(path: Path, n: int = 64) -> None:
+    """What a failing disk does: ``n`` bytes in the middle of the file changed, its size unchanged."""
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + n] = bytes(b ^ 0xFF for b in data[middle:middle + n])
+    size = path.stat().st_size
+    path.write_bytes(bytes(data))
+    assert path.stat().st_size == size

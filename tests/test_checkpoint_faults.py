@@ -14,13 +14,14 @@ import pytest
 import torch
 
 from conftest import numbers, tiny_config
+from disk_faults import flip_middle_bytes
 from wscl import checkpoint
 from wscl.cli import main
 from wscl.config import fingerprint
 from wscl.errors import ExitCode
 from wscl.learners import Learner
 from wscl.runtime import resolve_runtime
-from wscl.safe_io import mount_point
+from wscl.safe_io import atomic_torch_save, mount_point
 from wscl.trainer import Run
 
 # Two tasks of three epochs: task 1's epoch 0 is the freezing trial, so both kinds of epoch are crossed.
@@ -85,7 +86,9 @@ def test_a_full_disk_while_checkpointing_is_one_line_and_a_rerun_after_freeing_s
     assert train(out) == 0
     assert f"resuming {out} after task 1 of 2" in capsys.readouterr().out
     assert finished(out) == reference
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "metrics.json", "resolved_config.yaml"]
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "checkpoint.pt.sha256", "metrics.json",
+                                                     "metrics.json.sha256", "model.pt", "model.pt.sha256",
+                                                     "resolved_config.yaml", "resolved_config.yaml.sha256"]
 
 
 # -- a corrupt checkpoint --------------------------------------------------------------------------------
@@ -101,12 +104,33 @@ def test_a_truncated_checkpoint_is_moved_aside_and_the_run_resumes_from_the_prev
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     assert train(out) == 0
     log = capsys.readouterr().out.splitlines()
-    (aside,) = [p.name for p in out.glob("checkpoint.pt.corrupt-*")]
+    aside, seal = sorted(p.name for p in out.glob("checkpoint.pt.corrupt-*"))
     assert re.fullmatch(r"checkpoint\.pt\.corrupt-\d{8}-\d{6}", aside)
-    assert log[0].startswith(f"{path} cannot be read (RuntimeError: PytorchStreamReader failed")
-    assert log[0].endswith(f"; moved aside to {aside}")
+    assert seal == f"{aside}.sha256"  # its digest moved aside with it
+    assert log[0] == (f"{path} cannot be read (differs from its digest in checkpoint.pt.sha256 (changed on disk "
+                      f"since it was written)); moved aside to {aside}")
     assert log[1:3] == ["resuming from the previous checkpoint checkpoint.prev.pt instead",
                         f"resuming {out} after task 1 of 2"]
+    assert finished(out) == reference
+
+
+@pytest.mark.parametrize("damaged", [["checkpoint.pt"], ["checkpoint.pt", "checkpoint.prev.pt"]])
+def test_a_changed_byte_in_a_checkpoint_of_unchanged_size_is_caught_and_the_run_ends_as_uninterrupted(
+        tmp_path, monkeypatch, capsys, reference, damaged):
+    out = tmp_path / "run"
+    original = stop_after_save(monkeypatch, lambda state, position: state.next_task == 2)
+    with pytest.raises(KeyboardInterrupt):
+        Run(CFG, out, quiet=True, log=lambda *_: None).run()
+    monkeypatch.setattr(checkpoint, "save", original)
+    for name in damaged:
+        flip_middle_bytes(out / name)
+    assert train(out) == 0
+    log = capsys.readouterr().out
+    assert f"{out / 'checkpoint.pt'} cannot be read (differs from its digest" in log
+    if len(damaged) == 1:
+        assert "resuming from the previous checkpoint checkpoint.prev.pt instead" in log
+    else:
+        assert f"no readable checkpoint is left in {out}; starting this run from task 1" in log
     assert finished(out) == reference
 
 
@@ -125,7 +149,7 @@ def test_a_checkpoint_whose_tensors_do_not_fit_is_moved_aside_before_anything_is
     run, log = Run(CFG, tmp_path, quiet=True, log=lambda *_: None), []
     state = run.state.state_dict()
     state["learner"]["seen_heads"] = torch.zeros(3, dtype=torch.bool)
-    torch.save({"fingerprint": run.fingerprint, "state": state}, tmp_path / checkpoint.FILE_NAME)
+    atomic_torch_save({"fingerprint": run.fingerprint, "state": state}, tmp_path / checkpoint.FILE_NAME, sealed=True)
     assert checkpoint.restore(run.state, tmp_path / checkpoint.FILE_NAME, run.fingerprint, run.device,
                               log.append) is None
     assert "state.learner.seen_heads has shape (3,)" in log[0] and "moved aside" in log[0]

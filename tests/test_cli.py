@@ -15,6 +15,7 @@ import wscl
 from wscl.cli import build_parser, main
 from wscl.config import CHOICES, METHODS, PRESETS, ConfigError, parse_set, resolve
 from wscl.errors import ExitCode, exit_code
+from wscl.safe_io import atomic_write_json
 
 REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "pandas", "mlflow", "matplotlib", "torchvision")
@@ -117,7 +118,7 @@ def test_runtime_failures_get_their_own_exit_codes():
 
 def test_a_tracking_error_exits_with_its_code(tmp_path, capsys):
     setup = tmp_path / "setup.json"
-    setup.write_text(json.dumps({"tracking_uri": f"sqlite:///{tmp_path}/m.db", "parents": {}}))
+    atomic_write_json(setup, {"tracking_uri": f"sqlite:///{tmp_path}/m.db", "parents": {}}, sealed=True)
     code = main(["train", "--out", str(tmp_path / "run"), "--mlflow-setup", str(setup),
                  "--mlflow-parent-group", "no/such/group"])
     assert code == ExitCode.TRACKING and "no/such/group" in capsys.readouterr().err

@@ -13,7 +13,7 @@ from wscl.cli import main
 from wscl.data import DatasetError, save, synthetic
 from wscl.errors import ExitCode
 from wscl.safe_io import (WriteError, atomic_save_npy, atomic_tar_gz, atomic_torch_save, atomic_write_json,
-                          atomic_write_text, save_figure)
+                          atomic_write_text, save_figure, seal_path)
 
 
 def figure():
@@ -262,9 +262,11 @@ def test_a_locked_store_past_the_retries_marks_the_run_pending_and_a_sync_logs_i
     assert child.data.metrics["class_il/final_avg_acc"] == metrics["class_il"]["final_avg_acc"]
 
 
-@pytest.mark.parametrize("damage, problem", [("truncate", "is not valid JSON"), ("delete", "is missing"),
+@pytest.mark.parametrize("damage, problem", [("truncate", "differs from its digest in metrics.json.sha256"),
+                                              ("delete", "is missing"), ("unsealed", "has no digest"),
                                               ("replace", "does not hold a run's metrics"),
-                                              ("strip", "does not hold a run's metrics (missing: config, ")])
+                                              ("strip", "does not hold a run's metrics (missing: config, "),
+                                              ("not_json", "is not valid JSON")])
 def test_a_pending_run_whose_metrics_are_damaged_is_named_and_keeps_its_marker(tmp_path, tiny, monkeypatch,
                                                                               capsys, damage, problem):
     """mlflow-sync of a pending run: a damaged metrics.json is the run's problem, not the store's."""
@@ -274,12 +276,16 @@ def test_a_pending_run_whose_metrics_are_damaged_is_named_and_keeps_its_marker(t
     monkeypatch.setattr(tracking, "_log_run", lambda *a, **k: pytest.fail("logged a damaged run"))
     metrics = tmp_path / "run/metrics.json"
     metrics.parent.mkdir()
-    metrics.write_text(json.dumps({"class_il": {}, "task_il": {}}))
+    atomic_write_json(metrics, {"class_il": {}, "task_il": {}}, sealed=True)
     tracking.mark_pending("run", {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "e"},
                           RuntimeError("database is locked"))
+    # truncate: a changed file; unsealed: its digest lost; the others sealed as written, yet not a run's metrics
     {"truncate": lambda: metrics.write_text('{"class_il": {"final'), "delete": metrics.unlink,
-     "replace": lambda: metrics.write_text("[]"),
-     "strip": lambda: metrics.write_text(json.dumps({"class_il": {"accuracy_matrix": []}, "task_il": {}}))}[damage]()
+     "unsealed": seal_path(metrics).unlink,
+     "replace": lambda: atomic_write_text(metrics, "[]", sealed=True),
+     "not_json": lambda: atomic_write_text(metrics, '{"class_il": {"final', sealed=True),
+     "strip": lambda: atomic_write_json(metrics, {"class_il": {"accuracy_matrix": []}, "task_il": {}},
+                                        sealed=True)}[damage]()
     assert main(["mlflow-sync", "--run", "run"]) == ExitCode.RUN_RESULT_INVALID
     out, err = capsys.readouterr()
     assert f"run/metrics.json {problem}" in err and "wscl train" in err and "--out run" in err

@@ -100,8 +100,9 @@ def test_nrem_policy_decides_passes_updates_and_whether_an_stm_exists(tiny, monk
                       "stm": {"size": 7}})["wscl"]
     calls, merged = [], []
     monkeypatch.setattr(nrem, "replay_stm_ltm", lambda learner, pool, stm, seen, epochs, bs, fraction, rng, gen,
-                        importance, update: calls.append({"epochs": epochs, "fraction": fraction, "update": update,
-                                                          "importance": importance is not None}))
+                        importance, update, dynamics, task: calls.append(
+                            {"epochs": epochs, "fraction": fraction, "update": update,
+                             "importance": importance is not None}))
     monkeypatch.setattr(nrem, "merge_stm_into_ltm", lambda *args: merged.append(True))
     learner = type("L", (), {"net": torch.nn.Linear(2, 2)})()
     nrem.sleep(learner, None, ShortTermMemory(0), None, 2, wscl, 16, None, None)

@@ -55,7 +55,8 @@ def test_no_mlflow_without_a_uri(tmp_path, monkeypatch, switched_off):
                  "--set", "runtime.device=cpu", *(["--mlflow-uri", "None"] if switched_off else [])]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
     written = sorted(p.name for p in (tmp_path / "run").iterdir())
-    assert written == ["checkpoint.pt", "metrics.json", "resolved_config.yaml"]
+    assert written == [name + seal for name in ("checkpoint.pt", "metrics.json", "model.pt", "resolved_config.yaml")
+                       for seal in ("", ".sha256")]
 
 
 def test_live_per_task_metrics_then_the_finished_run_without_duplicates(finished, tmp_path):

@@ -4,6 +4,8 @@ import shutil
 
 from mlflow.tracking import MlflowClient
 
+from wscl.safe_io import atomic_write_json
+
 from workflow_support import (SMOKE_RUNS, assert_server_holds_study, children_by_run, edit_smoke_config, job_counts,
                               metrics_path, snakemake, train_log, workflow_copy)
 
@@ -50,7 +52,7 @@ def test_sync_logs_what_is_missing_or_changed_and_nothing_else(tiny, tmp_path, m
     assert sync_runs(setup, runs, log=lambda *_: None)["logged"] == []
     metrics = json.loads(open("runs/a/metrics.json").read())
     metrics["class_il"]["final_avg_acc"] += 1.0  # a rerun with other numbers
-    open("runs/a/metrics.json", "w").write(json.dumps(metrics))
+    atomic_write_json("runs/a/metrics.json", metrics, sealed=True)
     assert sync_runs(setup, runs, log=lambda *_: None)["logged"] == ["runs/a"]
     children = MlflowClient("sqlite:///mlflow.db").search_runs(
         [setup["experiment_id"]], filter_string=f"tags.`mlflow.parentRunId` = '{setup['parents']['g']}'")

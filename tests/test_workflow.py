@@ -9,6 +9,7 @@ import psutil
 import yaml
 from mlflow.tracking import MlflowClient
 
+from disk_faults import flip_middle_bytes
 from wscl.outputs import PLOTS
 from workflow_support import (BIN, ENV, SMOKE_RUNS as RUNS, assert_run_holds_metrics, job_counts, metrics_path,
                               snakemake, workflow_copy)
@@ -73,7 +74,7 @@ def test_changing_one_preset_parameter_reruns_exactly_its_jobs(smoke, tmp_path):
 
 
 def test_a_damaged_metrics_file_stops_the_aggregation_naming_it_and_its_rewrite_restores_the_run(smoke, tmp_path):
-    """A hand-edited metrics.json: the aggregation fails naming the file and what to do; doing it (delete,
+    """A metrics.json changed on disk: the aggregation fails naming the file and what to do; doing it (delete,
     rerun the workflow) resumes the finished run from its checkpoint and writes the same numbers again."""
     from conftest import numbers
     workdir = workflow_copy(tmp_path / "damaged")
@@ -81,11 +82,12 @@ def test_a_damaged_metrics_file_stops_the_aggregation_naming_it_and_its_rewrite_
     shutil.copytree(smoke / ".snakemake", workdir / ".snakemake")
     damaged = metrics_path(workdir, "full", 1)
     original = json.loads(damaged.read_text())
-    damaged.write_text(damaged.read_text()[:200])
+    flip_middle_bytes(damaged, n=8)  # what a disk does: the size unchanged
     failed = snakemake(workdir, "all", check=False)
     assert failed.returncode != 0
     log = (workdir / "results/logs/aggregate.log").read_text()
-    assert f"{damaged.relative_to(workdir)} is not valid JSON" in log and "delete it and rerun the workflow" in log
+    assert f"{damaged.relative_to(workdir)} differs from its digest in metrics.json.sha256" in log
+    assert "delete it and rerun the workflow" in log
     assert "Traceback" not in log
     damaged.unlink()
     assert job_counts(snakemake(workdir, "all", "-n").stdout)["train"] == 1

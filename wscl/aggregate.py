@@ -9,6 +9,7 @@ import pandas as pd
 import yaml
 
 from .metrics import SUMMARY_KEYS, read_metrics
+from .dynamics import LOSS_PHASES, loss_curve
 from .outputs import ALL_RUNS, PLOTS, plot_file, table_name
 from .provenance import GENERATED, dataset_identity
 from .reproduction import verdict
@@ -49,7 +50,9 @@ def load_runs(study: Study) -> pd.DataFrame:
                "matrix_class_il": m["class_il"]["accuracy_matrix"], "matrix_task_il": m["task_il"]["accuracy_matrix"],
                "train_images_per_second": m.get("train_images_per_second"),
                # exploded losses and collapses the run reported (docs/method.md, Training failures)
-               "training_failures": len(m.get("training_failures", []))}
+               "training_failures": len(m.get("training_failures", [])),
+               # mean loss per epoch and phase (wscl/dynamics.py), for the loss-curve figure
+               "loss_curves": {phase: loss_curve(m.get("tasks", []), phase) for phase in LOSS_PHASES}}
         for setting in SETTINGS:
             for metric in SUMMARY:
                 row[f"{setting}_{metric}"] = m[setting].get(metric, float("nan"))
@@ -128,15 +131,17 @@ def _verdict_text(table: pd.DataFrame, i: int, metric: str) -> str:
 
 
 def write_tables(table: pd.DataFrame, stem: Path, caption: str) -> None:
-    atomic_write_text(stem.with_suffix(".csv"), table.to_csv(index=False, float_format="%.4f"))
+    # sealed: the report and the archive read them back (safe_io.read_verified)
+    atomic_write_text(stem.with_suffix(".csv"), table.to_csv(index=False, float_format="%.4f"), sealed=True)
     nice = pretty(table)
-    atomic_write_text(stem.with_suffix(".md"), f"**{caption}**\n\n" + nice.to_markdown(index=False) + "\n")
+    atomic_write_text(stem.with_suffix(".md"), f"**{caption}**\n\n" + nice.to_markdown(index=False) + "\n",
+                      sealed=True)
     latex = nice.copy()
     latex.columns = [c.replace("_", r"\_") for c in latex.columns]
     latex["preset"] = latex["preset"].str.replace("_", r"\_")
     latex["method"] = latex["method"].str.replace("_", r"\_")
     atomic_write_text(stem.with_suffix(".tex"), latex.to_latex(index=False, caption=caption, escape=False)
-                      .replace("±", r"$\pm$"))
+                      .replace("±", r"$\pm$"), sealed=True)
 
 
 def _draw_plots(subset: pd.DataFrame, table: pd.DataFrame, benchmark: str, buffer: int, plots_dir: Path,
@@ -148,7 +153,8 @@ def _draw_plots(subset: pd.DataFrame, table: pd.DataFrame, benchmark: str, buffe
               "ablation": (plots.ablation_bars, table),
               "frozen_blocks": (plots.frozen_blocks, subset),
               "task_accuracy": (plots.task_accuracy_over_time, subset),
-              "forgetting_vs_accuracy": (plots.forgetting_vs_accuracy, table)}
+              "forgetting_vs_accuracy": (plots.forgetting_vs_accuracy, table),
+              "loss_curve": (plots.loss_curves, subset)}
     for plot in PLOTS:
         draw, data = makers[plot]
         draw(data, str(plots_dir / plot_file(benchmark, buffer, plot)), title)
@@ -172,8 +178,8 @@ def aggregate(study: Study, tables_dir: Path, plots_dir: Path, mlflow_uri: str |
             print(f"MLflow at {mlflow_uri} not readable ({exc}); all_runs.csv gets no run ids", file=sys.stderr)
             mlflow_uri = None
     runs["mlflow_run_id"] = [run_ids.get(k, "") for k in runs.run_key]
-    flat = runs.drop(columns=["matrix_class_il", "matrix_task_il", "frozen_blocks"])
-    atomic_write_text(tables_dir / ALL_RUNS, flat.to_csv(index=False, float_format="%.4f"))
+    flat = runs.drop(columns=["matrix_class_il", "matrix_task_il", "frozen_blocks", "loss_curves"])
+    atomic_write_text(tables_dir / ALL_RUNS, flat.to_csv(index=False, float_format="%.4f"), sealed=True)
     reported = reported_values()
     parent_rows = {}
     for benchmark, buffer in study.tables():

@@ -14,10 +14,13 @@ from pathlib import Path
 
 from .errors import ArchiveError
 from .provenance import environment
-from .safe_io import atomic_tar_gz
+from .safe_io import atomic_tar_gz, read_result
 from .studies import Study
 
 MANIFEST = "MANIFEST.sha256"
+# What to do about a damaged or missing member: every file packed here was sealed by the job that wrote it.
+RUN_AGAIN = "delete it and rerun the workflow (the run resumes from its checkpoint.pt and writes it again)"
+RESULTS_AGAIN = "delete it and rerun the workflow (aggregation and the report write it again)"
 
 
 def mlflow_export(uri: str, experiment: str) -> dict:
@@ -37,6 +40,10 @@ def mlflow_export(uri: str, experiment: str) -> dict:
     return {"tracking_uri": uri, "experiment": experiment, "experiment_id": exp.experiment_id, "runs": runs}
 
 
+def with_models(study: Study) -> bool:
+    return study.config.get("archive", {}).get("models", False)
+
+
 def _members(study: Study, uri: str) -> dict[str, bytes]:
     results = Path(study.results)
     files: dict[str, bytes] = {}
@@ -46,12 +53,13 @@ def _members(study: Study, uri: str) -> dict[str, bytes]:
     for key in study.runs():
         run = Path(study.run_dir(key))
         rel = run.relative_to(results)
-        for name in ("metrics.json", "resolved_config.yaml"):
-            files[f"{rel}/{name}"] = (run / name).read_bytes()
+        names = ("metrics.json", "resolved_config.yaml", *(["model.pt"] if with_models(study) else []))
+        for name in names:
+            files[f"{rel}/{name}"] = read_result(run / name, RUN_AGAIN)
     # The study's own tables and figures, by name: nothing else that lies in those folders
     for path in map(Path, [*study.table_files(), study.all_runs_file(), *study.plot_files()]):
-        files[f"{path.parent.name}/{path.name}"] = path.read_bytes()
-    files["report.html"] = (results / "report.html").read_bytes()
+        files[f"{path.parent.name}/{path.name}"] = read_result(path, RESULTS_AGAIN)
+    files["report.html"] = read_result(results / "report.html", RESULTS_AGAIN)
     files["mlflow_export.json"] = json.dumps(mlflow_export(uri, study.config["study"]), indent=1).encode()
     files["environment.json"] = json.dumps(environment(), indent=2).encode()
     files["README.txt"] = (
@@ -60,7 +68,8 @@ def _members(study: Study, uri: str) -> dict[str, bytes]:
         f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}.\n"
         "study_config.json  the study configuration as validated by the workflow\n"
         "config/            the workflow's configuration files\n"
-        "runs/              per run: resolved_config.yaml (every trainer setting) and metrics.json\n"
+        "runs/              per run: resolved_config.yaml (every trainer setting) and metrics.json"
+        + (", model.pt (the final network; `wscl evaluate` scores it)" if with_models(study) else "") + "\n"
         "tables/, plots/    aggregated results; report.html shows them on one page\n"
         "mlflow_export.json every MLflow run of the study with params, tags and metric histories\n"
         "environment.json   Python, torch, CUDA and Snakemake versions, git commit, pip freeze\n"

@@ -9,16 +9,20 @@ The file holds the fingerprint of the resolved configuration and runtime (``conf
 Writing keeps the previous checkpoint as ``checkpoint.prev.pt`` (a hard link, no extra space) until the new
 one is complete on disk. A checkpoint that cannot be read (truncated, damaged, of the wrong shape) is moved
 aside as ``checkpoint.pt.corrupt-<time>`` and the run falls back to the previous one, else to its start.
+Every checkpoint is sealed with its SHA-256 (``checkpoint.pt.sha256``): a byte changed on disk without
+changing the size reads as damaged too, where torch would load it without a word [ours].
 """
 from __future__ import annotations
 
+import io
 import os
 import time
 from pathlib import Path
 
 import torch
 
-from .safe_io import RESUME, atomic_torch_save, remove_quietly, remove_stale_temps, temp_path, translated
+from .safe_io import (RESUME, DamagedFile, atomic_torch_save, move_seal_with, read_verified, remove_quietly,
+                      remove_stale_temps, seal_path, temp_path, translated)
 from .state import RunState
 
 FILE_NAME = "checkpoint.pt"
@@ -29,20 +33,27 @@ def save(state: RunState, path: Path, fingerprint: str, position: dict | None = 
     """Write atomically; a full disk or read-only folder raises ``WriteError`` naming ``path`` and leaves the
     checkpoint that was there (and no temporary file)."""
     keep_previous(path)
-    atomic_torch_save({"fingerprint": fingerprint, "state": state.state_dict(), "position": position}, path, RESUME)
+    atomic_torch_save({"fingerprint": fingerprint, "state": state.state_dict(), "position": position}, path, RESUME,
+                      sealed=True)
 
 
 def keep_previous(path: Path) -> None:
-    """Link the current checkpoint as ``checkpoint.prev.pt`` before it is replaced."""
+    """Link the current checkpoint (and its digest) as ``checkpoint.prev.pt`` before it is replaced."""
     previous = path.with_name(PREVIOUS)
     # a rename onto another link of the same file does nothing (POSIX): a failed save left them linked
     if not path.exists() or (previous.exists() and os.path.samefile(path, previous)):
         return
-    remove_stale_temps(previous)
-    link = temp_path(previous)
+    for source, target in ((seal_path(path), seal_path(previous)), (path, previous)):
+        if source.exists():
+            link_as(source, target)
+
+
+def link_as(source: Path, target: Path) -> None:
+    remove_stale_temps(target)
+    link = temp_path(target)
     try:
-        os.link(path, link)
-        os.replace(link, previous)
+        os.link(source, link)
+        os.replace(link, target)
     except OSError:  # a file system without hard links: the new checkpoint is still written atomically
         remove_quietly(link)
 
@@ -50,6 +61,7 @@ def keep_previous(path: Path) -> None:
 def discard_previous(path: Path) -> None:
     """The run is finished: its last checkpoint is complete, the one before it is not needed."""
     remove_quietly(path.with_name(PREVIOUS))
+    remove_quietly(seal_path(path.with_name(PREVIOUS)))
 
 
 def restore(state: RunState, path: Path, fingerprint: str, device: torch.device, log=print) -> dict | None:
@@ -61,7 +73,7 @@ def restore(state: RunState, path: Path, fingerprint: str, device: torch.device,
     damaged = []
     for candidate in candidates:
         try:
-            saved = torch.load(candidate, map_location=device, weights_only=False)
+            saved = torch.load(io.BytesIO(read_verified(candidate)), map_location=device, weights_only=False)
             if not isinstance(saved, dict) or "state" not in saved:
                 raise ValueError("not a checkpoint of this trainer")
         except Exception as exc:  # torch reports a truncated file as a RuntimeError, a damaged one in other ways
@@ -86,6 +98,8 @@ def restore(state: RunState, path: Path, fingerprint: str, device: torch.device,
 
 
 def one_line(exc: BaseException) -> str:
+    if isinstance(exc, DamagedFile):
+        return exc.problem
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}".strip().rstrip(":")
 
@@ -95,6 +109,7 @@ def move_aside(path: Path) -> Path:
     target = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
     with translated(path, RESUME):
         os.replace(path, target)
+        move_seal_with(path, target)
     return target
 
 

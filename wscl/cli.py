@@ -11,6 +11,7 @@ import gc
 import json
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
 
@@ -101,7 +102,7 @@ def cmd_train(args) -> int:
     uri, parent = mlflow_destination(args)
     announce_placement(cfg)
     live = live_run(cfg, args, uri, parent)
-    with StopRequest().installed() as stop:  # SIGTERM/SIGUSR1: checkpoint, then exit with ExitCode.REQUEUE
+    with StopRequest().installed() as stop, live.system_metrics(cfg):  # SIGTERM/SIGUSR1: checkpoint, exit 75
         metrics = train(cfg, args.out, quiet=args.quiet, stop=stop, **live.kwargs)
     if uri:  # metrics.json is written: a store that cannot be reached marks the run pending, the job succeeds
         destination = {"tracking_uri": uri, "experiment": args.mlflow_experiment, "parent_run_id": parent}
@@ -122,6 +123,21 @@ class LiveRun:
         self.run_id, self.uri, self.tasks = run_id, uri, set()
         self.kwargs = {"on_task_end": self.on_task_end} if run_id else {}
 
+    @contextmanager
+    def system_metrics(self, cfg: dict):
+        """MLflow's system metrics (CPU, memory, GPU) sampled into the live run while training, when
+        ``runtime.mlflow_system_metrics`` asks for them."""
+        if not (self.run_id and cfg["runtime"]["mlflow_system_metrics"]):
+            yield
+            return
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+        monitor = SystemMetricsMonitor(self.run_id, sampling_interval=10, tracking_uri=self.uri)
+        monitor.start()
+        try:
+            yield
+        finally:
+            monitor.finish()
+
     def on_task_end(self, metrics_so_far: dict, task: int) -> None:
         from .tracking import log_task
         try:
@@ -132,9 +148,10 @@ class LiveRun:
 
 
 def live_run(cfg: dict, args, uri: str | None, parent: str | None) -> LiveRun:
-    """A live MLflow run when there is a tracking server (a SQLite store gets the run once, at the end)."""
+    """A live MLflow run when there is a tracking server (a SQLite store gets the run once, at the end, unless
+    ``runtime.mlflow_system_metrics`` asks for system metrics, which are sampled while the run trains)."""
     from .tracking import live_tracking, start_live_run
-    if not live_tracking(uri):
+    if not (live_tracking(uri) or (uri and cfg["runtime"]["mlflow_system_metrics"])):
         return LiveRun()
     try:
         return LiveRun(start_live_run(cfg, args.out, uri, args.mlflow_experiment, parent), uri)
@@ -185,8 +202,8 @@ def cmd_mlflow_setup(args) -> int:
     from .tracking import setup_study
     result = setup_study(args.uri, args.experiment, args.artifact_root, args.group)
     text = json.dumps(result, indent=2) + "\n"
-    if args.out:
-        atomic_write_text(Path(args.out), text)
+    if args.out:  # sealed: every training job reads it (tracking.load_setup)
+        atomic_write_text(Path(args.out), text, sealed=True)
     print(text)
     return 0
 
@@ -238,6 +255,21 @@ def cmd_verify_archive(args) -> int:
         print(line)
     print(f"{args.file}: {'OK, every checksum matches' if not problems else f'{len(problems)} problem(s)'}")
     return ExitCode.ARCHIVE_INVALID if problems else ExitCode.OK
+
+
+def cmd_evaluate(args) -> int:
+    from .release import evaluate, load_model
+    result = evaluate(load_model(args.model), args.dataset_root, args.device)
+    text = json.dumps(result, indent=2) + "\n"
+    if args.out:
+        atomic_write_text(Path(args.out), text)
+    for setting, row in result["final_accuracy"].items():
+        print(f"{setting}: " + "  ".join(f"{v:.2f}" for v in row) + f"  (mean {sum(row) / len(row):.2f})")
+    verdict = ("the same row as recorded when the run finished" if result["matches_recorded"] else
+               "differs from the row recorded when the run finished (another machine kind or device gives other "
+               "float results)")
+    print(f"{args.model}: {verdict}")
+    return ExitCode.OK
 
 
 def cmd_schema(args) -> int:
@@ -307,6 +339,14 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Check an archive against its manifest; each missing, extra or changed file is "
                                     f"named and the exit code is {int(ExitCode.ARCHIVE_INVALID)}.")
     va.add_argument("file", help="the archive (tar.gz written by wscl archive)")
+    ev = sub.add_parser("evaluate", help="evaluate a released model (a run's model.pt) on its prepared benchmark",
+                        description="Rebuild a run's final network from its model.pt (wscl/release.py) and score "
+                                    "every task's test images of the benchmark it trained on; says whether the row "
+                                    "equals the one the run recorded.")
+    ev.add_argument("model", help="the model file (RUN_DIR/model.pt, with its model.pt.sha256 beside it)")
+    ev.add_argument("--dataset-root", help="folder of prepared datasets (default: the run's dataset.root)")
+    ev.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    ev.add_argument("--out", help="also write the result as JSON to this file")
     sc = sub.add_parser("schema", help="print the JSON schema of the trainer settings",
                         description="JSON schema (draft 2020-12) of a trainer configuration, generated from "
                                     "wscl/defaults.yaml, wscl/learners.yaml and the presets; the workflow validates "
@@ -317,7 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 COMMANDS = {"train": cmd_train, "bench": cmd_bench, "data": cmd_data, "mlflow-setup": cmd_mlflow_setup,
             "mlflow-sync": cmd_mlflow_sync, "aggregate": cmd_aggregate, "report": cmd_report,
-            "archive": cmd_archive, "verify-archive": cmd_verify_archive, "schema": cmd_schema}
+            "archive": cmd_archive, "verify-archive": cmd_verify_archive, "evaluate": cmd_evaluate,
+            "schema": cmd_schema}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,7 +23,7 @@ class ExitCode(IntEnum):
     TRACKING = 6  # the MLflow store cannot be reached, or lacks what a run needs (experiment or parent run)
     ARCHIVE_INVALID = 7  # verify-archive found a missing, extra or changed file, or no readable archive
     WRITE_FAILED = 8  # a file could not be written (disk full, read-only folder); nothing half-written is left
-    RUN_RESULT_INVALID = 9  # a finished run's metrics.json is missing or unreadable; the message names it
+    RUN_RESULT_INVALID = 9  # a result an earlier job wrote (metrics.json, a table, setup.json) is missing or damaged
     REQUEUE = 75  # stopped by SIGTERM/SIGUSR1 after writing a checkpoint: rerun (requeue) to resume
 
     @property
@@ -42,7 +42,8 @@ _MEANINGS = {
     ExitCode.TRACKING: "MLflow store unreachable, or lacking the experiment or parent run",
     ExitCode.ARCHIVE_INVALID: "verify-archive found a missing, extra or changed file, or no readable archive",
     ExitCode.WRITE_FAILED: "a file could not be written (disk full, read-only folder): fix it and rerun",
-    ExitCode.RUN_RESULT_INVALID: "a run's metrics.json is missing or unreadable (the message names it and the fix)",
+    ExitCode.RUN_RESULT_INVALID: "a result file (a run's metrics.json, a table, setup.json) is missing, unreadable "
+                                 "or changed since it was written (the message names it and the fix)",
     ExitCode.REQUEUE: "stopped by SIGTERM or SIGUSR1 (preemption, time limit) after a checkpoint: rerun to resume",
 }
 
@@ -80,7 +81,8 @@ class OutputError(RuntimeError):
 
 
 class RunResultError(RuntimeError):
-    """A finished run's metrics.json, which aggregation and tracking read, is missing or unreadable."""
+    """A file an earlier job wrote and a later one reads (a run's metrics.json, a table, a figure, the MLflow
+    setup.json) is missing, unreadable or changed since it was written."""
 
 
 class Preempted(RuntimeError):

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from .augment import Preprocess
 from .metrics import summary, to_json_matrix
 from .runtime import Runtime, synchronize, timed
-from .safe_io import atomic_write_text
+from .safe_io import DamagedFile, atomic_write_text, read_verified
 from .scenario import ImageSource, Scenario
 
 SETTINGS = ("class_il", "task_il")
@@ -93,7 +93,10 @@ def choose_layout(cfg: dict, runtime: Runtime, scenario: Scenario, net, image_sh
         return EvalLayout(cl, bs, "reference: the training memory format and runtime.eval_batch_size")
     saved = out / LAYOUT_FILE
     if saved.exists():
-        found = json.loads(saved.read_text())
+        try:
+            found = json.loads(read_verified(saved))
+        except (DamagedFile, ValueError):  # a damaged choice is measured again, as on the run's first start
+            found = {}
         if found.get("fingerprint") == fingerprint:
             return EvalLayout(**found["layout"])
     n_test, T = sum(len(r) for r in scenario.test_idx), scenario.n_tasks
@@ -103,7 +106,7 @@ def choose_layout(cfg: dict, runtime: Runtime, scenario: Scenario, net, image_sh
         return EvalLayout(cl, bs, "default: too little inference to be worth measuring")
     with timed(timings, "eval_layout", runtime.device):
         layout = measure_layouts(net, image_shape, runtime.device, (bs, 2 * bs), *normalisation, cl)
-    atomic_write_text(saved, json.dumps({"fingerprint": fingerprint, "layout": vars(layout)}))
+    atomic_write_text(saved, json.dumps({"fingerprint": fingerprint, "layout": vars(layout)}), sealed=True)
     return layout
 
 

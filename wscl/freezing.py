@@ -15,6 +15,7 @@ from functools import partial
 import numpy as np
 import torch
 
+from .dynamics import EpochClock
 from .evaluation import batch_cross_entropies
 from .failures import LossChecks, Where
 from .heads import HeadBook
@@ -52,6 +53,7 @@ class TrialResult:
     winner: Learner
     depths: list[int]
     scores: list[float]
+    dynamics: list[dict]  # each copy's epoch (wscl/dynamics.py)
 
     @property
     def chosen_depth(self) -> int:
@@ -173,9 +175,11 @@ class FromPrefix(torch.nn.Module):
         return self.net(outs[self.depth], start=self.depth + 1)
 
 
-def train_copies(copies: list[Learner], pool: Pool, plan: EpochPlan, spec: TrialSpec, progress=None) -> None:
-    """Train every copy on the planned epoch, step by step in lockstep, sharing the frozen prefix."""
+def train_copies(copies: list[Learner], pool: Pool, plan: EpochPlan, spec: TrialSpec, progress=None) -> list[dict]:
+    """Train every copy on the planned epoch, step by step in lockstep, sharing the frozen prefix. Returns
+    each copy's dynamics entry (their clock is the trial's)."""
     device = pool.device
+    clock = EpochClock(device)
     shared = [c for c in copies if c.frozen_blocks > 0]
     tape = None
     if len(shared) > 1:
@@ -186,12 +190,16 @@ def train_copies(copies: list[Learner], pool: Pool, plan: EpochPlan, spec: Trial
     monitors = [LossMonitor(len(plan.steps), spec.checks, device, spec.where.of_copy(i), progress)
                 for i in range(len(copies))]
     try:
-        run_in_lockstep(copies, generators, monitors, pool, plan, before_step=tape.new_step if tape else None)
+        images, _ = run_in_lockstep(copies, generators, monitors, pool, plan,
+                                    before_step=tape.new_step if tape else None)
     finally:
         for c in copies:
             if isinstance(c.net, FromPrefix):
                 c.net = c.net.net
                 tape.copy_statistics(c.net, c.frozen_blocks)
+    task = spec.where.task
+    return [clock.entry("freezing_trial", task, 0, m.losses[: len(plan.steps)], images, copy=i)
+            for i, m in enumerate(monitors)]
 
 
 def run_trial(learner: Learner, pool: Pool, plan: EpochPlan, spec: TrialSpec, progress=None) -> TrialResult:
@@ -202,7 +210,7 @@ def run_trial(learner: Learner, pool: Pool, plan: EpochPlan, spec: TrialSpec, pr
         candidate = copy.deepcopy(learner)
         candidate.freeze_through(depth)
         copies.append(candidate)
-    train_copies(copies, pool, plan, spec, progress)
+    entries = train_copies(copies, pool, plan, spec, progress)
     best, best_score, scores = None, None, []
     for candidate in copies:  # scored one by one, as each copy's score changes only its own BatchNorm statistics
         s = score(candidate, spec.source, spec.validation, spec.freeze_buffer, spec.mode, spec.reference,
@@ -210,7 +218,7 @@ def run_trial(learner: Learner, pool: Pool, plan: EpochPlan, spec: TrialSpec, pr
         scores.append(s)
         if best is None or s < best_score:  # strict: ties keep the least freezing
             best, best_score = candidate, s
-    return TrialResult(best, depths, scores)
+    return TrialResult(best, depths, scores, entries)
 
 
 def adopt(learner: Learner, result: TrialResult, reference: bool) -> Learner:
@@ -232,10 +240,11 @@ def task_trial(state: RunState, cfg: dict, source: ImageSource, labels: np.ndarr
     return partial(trial_epoch, state, trial_spec(cfg, source, labels, state.book, scenario, task, task_seed, checks))
 
 
-def trial_epoch(state: RunState, spec: TrialSpec, pool: Pool, plan: EpochPlan, progress=None) -> dict[str, float]:
+def trial_epoch(state: RunState, spec: TrialSpec, pool: Pool, plan: EpochPlan,
+                progress=None) -> tuple[dict[str, float], list[dict]]:
     """Epoch 0 of a task t > 0 trains the trial's copies; the run goes on with the winner. Returns the
-    score of each candidate depth."""
+    score of each candidate depth and the copies' dynamics entries."""
     with timed(state.timings, "freezing_trial", pool.device):
         result = run_trial(state.learner, pool, plan, spec, progress)
         state.learner = adopt(state.learner, result, spec.reference)
-    return dict(zip(map(str, result.depths), result.scores))
+    return dict(zip(map(str, result.depths), result.scores)), result.dynamics

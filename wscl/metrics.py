@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from .errors import RunResultError
+from .dynamics import peak_rss_mb, per_phase
 from .provenance import run_provenance
+from .safe_io import read_result
 
 
 def final_average_accuracy(R: np.ndarray) -> float:
@@ -89,6 +91,11 @@ def run_metrics(cfg: dict, runtime, dataset, state, eval_layout) -> dict:
     out["wake_steps"] = dict(state.wake_steps)
     wake_s = state.timings["wake"]
     out["train_images_per_second"] = round(state.wake_images / wake_s, 2) if wake_s else None
+    # training dynamics (wscl/dynamics.py): per epoch in tasks[t].dynamics; per phase and for the run here
+    out["phases"] = per_phase([e for h in state.history for e in h.get("dynamics", [])])
+    peaks = [p["peak_memory_mb"] for p in out["phases"].values() if p["peak_memory_mb"] is not None]
+    out["peak_device_memory_mb"] = max(peaks) if peaks else None  # on a GPU; None on the CPU
+    out["peak_rss_mb"] = peak_rss_mb()  # this process's, so a resumed run's covers its last part only
     return out
 
 
@@ -99,23 +106,19 @@ REQUIRED_KEYS = ("config", "fidelity", "seed", "dataset", "method", "preset", "d
 
 def read_metrics(path: str | Path) -> tuple[dict, bytes]:
     """A finished run's metrics.json, parsed and as written (the bytes are what tracking logs and tags).
-    Missing or unreadable, it raises ``RunResultError`` naming the file and how to write it again."""
+    Missing, unreadable, changed since the run sealed it or not a run's metrics, it raises
+    ``RunResultError`` naming the file and how to write it again."""
     path = Path(path)
+    fix = (f"a run writes it whole when it finishes, so it was changed or lost since: delete it and rerun the "
+           f"workflow, or `wscl train` with the run's settings and --out {path.parent} (either resumes from the "
+           "run's checkpoint.pt when it is there, and writes the file again)")
+    content = read_result(path, fix)
     try:
-        content = path.read_bytes()
         metrics = json.loads(content)
-    except FileNotFoundError:
-        problem = "is missing"
-    except OSError as exc:
-        problem = f"cannot be read ({exc.strerror})"
     except ValueError as exc:  # not JSON, or not UTF-8
-        problem = f"is not valid JSON ({exc})"
-    else:
-        missing = [k for k in REQUIRED_KEYS if k not in metrics] if isinstance(metrics, dict) else ["all"]
-        if not missing and all("accuracy_matrix" in metrics[s] for s in ("class_il", "task_il")):
-            return metrics, content
-        problem = f"does not hold a run's metrics (missing: {', '.join(missing) or 'accuracy_matrix'})"
-    raise RunResultError(
-        f"{path} {problem}. A run writes it whole when it finishes, so it was changed or lost since: delete it "
-        f"and rerun the workflow, or `wscl train` with the run's settings and --out {path.parent} (either "
-        "resumes from the run's checkpoint.pt when it is there, and writes the file again)")
+        raise RunResultError(f"{path} is not valid JSON ({exc}): {fix}") from None
+    missing = [k for k in REQUIRED_KEYS if k not in metrics] if isinstance(metrics, dict) else ["all"]
+    if not missing and all("accuracy_matrix" in metrics[s] for s in ("class_il", "task_il")):
+        return metrics, content
+    raise RunResultError(f"{path} does not hold a run's metrics (missing: {', '.join(missing) or 'accuracy_matrix'})"
+                         f": {fix}")

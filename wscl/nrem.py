@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from . import rem
+from .dynamics import EpochClock
 from .learners import Learner
 from .memory import ShortTermMemory
 from .plasticity import Importance, apply_plasticity
@@ -30,26 +31,29 @@ def stm_size(wscl: dict) -> int:
 
 
 def sleep_phase(task: int, state: RunState, pool: Pool, stm: ShortTermMemory, dreams: rem.DreamSet, wscl: dict,
-                training: dict, rng: np.random.Generator, task_seed: int) -> dict:
+                training: dict, rng: np.random.Generator, task_seed: int, dynamics: list[dict]) -> dict:
     """The sleep after task ``task``: NREM (with plasticity and the STM->LTM merge), then staged REM. Both
     draw from the task's host generator ``rng`` and one device generator seeded from ``task_seed``, the
-    task's device-generator seed. Returns what the task's record notes."""
+    task's device-generator seed. Every epoch's entry is appended to ``dynamics``. Returns what the task's
+    record notes."""
     book, device = state.book, pool.device
     generator = torch.Generator(device=device).manual_seed(task_seed + 104729)
     seen_heads = torch.as_tensor(book.head_taken, device=device)  # the heads of tasks 0..t
     with timed(state.timings, "nrem", device):
-        info = sleep(state.learner, pool, stm, seen_heads, task, wscl, training["batch_size"], rng, generator)
+        info = sleep(state.learner, pool, stm, seen_heads, task, wscl, training["batch_size"], rng, generator,
+                     dynamics)
     staged = rem.staged_pool(dreams, book, wscl["rem"], device)
     if staged is not None:
         with timed(state.timings, "rem", device):
             free = torch.as_tensor(book.free_heads, device=device)
             rem.run_staged_rem(state.learner, staged, free, wscl["rem"]["epochs"], training["batch_size"],
-                               training["replay_batch_size"], rng, generator)
+                               training["replay_batch_size"], rng, generator, dynamics, task)
     return info
 
 
 def sleep(learner: Learner, pool: Pool, stm: ShortTermMemory, seen_heads: torch.Tensor, task: int, wscl: dict,
-          batch_size: int, rng: np.random.Generator, generator: torch.Generator) -> dict:
+          batch_size: int, rng: np.random.Generator, generator: torch.Generator,
+          dynamics: list[dict] | None = None) -> dict:
     """One night of NREM after task ``task``: replay (measuring importance), plasticity, then the
     STM->LTM merge. Returns what the task's record notes."""
     nrem, plast = wscl["nrem"], wscl["plasticity"]
@@ -59,7 +63,7 @@ def sleep(learner: Learner, pool: Pool, stm: ShortTermMemory, seen_heads: torch.
         epochs = nrem["epochs"] if nrem["enabled"] else 1  # plasticity alone: one measuring pass
         fraction = 1.0 / (task + 1) if nrem["stm_fraction"] == "auto" else nrem["stm_fraction"]
         replay_stm_ltm(learner, pool, stm, seen_heads, epochs, batch_size, fraction, rng, generator, importance,
-                       update=nrem["enabled"])
+                       update=nrem["enabled"], dynamics=dynamics, task=task)
     if importance is not None and len(stm):
         report = apply_plasticity(importance, plast["strengthen_frac"], plast["strengthen"], plast["weaken_frac"],
                                   plast["weaken"])
@@ -74,8 +78,10 @@ def seen_head_logits(logits: torch.Tensor, seen_heads: torch.Tensor) -> torch.Te
 
 def replay_stm_ltm(learner: Learner, pool: Pool, stm: ShortTermMemory, seen_heads: torch.Tensor, epochs: int,
                    batch_size: int, stm_fraction: float, rng: np.random.Generator, generator: torch.Generator,
-                   importance: Importance | None, update: bool) -> int:
-    """Returns the number of images replayed."""
+                   importance: Importance | None, update: bool, dynamics: list[dict] | None = None,
+                   task: int = 0) -> int:
+    """Returns the number of images replayed; each epoch's entry goes to ``dynamics`` (phase ``nrem``, or
+    ``importance`` for a measuring pass that does not update the weights)."""
     if len(stm) == 0 or epochs == 0:
         return 0
     n_ltm_stored = learner.memory.n_stored
@@ -84,7 +90,8 @@ def replay_stm_ltm(learner: Learner, pool: Pool, stm: ShortTermMemory, seen_head
     steps = math.ceil(len(stm) / n_stm)
     learner.net.train()
     n_images = 0
-    for _ in range(epochs):
+    for epoch in range(epochs):
+        clock, losses, epoch_images = EpochClock(pool.device), torch.zeros(steps, device=pool.device), 0
         # Host draws for the whole epoch, one transfer each: the steps only slice.
         order = rng.permutation(stm.indices)
         order_dev = torch.as_tensor(order, device=pool.device)
@@ -105,7 +112,11 @@ def replay_stm_ltm(learner: Learner, pool: Pool, stm: ShortTermMemory, seen_head
                 importance.accumulate()
             if update:
                 learner.opt.step()
-            n_images += len(labels)
+            losses[s] = loss.detach()
+            epoch_images += len(labels)
+        n_images += epoch_images
+        if dynamics is not None:
+            dynamics.append(clock.entry("nrem" if update else "importance", task, epoch, losses, epoch_images))
     learner.opt.zero_grad(set_to_none=True)
     return n_images
 

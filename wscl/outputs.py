@@ -6,7 +6,8 @@ from __future__ import annotations
 ALL_RUNS = "all_runs.csv"  # one row per run, in the tables folder
 TABLE_FORMATS = ("csv", "md", "tex")  # each (benchmark, buffer) table in every format
 # Every figure of a table, in report order (file: plots/<benchmark>_buffer<B>_<name>.png).
-PLOTS = ("ablation", "forgetting_vs_accuracy", "avg_acc_curve", "task_accuracy", "accuracy_matrix", "frozen_blocks")
+PLOTS = ("ablation", "forgetting_vs_accuracy", "avg_acc_curve", "task_accuracy", "accuracy_matrix", "frozen_blocks",
+         "loss_curve")
 
 
 def table_name(benchmark: str, buffer: int) -> str:

@@ -1,5 +1,5 @@
 """Figures: accuracy-matrix heatmaps, accuracy-vs-task curves, ablation bars, frozen blocks per task, each
-task's accuracy over time, forgetting vs accuracy.
+task's accuracy over time, forgetting vs accuracy, training loss per epoch.
 
 Colours are colour-blind safe (Paul Tol's "muted" scheme) and belong to the preset, the same in every
 figure; the method sets the marker and the fidelity the line style (reference solid, corrected dashed)."""
@@ -55,7 +55,7 @@ def accuracy_matrix_figure(matrices: list, titles: list[str], suptitle: str, pat
     fig.suptitle(suptitle, fontsize=9)
     if path is None:
         return fig
-    save_figure(fig, path, dpi=110, bbox_inches="tight")
+    save_figure(fig, path, dpi=110, bbox_inches="tight", sealed=True)
     plt.close(fig)
     return None
 
@@ -98,7 +98,7 @@ def mean_accuracy_matrices(runs, path, title: str) -> None:
         ax.set_ylabel("after task", fontsize=7)
     fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6, label="Class-IL accuracy (%)")
     fig.suptitle(f"{title}: Class-IL accuracy matrix (mean over seeds)", fontsize=9)
-    save_figure(fig, path, dpi=100, bbox_inches="tight")
+    save_figure(fig, path, dpi=100, bbox_inches="tight", sealed=True)
     plt.close(fig)
 
 
@@ -122,7 +122,7 @@ def average_accuracy_curves(runs, path, title: str) -> None:
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
-    save_figure(fig, path, dpi=100, bbox_inches="tight")
+    save_figure(fig, path, dpi=100, bbox_inches="tight", sealed=True)
     plt.close(fig)
 
 
@@ -146,7 +146,7 @@ def ablation_bars(table, path, title: str) -> None:
     ax.set_ylim(0, 100)
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
-    save_figure(fig, path, dpi=100, bbox_inches="tight")
+    save_figure(fig, path, dpi=100, bbox_inches="tight", sealed=True)
     plt.close(fig)
 
 
@@ -163,7 +163,7 @@ def frozen_blocks(runs, path, title: str) -> None:
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
-    save_figure(fig, path, dpi=100, bbox_inches="tight")
+    save_figure(fig, path, dpi=100, bbox_inches="tight", sealed=True)
     plt.close(fig)
 
 
@@ -195,7 +195,44 @@ def task_accuracy_over_time(runs, path, title: str) -> None:
         ax.set_ylim(0, 100)
     axes.flat[0].legend(fontsize=6, loc="lower left")
     fig.suptitle(f"{title}: accuracy of each task over time (mean over seeds)", fontsize=9)
-    save_figure(fig, path, dpi=100, bbox_inches="tight")
+    save_figure(fig, path, dpi=100, bbox_inches="tight", sealed=True)
+    plt.close(fig)
+
+
+def loss_curves(runs, path, title: str) -> None:
+    """Mean training loss per epoch, one panel per phase that ran (wake, NREM, REM), one line per
+    method/preset, band = ± std over seeds; runs of one group train the same number of epochs."""
+    from .dynamics import LOSS_PHASES
+    phases = [p for p in LOSS_PHASES if any(c.get(p) for c in runs.loss_curves)]
+    fig, axes = plt.subplots(1, max(len(phases), 1), figsize=(4.6 * max(len(phases), 1), 3.6), squeeze=False,
+                             layout="constrained")
+    for ax, phase in zip(axes[0], phases):
+        for (method, preset, fidelity, buffer), group in runs.groupby(GROUP, sort=False):
+            curves = [c[phase] for c in group.loss_curves if c.get(phase)]
+            if not curves or len({len(c) for c in curves}) != 1:
+                continue
+            curves = np.array(curves, dtype=float)
+            mean, std = curves.mean(0), curves.std(0)
+            x = np.arange(1, len(mean) + 1)
+            look = style(method, preset, fidelity)
+            ax.plot(x, mean, label=_label(method, preset, fidelity, buffer), color=look["color"],
+                    linestyle=look["linestyle"], linewidth=1.2, marker=look["marker"], markersize=3)
+            ax.fill_between(x, mean - std, mean + std, alpha=0.15, color=look["color"])
+        if phase == "wake":  # every task trains the same number of wake epochs
+            n_tasks, n_epochs = len(runs.matrix_class_il.iloc[0]), len(runs.loss_curves.iloc[0]["wake"])
+            for boundary in range(n_epochs // n_tasks, n_epochs, max(n_epochs // n_tasks, 1)):
+                ax.axvline(boundary + 0.5, color="#999999", linestyle=":", linewidth=0.8)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set_xlabel(f"{phase} epoch (over the whole run)", fontsize=8)
+        ax.set_ylabel("mean training loss", fontsize=8)
+        ax.set_title(phase, fontsize=9)
+    if not phases:
+        axes[0][0].text(0.5, 0.5, "no epoch losses recorded", ha="center", va="center")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, fontsize=7, loc="outside right upper")
+    fig.suptitle(f"{title}: training loss per epoch (mean over seeds)", fontsize=9)
+    save_figure(fig, path, dpi=100, bbox_inches="tight", sealed=True)
     plt.close(fig)
 
 
@@ -215,5 +252,5 @@ def forgetting_vs_accuracy(table, path, title: str) -> None:
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
-    save_figure(fig, path, dpi=100, bbox_inches="tight")
+    save_figure(fig, path, dpi=100, bbox_inches="tight", sealed=True)
     plt.close(fig)

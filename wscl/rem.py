@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from .config import ConfigError
 from .data import CanonicalDataset
+from .dynamics import EpochClock
 from .heads import HeadBook
 from .learners import Learner
 from .scenario import ImageSource, Pool, subsample_per_class
@@ -90,16 +91,19 @@ def staged_pool(dreams: DreamSet, book: HeadBook, rem: dict, device: torch.devic
 
 
 def run_staged_rem(learner: Learner, dream_pool: Pool, free_heads: torch.Tensor, epochs: int, batch_size: int,
-                   replay_batch_size: int, rng: np.random.Generator, generator: torch.Generator) -> int:
-    """Returns the number of dream images trained on."""
+                   replay_batch_size: int, rng: np.random.Generator, generator: torch.Generator,
+                   dynamics: list[dict] | None = None, task: int = 0) -> int:
+    """Returns the number of dream images trained on; each epoch's entry goes to ``dynamics``."""
     learner.net.train()
     n_images = 0
     replays = not learner.memory.is_empty()
-    for _ in range(epochs):
+    for epoch in range(epochs):
+        clock, epoch_images = EpochClock(dream_pool.device), 0
         # Host draws for the whole epoch, one transfer each: the steps only slice.
         order = rng.permutation(len(dream_pool))
         order_dev = torch.as_tensor(order, device=dream_pool.device)
         steps = math.ceil(len(order) / batch_size)
+        losses = torch.zeros(steps, device=dream_pool.device)
         if replays:
             replay_dev = torch.as_tensor(np.stack([
                 learner.memory.replay_indices(replay_batch_size, learner.memory.num_seen, rng) for _ in range(steps)]),
@@ -115,5 +119,9 @@ def run_staged_rem(learner: Learner, dream_pool: Pool, free_heads: torch.Tensor,
             learner.opt.zero_grad(set_to_none=True)
             loss.backward()
             learner.opt.step()
-            n_images += len(raw)
+            losses[s] = loss.detach()
+            epoch_images += len(raw)
+        n_images += epoch_images
+        if dynamics is not None:
+            dynamics.append(clock.entry("rem", task, epoch, losses, epoch_images))
     return n_images

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import json
 import math
 from dataclasses import dataclass, field
@@ -20,7 +21,8 @@ from .aggregate import pretty, reported_values, runs_for_table
 from .outputs import ALL_RUNS, PLOTS, plot_file, table_file, table_name
 from .provenance import git_state, software_versions
 from .reproduction import difference
-from .safe_io import atomic_write_text
+from .safe_io import atomic_write_text, read_result
+from .tracking import SETUP_AGAIN
 from .studies import Study
 
 WSCL_PRESETS = ("authors", "full")      # compared with `base` of the same method and fidelity
@@ -39,6 +41,9 @@ CAPTIONS = {
                        "seeds). The diagonal is learning, everything left of it is retention.",
     "frozen_blocks": "Residual blocks frozen by dynamic freezing after each task (mean over seeds). Presets "
                      "without freezing stay at 0.",
+    "loss_curve": "Mean training loss per epoch of each phase (wake with the freezing trial's adopted copy, NREM, "
+                  "staged REM; band: ± std over seeds; dotted: task boundaries of wake). A loss that climbs "
+                  "or jumps at a task boundary and stays up is where to look first when a run falls short.",
 }
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1250px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;font-size:12px;margin-bottom:1em}td,th{border:1px solid #ccc;padding:3px 6px}
@@ -151,11 +156,12 @@ def _table_html(nice: pd.DataFrame, ids: list[str], tid: str, links: dict | None
 
 
 def _img(path: Path, caption: str) -> str:
-    data = base64.b64encode(path.read_bytes()).decode()
+    data = base64.b64encode(read_result(path, AGGREGATE_AGAIN)).decode()
     return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(path.stem)}"><figcaption>'
             f"<b>{html.escape(path.stem)}</b>: {html.escape(caption)}</figcaption></figure>")
 
 
+AGGREGATE_AGAIN = "delete it and rerun the workflow (the aggregate rule writes it again)"
 LOCAL_UI = "http://127.0.0.1:5000"  # `make mlflow-ui`
 # MLflow 3's UI opens experiments in its GenAI view unless asked for the model-training one.
 UI_VIEW = "workflowType=machine_learning"
@@ -167,7 +173,9 @@ def mlflow_ui(study: Study) -> tuple[str, str | None]:
     uri = study.tracking_uri()
     base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else LOCAL_UI
     setup = Path(study.results) / "mlflow/setup.json"
-    experiment_id = json.loads(setup.read_text()).get("experiment_id") if setup.is_file() else None
+    experiment_id = None
+    if setup.is_file():
+        experiment_id = json.loads(read_result(setup, SETUP_AGAIN)).get("experiment_id")
     return base, experiment_id
 
 
@@ -223,12 +231,12 @@ def _provenance(study: Study, runs: pd.DataFrame) -> str:
 
 def build_report(study: Study, tables_dir: Path, plots_dir: Path, out: Path) -> None:
     cfg = study.config
-    runs = pd.read_csv(tables_dir / ALL_RUNS, keep_default_na=True)
+    runs = pd.read_csv(io.BytesIO(read_result(tables_dir / ALL_RUNS, AGGREGATE_AGAIN)), keep_default_na=True)
     fidelities = ", ".join(sorted(set(runs.fidelity)))
     summary, sections = [], []
     for benchmark, buffer in study.tables():
         tid = table_name(benchmark, buffer)
-        table = pd.read_csv(tables_dir / table_file(benchmark, buffer, "csv"))
+        table = pd.read_csv(io.BytesIO(read_result(tables_dir / table_file(benchmark, buffer, "csv"), AGGREGATE_AGAIN)))
         subset = runs_for_table(runs, benchmark, buffer)
         items = "".join(f'<li class="finding {f.kind}">{f.html}</li>'
                         for f in findings(subset, table, benchmark, buffer))
@@ -267,5 +275,5 @@ def build_report(study: Study, tables_dir: Path, plots_dir: Path, out: Path) -> 
         "<h2 id='provenance'>Provenance</h2>", _provenance(study, runs),
         "</body></html>",
     ]
-    atomic_write_text(out, "\n".join(parts))
+    atomic_write_text(out, "\n".join(parts), sealed=True)
 

@@ -3,7 +3,10 @@
 Every writer here writes to a temporary file beside the target (``.NAME.<unique>.tmp``, a name of its own
 per write, so that processes writing the same target at once do not rename each other's file away),
 flushes it to disk and renames it into place, so a reader sees the old file or the new one, never half of
-one. When the write fails the temporary file is removed, and an operating-system failure that a person
+one. A writer asked to ``seal`` also writes the content's SHA-256 beside the file (``NAME.sha256``, in
+``sha256sum`` format, so ``sha256sum -c`` checks it too), and :func:`read_verified` refuses a file whose
+content no longer matches it: a byte changed on disk, of unchanged size, is caught on the next read.
+When the write fails the temporary file is removed, and an operating-system failure that a person
 must fix (a full disk, an exceeded quota, a read-only or forbidden folder) becomes a :class:`WriteError`
 whose message names the file, the cause and what to do; the command line prints it as one line.
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import glob
+import hashlib
 import io
 import json
 import os
@@ -139,10 +143,96 @@ def translated(path: str | Path, after: str = RERUN, name_from_os: bool = True):
         raise WriteError((name_from_os and cause.filename) or path, cause, after) from exc
 
 
+SEAL_SUFFIX = ".sha256"
+
+
+class DamagedFile(ValueError):
+    """A sealed file whose content differs from its recorded digest, or whose digest is missing."""
+
+    def __init__(self, path: Path, problem: str):
+        self.path, self.problem = Path(path), problem
+        super().__init__(f"{path} {problem}")
+
+
+def seal_path(path: str | Path) -> Path:
+    path = Path(path)
+    return path.with_name(path.name + SEAL_SUFFIX)
+
+
+def sha256_of(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
+
+
+def write_seal(path: str | Path, digest: str, after: str = RERUN) -> None:
+    """Record ``digest`` as the content of ``path`` (``sha256sum`` format)."""
+    atomic_write_text(seal_path(path), f"{digest}  {Path(path).name}\n", after)
+
+
+def seal(path: str | Path, after: str = RERUN) -> None:
+    """Seal a file as it is now (e.g. one another library wrote)."""
+    with translated(path, after):
+        write_seal(path, sha256_of(Path(path).read_bytes()), after)
+
+
+def read_verified(path: str | Path) -> bytes:
+    """The content of a sealed file, checked against its digest. A missing file raises FileNotFoundError;
+    a missing digest or a content that differs from it raises :class:`DamagedFile`."""
+    path = Path(path)
+    content = path.read_bytes()
+    try:
+        recorded = seal_path(path).read_text().split()
+    except FileNotFoundError:
+        raise DamagedFile(path, f"has no digest ({seal_path(path).name} is missing)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DamagedFile(path, f"has an unreadable digest {seal_path(path).name} ({exc})") from None
+    if not recorded or recorded[0] != sha256_of(content):
+        raise DamagedFile(path, f"differs from its digest in {seal_path(path).name} (changed on disk since it "
+                                "was written)")
+    return content
+
+
+def read_result(path: str | Path, fix: str) -> bytes:
+    """``read_verified`` for a file an earlier job wrote: missing or damaged, it raises ``RunResultError``
+    naming the file and ``fix``."""
+    from .errors import RunResultError
+    try:
+        return read_verified(path)
+    except FileNotFoundError:
+        problem = "is missing"
+    except DamagedFile as exc:
+        problem = exc.problem
+    except OSError as exc:
+        problem = f"cannot be read ({exc.strerror})"
+    raise RunResultError(f"{path} {problem}: {fix}")
+
+
+def move_seal_with(path: Path, target: Path) -> None:
+    """Rename ``path``'s digest along with the file that was renamed to ``target``."""
+    try:
+        os.replace(seal_path(path), seal_path(target))
+    except FileNotFoundError:
+        pass
+
+
+class _Hashing:
+    """A file object that hashes what is written through it."""
+
+    def __init__(self, fh):
+        self._fh, self.sha256 = fh, hashlib.sha256()
+
+    def write(self, data):
+        self.sha256.update(data.encode("utf-8") if isinstance(data, str) else data)
+        return self._fh.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._fh, name)
+
+
 @contextmanager
-def atomic_writer(path: str | Path, mode: str = "wb", after: str = RERUN):
+def atomic_writer(path: str | Path, mode: str = "wb", after: str = RERUN, sealed: bool = False):
     """A file object open on a fresh temporary name beside ``path``; on a clean exit it is synced and renamed
-    to ``path``, on any failure removed. Text modes write UTF-8."""
+    to ``path``, on any failure removed. Text modes write UTF-8. ``sealed``: the digest of what was written
+    is renamed into place first, then the file (a crash between the two leaves a mismatch, read as damage)."""
     path = Path(path)
     tmp = temp_path(path)
     with translated(path, after, name_from_os=False):
@@ -151,9 +241,12 @@ def atomic_writer(path: str | Path, mode: str = "wb", after: str = RERUN):
         try:
             kwargs = {} if "b" in mode else {"encoding": "utf-8"}
             with _open(tmp, mode.replace("w", "x"), **kwargs) as fh:  # "x": never another writer's file
-                yield fh
+                hashing = _Hashing(fh)
+                yield hashing if sealed else fh
                 fh.flush()
                 os.fsync(fh.fileno())
+            if sealed:
+                write_seal(path, hashing.sha256.hexdigest(), after)
             os.replace(tmp, path)
         except BaseException:
             remove_quietly(tmp)
@@ -161,13 +254,13 @@ def atomic_writer(path: str | Path, mode: str = "wb", after: str = RERUN):
         _sync_folder(path.parent)
 
 
-def atomic_write_text(path: str | Path, text: str, after: str = RERUN) -> None:
-    with atomic_writer(path, "w", after) as fh:
+def atomic_write_text(path: str | Path, text: str, after: str = RERUN, sealed: bool = False) -> None:
+    with atomic_writer(path, "w", after, sealed) as fh:
         fh.write(text)
 
 
-def atomic_write_json(path: str | Path, obj, after: str = RERUN) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2) + "\n", after)
+def atomic_write_json(path: str | Path, obj, after: str = RERUN, sealed: bool = False) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n", after, sealed)
 
 
 class _Writes:
@@ -184,18 +277,18 @@ def atomic_save_npy(path: str | Path, array, after: str = RERUN) -> None:
         np.save(_Writes(fh), array)
 
 
-def atomic_torch_save(obj, path: str | Path, after: str = RESUME) -> None:
+def atomic_torch_save(obj, path: str | Path, after: str = RESUME, sealed: bool = False) -> None:
     """``torch.save`` through a file object, so that a full disk surfaces as its OSError (torch's own file
     writer reports only ``unexpected pos``)."""
     import torch
-    with atomic_writer(path, "wb", after) as fh:
+    with atomic_writer(path, "wb", after, sealed) as fh:
         torch.save(obj, fh)
 
 
-def save_figure(fig, path: str | Path, after: str = RERUN, **savefig) -> None:
+def save_figure(fig, path: str | Path, after: str = RERUN, sealed: bool = False, **savefig) -> None:
     """``fig.savefig`` atomically; the format comes from the file name."""
     savefig.setdefault("format", Path(path).suffix.lstrip(".") or "png")
-    with atomic_writer(path, "wb", after) as fh:
+    with atomic_writer(path, "wb", after, sealed) as fh:
         fig.savefig(fh, **savefig)
 
 

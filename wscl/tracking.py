@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from .config import flatten
+from .dynamics import step_metrics
 from .errors import RunResultError, TrackingError
 from .metrics import SUMMARY_KEYS, read_metrics
 
@@ -61,8 +62,13 @@ def per_task_metrics(metrics: dict, skip_tasks: set[int] | frozenset = frozenset
     for t, task in enumerate(metrics.get("tasks", [])):  # exploded losses and collapses reported in task t
         if t not in skip_tasks:
             rows.append(Metric("training_failures", len(task.get("training_failures", [])), now, t))
+    tasks = metrics.get("tasks", [])
+    rows.extend(Metric(k, v, now, step) for k, v, step in step_metrics(tasks, set(range(len(tasks))) - skip_tasks))
     for phase, seconds in metrics["wall_seconds"].items():
         rows.append(Metric(f"wall_seconds/{phase}", seconds, now, 0))
+    for key in ("peak_device_memory_mb", "peak_rss_mb"):
+        if metrics.get(key) is not None:
+            rows.append(Metric(key, metrics[key], now, 0))
     if metrics.get("train_images_per_second"):
         rows.append(Metric("train_images_per_second", metrics["train_images_per_second"], now, 0))
     return rows
@@ -187,11 +193,33 @@ def _log_run(metrics: dict, out_dir: str | Path, uri: str, experiment: str | Non
     if metrics.get("dataset_sha256"):  # the content digest the trainer verified before training on it
         client.set_tag(run_id, DATASET_TAG, metrics["dataset_sha256"])
     client.log_artifact(run_id, str(Path(out_dir) / "metrics.json"))
+    if metrics["config"]["runtime"].get("mlflow_log_model"):
+        log_model(uri, run_id, Path(out_dir))
     figure = accuracy_figure(metrics)
     client.log_figure(run_id, figure, "accuracy_matrix.png")
     plt.close(figure)
     client.set_terminated(run_id, "FINISHED")
     return run_id
+
+
+def log_model(uri: str, run_id: str, out_dir: Path) -> None:
+    """The run's released network (model.pt, wscl/release.py) as an MLflow PyTorch model of the run, with
+    model.pt itself beside it (what ``wscl evaluate`` reads)."""
+    import mlflow
+    import mlflow.pytorch
+
+    from .release import FILE_NAME, build_network, load_model
+    import numpy as np
+    import torch
+    model = load_model(out_dir / FILE_NAME)
+    example = np.zeros((1, *model["image_shape"]), dtype=np.float32)  # a normalised batch: the signature
+    mlflow.set_tracking_uri(uri)
+    with mlflow.start_run(run_id=run_id):
+        # pickle, not pt2: an exported graph is fixed to the example's batch size; loading needs wscl installed
+        mlflow.pytorch.log_model(build_network(model, "cpu"), name="model", input_example=example,
+                                 serialization_format="pickle",
+                                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+        mlflow.log_artifact(str(out_dir / FILE_NAME), "released")
 
 
 def config_params(config: dict) -> list:
@@ -259,15 +287,19 @@ def task_metrics(metrics_so_far: dict, task: int) -> list:
     frozen = metrics_so_far.get("frozen_blocks_per_task", [])
     if task < len(frozen):
         rows.append(Metric("frozen_blocks", frozen[task], now, task))
+    # the task's epochs: loss, images/s and peak memory per phase, step = the epoch's index in the run
+    rows.extend(Metric(k, v, now, step) for k, v, step in step_metrics(metrics_so_far.get("tasks", []), {task}))
     return rows
 
 
 def log_task(run_id: str, uri: str, metrics_so_far: dict, task: int) -> None:
-    """Log the metrics of one finished task (0-based) to an open run, in one ``log_batch`` call.
+    """Log the metrics of one finished task (0-based) to an open run, in ``log_batch`` calls of at most
+    ``MAX_BATCH`` metrics.
 
     ``metrics_so_far``: the trainer's ``metrics()`` right after that task (rows of later tasks may be None)."""
     rows = task_metrics(metrics_so_far, task)
-    with_retries(lambda: _client(uri).log_batch(run_id, metrics=rows))
+    for i in range(0, len(rows), MAX_BATCH):
+        with_retries(lambda i=i: _client(uri).log_batch(run_id, metrics=rows[i: i + MAX_BATCH]))
 
 
 # -- after aggregation: run ids, parent-run summaries ------------------------------------------------
@@ -350,16 +382,20 @@ def summarize_parents(uri: str, experiment: str, rows: dict[str, dict], datasets
 # instead of taking them as rule parameters: moving a study to another store then reruns no training.
 
 DIGEST_TAG = "wscl.metrics_sha256"
+# mlflow-setup finds the experiment and parents it created before, so writing setup.json again loses nothing
+SETUP_AGAIN = ("delete it and rerun the workflow (the mlflow_setup rule writes it again; runs logged before are "
+               "kept), or `wscl mlflow-setup --out` it with the study's settings")
 DATASET_TAG = "dataset_sha256"
 
 
 def load_setup(path: str | Path) -> dict:
-    """The tracking URI, experiment and parent run ids that `wscl mlflow-setup --out` wrote."""
+    """The tracking URI, experiment and parent run ids that `wscl mlflow-setup --out` wrote (and sealed)."""
+    from .safe_io import read_result
+    content = read_result(path, SETUP_AGAIN)
     try:
-        setup = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise TrackingError(f"cannot read the MLflow setup {path}: {exc}; run `wscl mlflow-setup` first") from exc
-    return setup
+        return json.loads(content)
+    except ValueError as exc:
+        raise TrackingError(f"cannot read the MLflow setup {path}: {exc}; {SETUP_AGAIN}") from exc
 
 
 def parent_from_setup(setup: dict, group: str) -> str:

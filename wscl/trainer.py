@@ -20,7 +20,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from . import checkpoint, nrem, rem
+from . import checkpoint, nrem, release, rem
 from . import data as data_mod
 from . import scenario as scenario_mod
 from .augment import Preprocess
@@ -74,7 +74,8 @@ class Run:
         self.train_source = ImageSource(ds.train_x, device, ds.memory_mapped)
         self.train_y, test_y = np.asarray(ds.train_y), np.asarray(ds.test_y)
         augment = ds.augment if sc["augment"] == "auto" else sc["augment"]
-        mean_std = ds.normalisation()  # the training images' own statistics when the dataset fixes none: once
+        # the training images' own statistics when the dataset fixes none: once
+        self.mean_std = mean_std = ds.normalisation()
         preprocess = Preprocess(*mean_std, augment, device, self.runtime.channels_last, ds.crop_padding)
         n_heads = self.scenario.n_heads
         self.loss_checks = LossChecks.from_config(cfg["runtime"], n_heads, self.failures)
@@ -118,10 +119,20 @@ class Run:
             if t + 1 < T and self.stop():
                 raise self.preempted(f"after task {t + 1} of {T}")
         metrics = self.metrics()
-        atomic_write_text(self.out / "resolved_config.yaml", yaml.safe_dump(self.cfg, sort_keys=False), RESUME)
-        atomic_write_json(self.out / "metrics.json", metrics, RESUME)
+        self.release()
+        atomic_write_text(self.out / "resolved_config.yaml", yaml.safe_dump(self.cfg, sort_keys=False), RESUME,
+                          sealed=True)
+        atomic_write_json(self.out / "metrics.json", metrics, RESUME, sealed=True)
         checkpoint.discard_previous(self.checkpoint_path)
         return metrics
+
+    def release(self) -> None:
+        """The final network as a released model (wscl/release.py), with the accuracy row it scored."""
+        T = self.scenario.n_tasks
+        rows = {s: [float(v) for v in self.state.accuracy.R[s][T - 1, :T]] for s in self.state.accuracy.R}
+        release.save_model(self.out / release.FILE_NAME, self.cfg, self.learner.net, self.book.class_to_head,
+                           self.mean_std, self.dataset.image_shape, self.runtime.channels_last,
+                           self.eval_layout, rows)
 
     def resume(self) -> MidTask | None:
         """Load the checkpoint, if any; the task under way when it was written inside one."""
@@ -169,7 +180,7 @@ class Run:
                        progress, f"task {t + 1}/{T}")
             progress.set_description(f"task {t + 1}/{T} sleep (NREM, plasticity, REM)")
             mid.record.update(nrem.sleep_phase(t, state, pool, mid.stm, self.dreams, self.wscl,
-                                               self.cfg["training"], mid.rng, gen_seed))
+                                               self.cfg["training"], mid.rng, gen_seed, mid.record["dynamics"]))
         self.evaluate_seen(t)
         return {**mid.record, "frozen_blocks": self.learner.frozen_blocks,
                 "avg_acc_class_il": state.accuracy.average("class_il", t),

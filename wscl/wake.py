@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .dynamics import EpochClock
 from .failures import LossChecks, Where
 from .learners import Learner, Step
 from .memory import ShortTermMemory
@@ -68,8 +69,11 @@ def plan_epoch(learner: Learner, pool: Pool, batch_size: int, replay_batch_size:
 class LossMonitor:
     """Keeps step losses on the device and checks them every ``checks.every`` steps (one sync per check)."""
 
-    def __init__(self, n_steps: int, checks: LossChecks, device, where: Where, progress=None, start: int = 0):
+    def __init__(self, n_steps: int, checks: LossChecks, device, where: Where, progress=None, start: int = 0,
+                 earlier: torch.Tensor | None = None):
         self.losses = torch.zeros(max(n_steps, 1), device=device)
+        if earlier is not None:  # the losses of the steps before ``start``, run before a pause
+            self.losses[: len(earlier)] = earlier.to(device)
         self.checks, self.where, self.progress = checks, where, progress
         self.checked = start  # steps before ``start`` ran in an earlier process (a resumed epoch)
         self.exploded = False
@@ -155,6 +159,7 @@ class MidTask:
     epoch: int = 0                  # the wake epoch under way (== training.epochs: wake is done)
     step: int = 0                   # steps of that epoch done (0: not started)
     rng_plan: dict | None = None    # the host generator's state before that epoch was planned
+    epoch_losses: torch.Tensor | None = None  # the step losses of that epoch so far (its dynamics entry)
 
     @classmethod
     def start(cls, task: int, seed: int, stm_size: int, device: torch.device) -> MidTask:
@@ -171,7 +176,7 @@ class MidTask:
     def state_dict(self) -> dict:
         return {"task": self.task, "record": self.record, "stm": self.stm.state_dict(),
                 "rng": self.rng.bit_generator.state, "generator": self.generator.get_state(),
-                "epoch": self.epoch, "step": self.step, "rng_plan": self.rng_plan}
+                "epoch": self.epoch, "step": self.step, "rng_plan": self.rng_plan, "epoch_losses": self.epoch_losses}
 
     def load_state_dict(self, saved: dict) -> None:
         self.record, self.epoch, self.step, self.rng_plan = saved["record"], saved["epoch"], saved["step"], \
@@ -179,6 +184,7 @@ class MidTask:
         self.stm.load_state_dict(saved["stm"])
         self.rng.bit_generator.state = saved["rng"]
         self.generator.set_state(saved["generator"].cpu())
+        self.epoch_losses = saved.get("epoch_losses")
 
 
 def wake_phase(mid: MidTask, state: RunState, pool: Pool, training: dict, checks: LossChecks,
@@ -192,6 +198,7 @@ def wake_phase(mid: MidTask, state: RunState, pool: Pool, training: dict, checks
     tr, rng = training, mid.rng
     mid.record["wake_pool"] = {"real": pool.n_real, "dream": len(pool) - pool.n_real}
     mid.record.setdefault("freezing_scores", None)
+    dynamics = mid.record.setdefault("dynamics", [])
     for epoch in range(mid.epoch, tr["epochs"]):
         paused = mid.step > 0  # resumed inside this epoch: plan it again from the same generator state
         if paused:
@@ -206,7 +213,8 @@ def wake_phase(mid: MidTask, state: RunState, pool: Pool, training: dict, checks
         elif epoch == 0 and mid.stm.size:
             mid.stm.observe(real_rows_in_order(plan, pool.n_real), rng)
         if in_trial:
-            mid.record["freezing_scores"] = trial(pool, plan, progress)
+            mid.record["freezing_scores"], entries = trial(pool, plan, progress)
+            dynamics.extend(entries)
         elif not wake_epoch(state, pool, plan, mid, checks, where, stop, progress):
             pause_point(mid, True)
         mid.epoch, mid.step = epoch + 1, 0
@@ -215,12 +223,21 @@ def wake_phase(mid: MidTask, state: RunState, pool: Pool, training: dict, checks
 
 def wake_epoch(state: RunState, pool: Pool, plan: EpochPlan, mid: MidTask, checks: LossChecks, where: Where,
                stop: Callable, progress) -> bool:
-    """Run the planned epoch from ``mid.step``; False when a stop request paused it (at ``mid.step``)."""
+    """Run the planned epoch from ``mid.step``; False when a stop request paused it (at ``mid.step``). A
+    finished epoch adds its dynamics entry to the task's record (a paused one keeps its losses in ``mid``)."""
     if mid.step == 0:
         state.wake_steps["replay"] += plan.replay_steps
         state.wake_steps["plain"] += len(plan.steps) - plan.replay_steps
+    clock = EpochClock(pool.device)
+    monitor = LossMonitor(len(plan.steps), checks, pool.device, where, progress, mid.step, mid.epoch_losses)
     with timed(state.timings, "wake", pool.device):
-        images, mid.step = run_epoch(state.learner, pool, plan, mid.generator, checks, where, progress,
-                                     start=mid.step, stop=stop)
+        images, mid.step = run_in_lockstep([state.learner], [mid.generator], [monitor], pool, plan, mid.step, stop)
     state.wake_images += images
-    return mid.step == len(plan.steps)
+    if mid.step < len(plan.steps):
+        mid.epoch_losses = monitor.losses[: mid.step].cpu()
+        return False
+    epoch_images = sum(len(rows) for rows in plan.host_rows)  # images/s: of the part run in this process
+    mid.record["dynamics"].append(clock.entry("wake", where.task, where.epoch, monitor.losses[: mid.step],
+                                              epoch_images, timed_images=images))
+    mid.epoch_losses = None
+    return True
