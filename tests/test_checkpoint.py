@@ -3,6 +3,8 @@ import numpy as np
 import pytest
 import torch
 
+from wscl.safe_io import atomic_torch_save
+
 from wscl import checkpoint
 from wscl.trainer import Run
 
@@ -99,7 +101,7 @@ def test_a_checkpoint_with_other_fields_is_not_resumed(tiny, tmp_path):
     run = quiet(tiny(scenario={"n_tasks": 2}), tmp_path)
     state = run.state.state_dict()
     del state["wake_steps"]  # as written by a version of the trainer without that field
-    torch.save({"fingerprint": run.fingerprint, "state": state}, tmp_path / checkpoint.FILE_NAME)
+    atomic_torch_save({"fingerprint": run.fingerprint, "state": state}, tmp_path / checkpoint.FILE_NAME, sealed=True)
     log = []
     assert not checkpoint.restore(run.state, tmp_path / checkpoint.FILE_NAME, run.fingerprint, run.device, log.append)
     assert "different configuration" in log[0]

@@ -98,3 +98,22 @@ def test_epochs_reach_mlflow_as_step_metrics(recorded, tmp_path, monkeypatch):
     copy0 = MlflowClient(uri).get_metric_history(run_id, "dynamics/freezing_trial/copy0/mean_loss")
     assert len(copy0) == CFG["scenario"]["n_tasks"] - 1
     assert torch.isfinite(torch.tensor([m.value for m in history])).all()
+
+
+def test_system_metrics_on_request_are_sampled_into_the_run_while_it_trains(tmp_path, monkeypatch):
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    from wscl.cli import main
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = tiny_config(scenario={"n_tasks": 2}, training={"epochs": 3}, preset="base",
+                      runtime={"mlflow_system_metrics_every": 1})
+    assert main(["train", "--config-json", json.dumps(cfg), "--out", "run", "--quiet", "--mlflow-uri", uri,
+                 "--mlflow-experiment", "system"]) == 0
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("system").experiment_id])
+    system = [k for k in run.data.metrics if k.startswith("system/")]
+    assert "system/cpu_utilization_percentage" in system and "system/system_memory_usage_megabytes" in system
+    assert run.data.metrics["class_il/final_avg_acc"] > 0  # the same run holds the training's metrics

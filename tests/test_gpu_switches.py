@@ -95,8 +95,8 @@ ONE_TASK = dict(preset="full", scenario={"n_tasks": 1}, dataset={"synthetic": {"
 
 def test_channels_last_gives_the_metrics_of_the_default_format(tiny, tmp_path):
     """Tolerance: 2 of the 60 test images (conv kernels differ in summation order only)."""
-    base = run(tiny, tmp_path / "a", runtime={"channels_last": False}, **ONE_TASK)
-    nhwc = run(tiny, tmp_path / "b", runtime={"channels_last": True}, **ONE_TASK)
+    base = run(tiny, tmp_path / "a", runtime={"channels_last": False}, **SETTLED_TASK)
+    nhwc = run(tiny, tmp_path / "b", runtime={"channels_last": True}, **SETTLED_TASK)
     assert nhwc["class_il"]["final_avg_acc"] == pytest.approx(base["class_il"]["final_avg_acc"],
                                                               abs=100 * 2 / 60 + 1e-6)
 

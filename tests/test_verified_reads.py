@@ -106,3 +106,29 @@ def test_a_damaged_table_figure_or_run_stops_the_report_and_the_archive_naming_i
         damaged.write_bytes(original)
     assert not (tmp_path / "report.html").exists() and not (tmp_path / "a.tar.gz").exists()
     assert main(report) == ExitCode.OK  # restored, every file reads again
+    # on request the archive also carries every run's released model, covered by its manifest
+    with_models = json.loads(study)
+    with_models["archive"] = {"models": True}
+    assert main([*archive[:2], json.dumps(with_models), *archive[3:]]) == ExitCode.OK
+    import tarfile
+    with tarfile.open(tmp_path / "a.tar.gz") as tar:
+        models = [m.name for m in tar.getmembers() if m.name.endswith("/model.pt")]
+    assert len(models) == len(list((work / "results/runs").glob("**/metrics.json")))
+    assert main(["verify-archive", str(tmp_path / "a.tar.gz")]) == ExitCode.OK
+
+
+def test_a_damaged_pending_marker_is_named_and_the_run_stays_for_the_studys_sync(finished_run, tmp_path,
+                                                                                  monkeypatch, capsys):
+    """A run finished while the store was unreachable carries a sealed marker; damaged, `mlflow-sync --run`
+    names it (exit 9) instead of logging to wherever the damaged bytes point."""
+    from wscl import tracking
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(finished_run, "run")
+    tracking.mark_pending("run", {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "e"},
+                          RuntimeError("database is locked"))
+    flip_middle_bytes(tmp_path / "run" / tracking.PENDING, n=4)
+    monkeypatch.setattr(tracking, "_log_run", lambda *a, **k: pytest.fail("logged from a damaged marker"))
+    assert main(["mlflow-sync", "--run", "run"]) == ExitCode.RUN_RESULT_INVALID
+    err = capsys.readouterr().err
+    assert f"run/{tracking.PENDING} differs from its digest" in err and "mlflow_sync rule" in err
+    assert (tmp_path / "run" / tracking.PENDING).exists()

@@ -126,12 +126,13 @@ class LiveRun:
     @contextmanager
     def system_metrics(self, cfg: dict):
         """MLflow's system metrics (CPU, memory, GPU) sampled into the live run while training, when
-        ``runtime.mlflow_system_metrics`` asks for them."""
-        if not (self.run_id and cfg["runtime"]["mlflow_system_metrics"]):
+        ``runtime.mlflow_system_metrics_every`` (seconds; 0 = off) asks for them."""
+        every = cfg["runtime"]["mlflow_system_metrics_every"]
+        if not (self.run_id and every):
             yield
             return
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
-        monitor = SystemMetricsMonitor(self.run_id, sampling_interval=10, tracking_uri=self.uri)
+        monitor = SystemMetricsMonitor(self.run_id, sampling_interval=every, tracking_uri=self.uri)
         monitor.start()
         try:
             yield
@@ -149,9 +150,9 @@ class LiveRun:
 
 def live_run(cfg: dict, args, uri: str | None, parent: str | None) -> LiveRun:
     """A live MLflow run when there is a tracking server (a SQLite store gets the run once, at the end, unless
-    ``runtime.mlflow_system_metrics`` asks for system metrics, which are sampled while the run trains)."""
+    ``runtime.mlflow_system_metrics_every`` asks for system metrics, which are sampled while the run trains)."""
     from .tracking import live_tracking, start_live_run
-    if not (live_tracking(uri) or (uri and cfg["runtime"]["mlflow_system_metrics"])):
+    if not (live_tracking(uri) or (uri and cfg["runtime"]["mlflow_system_metrics_every"])):
         return LiveRun()
     try:
         return LiveRun(start_live_run(cfg, args.out, uri, args.mlflow_experiment, parent), uri)

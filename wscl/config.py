@@ -112,6 +112,7 @@ RANGES = {
     "runtime.loss_explosion_factor": (1.0, None),
     "runtime.collapse_share": (0.5, 1.0),
     "runtime.checkpoint_every_minutes": (0.0, None),
+    "runtime.mlflow_system_metrics_every": (0, None),
 }
 
 

@@ -501,20 +501,29 @@ def mark_pending(out_dir: str | Path, destination: dict, exc: BaseException) -> 
     path = Path(out_dir) / PENDING
     atomic_write_json(path, {**destination, "error": unreachable(destination["tracking_uri"], exc),
                              "metrics_sha256": metrics_digest(Path(out_dir) / "metrics.json"),
-                             "marked_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+                             "marked_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, sealed=True)
     return path
 
 
 def remove_pending(out_dir: str | Path) -> None:
-    from .safe_io import remove_quietly
+    from .safe_io import remove_quietly, seal_path
     remove_quietly(Path(out_dir) / PENDING)
+    remove_quietly(seal_path(Path(out_dir) / PENDING))
 
 
 def pending(out_dir: str | Path) -> dict | None:
-    try:
-        return json.loads((Path(out_dir) / PENDING).read_text())
-    except (OSError, ValueError):
+    """The run's pending marker (None without one), checked against its digest: a damaged marker raises
+    ``RunResultError`` saying how the run gets logged all the same."""
+    from .safe_io import read_result
+    marker = Path(out_dir) / PENDING
+    if not marker.exists():
         return None
+    content = read_result(marker, "delete it; the study's mlflow_sync rule (`wscl mlflow-sync --study-json ... "
+                                  "--setup ...`) logs every finished run the store lacks, this one too")
+    try:
+        return json.loads(content)
+    except ValueError:
+        return {}
 
 
 class claimed:
@@ -548,6 +557,8 @@ class claimed:
         if self.held:
             if kind is None:
                 self.claim.unlink(missing_ok=True)
+                from .safe_io import remove_quietly, seal_path
+                remove_quietly(seal_path(self.marker))
             else:
                 os.replace(self.claim, self.marker)
         return False
@@ -578,7 +589,12 @@ def sync_pending(run_dirs: list[str | Path], log=print) -> dict:
     logged/failed/busy/invalid."""
     report = {"logged": [], "failed": [], "busy": [], "invalid": []}
     for out_dir in run_dirs:
-        marker = pending(out_dir)
+        try:
+            marker = pending(out_dir)
+        except RunResultError as exc:
+            report["invalid"].append(str(out_dir))
+            log(str(exc))
+            continue
         if marker is None:
             continue
         uri = marker.get("tracking_uri", "?")
