@@ -6,9 +6,9 @@ from pathlib import Path
 
 from snakemake.utils import min_version, validate
 
-from wscl.config import CHOICES, METHODS, PRESETS
-from wscl.schema import write_schemas
-from wscl.studies import Study, check_trainer_sections
+from wscl.settings.config import CHOICES, METHODS, PRESETS
+from wscl.settings.schema import write_schemas
+from wscl.study.studies import Study, check_trainer_sections
 
 min_version("8.10")
 

@@ -25,9 +25,10 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import tiny_config  # noqa: E402
 
-from wscl import data, learners  # noqa: E402
-from wscl.provenance import cpu_description  # noqa: E402
-from wscl.trainer import Run  # noqa: E402
+from wscl.data import benchmarks
+from wscl import learners  # noqa: E402
+from wscl.core.provenance import cpu_description  # noqa: E402
+from wscl.run.trainer import Run  # noqa: E402
 
 STEPS: list[dict] = []
 
@@ -127,8 +128,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     if args.crop_padding is not None:
-        generate = data.synthetic
-        data.synthetic = lambda **kw: dataclasses.replace(generate(**kw), crop_padding=args.crop_padding)
+        generate = benchmarks.synthetic
+        benchmarks.synthetic = lambda **kw: dataclasses.replace(generate(**kw), crop_padding=args.crop_padding)
     learners.Learner.observe = traced_observe(learners.Learner.observe)
     if args.method == "derpp":
         learners.DERPP.loss = traced_derpp_loss

@@ -16,8 +16,8 @@ from collections import Counter
 import torch
 import yaml
 
-from wscl.backbone import ResNet18
-from wscl.studies import Study
+from wscl.method.backbone import ResNet18
+from wscl.study.studies import Study
 
 # Training images and resolution of each benchmark as prepared by `wscl data prepare`.
 TRAIN_IMAGES = {"seq-cifar10": (50_000, 32), "seq-cifar100": (50_000, 32), "seq-tinyimg-half": (50_000, 64),

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import tiny_config  # noqa: E402
 from test_learning import CASES, SEEDS, figures, final  # noqa: E402
 
-from wscl.provenance import cpu_description  # noqa: E402
+from wscl.core.provenance import cpu_description  # noqa: E402
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from wscl.config import resolve
+from wscl.settings.config import resolve
 
 TINY = {
     "seed": 0,
@@ -37,7 +37,7 @@ def numbers(metrics: dict) -> dict:
 
 def tiny_config(**sections) -> dict:
     """The tiny synthetic run used across tests, with nested overrides."""
-    from wscl.config import deep_merge
+    from wscl.settings.config import deep_merge
     return resolve(deep_merge(copy.deepcopy(TINY), sections))
 
 

@@ -103,7 +103,7 @@ class Disk:
 
         monkeypatch.setattr(builtins, "open", fake_open)
         monkeypatch.setattr(os, "mkdir", fake_mkdir)
-        import wscl.safe_io
+        import wscl.core.safe_io
         monkeypatch.setattr(wscl.safe_io, "_open", fake_open)
 
 

@@ -7,14 +7,15 @@ import sys
 import pytest
 
 from conftest import numbers
-from wscl import allocator, cli
+from wscl.run import allocator
+from wscl import cli
 
 # A training step's pattern, in C so that no other allocation lands between its blocks: 32 activation-sized
 # blocks (2.4 MB) written, then freed. Left to itself, glibc gives the freed heap top back to the kernel
 # once it exceeds twice the largest block freed so far, so each step faults its pages in again.
 STEPS = """
 import ctypes, resource, sys
-from wscl import allocator
+from wscl.run import allocator
 applied = allocator.retain_freed_memory() if sys.argv[1] == "retain" else False
 libc = ctypes.CDLL(None)
 libc.malloc.restype, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_void_p]

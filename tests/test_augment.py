@@ -1,6 +1,6 @@
 import torch
 
-from wscl.augment import random_crop_flip
+from wscl.method.augment import random_crop_flip
 
 
 def test_crop_and_flip_move_a_known_pattern_and_are_seeded():

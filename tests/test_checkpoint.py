@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from wscl.safe_io import atomic_torch_save
+from wscl.core.safe_io import atomic_torch_save
 
-from wscl import checkpoint
-from wscl.trainer import Run
+from wscl.run import checkpoint
+from wscl.run.trainer import Run
 
 
 def quiet(cfg, out, log=None) -> Run:

@@ -15,14 +15,14 @@ import torch
 
 from conftest import numbers, tiny_config
 from disk_faults import flip_middle_bytes
-from wscl import checkpoint
+from wscl.run import checkpoint
 from wscl.cli import main
-from wscl.config import fingerprint
-from wscl.errors import ExitCode
-from wscl.learners import Learner
-from wscl.runtime import resolve_runtime
-from wscl.safe_io import atomic_torch_save, mount_point
-from wscl.trainer import Run
+from wscl.settings.config import fingerprint
+from wscl.core.errors import ExitCode
+from wscl.method.learners import Learner
+from wscl.settings.runtime import resolve_runtime
+from wscl.core.safe_io import atomic_torch_save, mount_point
+from wscl.run.trainer import Run
 
 # Two tasks of three epochs: task 1's epoch 0 is the freezing trial, so both kinds of epoch are crossed.
 CFG = tiny_config(scenario={"n_tasks": 2}, training={"epochs": 3})

@@ -13,9 +13,9 @@ import pytest
 
 import wscl
 from wscl.cli import build_parser, main
-from wscl.config import CHOICES, METHODS, PRESETS, ConfigError, parse_set, resolve
-from wscl.errors import ExitCode, exit_code
-from wscl.safe_io import atomic_write_json
+from wscl.settings.config import CHOICES, METHODS, PRESETS, ConfigError, parse_set, resolve
+from wscl.core.errors import ExitCode, exit_code
+from wscl.core.safe_io import atomic_write_json
 
 REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "pandas", "mlflow", "matplotlib", "torchvision")
@@ -97,21 +97,21 @@ def test_exit_codes_are_distinct_and_documented_in_help_and_readme(capsys):
 
 
 def test_runtime_failures_get_their_own_exit_codes():
-    from wscl.data import DatasetError
-    from wscl.scenario import ScenarioError
-    from wscl.tracking import TrackingError
-    from wscl.errors import NonFiniteLossError
+    from wscl.core.errors import DatasetError
+    from wscl.method.scenario import ScenarioError
+    from wscl.core.errors import TrackingError
+    from wscl.core.errors import NonFiniteLossError
     assert exit_code(ConfigError("x")) == exit_code(ScenarioError("x")) == ExitCode.CONFIG
     assert exit_code(DatasetError("x")) == ExitCode.DATA
     assert exit_code(NonFiniteLossError("x")) == ExitCode.TRAINING_FAILED
     assert exit_code(TrackingError("x")) == ExitCode.TRACKING
-    from wscl.errors import ArchiveError
-    from wscl.safe_io import WriteError
+    from wscl.core.errors import ArchiveError
+    from wscl.core.safe_io import WriteError
     assert exit_code(ArchiveError("x")) == ExitCode.ARCHIVE_INVALID
-    from wscl.errors import Preempted
+    from wscl.core.errors import Preempted
     assert exit_code(Preempted("x")) == ExitCode.REQUEUE
     assert exit_code(WriteError("f", OSError(28, "No space left on device"))) == ExitCode.WRITE_FAILED
-    from wscl.errors import RunResultError
+    from wscl.core.errors import RunResultError
     assert exit_code(RunResultError("x")) == ExitCode.RUN_RESULT_INVALID
     assert exit_code(KeyError("x")) is None
 
@@ -151,7 +151,7 @@ def test_set_errors_name_the_key(item, message):
 
 
 def _write_archive(tmp_path, monkeypatch, files: dict[str, bytes]) -> Path:
-    import wscl.archive as archive
+    import wscl.study.archive as archive
     monkeypatch.setattr(archive, "_members", lambda study, uri: dict(files))
     return archive.write_archive(None, "", tmp_path / "study.tar.gz")
 
@@ -187,7 +187,7 @@ def test_verify_archive_names_a_tampered_file(tmp_path, monkeypatch, capsys):
 
 
 def test_schema_command_prints_the_generated_schema(tmp_path, capsys):
-    from wscl.schema import trainer_schema
+    from wscl.settings.schema import trainer_schema
     assert main(["schema"]) == 0
     assert json.loads(capsys.readouterr().out) == trainer_schema()
     assert main(["schema", "--out", str(tmp_path / "s.json")]) == 0
@@ -203,9 +203,10 @@ def test_a_learner_declared_in_learners_yaml_reaches_config_schema_and_cli(tmp_p
                 "    gamma: {default: 0.3, range: [0.0, 1.0], about: '[ours] a weight'}\n")
     code = """
 import json
-from wscl import config, schema
+from wscl.settings import config
+from wscl.settings import schema
 from wscl.cli import build_parser
-from wscl.config import ConfigError, resolve
+from wscl.settings.config import ConfigError, resolve
 cfg = resolve({"training": {"method": "toy", "toy": {"gamma": 0.5}}})
 try:
     resolve({"training": {"toy": {"gamma": 2.0}}})

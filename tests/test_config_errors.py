@@ -1,11 +1,11 @@
 import pytest
 
-import wscl.learners as learners
+import wscl.method.learners as learners
 from wscl.cli import main
-from wscl.config import ConfigError, resolve
-from wscl.errors import ExitCode
-from wscl.trainer import Run
-from wscl.errors import NonFiniteLossError
+from wscl.settings.config import ConfigError, resolve
+from wscl.core.errors import ExitCode
+from wscl.run.trainer import Run
+from wscl.core.errors import NonFiniteLossError
 
 
 def test_unknown_key_names_the_key_and_the_nearest_valid_one():

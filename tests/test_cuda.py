@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from wscl.trainer import Run
+from wscl.run.trainer import Run
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available on this machine")]
@@ -33,7 +33,7 @@ def test_same_seed_same_numbers_on_cuda_under_reference(tiny, tmp_path):
 
 
 def test_resume_on_cuda_ends_with_the_uninterrupted_metrics(tiny, tmp_path, monkeypatch):
-    from wscl import checkpoint
+    from wscl.run import checkpoint
     whole = cuda_run(tiny, tmp_path / "whole", preset="full")
     cfg = tiny(preset="full", runtime={"device": "cuda"})
     first = Run(cfg, tmp_path / "part", quiet=True, log=lambda *_: None)
@@ -52,7 +52,7 @@ def test_resume_on_cuda_ends_with_the_uninterrupted_metrics(tiny, tmp_path, monk
 
 
 def test_bench_runs_on_cuda(tmp_path):
-    from wscl.bench import run_bench
+    from wscl.run.bench import run_bench
     results = run_bench(device="cuda", out=tmp_path / "bench.json", steps=10)
     assert json.loads((tmp_path / "bench.json").read_text())["runs"] == results["runs"]
     assert all(r["trainer_images_per_second"] > 0 for r in results["runs"])

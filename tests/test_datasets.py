@@ -10,13 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-import wscl.datasets.prepare as prepare_mod
+import wscl.data.prepare as prepare_mod
 from fakes import (fake_cifar10, fake_cifar100, fake_imagenet, fake_tiny, idx_gz, write_tar, zip_folder)
 from wscl.cli import main
-from wscl.data import DatasetError, load
-from wscl.datasets import cifar, fashion_mnist, tinyimagenet
-from wscl.datasets.sources import ChecksumError, MissingSourceError, RawFile, fetch, md5_of
-from wscl.errors import ExitCode
+from wscl.core.errors import DatasetError
+from wscl.data.canonical import load
+from wscl.data import cifar
+from wscl.data import fashion_mnist
+from wscl.data import tinyimagenet
+from wscl.data.sources import ChecksumError, MissingSourceError, RawFile, fetch, md5_of
+from wscl.core.errors import ExitCode
 
 quiet = lambda *_: None  # noqa: E731
 
@@ -231,9 +234,9 @@ def test_paper_config_trains_on_a_prepared_benchmark(tmp_path, cifar_mirrors, de
     """A paper-grid run of seq-cifar10 (its settings from config/paper.yaml), shrunk to the fake's size."""
     import yaml
 
-    from wscl.config import deep_merge, resolve
-    from wscl.studies import RunKey, Study
-    from wscl.trainer import Run
+    from wscl.settings.config import deep_merge, resolve
+    from wscl.study.studies import RunKey, Study
+    from wscl.run.trainer import Run
     prepare_mod.prepare("seq-cifar10", tmp_path / "data", cifar_mirrors, log=quiet)
     study = Study(yaml.safe_load((Path(__file__).parents[1] / "config/paper.yaml").read_text()))
     cfg = study.trainer_config(RunKey("seq-cifar10", 200, "er_ace", "full", "reference", 0))

@@ -8,8 +8,8 @@ import time
 import pytest
 
 from conftest import numbers
-from wscl import nrem
-from wscl.trainer import Run
+from wscl.method import sleep
+from wscl.run.trainer import Run
 
 
 def test_same_seed_same_numbers_different_seed_different_numbers(tiny, tmp_path):
@@ -22,18 +22,18 @@ def test_same_seed_same_numbers_different_seed_different_numbers(tiny, tmp_path)
 
 def test_resume_after_a_crash_gives_the_uninterrupted_numbers(tiny, tmp_path, monkeypatch):
     reference = Run(tiny(), tmp_path / "ref", quiet=True, log=lambda *_: None).run()
-    original = nrem.sleep_phase
+    original = sleep.sleep_phase
 
     def crash_in_task_2(t, *args):
         if t == 2:
             raise KeyboardInterrupt("simulated kill")
         return original(t, *args)
 
-    monkeypatch.setattr(nrem, "sleep_phase", crash_in_task_2)
+    monkeypatch.setattr(sleep, "sleep_phase", crash_in_task_2)
     with pytest.raises(KeyboardInterrupt):
         Run(tiny(), tmp_path / "run", quiet=True, log=lambda *_: None).run()
     assert not (tmp_path / "run" / "metrics.json").exists()
-    monkeypatch.setattr(nrem, "sleep_phase", original)
+    monkeypatch.setattr(sleep, "sleep_phase", original)
     log = []
     resumed = Run(tiny(), tmp_path / "run", quiet=True, log=log.append)
     result = resumed.run()

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from conftest import numbers, tiny_config
-from wscl import dynamics, wake
-from wscl.trainer import Run
+from wscl.method import dynamics
+from wscl.method import wake
+from wscl.run.trainer import Run
 
 # `full` trains every phase: wake, the freezing trial (tasks 2, 3), NREM and staged REM
 CFG = tiny_config(training={"epochs": 2}, wscl={"nrem": {"epochs": 2}, "rem": {"schedule": "staged", "epochs": 1}})
@@ -84,8 +85,8 @@ def test_the_loss_curve_follows_the_adopted_copy_through_the_freezing_trial(reco
 def test_epochs_reach_mlflow_as_step_metrics(recorded, tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
-    from wscl.safe_io import atomic_write_json
-    from wscl.tracking import log_run
+    from wscl.core.safe_io import atomic_write_json
+    from wscl.tracking.runs import log_run
     metrics, _ = recorded
     monkeypatch.chdir(tmp_path)
     atomic_write_json("run/metrics.json", metrics, sealed=True)

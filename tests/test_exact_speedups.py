@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-import wscl.freezing as freezing
-from wscl.bench import CLASSES_PER_TASK
+import wscl.method.freezing as freezing
+from wscl.run.bench import CLASSES_PER_TASK
 from wscl.bench_e2e import SIZES, TASKS, run_end_to_end
-from wscl.evaluation import measure_layouts
-from wscl.failures import Where
-from wscl.freezing import TrialSpec, candidate_depths, run_trial, score
-from wscl.trainer import Run, seeds_for
-from wscl.wake import plan_epoch, run_epoch
+from wscl.method.evaluation import measure_layouts
+from wscl.method.failures import Where
+from wscl.method.freezing import TrialSpec, candidate_depths, run_trial, score
+from wscl.run.trainer import Run, seeds_for
+from wscl.method.wake import plan_epoch, run_epoch
 
 
 def sequential_trial(learner, pool, plan, spec):
@@ -104,8 +104,8 @@ def test_reference_evaluates_in_the_training_layout_and_records_it(tiny, tmp_pat
 
 @pytest.mark.parametrize("training_channels_last", [False, True])
 def test_measured_layout_is_the_fastest_candidate_by_a_margin_or_the_training_one(training_channels_last):
-    from wscl.backbone import ResNet18
-    from wscl.evaluation import SWITCH_MARGIN
+    from wscl.method.backbone import ResNet18
+    from wscl.method.evaluation import SWITCH_MARGIN
     layout = measure_layouts(ResNet18(4, 3, 8), (3, 12, 12), torch.device("cpu"), (8, 16), (0.5,) * 3, (0.2,) * 3,
                              training_channels_last)
     rates = layout.images_per_second
@@ -148,7 +148,7 @@ def test_a_training_image_is_counted_at_about_three_forward_passes():
     """The FLOP count behind hardware_fraction: the backward pass costs about twice the forward (the stem
     needs no input gradient), so a trained image is 2.9-3 times an inferred one."""
     from torch.utils.flop_counter import FlopCounterMode
-    from wscl.backbone import ResNet18
+    from wscl.method.backbone import ResNet18
     from wscl.bench_e2e import BATCH, SIZE, WIDTH, replay_step_flops_per_image
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         ResNet18(10, 3, WIDTH)(torch.randn(BATCH, 3, SIZE, SIZE))

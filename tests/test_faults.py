@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 
 from wscl.cli import main
-from wscl.data import DatasetError, save, synthetic
-from wscl.errors import ExitCode
-from wscl.safe_io import (WriteError, atomic_save_npy, atomic_tar_gz, atomic_torch_save, atomic_write_json,
+from wscl.core.errors import DatasetError
+from wscl.data.canonical import save
+from wscl.data.synthetic import synthetic
+from wscl.core.errors import ExitCode
+from wscl.core.safe_io import (WriteError, atomic_save_npy, atomic_tar_gz, atomic_torch_save, atomic_write_json,
                           atomic_write_text, save_figure, seal_path)
 
 
@@ -74,7 +76,7 @@ def test_writers_of_the_same_file_at_once_do_not_take_each_others_temporary_file
 
 
 def test_temporary_files_of_killed_writers_are_removed_by_the_next_write_and_live_ones_kept(tmp_path):
-    from wscl.safe_io import STALE_TEMP_S
+    from wscl.core.safe_io import STALE_TEMP_S
     target = tmp_path / "metrics.json"
     killed, live = tmp_path / ".metrics.json.4242-0badcafe.tmp", tmp_path / ".metrics.json.4343-00c0ffee.tmp"
     other = tmp_path / ".metrics.json.bak.1-2.tmp"  # another file's temporary: not this target's
@@ -123,13 +125,13 @@ def test_data_prepare_on_a_full_disk_is_one_line_and_a_rerun_after_freeing_space
     assert list(disk.path.iterdir()) == []  # the temporary folder is gone
     disk.resize(20_000)
     assert main(argv) == 0
-    from wscl.datasets.verify import verify_prepared
+    from wscl.data.verify import verify_prepared
     meta = json.loads((disk.path / "synthetic/meta.json").read_text())
     assert verify_prepared(disk.path / "synthetic") == meta["sha256"]
 
 
 def test_mlflow_setup_output_in_a_read_only_folder_is_one_line(disk, tmp_path, capsys):
-    from wscl.safe_io import mount_point
+    from wscl.core.safe_io import mount_point
     disk.read_only()
     out = disk.path / "mlflow" / "setup.json"
     code = main(["mlflow-setup", "--uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--experiment", "e",
@@ -203,8 +205,8 @@ def test_every_run_records_the_verified_dataset_sha256_in_metrics_and_mlflow(tmp
 
 
 def test_a_memory_mapped_dataset_is_hashed_once_until_a_file_changes(tmp_path, tiny, monkeypatch):
-    from wscl.data import from_config
-    from wscl.datasets import verify
+    from wscl.data.benchmarks import from_config
+    from wscl.data import verify
     folder, cfg = prepared(tmp_path, tiny)
     calls = []
     real = verify.digests
@@ -233,30 +235,30 @@ def children(uri, experiment):
 
 def test_a_locked_store_past_the_retries_marks_the_run_pending_and_a_sync_logs_it_once(tmp_path, tiny,
                                                                                           monkeypatch, capsys):
-    from wscl import tracking
+    from wscl.tracking import client as tracking_client, pending as tracking_pending, runs as tracking_runs
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(tracking.time, "sleep", lambda s: None)
-    real = tracking._log_run
+    monkeypatch.setattr(tracking_client.time, "sleep", lambda s: None)
+    real = tracking_runs._log_run
 
     def locked(*args, **kwargs):
         raise RuntimeError("(sqlite3.OperationalError) database is locked")
-    monkeypatch.setattr(tracking, "_log_run", locked)
+    monkeypatch.setattr(tracking_runs, "_log_run", locked)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     argv = ["train", "--config-json", json.dumps(tiny(scenario={"n_tasks": 2})), "--out", "run", "--quiet",
             "--mlflow-uri", uri, "--mlflow-experiment", "e"]
     assert main(argv) == 0
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning")]
     assert len(err) == 1 and "database is locked" in err[0] and "wscl mlflow-sync" in err[0]
-    marker = json.loads((tmp_path / "run" / tracking.PENDING).read_text())
+    marker = json.loads((tmp_path / "run" / tracking_pending.PENDING).read_text())
     assert marker["tracking_uri"] == uri and marker["experiment"] == "e"
     assert main(["mlflow-sync", "--run", "run"]) == ExitCode.TRACKING  # still locked: the marker stays
     assert "0 pending run(s) logged, 1 still pending" in capsys.readouterr().out.splitlines()[-1]
-    assert (tmp_path / "run" / tracking.PENDING).exists()
-    monkeypatch.setattr(tracking, "_log_run", real)
+    assert (tmp_path / "run" / tracking_pending.PENDING).exists()
+    monkeypatch.setattr(tracking_runs, "_log_run", real)
     assert main(["mlflow-sync", "--run", "run"]) == 0
     assert main(["mlflow-sync", "--run", "run"]) == 0  # nothing pending any more: logs nothing
     assert "0 pending run(s) logged" in capsys.readouterr().out.splitlines()[-1]
-    assert not (tmp_path / "run" / tracking.PENDING).exists()
+    assert not (tmp_path / "run" / tracking_pending.PENDING).exists()
     (child,) = children(uri, "e")
     metrics = json.loads((tmp_path / "run/metrics.json").read_text())
     assert child.data.metrics["class_il/final_avg_acc"] == metrics["class_il"]["final_avg_acc"]
@@ -270,14 +272,14 @@ def test_a_locked_store_past_the_retries_marks_the_run_pending_and_a_sync_logs_i
 def test_a_pending_run_whose_metrics_are_damaged_is_named_and_keeps_its_marker(tmp_path, tiny, monkeypatch,
                                                                               capsys, damage, problem):
     """mlflow-sync of a pending run: a damaged metrics.json is the run's problem, not the store's."""
-    from wscl import tracking
+    from wscl.tracking import client as tracking_client, pending as tracking_pending, runs as tracking_runs
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(tracking.time, "sleep", lambda s: None)
-    monkeypatch.setattr(tracking, "_log_run", lambda *a, **k: pytest.fail("logged a damaged run"))
+    monkeypatch.setattr(tracking_client.time, "sleep", lambda s: None)
+    monkeypatch.setattr(tracking_runs, "_log_run", lambda *a, **k: pytest.fail("logged a damaged run"))
     metrics = tmp_path / "run/metrics.json"
     metrics.parent.mkdir()
     atomic_write_json(metrics, {"class_il": {}, "task_il": {}}, sealed=True)
-    tracking.mark_pending("run", {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "e"},
+    tracking_pending.mark_pending("run", {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "e"},
                           RuntimeError("database is locked"))
     # truncate: a changed file; unsealed: its digest lost; the others sealed as written, yet not a run's metrics
     {"truncate": lambda: metrics.write_text('{"class_il": {"final'), "delete": metrics.unlink,
@@ -290,7 +292,7 @@ def test_a_pending_run_whose_metrics_are_damaged_is_named_and_keeps_its_marker(t
     out, err = capsys.readouterr()
     assert f"run/metrics.json {problem}" in err and "wscl train" in err and "--out run" in err
     assert "Traceback" not in err and "1 with an unreadable metrics.json" in out
-    assert (tmp_path / "run" / tracking.PENDING).exists()
+    assert (tmp_path / "run" / tracking_pending.PENDING).exists()
 
 
 def start_server(root, port):
@@ -318,7 +320,8 @@ def test_a_tracking_server_stopped_mid_study_loses_no_run(tmp_path, tiny, monkey
     """Run a is logged; the server stops after run b's first task (logged live); b still succeeds, marked
     pending; once the server is back, the aggregation's sync logs b: one child run per folder, complete."""
     from workflow_support import free_port
-    from wscl import cli, tracking
+    from wscl import cli
+    from wscl.tracking import pending as tracking_pending, runs as tracking_runs
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail fast; the default backs off for minutes
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
@@ -343,11 +346,11 @@ def test_a_tracking_server_stopped_mid_study_loses_no_run(tmp_path, tiny, monkey
         assert train("runs/b") == 0
         err = capsys.readouterr().err
         assert "marked as not yet logged" in err and "Traceback" not in err
-        assert (tmp_path / "runs/b/metrics.json").exists() and (tmp_path / "runs/b" / tracking.PENDING).exists()
+        assert (tmp_path / "runs/b/metrics.json").exists() and (tmp_path / "runs/b" / tracking_pending.PENDING).exists()
         server = start_server(tmp_path, port)
-        done = tracking.sync_pending(["runs/a", "runs/b"], log=lambda *_: None)  # what `wscl aggregate` does
+        done = tracking_pending.sync_pending(["runs/a", "runs/b"], log=lambda *_: None)  # what `wscl aggregate` does
         assert done == {"logged": ["runs/b"], "failed": [], "busy": [], "invalid": []}
-        assert tracking.sync_pending(["runs/a", "runs/b"], log=lambda *_: None)["logged"] == []
+        assert tracking_pending.sync_pending(["runs/a", "runs/b"], log=lambda *_: None)["logged"] == []
         by_key = {}
         for run in children(uri, "study"):
             by_key.setdefault(run.data.tags["wscl.run_key"], []).append(run)
@@ -356,6 +359,6 @@ def test_a_tracking_server_stopped_mid_study_loses_no_run(tmp_path, tiny, monkey
         metrics = json.loads((tmp_path / "runs/b/metrics.json").read_text())
         assert b.info.status == "FINISHED"
         assert b.data.metrics["class_il/final_avg_acc"] == metrics["class_il"]["final_avg_acc"]
-        assert b.data.tags[tracking.DIGEST_TAG] == tracking.metrics_digest(tmp_path / "runs/b/metrics.json")
+        assert b.data.tags[tracking_runs.DIGEST_TAG] == tracking_runs.metrics_digest(tmp_path / "runs/b/metrics.json")
     finally:
         stop_server(server)

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-import wscl.freezing as freezing
-from wscl.trainer import Run
+import wscl.method.freezing as freezing
+from wscl.run.trainer import Run
 
 
 def run_with_scores(tiny, tmp_path, monkeypatch, score_of_depth, **overrides):

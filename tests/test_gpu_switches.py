@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from wscl.augment import Preprocess, random_crop_flip
-from wscl.config import METHODS, PRESETS, ConfigError, fingerprint
-from wscl.runtime import resolve_runtime
-from wscl.trainer import Run
+from wscl.method.augment import Preprocess, random_crop_flip
+from wscl.settings.config import METHODS, PRESETS, ConfigError, fingerprint
+from wscl.settings.runtime import resolve_runtime
+from wscl.run.trainer import Run
 
 
 
@@ -25,8 +25,9 @@ GPU_SWITCHES = {"bf16": True, "channels_last": True, "deterministic": True}
 @pytest.fixture(scope="module")
 def mapped_root(tmp_path_factory):
     from conftest import TINY
-    from wscl.data import save, synthetic
-    from wscl.config import defaults
+    from wscl.data.canonical import save
+    from wscl.data.synthetic import synthetic
+    from wscl.settings.config import defaults
     syn = {**defaults()["dataset"]["synthetic"], **TINY["dataset"]["synthetic"], "classes": 4, "dream_classes": 4,
            "contrast": 90.0, "noise": 30.0}  # clearly learnable in 2 epochs
     syn.pop("seed")
@@ -68,7 +69,7 @@ def test_every_preset_and_learner_trains_with_every_gpu_switch_on(tiny, tmp_path
 def test_the_cpu_channels_last_shortcut_computes_the_strided_convolution():
     """On CPU in channels_last the residual shortcut avoids torch's strided 1x1 kernel (its backward corrupts
     the heap); forward and gradients equal those of the strided convolution in the default format."""
-    from wscl.backbone import BasicBlock, is_channels_last
+    from wscl.method.backbone import BasicBlock, is_channels_last
     torch.manual_seed(0)
     block = BasicBlock(8, 16, stride=2)
     x = torch.randn(3, 8, 12, 12)
@@ -138,8 +139,9 @@ def test_augmentation_returns_channels_last_without_changing_values():
 
 
 def test_memory_mapped_data_gives_the_metrics_of_in_memory_data(tiny, tmp_path):
-    from wscl.data import save, synthetic
-    from wscl.config import defaults
+    from wscl.data.canonical import save
+    from wscl.data.synthetic import synthetic
+    from wscl.settings.config import defaults
     syn = defaults()["dataset"]["synthetic"] | tiny()["dataset"]["synthetic"]
     syn.pop("seed")
     save(synthetic(**syn), tmp_path / "data/syn")
@@ -171,7 +173,7 @@ def test_a_missing_cuda_device_fails_at_start_naming_the_setting(tiny):
 
 def test_derpp_keeps_each_samples_own_logits_through_the_stm_merge(tiny, tmp_path, monkeypatch):
     """After the STM->LTM merge every stored row's logits belong to that row's sample."""
-    from wscl import nrem
+    from wscl.method import nrem
     captured = {}
     original = nrem.merge_stm_into_ltm
 
@@ -195,7 +197,7 @@ def test_derpp_keeps_each_samples_own_logits_through_the_stm_merge(tiny, tmp_pat
 @pytest.mark.parametrize("native", [True, False])
 def test_bf16_auto_only_on_gpus_with_native_bf16_and_never_under_reference(tiny, monkeypatch, native):
     """A GPU that only emulates bf16 (V100, T4) trains in fp32; `reference` trains in fp32 as the authors."""
-    import wscl.runtime as runtime
+    import wscl.settings.runtime as runtime
     monkeypatch.setattr(runtime, "resolve_device", lambda name: torch.device("cuda"))
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation or native)
     assert resolve_runtime(tiny(fidelity="corrected", runtime={"device": "cuda"})).bf16 is native

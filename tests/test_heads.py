@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from wscl.heads import UNAVAILABLE, HeadBook, assign_greedy, assign_hungarian, bind_dreams, count_matrix
+from wscl.method.heads import UNAVAILABLE, HeadBook, assign_greedy, assign_hungarian, bind_dreams, count_matrix
 
 
 def test_count_matrix_counts_argmax_per_class_and_blanks_taken_heads():

@@ -1,10 +1,10 @@
 import torch
 import torch.nn.functional as F
 
-from wscl.augment import Preprocess
-from wscl.backbone import ResNet18
-from wscl.learners import ERACE, Step, ace_mask
-from wscl.memory import ReservoirMemory
+from wscl.method.augment import Preprocess
+from wscl.method.backbone import ResNet18
+from wscl.method.learners import ERACE, Step, ace_mask
+from wscl.method.memory import ReservoirMemory
 
 
 def test_ace_mask_keeps_present_heads_and_heads_from_highest_seen_upward():

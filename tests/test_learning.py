@@ -10,8 +10,8 @@ import statistics
 
 import pytest
 
-from wscl.config import PRESETS
-from wscl.trainer import Run
+from wscl.settings.config import PRESETS
+from wscl.run.trainer import Run
 
 CHANCE_CLASS_IL = 100 / 6
 CHANCE_TASK_IL = 100 / 2

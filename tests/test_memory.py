@@ -2,8 +2,8 @@ import numpy as np
 import torch
 from scipy.stats import chisquare
 
-from wscl.memory import ReservoirMemory, ShortTermMemory
-from wscl.trainer import Run
+from wscl.method.memory import ReservoirMemory, ShortTermMemory
+from wscl.run.trainer import Run
 
 
 def test_reservoir_inclusion_probability_is_uniform():

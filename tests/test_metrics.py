@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from wscl.metrics import backward_transfer, final_average_accuracy, forgetting, forward_transfer, summary
+from wscl.method.metrics import backward_transfer, final_average_accuracy, forgetting, forward_transfer, summary
 
 nan = np.nan
 R = np.array([[90.0, 20.0, nan],
@@ -56,7 +56,7 @@ def test_random_init_baseline_uses_class_order_heads_under_reference(tiny, tmp_p
     """[code] FWT's b_j: the random network scored with head = class index; [ours] the assigned heads."""
     import torch
 
-    from wscl.trainer import Run
+    from wscl.run.trainer import Run
     for fidelity in ("reference", "corrected"):
         run = Run(tiny(fidelity=fidelity, training={"epochs": 1}, scenario={"n_tasks": 2}), tmp_path / fidelity,
                   quiet=True, log=lambda *_: None)

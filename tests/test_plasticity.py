@@ -1,7 +1,7 @@
 import torch
 import torch.nn as nn
 
-from wscl.plasticity import Importance, apply_plasticity, plastic_parameters
+from wscl.method.plasticity import Importance, apply_plasticity, plastic_parameters
 
 
 def net():

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from wscl import release
+from wscl.run import release
 from wscl.cli import main
-from wscl.errors import ExitCode
+from wscl.core.errors import ExitCode
 
 CFG = tiny_config(scenario={"n_tasks": 2}, training={"epochs": 2})
 

@@ -12,8 +12,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from workflow_support import snakemake
-from wscl.outputs import PLOTS
-from wscl.report import CAPTIONS
+from wscl.study.outputs import PLOTS
+from wscl.study.report import CAPTIONS
 
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -117,7 +117,8 @@ def test_report_in_a_browser_shows_summary_tables_runs_and_provenance(study, tmp
         assert metrics["git_commit"] in page and "working tree" in page
         for name in ("python", "torch", "snakemake", "mlflow"):
             assert name in page
-        assert "synthetic" in provenance and "generated" in provenance
+        assert "synthetic" in provenance and "none: generated" in provenance
+        assert metrics["dataset_sha256"] in provenance  # generated data has a content, and its digest
         browser.save_screenshot(str(tmp_path / "report.png"))
         assert (tmp_path / "report.png").stat().st_size > 10_000
         errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
@@ -222,7 +223,9 @@ def test_mlflow_parents_carry_seed_statistics_verdict_tags_and_datasets(study):
         assert parent.data.tags["preset"] in ("base", "full") and parent.data.tags["fidelity"] == "reference"
     for run in list(parents.values()) + children:
         [dataset] = [d.dataset for d in run.inputs.dataset_inputs]
-        assert dataset.name == "synthetic" and dataset.digest == "generated"
+        # generated data has a digest like prepared data: its content's SHA-256 (first 36 digits in MLflow)
+        sha = json.loads(dataset.profile)["sha256"]
+        assert dataset.name == "synthetic" and len(sha) == 64 and dataset.digest == sha[:36]
     for child in children:
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert "accuracy_matrix.png" in artifacts
@@ -232,7 +235,7 @@ def fake_runs(values: dict):
     """Per-seed runs of seq-cifar10, buffer 200: (preset, fidelity) -> Class-IL final accuracies."""
     import pandas as pd
 
-    from wscl.metrics import SUMMARY_KEYS
+    from wscl.method.metrics import SUMMARY_KEYS
     rows = []
     for (preset, fidelity), accs in values.items():
         for seed, acc in enumerate(accs):
@@ -246,9 +249,9 @@ def fake_runs(values: dict):
 
 
 def test_summary_compares_only_rows_of_one_fidelity_and_reuses_the_tables_verdicts():
-    from wscl.aggregate import pretty, summary_table
-    from wscl.report import findings, row_id
-    from wscl.reproduction import difference
+    from wscl.study.aggregate import pretty, summary_table
+    from wscl.study.report import findings, row_id
+    from wscl.study.reproduction import difference
     values = {("base", "reference"): [60.0, 62.0, 61.0], ("authors", "reference"): [70.0, 72.5, 71.0],
               ("full", "reference"): [66.0, 69.0, 67.5], ("no_nrem", "reference"): [64.0, 66.0, 65.5],
               ("base", "corrected"): [80.0, 81.0, 79.0], ("full", "corrected"): [75.0, 74.0, 76.0]}
@@ -275,8 +278,8 @@ def test_summary_compares_only_rows_of_one_fidelity_and_reuses_the_tables_verdic
 
 
 def test_parent_runs_get_the_tables_verdicts_and_seed_statistics():
-    from wscl.aggregate import pretty, summary_table
-    from wscl.tracking import parent_metrics, parent_tags
+    from wscl.study.aggregate import pretty, summary_table
+    from wscl.tracking.rows import parent_metrics, parent_tags
     values = {("authors", "reference"): [70.0, 72.5, 71.0, 69.0], ("base", "reference"): [60.0, 61.0, 59.0, 62.0]}
     table = summary_table(fake_runs(values), "seq-cifar10", 200, None)
     nice = pretty(table)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from wscl.reproduction import difference, verdict
+from wscl.study.reproduction import difference, verdict
 
 
 def test_difference_is_welchs_interval_between_two_sets_of_seeds():
@@ -33,7 +33,7 @@ def test_verdict_keeps_its_rule():
 
 
 def test_paper_values_are_looked_up_by_benchmark_buffer_method_and_preset():
-    from wscl.aggregate import paper_cells, reported_values
+    from wscl.study.aggregate import paper_cells, reported_values
     reported = reported_values()
     cifar = {"final_avg_acc": (71.15, 2.15), "forgetting": (11.78, None)}
     # ER-ACE + WSCL's values belong to both WSCLs; other presets, methods and buffers have none.
@@ -52,8 +52,8 @@ def test_paper_values_are_looked_up_by_benchmark_buffer_method_and_preset():
 def test_tables_look_up_the_paper_under_the_benchmarks_reported_name():
     import pandas as pd
 
-    from wscl.aggregate import summary_table
-    from wscl.metrics import SUMMARY_KEYS
+    from wscl.study.aggregate import summary_table
+    from wscl.method.metrics import SUMMARY_KEYS
     runs = pd.DataFrame([{"method": "er_ace", "preset": preset, "fidelity": "reference", "buffer": 200, "seed": seed,
                           **{f"{s}_{m}": 70.0 + seed for s in ("class_il", "task_il") for m in SUMMARY_KEYS}}
                          for preset in ("base", "full") for seed in range(3)])

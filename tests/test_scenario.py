@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from wscl import scenario
-from wscl.config import ConfigError, resolve
-from wscl.data import synthetic
+from wscl.method import scenario
+from wscl.settings.config import ConfigError, resolve
+from wscl.data.synthetic import synthetic
 
 DS = synthetic(classes=4, dream_classes=0, train_per_class=20, test_per_class=5, size=8)
 
@@ -49,7 +49,7 @@ def test_authors_preset_is_freezing_and_interleaved_dreams_only():
 
 @pytest.mark.parametrize("fidelity", ["reference", "corrected"])
 def test_plain_baseline_holds_nothing_out_and_keeps_heads_in_class_order(tiny, tmp_path, fidelity):
-    from wscl.trainer import Run
+    from wscl.run.trainer import Run
     cfg = tiny(preset="base", fidelity=fidelity)
     assert cfg["scenario"]["hold_out"] is False and cfg["scenario"]["head_assignment"] == "class_order"
     run = Run(cfg, tmp_path, quiet=True, log=lambda *_: None)

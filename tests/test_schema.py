@@ -7,8 +7,8 @@ import pytest
 import yaml
 from snakemake.utils import validate
 
-from wscl.config import CHOICES, METHODS, PRESETS, ConfigError, defaults, resolve
-from wscl.schema import TRAINER_SCHEMA, trainer_schema, write_schemas
+from wscl.settings.config import CHOICES, METHODS, PRESETS, ConfigError, defaults, resolve
+from wscl.settings.schema import TRAINER_SCHEMA, trainer_schema, write_schemas
 
 REPO = Path(__file__).resolve().parents[1]
 STUDY_SCHEMA = REPO / "rules/config.schema.yaml"
@@ -98,7 +98,7 @@ def test_config_readme_describes_every_study_key():
 
 
 def test_trainer_sections_are_checked_first_naming_where_and_the_nearest_key():
-    from wscl.studies import check_trainer_sections
+    from wscl.study.studies import check_trainer_sections
     config = study("paper.yaml")
     config["benchmarks"]["seq-cifar10"]["trainer"]["training"] = {"lrr": 0.1}
     with pytest.raises(ConfigError, match=r"^benchmarks.seq-cifar10.trainer: unknown config key 'training.lrr'; "

@@ -3,12 +3,13 @@ import numpy as np
 import pytest
 import torch
 
-from wscl import nrem, rem
-from wscl.config import ConfigError
-from wscl.data import synthetic
-from wscl.memory import ReservoirMemory, ShortTermMemory
-from wscl.scenario import ImageSource, Pool
-from wscl.trainer import Run
+from wscl.method import nrem
+from wscl.method import rem
+from wscl.settings.config import ConfigError
+from wscl.data.synthetic import synthetic
+from wscl.method.memory import ReservoirMemory, ShortTermMemory
+from wscl.data.pool import ImageSource, Pool
+from wscl.run.trainer import Run
 
 
 def quiet_run(tiny, tmp_path, **overrides) -> Run:
@@ -76,7 +77,7 @@ def test_nrem_trains_only_the_heads_seen_so_far(tiny, tmp_path):
 
 
 def test_nrem_without_update_measures_importance_but_keeps_the_weights(tiny, tmp_path):
-    from wscl.plasticity import Importance
+    from wscl.method.plasticity import Importance
     run = quiet_run(tiny, tmp_path)
     pool, stm = first_task(run)
     before = {k: v.clone() for k, v in run.learner.net.state_dict().items() if v.is_floating_point()}

@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from wscl.config import ConfigError
-from wscl.studies import RunKey, Study
+from wscl.settings.config import ConfigError
+from wscl.study.studies import RunKey, Study
 
 PAPER = yaml.safe_load((Path(__file__).parents[1] / "config/paper.yaml").read_text())
 

@@ -6,8 +6,8 @@ from mlflow.tracking import MlflowClient
 
 from conftest import tiny_config
 from wscl.cli import main
-from wscl.tracking import log_run
-from wscl.trainer import Run
+from wscl.tracking.runs import log_run
+from wscl.run.trainer import Run
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def test_no_mlflow_without_a_uri(tmp_path, monkeypatch, switched_off):
 
 
 def test_live_per_task_metrics_then_the_finished_run_without_duplicates(finished, tmp_path):
-    from wscl.tracking import live_tracking, log_task, start_live_run
+    from wscl.tracking.live import live_tracking, log_task, start_live_run
     cfg, metrics, out = finished
     metrics = copy.deepcopy(metrics)
     shutil.copytree(out, tmp_path / "run")
@@ -80,15 +80,16 @@ def test_live_per_task_metrics_then_the_finished_run_without_duplicates(finished
         assert sorted(m.step for m in client.get_metric_history(run_id, key)) == [0, 1]
     assert run.data.params["notes"] == "x" * 2000
     [dataset] = [d.dataset for d in run.inputs.dataset_inputs]
-    assert dataset.name == metrics["dataset"] == "synthetic" and dataset.digest == "generated"
+    assert dataset.name == metrics["dataset"] == "synthetic" and dataset.digest == metrics["dataset_sha256"][:36]
+    assert dataset.source_type == "code"
     assert live_tracking("http://mlflow:5000") and not live_tracking(uri) and not live_tracking(None)
 
 
 def test_a_prepared_dataset_is_an_input_with_its_content_sha256(tmp_path):
     import json
 
-    from wscl.provenance import dataset_identity
-    from wscl.tracking import dataset_input
+    from wscl.core.provenance import dataset_identity
+    from wscl.tracking.rows import dataset_input
     sha = "0123456789abcdef" * 4
     (tmp_path / "seq-x").mkdir()
     (tmp_path / "seq-x/meta.json").write_text(json.dumps({"sha256": sha, "source": "official mirror"}))

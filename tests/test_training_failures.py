@@ -6,12 +6,12 @@ import math
 import pytest
 import torch
 
-import wscl.learners as learners
-import wscl.nrem as nrem
+import wscl.method.learners as learners
+import wscl.method.sleep as sleep
 from wscl.cli import main
-from wscl.errors import ExitCode, TrainingFailedError
-from wscl.failures import collapsed_head, explosion_limit
-from wscl.trainer import Run
+from wscl.core.errors import ExitCode, TrainingFailedError
+from wscl.method.failures import collapsed_head, explosion_limit
+from wscl.run.trainer import Run
 
 
 def test_collapse_rule_is_one_head_taking_the_threshold_share():
@@ -25,7 +25,7 @@ def test_collapse_rule_is_one_head_taking_the_threshold_share():
 def collapse_after_task(task: int, monkeypatch):
     """Make the network predict head 0 for every image from the end of ``task`` on: the classifier's weights
     zeroed and its bias pointing at head 0, after the task's sleep phase (as a collapse would leave it)."""
-    original = nrem.sleep_phase
+    original = sleep.sleep_phase
 
     def sleep_then_collapse(t, state, *args):
         record = original(t, state, *args)
@@ -35,7 +35,7 @@ def collapse_after_task(task: int, monkeypatch):
                 state.learner.net.classifier.bias.copy_(torch.arange(state.learner.n_heads, 0, -1.0))
         return record
 
-    monkeypatch.setattr(nrem, "sleep_phase", sleep_then_collapse)
+    monkeypatch.setattr(sleep, "sleep_phase", sleep_then_collapse)
 
 
 def test_collapse_warns_and_is_recorded(tiny, tmp_path, monkeypatch):

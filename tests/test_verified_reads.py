@@ -9,9 +9,9 @@ import torch
 
 from disk_faults import flip_middle_bytes
 from wscl.cli import main
-from wscl.errors import ExitCode, RunResultError
-from wscl.metrics import read_metrics
-from wscl.safe_io import (DamagedFile, atomic_torch_save, atomic_write_json, atomic_write_text, read_verified,
+from wscl.core.errors import ExitCode, RunResultError
+from wscl.method.metrics import read_metrics
+from wscl.core.safe_io import (DamagedFile, atomic_torch_save, atomic_write_json, atomic_write_text, read_verified,
                           save_figure, seal_path)
 
 
@@ -48,7 +48,7 @@ def test_a_sealed_file_reads_back_and_a_changed_byte_of_unchanged_size_is_refuse
 def finished_run(tmp_path_factory):
     """A finished tiny run's folder (trained once for this module)."""
     from conftest import tiny_config
-    from wscl.trainer import Run
+    from wscl.run.trainer import Run
     out = tmp_path_factory.mktemp("finished") / "run"
     Run(tiny_config(scenario={"n_tasks": 2}, training={"epochs": 1}), out, quiet=True, log=lambda *_: None).run()
     return out
@@ -121,14 +121,14 @@ def test_a_damaged_pending_marker_is_named_and_the_run_stays_for_the_studys_sync
                                                                                   monkeypatch, capsys):
     """A run finished while the store was unreachable carries a sealed marker; damaged, `mlflow-sync --run`
     names it (exit 9) instead of logging to wherever the damaged bytes point."""
-    from wscl import tracking
+    from wscl.tracking import pending as tracking_pending, runs as tracking_runs
     monkeypatch.chdir(tmp_path)
     shutil.copytree(finished_run, "run")
-    tracking.mark_pending("run", {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "e"},
+    tracking_pending.mark_pending("run", {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "e"},
                           RuntimeError("database is locked"))
-    flip_middle_bytes(tmp_path / "run" / tracking.PENDING, n=4)
-    monkeypatch.setattr(tracking, "_log_run", lambda *a, **k: pytest.fail("logged from a damaged marker"))
+    flip_middle_bytes(tmp_path / "run" / tracking_pending.PENDING, n=4)
+    monkeypatch.setattr(tracking_runs, "_log_run", lambda *a, **k: pytest.fail("logged from a damaged marker"))
     assert main(["mlflow-sync", "--run", "run"]) == ExitCode.RUN_RESULT_INVALID
     err = capsys.readouterr().err
-    assert f"run/{tracking.PENDING} differs from its digest" in err and "mlflow_sync rule" in err
-    assert (tmp_path / "run" / tracking.PENDING).exists()
+    assert f"run/{tracking_pending.PENDING} differs from its digest" in err and "mlflow_sync rule" in err
+    assert (tmp_path / "run" / tracking_pending.PENDING).exists()

@@ -10,7 +10,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from disk_faults import flip_middle_bytes
-from wscl.outputs import PLOTS
+from wscl.study.outputs import PLOTS
 from workflow_support import (BIN, ENV, SMOKE_RUNS as RUNS, assert_run_holds_metrics, job_counts, metrics_path,
                               snakemake, workflow_copy)
 

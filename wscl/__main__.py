@@ -1,3 +1,3 @@
-from .cli import run_cli
+from wscl.cli import run_cli
 
 run_cli()

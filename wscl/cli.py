@@ -11,14 +11,14 @@ import gc
 import json
 import os
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
 
-from . import __version__, allocator
-from .config import CHOICES, METHODS, PRESETS, ConfigError, deep_merge, load_file, parse_set, resolve
-from .errors import ExitCode, exit_code, exit_codes_help
-from .safe_io import atomic_write_text
+from wscl import __version__
+from wscl.run import allocator
+from wscl.settings.config import CHOICES, METHODS, PRESETS, ConfigError, deep_merge, load_file, parse_set, resolve
+from wscl.core.errors import ExitCode, exit_code, exit_codes_help
+from wscl.core.safe_io import atomic_write_text
 
 
 def _train_parser(sub) -> None:
@@ -64,20 +64,6 @@ def resolved_config(args) -> dict:
     return resolve(file_cfg, deep_merge(sets, parse_set(args.set)))
 
 
-def mlflow_destination(args) -> tuple[str | None, str | None]:
-    """(tracking URI, parent run id), resolved before training so that a missing parent fails fast."""
-    from .tracking import find_parent, load_setup, parent_from_setup, tracking_uri
-    if args.mlflow_setup:
-        setup = load_setup(args.mlflow_setup)
-        group = args.mlflow_parent_group
-        return setup["tracking_uri"], args.mlflow_parent or (parent_from_setup(setup, group) if group else None)
-    uri = tracking_uri(args.mlflow_uri)
-    parent = args.mlflow_parent
-    if uri and args.mlflow_parent_group and not parent:
-        parent = find_parent(uri, args.mlflow_experiment, args.mlflow_parent_group)
-    return uri, parent
-
-
 def announce_placement(cfg: dict) -> None:
     """Say where the job runs: its Slurm job, and whether a granted GPU is usable (else the run uses the CPU)."""
     import torch
@@ -93,15 +79,17 @@ def announce_placement(cfg: dict) -> None:
 def cmd_train(args) -> int:
     import torch
 
-    from .preemption import StopRequest
-    from .trainer import train
-    from .tracking import log_finished
+    from wscl.run.preemption import StopRequest
+    from wscl.run.trainer import train
+    from wscl.tracking.live import live_run, mlflow_destination
+    from wscl.tracking.pending import log_finished
     cfg = resolved_config(args)
     if args.threads:
         torch.set_num_threads(args.threads)
-    uri, parent = mlflow_destination(args)
+    uri, parent = mlflow_destination(args.mlflow_setup, args.mlflow_parent_group, args.mlflow_parent,
+                                     args.mlflow_uri, args.mlflow_experiment)
     announce_placement(cfg)
-    live = live_run(cfg, args, uri, parent)
+    live = live_run(cfg, args.out, uri, args.mlflow_experiment, parent)
     with StopRequest().installed() as stop, live.system_metrics(cfg):  # SIGTERM/SIGUSR1: checkpoint, exit 75
         metrics = train(cfg, args.out, quiet=args.quiet, stop=stop, **live.kwargs)
     if uri:  # metrics.json is written: a store that cannot be reached marks the run pending, the job succeeds
@@ -116,59 +104,13 @@ def cmd_train(args) -> int:
     return 0
 
 
-class LiveRun:
-    """Per-task MLflow logging while a run trains: the trainer calls ``on_task_end(metrics_so_far, task)``."""
-
-    def __init__(self, run_id: str | None = None, uri: str | None = None):
-        self.run_id, self.uri, self.tasks = run_id, uri, set()
-        self.kwargs = {"on_task_end": self.on_task_end} if run_id else {}
-
-    @contextmanager
-    def system_metrics(self, cfg: dict):
-        """MLflow's system metrics (CPU, memory, GPU) sampled into the live run while training, when
-        ``runtime.mlflow_system_metrics_every`` (seconds; 0 = off) asks for them."""
-        every = cfg["runtime"]["mlflow_system_metrics_every"]
-        if not (self.run_id and every):
-            yield
-            return
-        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
-        monitor = SystemMetricsMonitor(self.run_id, sampling_interval=every, tracking_uri=self.uri)
-        monitor.start()
-        try:
-            yield
-        finally:
-            monitor.finish()
-
-    def on_task_end(self, metrics_so_far: dict, task: int) -> None:
-        from .tracking import log_task
-        try:
-            log_task(self.run_id, self.uri, metrics_so_far, task)
-            self.tasks.add(task)
-        except Exception as exc:  # a tracking hiccup must not stop a long training; log_run fills the gap
-            print(f"MLflow: task {task} not logged live ({exc}); it is logged when the run ends", file=sys.stderr)
-
-
-def live_run(cfg: dict, args, uri: str | None, parent: str | None) -> LiveRun:
-    """A live MLflow run when there is a tracking server (a SQLite store gets the run once, at the end, unless
-    ``runtime.mlflow_system_metrics_every`` asks for system metrics, which are sampled while the run trains)."""
-    from .tracking import live_tracking, start_live_run
-    if not (live_tracking(uri) or (uri and cfg["runtime"]["mlflow_system_metrics_every"])):
-        return LiveRun()
-    try:
-        return LiveRun(start_live_run(cfg, args.out, uri, args.mlflow_experiment, parent), uri)
-    except Exception as exc:  # the server is down: train anyway; the finished run is logged or marked pending
-        from .tracking import unreachable
-        print(f"warning: {unreachable(uri, exc)}; training without live metrics", file=sys.stderr)
-        return LiveRun()
-
-
 def cmd_bench(args) -> int:
     if args.end_to_end:
         from .bench_e2e import run_end_to_end
         run_end_to_end(device=args.device, out=args.out or "results/bench_end_to_end.json",
                        size="quick" if args.quick else "full")
         return 0
-    from .bench import run_bench
+    from wscl.run.bench import run_bench
     run_bench(device=args.device, out=args.out or "results/bench.json", steps=args.steps)
     return 0
 
@@ -185,7 +127,7 @@ def parse_mirrors(items: list[str]) -> dict[str, list[Path]]:
 
 
 def cmd_data(args) -> int:
-    from .datasets.prepare import info, prepare
+    from wscl.data.prepare import info, prepare
     if args.data_command == "prepare":
         prepare(args.name, args.root, parse_mirrors(args.mirror), verify=not args.no_verify,
                 log=lambda msg: print(msg, file=sys.stderr))
@@ -195,12 +137,12 @@ def cmd_data(args) -> int:
 
 
 def _study(args):
-    from .studies import Study
+    from wscl.study.studies import Study
     return Study(json.loads(args.study_json))
 
 
 def cmd_mlflow_setup(args) -> int:
-    from .tracking import setup_study
+    from wscl.tracking.parents import setup_study
     result = setup_study(args.uri, args.experiment, args.artifact_root, args.group)
     text = json.dumps(result, indent=2) + "\n"
     if args.out:  # sealed: every training job reads it (tracking.load_setup)
@@ -210,7 +152,9 @@ def cmd_mlflow_setup(args) -> int:
 
 
 def cmd_mlflow_sync(args) -> int:
-    from .tracking import load_setup, sync_pending, sync_runs
+    from wscl.tracking.parents import load_setup
+    from wscl.tracking.pending import sync_pending
+    from wscl.tracking.sync import sync_runs
     if args.run:  # run folders marked pending by `wscl train --mlflow-...`, each to its recorded destination
         done = sync_pending(args.run, log=lambda msg: print(msg, file=sys.stderr))
         print(f"{len(done['logged'])} pending run(s) logged, {len(done['failed'])} still pending"
@@ -232,25 +176,25 @@ def cmd_mlflow_sync(args) -> int:
 
 
 def cmd_aggregate(args) -> int:
-    from .aggregate import aggregate
+    from wscl.study.aggregate import aggregate
     aggregate(_study(args), Path(args.tables), Path(args.plots), mlflow_uri=args.mlflow_uri)
     return 0
 
 
 def cmd_report(args) -> int:
-    from .report import build_report
+    from wscl.study.report import build_report
     build_report(_study(args), Path(args.tables), Path(args.plots), Path(args.out))
     return 0
 
 
 def cmd_archive(args) -> int:
-    from .archive import write_archive
+    from wscl.study.archive import write_archive
     print(write_archive(_study(args), args.mlflow_uri, Path(args.out)))
     return 0
 
 
 def cmd_verify_archive(args) -> int:
-    from .archive import verify_archive
+    from wscl.study.archive import verify_archive
     problems = verify_archive(Path(args.file))
     for line in problems:
         print(line)
@@ -259,7 +203,7 @@ def cmd_verify_archive(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .release import evaluate, load_model
+    from wscl.run.release import evaluate, load_model
     result = evaluate(load_model(args.model), args.dataset_root, args.device)
     text = json.dumps(result, indent=2) + "\n"
     if args.out:
@@ -274,7 +218,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_schema(args) -> int:
-    from .schema import trainer_schema
+    from wscl.settings.schema import trainer_schema
     text = json.dumps(trainer_schema(), indent=2) + "\n"
     if args.out:
         atomic_write_text(args.out, text)

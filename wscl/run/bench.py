@@ -1,0 +1,116 @@
+"""Throughput benchmark: trainer images/s and its efficiency against a bare training loop.
+
+Fixed setup [ours]: synthetic 32x32x3 images, batch 32, ResNet-18 width 20, 2 tasks x 2 classes, one
+epoch per task of ``steps`` steps. The bare loop runs forward+backward+SGD on random batches of the
+same shapes, with one extra forward pass of the replay minibatch on every step where the trainer
+replays, in the same process. Efficiency ratio = trainer images/s / bare-loop images/s.
+"""
+from __future__ import annotations
+
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from wscl.method.backbone import ResNet18
+from wscl.settings.config import resolve
+from wscl.core.provenance import cpu_description, device_name
+from wscl.core.safe_io import atomic_write_json
+from wscl.settings.runtime import resolve_runtime, synchronize
+from wscl.run.trainer import Run
+
+BATCH, WIDTH, SIZE, CLASSES_PER_TASK, TASKS = 32, 20, 32, 2, 2
+
+
+def synthetic_config(preset: str, device: str, tasks: int, per_class: dict, val_per_task: int, epochs: int,
+                     **settings) -> dict:
+    """The benchmarks' fixed setup [ours]: synthetic 32x32x3 images in ``tasks`` tasks of 2 classes (as many
+    dream classes), ResNet-18 width 20, ER-ACE with batch 32 and a 200-image buffer; ``per_class``: the
+    synthetic dataset's train/test/dream images per class; ``settings``: further top-level settings."""
+    classes = tasks * CLASSES_PER_TASK
+    return resolve({
+        "preset": preset, "seed": 0, **settings,
+        "dataset": {"synthetic": {"classes": classes, "dream_classes": classes, "size": SIZE, "channels": 3,
+                                  **per_class}},
+        "scenario": {"n_tasks": tasks, "classes_per_task": CLASSES_PER_TASK, "val_per_task": val_per_task,
+                     "freeze_buffer_per_task": 20},
+        "model": {"width": WIDTH},
+        "training": {"method": "er_ace", "epochs": epochs, "batch_size": BATCH, "replay_batch_size": BATCH,
+                     "buffer_size": 200},
+        "runtime": {"device": device, "progress": False},
+    })
+
+
+def bench_config(preset: str, steps: int, device: str) -> dict:
+    per_class = {"train_per_class": steps * BATCH // CLASSES_PER_TASK + 20, "test_per_class": 20,
+                 "dream_per_class": 50}
+    return synthetic_config(preset, device, TASKS, per_class, val_per_task=20, epochs=2)
+
+
+def environment(device: torch.device) -> dict:
+    """What the figures were measured on."""
+    cpu = f"cpu ({cpu_description()}, {platform.machine()}, {torch.get_num_threads()} threads)"
+    return {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
+            "device": device_name(device) if device.type == "cuda" else cpu}
+
+
+def bare_loop(device: torch.device, n_heads: int, plain_steps: int, replay_steps: int, channels_last: bool,
+              bf16: bool) -> float:
+    """Stream images/s of forward+backward+SGD alone (replay steps add the replay batch's forward)."""
+    net = ResNet18(n_heads, 3, WIDTH).to(device)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    net = net.to(memory_format=fmt)
+    opt = torch.optim.SGD(net.parameters(), lr=0.03)
+    x = torch.randn(BATCH, 3, SIZE, SIZE, device=device).contiguous(memory_format=fmt)
+    y = torch.randint(0, n_heads, (BATCH,), device=device)
+
+    def step(replay: bool) -> None:
+        opt.zero_grad(set_to_none=True)
+        # As the learners: the network under autocast, the losses in fp32.
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = [net(x) for _ in range(2 if replay else 1)]
+        loss = sum(F.cross_entropy(out.float(), y) for out in logits)
+        loss.backward()
+        opt.step()
+
+    for _ in range(3):
+        step(True)
+    synchronize(device)
+    start = time.perf_counter()
+    for i in range(plain_steps + replay_steps):
+        step(i >= plain_steps)
+    synchronize(device)
+    return (plain_steps + replay_steps) * BATCH / (time.perf_counter() - start)
+
+
+def measure(preset: str, steps: int, device: str) -> dict:
+    cfg = bench_config(preset, steps, device)
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Run(cfg, tmp, quiet=True, log=lambda *_: None)
+        metrics = run.run()
+    runtime = run.runtime
+    steps = metrics["wake_steps"]  # the bare loop repeats exactly the trainer's wake steps
+    # Best of two bare runs: a conservative (lower) efficiency ratio on a noisy machine.
+    bare = max(bare_loop(runtime.device, run.scenario.n_heads, steps["plain"], steps["replay"],
+                         runtime.channels_last, runtime.bf16) for _ in range(2))
+    trainer = metrics["train_images_per_second"]
+    return {"preset": preset, "method": "er_ace", "trainer_images_per_second": trainer,
+            "bare_loop_images_per_second": round(bare, 2), "efficiency_ratio": round(trainer / bare, 3),
+            "wall_seconds": metrics["wall_seconds"]}
+
+
+def run_bench(device: str = "auto", out: str | Path = "results/bench.json", steps: int = 60) -> dict:
+    results = {"setup": {"image": [3, SIZE, SIZE], "batch": BATCH, "width": WIDTH, "tasks": TASKS,
+                         "steps_per_task": steps},
+               **environment(resolve_runtime(bench_config("base", steps, device)).device),
+               "runs": [measure(preset, steps, device) for preset in ("base", "full")]}
+    for r in results["runs"]:
+        print(f"{r['preset']:>5} er_ace on {results['device']}: trainer {r['trainer_images_per_second']:.1f} img/s, "
+              f"bare loop {r['bare_loop_images_per_second']:.1f} img/s, efficiency ratio {r['efficiency_ratio']:.3f}")
+    out = Path(out)
+    atomic_write_json(out, results)
+    print(f"saved {out}")
+    return results

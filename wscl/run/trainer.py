@@ -1,0 +1,243 @@
+"""One WSCL run: the per-task loop of spec §2, with a checkpoint after every finished task and inside tasks.
+
+Per task t: head assignment (t > 0) -> pre-training evaluation -> wake (the freezing trial in place of
+epoch 0) -> sleep (NREM, plasticity, STM->LTM merge, staged REM) -> evaluation of all seen tasks.
+The phases live in their modules (wake, freezing, heads, nrem, rem, evaluation); ``Run.compose`` builds a
+run's parts from its configuration, ``Run`` sequences the phases and keeps what carries over between
+tasks in one ``RunState``. Every random draw of task t comes from generators seeded by (seed, t), so a
+run resumed from the checkpoint of task t-1 continues exactly as an uninterrupted one. A checkpoint
+inside task t (``runtime.checkpoint_every_minutes`` at a wake-epoch boundary, or a stop request at the
+next wake step) also holds those generators' states and what the task has built so far (``MidTask``),
+so a run resumed from it continues exactly too.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from tqdm import tqdm
+
+from wscl.run import checkpoint
+from wscl.method import nrem, sleep
+from wscl.run import release
+from wscl.method import rem
+from wscl.data import benchmarks
+from wscl.method import scenario as scenario_mod
+from wscl.method.augment import Preprocess
+from wscl.settings.config import fingerprint
+from wscl.core.errors import Preempted
+from wscl.method.evaluation import AccuracyMatrices, TestTasks, choose_layout, logits_of
+from wscl.method.failures import FailurePolicy, LossChecks, check_collapse
+from wscl.method.freezing import task_trial
+from wscl.method.heads import HeadBook, assign_task, bind_dreams
+from wscl.method.learners import Learner, build_learner
+from wscl.method.metrics import run_metrics
+from wscl.settings.runtime import apply_determinism, resolve_runtime, timed
+from wscl.core.safe_io import RESUME, atomic_write_json, atomic_write_text, translated
+from wscl.data.pool import ImageSource, Pool
+from wscl.method.state import RunState
+from wscl.method.wake import MidTask, seeds_for, wake_phase
+
+
+class Run:
+    """The task loop of one run, resumable from its checkpoint (written after a task or inside one)."""
+
+    def __init__(self, cfg: dict, out_dir: str | Path, quiet: bool = False, log=print, on_task_end=None,
+                 stop=None):
+        self.cfg, self.out, self.log = cfg, Path(out_dir), log
+        with translated(self.out, RESUME):
+            self.out.mkdir(parents=True, exist_ok=True)
+        # stop() names a received stop signal (SIGTERM, SIGUSR1) or is None; the CLI installs the handlers
+        self.stop = stop or (lambda: None)
+        self.checkpoint_path = self.out / checkpoint.FILE_NAME
+        self.checkpoint_every = 60 * cfg["runtime"]["checkpoint_every_minutes"]
+        self.clock = time.monotonic
+        self.last_checkpoint = self.clock()
+        self.runtime = resolve_runtime(cfg)
+        self.device = self.runtime.device
+        apply_determinism(self.runtime)
+        self.quiet = quiet or not cfg["runtime"]["progress"]
+        self.on_task_end = on_task_end  # called with (metrics so far, task) after each task's checkpoint
+        self.wscl, self.reference = cfg["wscl"], cfg["fidelity"] == "reference"
+        self.fingerprint = fingerprint(cfg, self.runtime.describe())
+        # failure warnings go to stderr, like every warning of the CLI, unless the caller routes the log
+        self.failures = FailurePolicy(cfg["runtime"]["on_training_failure"], None if log is print else log)
+        self.compose()
+
+    def compose(self) -> None:
+        """Build the run's parts from its configuration, each random draw from its own seeded generator: data,
+        the initial state, how it evaluates (the layout) and the random network's test logits."""
+        cfg, device, sc = self.cfg, self.device, self.cfg["scenario"]
+        torch.manual_seed(cfg["seed"])
+        self.dataset = ds = benchmarks.from_config(cfg)
+        self.scenario = scenario_mod.from_config(ds, cfg)
+        self.train_source = ImageSource(ds.train_x, device, ds.memory_mapped)
+        self.train_y, test_y = np.asarray(ds.train_y), np.asarray(ds.test_y)
+        augment = ds.augment if sc["augment"] == "auto" else sc["augment"]
+        # the training images' own statistics when the dataset fixes none: once
+        self.mean_std = mean_std = ds.normalisation()
+        preprocess = Preprocess(*mean_std, augment, device, self.runtime.channels_last, ds.crop_padding)
+        n_heads = self.scenario.n_heads
+        self.loss_checks = LossChecks.from_config(cfg["runtime"], n_heads, self.failures)
+        self.dreams = rem.dream_set(ds, cfg["wscl"]["rem"], n_heads, device, np.random.default_rng([cfg["seed"], 2]))
+        book = HeadBook(self.scenario.n_tasks * sc["classes_per_task"], n_heads,
+                        bind_dreams(n_heads, self.dreams.n_classes, np.random.default_rng([cfg["seed"], 3])))
+        learner = build_learner(cfg, n_heads, ds.image_shape, preprocess, device, bf16=self.runtime.bf16)
+        self.state = RunState(learner, book, AccuracyMatrices.empty(self.scenario.n_tasks))
+        self.eval_layout = layout = choose_layout(cfg, self.runtime, self.scenario, learner.net, ds.image_shape,
+                                                  mean_std, self.out, self.fingerprint, self.state.timings)
+        test_preprocess = Preprocess(*mean_std, augment, device, layout.channels_last, ds.crop_padding)
+        self.tests = TestTasks(ImageSource(ds.test_x, device, ds.memory_mapped), self.scenario.test_idx, test_y,
+                               self.scenario.task_classes, test_preprocess, layout.batch_size)
+        # The randomly initialised network's test logits: FWT's baselines b_j.
+        with timed(self.state.timings, "eval_random_init", device):
+            self.random_logits = [self.tests.logits(learner.net, j).cpu() for j in range(self.scenario.n_tasks)]
+
+    @property
+    def learner(self) -> Learner:
+        return self.state.learner
+
+    @property
+    def book(self) -> HeadBook:
+        return self.state.book
+
+    def run(self) -> dict:
+        T = self.scenario.n_tasks
+        mid = self.resume()
+        self.last_checkpoint = self.clock()
+        for t in range(self.state.next_task, T):
+            record, mid = self.task(t, mid), None
+            record["wall_seconds"] = self.state.task_seconds()
+            self.state.history.append(record)
+            self.state.next_task = t + 1
+            self.save()
+            if self.on_task_end is not None:
+                self.on_task_end(self.metrics(), t)
+            if not self.quiet:
+                self.log(f"task {t + 1}/{T}: Class-IL {record['avg_acc_class_il']:.2f}  "
+                         f"Task-IL {record['avg_acc_task_il']:.2f}  frozen blocks {record['frozen_blocks']}")
+            if t + 1 < T and self.stop():
+                raise self.preempted(f"after task {t + 1} of {T}")
+        metrics = self.metrics()
+        self.release()
+        atomic_write_text(self.out / "resolved_config.yaml", yaml.safe_dump(self.cfg, sort_keys=False), RESUME,
+                          sealed=True)
+        atomic_write_json(self.out / "metrics.json", metrics, RESUME, sealed=True)
+        checkpoint.discard_previous(self.checkpoint_path)
+        return metrics
+
+    def release(self) -> None:
+        """The final network as a released model (wscl/release.py), with the accuracy row it scored."""
+        T = self.scenario.n_tasks
+        rows = {s: [float(v) for v in self.state.accuracy.R[s][T - 1, :T]] for s in self.state.accuracy.R}
+        release.save_model(self.out / release.FILE_NAME, self.cfg, self.learner.net, self.book.class_to_head,
+                           self.mean_std, self.dataset.image_shape, self.runtime.channels_last,
+                           self.eval_layout, rows)
+
+    def resume(self) -> MidTask | None:
+        """Load the checkpoint, if any; the task under way when it was written inside one."""
+        T = self.scenario.n_tasks
+        saved = checkpoint.restore(self.state, self.checkpoint_path, self.fingerprint, self.device, self.log)
+        if saved is None:
+            return None
+        if saved.get("position") is None:
+            self.log(f"resuming {self.out} after task {self.state.next_task} of {T}")
+            return None
+        mid = MidTask.start(saved["position"]["task"], self.cfg["seed"], nrem.stm_size(self.wscl), self.device)
+        mid.load_state_dict(saved["position"])
+        self.log(f"resuming {self.out} inside task {mid.task + 1} of {T} ({mid.where(self.cfg['training']['epochs'])})")
+        return mid
+
+    def save(self, mid: MidTask | None = None) -> None:
+        checkpoint.save(self.state, self.checkpoint_path, self.fingerprint, None if mid is None else mid.state_dict())
+        self.last_checkpoint = self.clock()
+
+    def pause_point(self, mid: MidTask, paused: bool) -> None:
+        """Inside a task: a paused wake epoch, or the end of one. Writes a checkpoint when paused, stopped or
+        due (``runtime.checkpoint_every_minutes``), and ends the run when paused or stopped."""
+        if paused or self.stop() or 0 < self.checkpoint_every <= self.clock() - self.last_checkpoint:
+            self.save(mid)
+            if paused or self.stop():
+                raise self.preempted(f"inside task {mid.task + 1} of {self.scenario.n_tasks} "
+                                     f"({mid.where(self.cfg['training']['epochs'])})")
+
+    def preempted(self, where: str) -> Preempted:
+        return Preempted(f"stopped by {self.stop()}: checkpoint {self.checkpoint_path} written {where}; {RESUME}")
+
+    def task(self, t: int, mid: MidTask | None = None) -> dict:
+        """Every phase of task t (from where ``mid`` stands, if given); returns the task's record."""
+        state, T = self.state, self.scenario.n_tasks
+        gen_seed = seeds_for(self.cfg["seed"], t)[1]
+        self.learner.task = t
+        mid = mid or self.before_training(t, gen_seed)
+        self.failures.records = mid.record.setdefault("training_failures", [])
+        pool = self.task_pool(t)
+        # The bar is cleared however the task ends (a stop, a NaN): an error message then starts its own line.
+        with tqdm(total=None, desc=f"task {t + 1}/{T}", unit="step", disable=self.quiet, leave=False) as progress:
+            trial = task_trial(state, self.cfg, self.train_source, self.train_y, self.scenario, t, gen_seed,
+                               self.loss_checks)
+            wake_phase(mid, state, pool, self.cfg["training"], self.loss_checks, trial, self.pause_point, self.stop,
+                       progress, f"task {t + 1}/{T}")
+            progress.set_description(f"task {t + 1}/{T} sleep (NREM, plasticity, REM)")
+            mid.record.update(sleep.sleep_phase(t, state, pool, mid.stm, self.dreams, self.wscl,
+                                               self.cfg["training"], mid.rng, gen_seed, mid.record["dynamics"]))
+        self.evaluate_seen(t)
+        return {**mid.record, "frozen_blocks": self.learner.frozen_blocks,
+                "avg_acc_class_il": state.accuracy.average("class_il", t),
+                "avg_acc_task_il": state.accuracy.average("task_il", t)}
+
+    def evaluate_seen(self, t: int) -> None:
+        """Accuracy on every task seen after training task t, then the collapse check on those predictions."""
+        head_counts = torch.zeros(self.scenario.n_heads, dtype=torch.long, device=self.device)
+        with timed(self.state.timings, "eval", self.device):
+            for j in range(t + 1):
+                logits = self.tests.logits(self.learner.net, j)
+                self.state.accuracy.record(t, j, self.tests.accuracies(logits, j, self.book.heads_of))
+                head_counts += torch.bincount(logits.argmax(1), minlength=self.scenario.n_heads)
+        n_classes_seen = (t + 1) * self.cfg["scenario"]["classes_per_task"]
+        check_collapse(self.failures, head_counts.cpu(), n_classes_seen, self.cfg["runtime"]["collapse_share"], t)
+
+    def before_training(self, t: int, gen_seed: int) -> MidTask:
+        """Task t's start: its heads, the random network's baseline on it and, for t > 0, its pre-training
+        accuracy (spec §4)."""
+        mid, state = MidTask.start(t, self.cfg["seed"], nrem.stm_size(self.wscl), self.device), self.state
+        with timed(state.timings, "assignment", self.device):
+            heads = self.assign_heads(t, gen_seed)
+        mid.record.update({"task": t, "heads": heads.tolist(),
+                           "dream_binding": {str(h): d for h, d in self.book.dreaming_heads()}})
+        state.accuracy.record_baseline(t, self.tests.baseline(self.random_logits[t], t, self.book.heads_of,
+                                                              self.reference))
+        if t > 0:
+            with timed(state.timings, "eval", self.device):
+                state.accuracy.record(t - 1, t, self.tests.evaluate(self.learner.net, t, self.book.heads_of))
+        return mid
+
+    def assign_heads(self, t: int, gen_seed: int) -> np.ndarray:
+        rows = self.scenario.train_idx[t]
+
+        def predict() -> tuple[np.ndarray, np.ndarray]:
+            """The current network's head for each of task t's training images, and the image's class."""
+            # [code, spec §2b.3] the authors classify augmented training images
+            generator = torch.Generator(device=self.device).manual_seed(gen_seed) if self.reference else None
+            logits = logits_of(self.learner.net, self.train_source, rows, self.tests.preprocess,
+                               self.tests.batch_size, generator)
+            return logits.argmax(1).cpu().numpy(), self.train_y[rows]
+
+        return assign_task(self.book, self.cfg["scenario"]["head_assignment"], self.scenario.task_classes(t), t == 0,
+                           predict)
+
+    def task_pool(self, t: int) -> Pool:
+        rows = self.scenario.train_idx[t]
+        parts = [(self.train_source, rows, self.book.heads_of(self.train_y[rows]), rows)]
+        dreams = rem.interleaved_part(self.dreams, self.book, self.wscl["rem"])
+        return Pool(parts if dreams is None else parts + [dreams], self.device)
+
+    def metrics(self) -> dict:
+        return run_metrics(self.cfg, self.runtime, self.dataset, self.state, self.eval_layout)
+
+
+def train(cfg: dict, out_dir: str | Path, quiet: bool = False, on_task_end=None, stop=None) -> dict:
+    return Run(cfg, out_dir, quiet=quiet, on_task_end=on_task_end, stop=stop).run()

@@ -1,0 +1,84 @@
+"""Where and how a run computes: device, precision, memory format and determinism [ours].
+
+``resolve_runtime`` turns the ``runtime`` settings (with their ``auto`` values) into concrete choices
+for this machine without changing the configuration it is given; the choices are recorded in
+metrics.json and in the checkpoint fingerprint, so a checkpoint written on one device is never
+resumed with the random streams of another.
+"""
+from __future__ import annotations
+
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+
+import torch
+
+from wscl.settings.config import ConfigError
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: torch.device
+    bf16: bool              # bf16 autocast around the network (losses stay fp32)
+    channels_last: bool     # NHWC memory format for images and convolution weights
+    deterministic: bool     # deterministic kernels (cuDNN, cuBLAS workspace, torch's checks)
+
+    def describe(self) -> dict:
+        return {**asdict(self), "device": str(self.device)}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"runtime.device={name!r} but CUDA is not available here; use auto or cpu")
+        index = torch.device(name).index
+        if index is not None and index >= torch.cuda.device_count():
+            raise ConfigError(f"runtime.device={name!r} but this machine has {torch.cuda.device_count()} CUDA "
+                              f"device(s) (cuda:0 .. cuda:{torch.cuda.device_count() - 1}); use one of those or auto")
+    return torch.device(name)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether the device computes bf16 in hardware (emulated bf16, e.g. on V100 or T4, is slower than fp32)."""
+    return device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
+
+
+def resolve_runtime(cfg: dict) -> Runtime:
+    rt, reference = cfg["runtime"], cfg["fidelity"] == "reference"
+    device = resolve_device(str(rt["device"]))
+    auto = {
+        "channels_last": device.type == "cuda",
+        # [code] the authors train in fp32: reference runs use bf16 only when a run asks for it explicitly.
+        "bf16": native_bf16(device) and not reference,
+        # Reference runs promise the same numbers for the same seed on every device, at some speed cost.
+        "deterministic": reference,
+    }
+    chosen = {key: auto[key] if rt[key] == "auto" else bool(rt[key]) for key in auto}
+    return Runtime(device, **chosen)
+
+
+def apply_determinism(runtime: Runtime) -> None:
+    """Process-wide switches; ``warn_only`` so an op without a deterministic kernel warns instead of failing."""
+    if runtime.deterministic and runtime.device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS creates its handle
+    torch.use_deterministic_algorithms(runtime.deterministic, warn_only=True)
+    torch.backends.cudnn.deterministic = runtime.deterministic
+    torch.backends.cudnn.benchmark = runtime.device.type == "cuda" and not runtime.deterministic
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously; a CPU has nothing queued)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@contextmanager
+def timed(timings: dict, phase: str, device: torch.device):
+    """Add the wall time of the block to ``timings[phase]`` (seconds)."""
+    start = time.perf_counter()
+    yield
+    synchronize(device)  # phase boundaries only: accurate wall time per phase
+    timings[phase] = timings.get(phase, 0.0) + time.perf_counter() - start

@@ -1,0 +1,2 @@
+"""A study: the grid of runs, aggregation into tables, reproduction verdicts, figures, the report and the
+archive."""

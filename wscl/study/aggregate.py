@@ -1,0 +1,204 @@
+"""Tables and plots over all runs of a study (mean ± std over seeds)."""
+from __future__ import annotations
+
+import sys
+from importlib import resources
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from wscl.method.metrics import SUMMARY_KEYS, read_metrics
+from wscl.method.dynamics import LOSS_PHASES, loss_curve
+from wscl.study.outputs import ALL_RUNS, PLOTS, plot_file, table_name
+from wscl.core.provenance import dataset_identity
+from wscl.study.reproduction import verdict
+from wscl.core.safe_io import atomic_write_text, translated
+from wscl.study.studies import FIXED_BUFFER, Study
+from wscl.tracking.rows import run_key
+
+SETTINGS = ("class_il", "task_il")
+SUMMARY = SUMMARY_KEYS
+LABELS = {"final_avg_acc": "acc", "forgetting": "forgetting", "forgetting_incl_pretraining": "forgetting [code]",
+          "forgetting_trained_only": "forgetting [ours]", "bwt": "BWT", "fwt": "FWT"}
+SHOWN = ("final_avg_acc", "forgetting", "bwt", "fwt")  # the columns of the readable tables
+# Paper cells and the metric of ours each is compared with: forgetting with the paper's own definition.
+PAPER_CELLS = {"final_avg_acc": "final_avg_acc", "forgetting": "forgetting_incl_pretraining"}
+
+
+def reported_values() -> dict:
+    return yaml.safe_load(resources.files("wscl.study").joinpath("resources/paper_reported.yaml").read_text())
+
+
+def load_runs(study: Study) -> pd.DataFrame:
+    rows = []
+    for key in study.runs():
+        path = Path(study.run_dir(key)) / "metrics.json"
+        m, _ = read_metrics(path)
+        dataset = dataset_identity(m)
+        wall = m.get("wall_seconds", {})
+        row = {"benchmark": key.benchmark, "buffer": key.buffer, "method": key.method, "preset": key.preset,
+               "seed": key.seed, "fidelity": key.fidelity, "group": key.group, "device": m["device"],
+               "device_name": m.get("device_name"), "path": str(path), "run_key": run_key(path.parent),
+               "git_commit": m.get("git_commit"), "torch_version": m.get("torch_version"),
+               "wscl_version": m.get("wscl_version"), "dataset": dataset["name"],
+               "dataset_sha256": dataset["digest"], "dataset_source": dataset["source"],
+               "dataset_checksums_verified": dataset["verified"], "dataset_generated": dataset["generated"],
+               "dataset_identity": dataset,  # for the MLflow parents: each metrics.json is parsed once
+               "wall_seconds": float(wall.get("total", sum(wall.values()))) if wall else float("nan"),
+               "final_frozen_blocks": (m["frozen_blocks_per_task"] or [0])[-1],
+               "frozen_blocks": m["frozen_blocks_per_task"],
+               "matrix_class_il": m["class_il"]["accuracy_matrix"], "matrix_task_il": m["task_il"]["accuracy_matrix"],
+               "train_images_per_second": m.get("train_images_per_second"),
+               # exploded losses and collapses the run reported (docs/method.md, Training failures)
+               "training_failures": len(m.get("training_failures", [])),
+               # mean loss per epoch and phase (wscl/dynamics.py), for the loss-curve figure
+               "loss_curves": {phase: loss_curve(m.get("tasks", []), phase) for phase in LOSS_PHASES}}
+        for setting in SETTINGS:
+            for metric in SUMMARY:
+                row[f"{setting}_{metric}"] = m[setting].get(metric, float("nan"))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def runs_for_table(runs: pd.DataFrame, benchmark: str, buffer: int) -> pd.DataFrame:
+    """Runs at this buffer, plus the buffer-free presets of the benchmark."""
+    sel = (runs.benchmark == benchmark) & ((runs.buffer == buffer) | runs.preset.isin(list(FIXED_BUFFER)))
+    return runs[sel]
+
+
+def paper_cells(reported: dict, name: str, buffer: int, method: str, preset: str) -> dict[str, tuple]:
+    """The paper's reported Class-IL values for a table row: metric -> (mean, sd or None).
+
+    ER-ACE + WSCL's values belong to both WSCLs: `authors` (the code that produced them) and `full`
+    (the method the paper describes); each row says which preset it is."""
+    if method == reported["method"] and preset in reported["presets"]:
+        cell = reported["values"].get(name, {}).get(buffer, {})
+        return {m: (cell[m], cell.get(f"{m}_std")) for m in PAPER_CELLS if m in cell}
+    if preset == "wake_rem" and name in reported["wake_rem"]:
+        return {"final_avg_acc": (reported["wake_rem"][name], None)}
+    return {}
+
+
+def summary_table(runs: pd.DataFrame, benchmark: str, buffer: int, reported_as: str | None) -> pd.DataFrame:
+    reported = reported_values()
+    rows = []
+    for (method, preset, fidelity, buf), group in runs.groupby(["method", "preset", "fidelity", "buffer"],
+                                                               sort=False):
+        row = {"method": method, "preset": preset, "buffer": buf, "fidelity": fidelity, "seeds": len(group)}
+        for setting in SETTINGS:
+            for metric in SUMMARY:
+                values = group[f"{setting}_{metric}"].astype(float)
+                row[f"{setting}_{metric}_mean"] = values.mean()
+                row[f"{setting}_{metric}_std"] = values.std(ddof=1) if len(values) > 1 else 0.0
+        cells = paper_cells(reported, reported_as or benchmark, buffer, method, preset)
+        for paper_metric, ours_metric in PAPER_CELLS.items():
+            mean, sd = cells.get(paper_metric, (None, None))
+            row[f"paper_class_il_{paper_metric}"] = mean
+            if mean is None:
+                row[f"verdict_class_il_{paper_metric}"] = ""
+                continue
+            v = verdict(group[f"class_il_{ours_metric}"].astype(float).tolist(), mean, sd)
+            row[f"verdict_class_il_{paper_metric}"] = v.verdict
+            row[f"diff_class_il_{paper_metric}"] = v.difference
+            row[f"diff_class_il_{paper_metric}_low"] = v.low
+            row[f"diff_class_il_{paper_metric}_high"] = v.high
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def pretty(table: pd.DataFrame) -> pd.DataFrame:
+    out = table[["method", "preset", "buffer", "fidelity", "seeds"]].copy()
+    for setting, tag in (("class_il", "Class-IL"), ("task_il", "Task-IL")):
+        for metric in SHOWN:
+            mean, std = table[f"{setting}_{metric}_mean"], table[f"{setting}_{metric}_std"]
+            out[f"{tag} {LABELS[metric]}"] = [f"{m:.2f} ± {s:.2f}" for m, s in zip(mean, std)]
+    for metric, label in (("final_avg_acc", "acc"), ("forgetting", "forgetting")):
+        paper = table.get(f"paper_class_il_{metric}", pd.Series([None] * len(table)))
+        out[f"paper Class-IL {label} (reported)"] = ["" if v is None or pd.isna(v) else f"{v:.2f}" for v in paper]
+        out[f"verdict {label}"] = [_verdict_text(table, i, metric) for i in range(len(table))]
+    return out
+
+
+def _verdict_text(table: pd.DataFrame, i: int, metric: str) -> str:
+    word = table.get(f"verdict_class_il_{metric}")
+    if word is None or pd.isna(word.iloc[i]) or not word.iloc[i]:
+        return ""
+    low, high = table.get(f"diff_class_il_{metric}_low"), table.get(f"diff_class_il_{metric}_high")
+    if low is None or pd.isna(low.iloc[i]):
+        return str(word.iloc[i])
+    diff = table[f"diff_class_il_{metric}"].iloc[i]
+    return f"{word.iloc[i]} ({diff:+.2f} [{low.iloc[i]:+.2f}, {high.iloc[i]:+.2f}])"
+
+
+def write_tables(table: pd.DataFrame, stem: Path, caption: str) -> None:
+    # sealed: the report and the archive read them back (safe_io.read_verified)
+    atomic_write_text(stem.with_suffix(".csv"), table.to_csv(index=False, float_format="%.4f"), sealed=True)
+    nice = pretty(table)
+    atomic_write_text(stem.with_suffix(".md"), f"**{caption}**\n\n" + nice.to_markdown(index=False) + "\n",
+                      sealed=True)
+    latex = nice.copy()
+    latex.columns = [c.replace("_", r"\_") for c in latex.columns]
+    latex["preset"] = latex["preset"].str.replace("_", r"\_")
+    latex["method"] = latex["method"].str.replace("_", r"\_")
+    atomic_write_text(stem.with_suffix(".tex"), latex.to_latex(index=False, caption=caption, escape=False)
+                      .replace("±", r"$\pm$"), sealed=True)
+
+
+def _draw_plots(subset: pd.DataFrame, table: pd.DataFrame, benchmark: str, buffer: int, plots_dir: Path,
+                title: str) -> None:
+    """Every figure of outputs.PLOTS for one table: per-run figures read the runs, the others the table."""
+    from wscl.study import plots
+    makers = {"accuracy_matrix": (plots.mean_accuracy_matrices, subset),
+              "avg_acc_curve": (plots.average_accuracy_curves, subset),
+              "ablation": (plots.ablation_bars, table),
+              "frozen_blocks": (plots.frozen_blocks, subset),
+              "task_accuracy": (plots.task_accuracy_over_time, subset),
+              "forgetting_vs_accuracy": (plots.forgetting_vs_accuracy, table),
+              "loss_curve": (plots.loss_curves, subset)}
+    for plot in PLOTS:
+        draw, data = makers[plot]
+        draw(data, str(plots_dir / plot_file(benchmark, buffer, plot)), title)
+
+
+def aggregate(study: Study, tables_dir: Path, plots_dir: Path, mlflow_uri: str | None = None) -> None:
+    """Tables and plots; with an MLflow URI also each run's MLflow run id (all_runs.csv) and the seed
+    statistics and verdicts on every parent run."""
+    for folder in (tables_dir, plots_dir):
+        with translated(folder):  # a read-only results folder: one line, not a traceback
+            folder.mkdir(parents=True, exist_ok=True)
+    runs = load_runs(study)
+    run_ids = {}
+    if mlflow_uri:
+        from wscl.tracking.runs import child_run_ids
+        from wscl.tracking.pending import sync_pending
+        # runs finished while the store was unreachable are logged now (their markers say where)
+        sync_pending([study.run_dir(k) for k in study.runs()], log=lambda msg: print(msg, file=sys.stderr))
+        try:
+            run_ids = child_run_ids(mlflow_uri, study.config["study"])
+        except Exception as exc:  # the tables do not depend on the tracking store being reachable
+            print(f"MLflow at {mlflow_uri} not readable ({exc}); all_runs.csv gets no run ids", file=sys.stderr)
+            mlflow_uri = None
+    runs["mlflow_run_id"] = [run_ids.get(k, "") for k in runs.run_key]
+    flat = runs.drop(columns=["matrix_class_il", "matrix_task_il", "frozen_blocks", "loss_curves", "dataset_identity"])
+    atomic_write_text(tables_dir / ALL_RUNS, flat.to_csv(index=False, float_format="%.4f"), sealed=True)
+    reported = reported_values()
+    parent_rows = {}
+    for benchmark, buffer in study.tables():
+        subset = runs_for_table(runs, benchmark, buffer)
+        reported_as = study.config["benchmarks"][benchmark].get("reported_as")
+        table = summary_table(subset, benchmark, buffer, reported_as)
+        fidelity = "/".join(sorted(set(subset.fidelity)))
+        caption = (f"{benchmark}, buffer {buffer} (buffer-free presets at 0): mean ± std over seeds; "
+                   f"fidelity per row; forgetting per the row's fidelity (reference: [code] definition incl. "
+                   f"pre-training entries; corrected: [ours]); paper values: {reported['source']}; verdict: "
+                   "ours - paper with its 95% interval (wscl/reproduction.py)")
+        write_tables(table, tables_dir / table_name(benchmark, buffer), caption)
+        for row in table.to_dict("records"):
+            parent_rows.setdefault(f"{benchmark}/buffer{row['buffer']}/{row['method']}/{row['preset']}/"
+                                   f"{row['fidelity']}", row)
+        _draw_plots(subset, table, benchmark, buffer, plots_dir, f"{benchmark}, buffer {buffer} ({fidelity})")
+    if mlflow_uri:
+        from wscl.tracking.parents import summarize_parents
+        datasets = runs.groupby("group").dataset_identity.first().to_dict()
+        summarize_parents(mlflow_uri, study.config["study"], parent_rows, datasets)

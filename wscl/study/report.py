@@ -1,0 +1,281 @@
+"""A one-page, self-contained HTML report of a study: a summary computed from the results, the tables, the
+figures (embedded, each with a caption), one row per run, and where everything came from.
+
+Every number of the summary is marked with the table cell it comes from (``data-table``, ``data-row``,
+``data-col``), so that it can be checked against the tables in the page itself.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from wscl.study.aggregate import pretty, reported_values, runs_for_table
+from wscl.study.outputs import ALL_RUNS, PLOTS, plot_file, table_file, table_name
+from wscl.core.provenance import git_state, software_versions
+from wscl.study.reproduction import difference
+from wscl.core.safe_io import atomic_write_text, read_result
+from wscl.tracking.parents import SETUP_AGAIN
+from wscl.study.studies import Study
+
+WSCL_PRESETS = ("authors", "full")      # compared with `base` of the same method and fidelity
+ABLATIONS = ("no_freezing", "no_nrem", "no_plasticity", "no_rem", "rem_noise", "wake_rem")  # of `full`
+ACC = "Class-IL acc"                    # the column of pretty() the summary reads
+CAPTIONS = {
+    "ablation": "Final average accuracy per method/preset (Class-IL solid, Task-IL hatched; error bars: std over "
+                "seeds; stars: the paper's value). Look at the height of WSCL and its ablations against base.",
+    "forgetting_vs_accuracy": "Class-IL forgetting against final accuracy, error bars: std over seeds. Up and to the "
+                              "left is better; overlapping bars mean the presets are not separated by these seeds.",
+    "avg_acc_curve": "Average Class-IL accuracy over the tasks seen so far (band: ± std over seeds). A flatter "
+                     "curve forgets less; compare where the curves end.",
+    "task_accuracy": "Class-IL accuracy of each task after every later task (mean over seeds), one panel per "
+                     "preset. Falling lines are forgetting; a task that stays up is retained.",
+    "accuracy_matrix": "Class-IL accuracy matrices (row: after training task, column: task evaluated; mean over "
+                       "seeds). The diagonal is learning, everything left of it is retention.",
+    "frozen_blocks": "Residual blocks frozen by dynamic freezing after each task (mean over seeds). Presets "
+                     "without freezing stay at 0.",
+    "loss_curve": "Mean training loss per epoch of each phase (wake with the freezing trial's adopted copy, NREM, "
+                  "staged REM; band: ± std over seeds; dotted: task boundaries of wake). A loss that climbs "
+                  "or jumps at a task boundary and stays up is where to look first when a run falls short.",
+}
+STYLE = """body{font-family:system-ui,sans-serif;max-width:1250px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;font-size:12px;margin-bottom:1em}td,th{border:1px solid #ccc;padding:3px 6px}
+th{background:#f3f3f3}img{max-width:100%}figure{display:inline-block;vertical-align:top;margin:.5em;max-width:48%}
+figcaption{font-size:12px;color:#444}.note{color:#555;font-size:13px}.summary li{margin:.25em 0}
+.summary{background:#f6f8fa;border:1px solid #dde;padding:.5em 1.2em;border-radius:6px}
+code,pre{font-size:12px}pre{background:#f6f6f6;padding:.6em;overflow-x:auto}.num,.diff{font-weight:600}"""
+
+
+def row_id(method: str, preset: str, fidelity: str, buffer) -> str:
+    return f"{method}/{preset}/{fidelity}/buffer{int(buffer)}"
+
+
+@dataclass
+class Finding:
+    kind: str               # best | vs_base | ablation | verdict | none
+    html: str
+    refs: list[dict] = field(default_factory=list)
+
+
+def _num(value: float, table: str, row: str, col: str = ACC) -> str:
+    return (f'<span class="num" data-table="{html.escape(table)}" data-row="{html.escape(row)}" '
+            f'data-col="{html.escape(col)}">{value:.2f}</span>')
+
+
+def _diff_html(d, table: str, row_a: str, row_b: str) -> str:
+    interval = "no interval" if math.isnan(d.low) else f"95% interval [{d.low:+.2f}, {d.high:+.2f}]"
+    return (f'<span class="diff" data-table="{html.escape(table)}" data-row-a="{html.escape(row_a)}" '
+            f'data-row-b="{html.escape(row_b)}" data-col="{ACC}">{d.difference:+.2f}</span> points '
+            f"({interval}, {d.a_n} vs {d.b_n} seeds: <b>{d.verdict}</b>)")
+
+
+def findings(runs: pd.DataFrame, table: pd.DataFrame, benchmark: str, buffer: int) -> list[Finding]:
+    """What the study found at one benchmark and buffer, per fidelity, from its table and per-seed runs:
+    the best preset, WSCL (authors, full) vs its base learner, each ablation's effect (full - ablation),
+    and the reproduction verdicts of the paper's cells. Differences are Welch 95% intervals over seeds of
+    Class-IL final average accuracy (reproduction.difference); verdicts are the tables' own."""
+    tid = table_name(benchmark, buffer)
+    out: list[Finding] = []
+    rows = {(r.method, r.preset, r.fidelity): r for r in table.itertuples()}
+
+    def seeds(method: str, preset: str, fidelity: str) -> list[float]:
+        sel = (runs.method == method) & (runs.preset == preset) & (runs.fidelity == fidelity)
+        return runs[sel].class_il_final_avg_acc.astype(float).tolist()
+
+    def rid(r) -> str:
+        return row_id(r.method, r.preset, r.fidelity, r.buffer)
+
+    for fidelity in sorted(set(table.fidelity)):
+        at = table[table.fidelity == fidelity]
+        best = at.loc[at.class_il_final_avg_acc_mean.idxmax()]
+        out.append(Finding("best", f"<b>Best ({fidelity})</b>: {html.escape(best.method)}/"
+                                   f"<b>{html.escape(best.preset)}</b> with Class-IL final accuracy "
+                                   f"{_num(best.class_il_final_avg_acc_mean, tid, rid(best))}%"
+                                   f" (mean of {int(best.seeds)} seeds).",
+                           [{"table": tid, "row": rid(best)}]))
+        for method in sorted(set(at.method)):
+            base = rows.get((method, "base", fidelity))
+            full = rows.get((method, "full", fidelity))
+            for preset in WSCL_PRESETS:
+                wscl = rows.get((method, preset, fidelity))
+                if base is None or wscl is None:
+                    continue
+                d = difference(seeds(method, preset, fidelity), seeds(method, "base", fidelity))
+                out.append(Finding("vs_base", f"<b>WSCL vs base ({fidelity})</b>: {html.escape(method)}/{preset} "
+                                              f"{_num(wscl.class_il_final_avg_acc_mean, tid, rid(wscl))} − base "
+                                              f"{_num(base.class_il_final_avg_acc_mean, tid, rid(base))} = "
+                                              + _diff_html(d, tid, rid(wscl), rid(base)) + ".",
+                                   [{"table": tid, "row": rid(wscl)}, {"table": tid, "row": rid(base)}]))
+            for ablation in ABLATIONS:
+                abl = rows.get((method, ablation, fidelity))
+                if full is None or abl is None:
+                    continue
+                d = difference(seeds(method, "full", fidelity), seeds(method, ablation, fidelity))
+                out.append(Finding("ablation", f"<b>Ablation {ablation} ({fidelity})</b>: {html.escape(method)}/full "
+                                               f"{_num(full.class_il_final_avg_acc_mean, tid, rid(full))} − "
+                                               f"{ablation} {_num(abl.class_il_final_avg_acc_mean, tid, rid(abl))} = "
+                                               + _diff_html(d, tid, rid(full), rid(abl))
+                                               + " (positive: the component helps).",
+                                   [{"table": tid, "row": rid(full)}, {"table": tid, "row": rid(abl)}]))
+    nice = pretty(table)
+    for i, r in enumerate(table.itertuples()):
+        for label in ("acc", "forgetting"):
+            text = nice[f"verdict {label}"].iloc[i]
+            if text:
+                col = f"verdict {label}"
+                out.append(Finding("verdict", f"<b>Paper ({r.fidelity})</b>: {html.escape(r.method)}/{r.preset} "
+                                              f"Class-IL {label}: <span class=\"verdict\" data-table=\"{tid}\" "
+                                              f"data-row=\"{rid(r)}\" data-col=\"{col}\">{html.escape(text)}</span>.",
+                                   [{"table": tid, "row": rid(r)}]))
+    if not any(f.kind == "verdict" for f in out):
+        out.append(Finding("none", "The paper reports no value for these rows: no reproduction verdict."))
+    return out
+
+
+def _table_html(nice: pd.DataFrame, ids: list[str], tid: str, links: dict | None = None,
+                link_col: str | None = None) -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in nice.columns)
+    body = []
+    for rid, (_, row) in zip(ids, nice.iterrows()):
+        cells = []
+        for c, v in row.items():
+            text = html.escape("" if pd.isna(v) else str(v))
+            if links and c == link_col and rid in links:
+                text = f'<a href="{html.escape(links[rid])}">{text}</a>'
+            cells.append(f'<td data-col="{html.escape(str(c))}">{text}</td>')
+        cells = "".join(cells)
+        body.append(f'<tr data-row="{html.escape(rid)}">{cells}</tr>')
+    return f'<table id="table-{html.escape(tid)}" class="results"><tr>{head}</tr>{"".join(body)}</table>'
+
+
+def _img(path: Path, caption: str) -> str:
+    data = base64.b64encode(read_result(path, AGGREGATE_AGAIN)).decode()
+    return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(path.stem)}"><figcaption>'
+            f"<b>{html.escape(path.stem)}</b>: {html.escape(caption)}</figcaption></figure>")
+
+
+AGGREGATE_AGAIN = "delete it and rerun the workflow (the aggregate rule writes it again)"
+LOCAL_UI = "http://127.0.0.1:5000"  # `make mlflow-ui`
+# MLflow 3's UI opens experiments in its GenAI view unless asked for the model-training one.
+UI_VIEW = "workflowType=machine_learning"
+
+
+def mlflow_ui(study: Study) -> tuple[str, str | None]:
+    """The MLflow UI that shows the study's store, and the experiment id (from the mlflow_setup rule's
+    setup.json; None before it ran)."""
+    uri = study.tracking_uri()
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else LOCAL_UI
+    setup = Path(study.results) / "mlflow/setup.json"
+    experiment_id = None
+    if setup.is_file():
+        experiment_id = json.loads(read_result(setup, SETUP_AGAIN)).get("experiment_id")
+    return base, experiment_id
+
+
+def _runs_table(runs: pd.DataFrame, ui: tuple[str, str | None] = (LOCAL_UI, None)) -> str:
+    cols = {"benchmark": "benchmark", "buffer": "buffer", "method": "method", "preset": "preset",
+            "fidelity": "fidelity", "seed": "seed", "class_il_final_avg_acc": "Class-IL acc",
+            "task_il_final_avg_acc": "Task-IL acc", "class_il_forgetting": "Class-IL forgetting",
+            "final_frozen_blocks": "frozen blocks (last task)", "wall_seconds": "wall time (s)",
+            "mlflow_run_id": "MLflow run id"}
+    shown = runs[[c for c in cols if c in runs.columns]].rename(columns=cols).copy()
+    for c in ("Class-IL acc", "Task-IL acc", "Class-IL forgetting", "wall time (s)"):
+        if c in shown:
+            shown[c] = [f"{v:.2f}" if v == v else "" for v in shown[c].astype(float)]
+    if "MLflow run id" in shown:
+        shown["MLflow run id"] = shown["MLflow run id"].fillna("").astype(str)
+    ids = [f"{r.benchmark}/{row_id(r.method, r.preset, r.fidelity, r.buffer)}/seed{r.seed}" for r in runs.itertuples()]
+    base, experiment_id = ui
+    links = None
+    if experiment_id is not None and "MLflow run id" in shown:
+        links = {i: f"{base}/#/experiments/{experiment_id}/runs/{run_id}?{UI_VIEW}"
+                 for i, run_id in zip(ids, shown["MLflow run id"]) if run_id}
+    return _table_html(shown, ids, "runs", links=links, link_col="MLflow run id")
+
+
+def _provenance(study: Study, runs: pd.DataFrame) -> str:
+    git = git_state()
+    versions = software_versions()
+    commits = sorted(set(runs.git_commit.dropna().astype(str))) if "git_commit" in runs else []
+    dirty = {True: "dirty (uncommitted changes)", False: "clean", None: "unknown"}[git["dirty"]]
+    items = [
+        f"<li>Runs trained at git commit(s): <code>{html.escape(', '.join(commits) or 'unknown')}</code>; "
+        f"report built at <code>{html.escape(git['commit'])}</code>, working tree <b>{dirty}</b>.</li>",
+        "<li>Versions: " + ", ".join(f"{k} <code>{html.escape(str(v))}</code>" for k, v in versions.items()
+                                    if k in ("python", "wscl", "torch", "cuda", "snakemake", "mlflow")) +
+        f"; torch in the runs: <code>{html.escape(', '.join(sorted(set(runs.torch_version.dropna().astype(str)))))}"
+        "</code>.</li>",
+        "<li>Devices: " + ", ".join(f"<code>{html.escape(str(d))}</code> ({html.escape(str(n))})" for d, n in
+                                   sorted(set(zip(runs.device.astype(str), runs.device_name.fillna("").astype(str)))))
+        + f"; platform <code>{html.escape(versions['platform'])}</code>.</li>",
+    ]
+    data_rows = []
+    for (name, sha, verified, generated, source), _ in runs.groupby(
+            ["dataset", "dataset_sha256", "dataset_checksums_verified", "dataset_generated", "dataset_source"],
+            dropna=False):
+        checked = "none: generated" if str(generated) == "True" else "yes" if str(verified) == "True" else "no"
+        data_rows.append(f"<tr><td>{html.escape(str(name))}</td><td><code>{html.escape(str(sha))}</code></td>"
+                         f"<td>{checked}</td>"
+                         f"<td>{html.escape(str(source))}</td></tr>")
+    datasets = ('<table id="datasets"><tr><th>dataset</th><th>content sha256</th><th>raw checksums verified</th>'
+                f"<th>source</th></tr>{''.join(data_rows)}</table>")
+    config = html.escape(yaml.safe_dump(study.config, sort_keys=False))
+    return (f"<ul>{''.join(items)}</ul>{datasets}<details><summary>Study configuration</summary>"
+            f"<pre>{config}</pre></details>")
+
+
+def build_report(study: Study, tables_dir: Path, plots_dir: Path, out: Path) -> None:
+    cfg = study.config
+    runs = pd.read_csv(io.BytesIO(read_result(tables_dir / ALL_RUNS, AGGREGATE_AGAIN)), keep_default_na=True)
+    fidelities = ", ".join(sorted(set(runs.fidelity)))
+    summary, sections = [], []
+    for benchmark, buffer in study.tables():
+        tid = table_name(benchmark, buffer)
+        table = pd.read_csv(io.BytesIO(read_result(tables_dir / table_file(benchmark, buffer, "csv"), AGGREGATE_AGAIN)))
+        subset = runs_for_table(runs, benchmark, buffer)
+        items = "".join(f'<li class="finding {f.kind}">{f.html}</li>'
+                        for f in findings(subset, table, benchmark, buffer))
+        summary.append(f"<h3>{html.escape(benchmark)}, buffer {buffer}</h3><ul>{items}</ul>")
+        ids = [row_id(r.method, r.preset, r.fidelity, r.buffer) for r in table.itertuples()]
+        sections.append(f'<h2 id="{html.escape(tid)}">{html.escape(benchmark)}, buffer {buffer}</h2>')
+        sections.append("<p class='note'>Mean ± std over seeds; every row states its fidelity.</p>")
+        sections.append(_table_html(pretty(table), ids, tid))
+        sections.extend(_img(plots_dir / plot_file(benchmark, buffer, plot), CAPTIONS[plot]) for plot in PLOTS)
+    uri = study.tracking_uri()
+    ui, experiment_id = mlflow_ui(study)
+    runs_page = (f'<a href="{html.escape(ui)}/#/experiments/{experiment_id}/runs?{UI_VIEW}">its runs table</a>'
+                 if experiment_id is not None else "its runs table")
+    parts = [
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>WSCL study {html.escape(cfg['study'])}</title><style>{STYLE}</style></head><body>",
+        f"<h1>Wake-Sleep Consolidated Learning: study <code>{html.escape(cfg['study'])}</code></h1>",
+        f"<p>Fidelity: <b>{html.escape(fidelities)}</b> (reference = the authors' code including the behaviours "
+        "listed in spec §2b; corrected = their evident intent). Rows of different fidelities are never compared. "
+        f"Seeds: {', '.join(map(str, cfg['seeds']))}. Runs: {len(runs)}.</p>",
+        "<h2 id='summary'>Summary</h2><div class='summary'>",
+        "<p class='note'>Computed from the results below: Class-IL final average accuracy; differences are mean(a) − "
+        "mean(b) over seeds with a Welch 95% interval; verdicts compare with the paper "
+        f"({html.escape(reported_values()['source'])}) by the rule of wscl/reproduction.py.</p>",
+        *summary, "</div>",
+        "<h2 id='mlflow'>Finding a run in MLflow</h2>",
+        f"<p>Experiment <code>{html.escape(cfg['study'])}</code> at <code>{html.escape(uri)}</code>"
+        + ("" if ui != LOCAL_UI else " (browse it with <code>make mlflow-ui</code>)")
+        + f", {runs_page} (the <i>Model training</i> view of MLflow's UI). One parent run per "
+        "benchmark/buffer/method/preset/fidelity carries the seed mean and std of every final metric, its "
+        "dataset and the verdicts; its children are the seeds. Each run id in the table at the end links to its "
+        "run; in the runs search, <code>attributes.run_id = '&lt;id&gt;'</code> finds it, and "
+        "<code>tags.`wscl.run_key` = 'results/runs/…'</code> finds a run folder's.</p>",
+        *sections,
+        "<h2 id='runs'>Runs</h2>", _runs_table(runs, (ui, experiment_id)),
+        "<h2 id='provenance'>Provenance</h2>", _provenance(study, runs),
+        "</body></html>",
+    ]
+    atomic_write_text(out, "\n".join(parts), sealed=True)
+
