@@ -84,8 +84,7 @@ def config_params(config: dict) -> list:
 def dataset_input(ident: dict, context: str = "train"):
     """A dataset identity (provenance.dataset_identity) as an MLflow dataset input: name; digest = the
     content SHA-256 (of generated data too); source (code for generated data). MLflow caps a digest at 36
-    characters, so the
-    digest holds the SHA-256's first 36 hex digits and the dataset's profile holds all of it."""
+    characters, so the digest holds the SHA-256's first 36 hex digits and the dataset's profile all of it."""
     from mlflow.entities import Dataset, DatasetInput, InputTag
     from mlflow.utils.validation import MAX_DATASET_DIGEST_SIZE
     profile = json.dumps({"sha256": ident["sha256"], "checksums_verified": ident["verified"]})
