@@ -4,6 +4,7 @@
 #   make test  install the `test` extra (the `workflow` extra plus test tools) and run the test suite
 #   make lint  snakemake --lint, snakefmt --check and ruff check (settings in pyproject.toml)
 #   make lock  resolve pyproject.toml's dependencies again and rewrite requirements/*.lock (pip-tools)
+#   make docs  write config/README.md's tables from rules/config.schema.yaml and the package (a test checks them)
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
@@ -11,7 +12,7 @@ CORES ?= 2
 # Workflow jobs call the `wscl` command: put the environment's bin/ first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run test test-gpu setup lint lock bench mlflow-ui archive
+.PHONY: run test test-gpu setup lint lock bench mlflow-ui archive docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +50,9 @@ lint: $(VENV)/.installed-test
 	$(BIN)/snakemake --lint
 	$(BIN)/snakefmt --check .
 	$(BIN)/ruff check .
+
+docs: $(VENV)/.installed-workflow
+	$(BIN)/python -m wscl schema --readme config/README.md --study-schema rules/config.schema.yaml
 
 bench: $(VENV)/.installed-workflow
 	$(BIN)/python -m wscl bench --out results/bench.json

@@ -1,4 +1,4 @@
-"""GPU cost of the paper grid (config/paper.yaml), estimated: prints the README's cost table.
+"""GPU cost of the paper grid (config/paper.yaml), estimated: prints the cost table of docs/performance.md.
 
   python scripts/cost_estimate.py [--gpu-tflops 15] [--gpus 8 64]
 

@@ -11,12 +11,14 @@ import pytest
 import torch
 
 import wscl.data.prepare as prepare_mod
-from fakes import (fake_cifar10, fake_cifar100, fake_imagenet, fake_tiny, idx_gz, write_tar, zip_folder)
+from wscl.data.benchmarks import seq_fashion_mnist
+from wscl.data.fakes import fake_cifar10, fake_cifar100, fake_imagenet, fake_tiny, write_tar, zip_folder
 from wscl.cli import main
 from wscl.core.errors import DatasetError
 from wscl.data.canonical import load
 from wscl.data import cifar
 from wscl.data import fashion_mnist
+from wscl.data import imagenet
 from wscl.data import tinyimagenet
 from wscl.data.sources import ChecksumError, MissingSourceError, RawFile, fetch, md5_of
 from wscl.core.errors import ExitCode
@@ -112,7 +114,7 @@ def test_seq_tinyimg_half_splits_classes_by_wnids_order(tmp_path, monkeypatch, c
 
 def test_imagenet_based_benchmarks_resize_and_memory_map(tmp_path, monkeypatch, cifar_mirrors):
     primary, aux = ["n01000001", "n01000002"], ["n02000001", "n02000002", "n02000003"]
-    monkeypatch.setattr(prepare_mod, "synsets", lambda which: primary if which == "primary" else aux)
+    monkeypatch.setattr(imagenet, "synsets", lambda which: primary if which == "primary" else aux)
     root = fake_imagenet(tmp_path / "ilsvrc", primary + aux, flat_val=True)
     mirrors = {**cifar_mirrors, "imagenet": [root]}
     fg = load(prepare_mod.prepare("seq-fg-imagenet", tmp_path / "data", mirrors, log=quiet), mmap_above_mb=0)
@@ -182,14 +184,8 @@ def test_interrupted_download_is_resumed_and_verified(tmp_path, server):
 
 
 def fashion_mirror(tmp_path: Path) -> Path:
-    mirror = tmp_path / "fm"
-    mirror.mkdir()
-    rng = np.random.default_rng(0)
-    idx_gz(mirror / "train-images-idx3-ubyte.gz", rng.integers(0, 255, (20, 28, 28)))
-    idx_gz(mirror / "train-labels-idx1-ubyte.gz", np.arange(20) % 10)
-    idx_gz(mirror / "t10k-images-idx3-ubyte.gz", rng.integers(0, 255, (10, 28, 28)))
-    idx_gz(mirror / "t10k-labels-idx1-ubyte.gz", np.arange(10))
-    return mirror
+    """The four IDX files of the benchmark's fake: 20 training and 10 test images."""
+    return seq_fashion_mnist.fake(tmp_path)["fashion-mnist"][0]
 
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")

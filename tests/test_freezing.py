@@ -102,7 +102,7 @@ def test_freezing_modes_score_on_their_sets(tiny, tmp_path, monkeypatch, mode, e
 
 
 def test_reference_fidelity_keeps_epoch0_samples_out_of_the_main_memory(tiny, tmp_path):
-    """Spec §2b.1: with one epoch per task the authors' memory holds only task-0 samples."""
+    """docs/method.md §2b.1: with one epoch per task the authors' memory holds only task-0 samples."""
     heads_in_memory = {}
     for fidelity in ("reference", "corrected"):
         cfg = tiny(fidelity=fidelity, training={"epochs": 1}, preset="no_nrem",

@@ -21,8 +21,10 @@ def imported_modules(path: Path, known: set[str]) -> set[str]:
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names if alias.name.startswith("wscl")}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("wscl"):
-            assert node.level == 0, f"{path}: relative import; the package imports absolutely"
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{path}:{node.lineno}: a relative import; the package imports absolutely"
+            if not (node.module or "").startswith("wscl"):
+                continue
             for alias in node.names:
                 sub = f"{node.module}.{alias.name}"
                 found.add(sub if sub in known else node.module)

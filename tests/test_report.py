@@ -299,4 +299,40 @@ def test_parent_runs_get_the_tables_verdicts_and_seed_statistics():
 def test_snakemake_captions_say_what_the_report_says():
     repo = Path(__file__).resolve().parents[1]
     for plot in PLOTS:
-        assert CAPTIONS[plot] in (repo / f"report/{plot}.rst").read_text()
+        assert CAPTIONS[plot] == " ".join((repo / f"report/{plot}.rst").read_text().split())
+
+
+def test_captions_are_read_from_their_rst_files_from_any_working_directory(tmp_path, monkeypatch):
+    from wscl.core.errors import ConfigError
+    from wscl.study.report import read_captions
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(tmp_path)  # the checkout the package runs from is found without the working directory
+    assert read_captions() == CAPTIONS
+    folder = tmp_path / "captions"
+    shutil.copytree(repo / "report", folder)
+    (folder / f"{PLOTS[0]}.rst").write_text("A changed\ncaption.\n")
+    assert read_captions(folder)[PLOTS[0]] == "A changed caption."
+    (folder / f"{PLOTS[-1]}.rst").unlink()
+    with pytest.raises(ConfigError, match=f"captions.*{folder}"):
+        read_captions(folder)
+
+
+def test_a_preset_added_to_the_registry_gets_findings_and_a_colour(monkeypatch):
+    """The registry is the one list of presets: an ablation added there is compared with full in the summary
+    and has its own colour in every figure, with no other edit."""
+    from wscl.settings import config
+    from wscl.study.aggregate import summary_table
+    from wscl.study.plots import style
+    from wscl.study.report import findings
+    spec = {"role": "ablation", "colour": "#123456", "about": "[ours] full without the merge: does it help?",
+            "settings": {"wscl": {"stm": {"size": 0}}}}
+    monkeypatch.setitem(config.PRESET_SPECS, "no_merge", spec)
+    assert config.presets_of("ablation")[-1] == "no_merge" and "no_merge" not in config.presets_of("wscl")
+    values = {("base", "reference"): [60.0, 62.0, 61.0], ("full", "reference"): [66.0, 69.0, 67.5],
+              ("no_merge", "reference"): [64.0, 66.0, 65.5]}
+    runs = fake_runs(values)
+    found = findings(runs, summary_table(runs, "seq-cifar10", 200, None), "seq-cifar10", 200)
+    ablations = [f.html for f in found if f.kind == "ablation"]
+    assert len(ablations) == 1 and "Ablation no_merge (reference)" in ablations[0]
+    assert style("er_ace", "no_merge", "reference")["color"] == "#123456"
+    assert style("er_ace", "full", "reference")["color"] == config.PRESET_SPECS["full"]["colour"]

@@ -1,4 +1,4 @@
-"""Held-out sets and plain baselines (spec §2, [code] hold-outs)."""
+"""Held-out sets and plain baselines (docs/method.md §1, [code] hold-outs)."""
 import numpy as np
 import pytest
 

@@ -1,5 +1,6 @@
 import copy
 import json
+import re
 from pathlib import Path
 
 import jsonschema
@@ -108,3 +109,87 @@ def test_trainer_sections_are_checked_first_naming_where_and_the_nearest_key():
     config["overrides"][0]["trainer"] = {"training": {"derpp": {"alpha": -1}}}
     with pytest.raises(ConfigError, match=r"^overrides\[0\].trainer: training.derpp.alpha=-1 is out of range"):
         check_trainer_sections(config)
+
+
+README = REPO / "config/README.md"
+
+
+def test_config_readme_is_what_make_docs_writes():
+    from wscl.settings.schema import README_COMMAND, config_readme
+    current = README.read_text()
+    expected = config_readme(current, yaml.safe_load(STUDY_SCHEMA.read_text()))
+    assert current == expected, (f"config/README.md is not current: run `{README_COMMAND}` (wscl schema --readme "
+                                 "config/README.md) and commit it")
+
+
+def test_config_readme_follows_a_changed_default_range_preset_and_study_key(monkeypatch):
+    from wscl.settings import config, schema
+    study_schema = yaml.safe_load(STUDY_SCHEMA.read_text())
+    current = README.read_text()
+    changed = defaults()
+    changed["training"]["lr"] = 0.25
+    monkeypatch.setattr(schema, "defaults", lambda: copy.deepcopy(changed))
+    monkeypatch.setitem(schema.RANGES, "training.epochs", (3, 7))
+    monkeypatch.setitem(config.PRESET_SPECS, "no_merge", {"role": "ablation", "colour": "#123456",
+                                                          "about": "[ours] test", "settings": {}})
+    study_schema["properties"]["results"]["description"] = "where | everything goes"
+    text = schema.config_readme(current, study_schema)
+    assert text != current
+    assert "| `training.lr` | `0.25` | a number in [0.0, 10.0] |" in text
+    assert "| `training.epochs` | `2` | a whole number in [3, 7] |" in text
+    assert "| `no_merge` | ablation | nothing | [ours] test |" in text
+    assert "| `results` | `results` | where \\| everything goes |" in text
+    assert text.split(schema.README_MARKER)[0] == current.split(schema.README_MARKER)[0]  # the intro stays
+    del study_schema["properties"]["results"]["description"]
+    with pytest.raises(ValueError, match="results has no description"):
+        schema.config_readme(current, study_schema)
+
+
+def test_the_readme_command_rewrites_only_the_generated_part(tmp_path, capsys):
+    from wscl.cli import main
+    from wscl.settings.schema import README_MARKER
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Intro by hand\n\n{README_MARKER}\nstale table\n")
+    assert main(["schema", "--readme", str(readme), "--study-schema", str(STUDY_SCHEMA)]) == 0
+    text = readme.read_text()
+    assert text.startswith(f"# Intro by hand\n\n{README_MARKER}\n") and "stale table" not in text
+    assert "| `wscl.nrem.stm_fraction` | `auto` | `auto` or a number in [0.0, 1.0] |" in text
+    assert "written" in capsys.readouterr().out
+    main(["schema", "--readme", str(readme), "--study-schema", str(STUDY_SCHEMA)])
+    assert "already current" in capsys.readouterr().out
+
+
+def test_every_setting_is_declared_once_with_its_description_and_bounds():
+    """defaults.yaml is the one source: the defaults, ranges, choices and the schema's descriptions all come
+    from it, and a malformed declaration is refused when the package loads it."""
+    from wscl.settings import config
+    schema = trainer_schema()
+    flat = config.flatten(defaults())
+    assert list(flat) == list(config.SETTINGS)
+    for path, setting in config.SETTINGS.items():
+        assert flat[path] == setting["default"]
+        node = schema
+        for part in path.split("."):
+            node = node["properties"][part]
+        assert node["description"].startswith(setting["about"])
+        assert (path in config.RANGES) == ("range" in setting)
+    assert config.CHOICES["preset"] == tuple(config.PRESETS) and config.CHOICES["training.method"] == METHODS
+    assert config.AUTO_OR_NUMBER == {"wscl.nrem.stm_fraction"}
+    for bad, message in [({"x": {"default": 1, "about": "a"}}, "every number has a `range`"),
+                         ({"x": {"default": "a", "range": [0, 1], "about": "a"}}, "every number has a `range`"),
+                         ({"x": {"default": 1, "range": [0, 1]}}, "has no `about`"),
+                         ({"x": {"default": 1, "range": [0, 1], "about": "a", "unit": "s"}}, "unknown fields"),
+                         ({"x": 3}, "must be a setting")]:
+        with pytest.raises(ValueError, match=message):
+            config._read_settings(bad, "", {}, {})
+
+
+def test_presets_are_one_registry_with_a_role_colour_and_claim():
+    from wscl.settings.config import PRESET_ROLES, PRESET_SPECS, presets_of
+    assert PRESETS == {name: spec["settings"] for name, spec in PRESET_SPECS.items()}
+    for spec in PRESET_SPECS.values():
+        assert spec["role"] in PRESET_ROLES and re.fullmatch(r"#[0-9A-F]{6}", spec["colour"])
+        assert re.match(r"\[(code|paper|ours)\]", spec["about"])
+    assert len({spec["colour"] for spec in PRESET_SPECS.values()}) == len(PRESET_SPECS)
+    assert presets_of("baseline") == ("base",) and presets_of("wscl") == ("authors", "full")
+    assert presets_of("ablation") == ("no_freezing", "no_nrem", "no_plasticity", "no_rem", "rem_noise", "wake_rem")

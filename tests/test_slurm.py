@@ -83,7 +83,7 @@ def cluster():
 
 
 def slurm_command() -> list[str]:
-    """What the README's cluster section runs, plus what this accounting-free test cluster needs."""
+    """What docs/usage.md's cluster section runs, plus what this accounting-free test cluster needs."""
     return [str(BIN / "snakemake"), "--workflow-profile", "profiles/slurm", "--configfile", "config/smoke.yaml",
             "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "2",
             "--retries", "0"]  # a cancelled job fails this invocation, as a preemption past the retries would

@@ -50,7 +50,7 @@ def paper_key(benchmark, buffer, method, preset="full"):
 
 
 @pytest.mark.parametrize("benchmark,buffer,method,expected", [
-    # [code] utils/best_args.py of the authors, as corrected in spec §3
+    # [code] utils/best_args.py of the authors, as listed in docs/method.md §3
     ("seq-fg-imagenet", 200, "er_ace", {"lr": 0.03, "batch_size": 8, "replay_batch_size": 8}),
     ("seq-fg-imagenet", 200, "er", {"lr": 0.1, "batch_size": 32, "replay_batch_size": 32}),
     ("seq-fg-imagenet", 1000, "er", {"lr": 0.03, "batch_size": 32, "replay_batch_size": 32}),

@@ -106,7 +106,7 @@ def cmd_train(args) -> int:
 
 def cmd_bench(args) -> int:
     if args.end_to_end:
-        from .bench_e2e import run_end_to_end
+        from wscl.run.bench_e2e import run_end_to_end
         run_end_to_end(device=args.device, out=args.out or "results/bench_end_to_end.json",
                        size="quick" if args.quick else "full")
         return 0
@@ -127,10 +127,12 @@ def parse_mirrors(items: list[str]) -> dict[str, list[Path]]:
 
 
 def cmd_data(args) -> int:
-    from wscl.data.prepare import info, prepare
+    from wscl.data.prepare import info, listing, prepare
     if args.data_command == "prepare":
         prepare(args.name, args.root, parse_mirrors(args.mirror), verify=not args.no_verify,
                 log=lambda msg: print(msg, file=sys.stderr))
+    elif args.data_command == "list":
+        print("\n".join(listing()))
     else:
         print(json.dumps(info(args.folder), indent=2))
     return 0
@@ -218,7 +220,11 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_schema(args) -> int:
-    from wscl.settings.schema import trainer_schema
+    from wscl.settings.schema import trainer_schema, write_config_readme
+    if args.readme:
+        changed = write_config_readme(args.readme, args.study_schema)
+        print(f"{args.readme}: {'written' if changed else 'already current'}")
+        return ExitCode.OK
     text = json.dumps(trainer_schema(), indent=2) + "\n"
     if args.out:
         atomic_write_text(args.out, text)
@@ -245,11 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("data", help="prepare a benchmark in the canonical format, or describe one")
     dsub = d.add_subparsers(dest="data_command", required=True)
     dp = dsub.add_parser("prepare", help="fetch (mirror first), verify and convert a benchmark")
-    dp.add_argument("name", help="benchmark name, e.g. seq-fashion-mnist, seq-cifar10")
+    dp.add_argument("name", help="a declared benchmark (`wscl data list`), e.g. seq-fashion-mnist, seq-cifar10")
     dp.add_argument("--root", required=True, help="data folder: raw files go to ROOT/raw/, the benchmark to ROOT/NAME")
     dp.add_argument("--mirror", action="append", default=[], metavar="RAW=PATH",
                     help="local copy of a raw dataset (official archive or extracted layout); repeatable")
     dp.add_argument("--no-verify", action="store_true", help="accept files whose checksums do not match")
+    dsub.add_parser("list", help="the declared benchmarks (wscl/data/benchmarks/): tasks, raw datasets, dreams")
     di = dsub.add_parser("info", help="JSON summary of a prepared benchmark")
     di.add_argument("folder", help="the prepared benchmark's folder (holds meta.json)")
     m = sub.add_parser("mlflow-setup", help="create a study's experiment and parent runs (idempotent)")
@@ -294,9 +301,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", help="also write the result as JSON to this file")
     sc = sub.add_parser("schema", help="print the JSON schema of the trainer settings",
                         description="JSON schema (draft 2020-12) of a trainer configuration, generated from "
-                                    "wscl/defaults.yaml, wscl/learners.yaml and the presets; the workflow validates "
-                                    "a study's trainer sections against it.")
+                                    "wscl/settings/defaults.yaml, wscl/settings/learners.yaml and the presets; the "
+                                    "workflow validates a study's trainer sections against it. With --readme, write "
+                                    "config/README.md's tables instead (make docs).")
     sc.add_argument("--out", help="write it to this file instead of standard output")
+    sc.add_argument("--readme", help="instead, rewrite the generated tables of this file (config/README.md, below its "
+                                     "marker line) from the study schema and the package's settings and presets")
+    sc.add_argument("--study-schema", default="rules/config.schema.yaml",
+                    help="the study schema for --readme (default: rules/config.schema.yaml)")
     return parser
 
 

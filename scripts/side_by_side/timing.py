@@ -5,7 +5,7 @@ Per seed: the authors' base ER-ACE, ours base, the authors' ER-ACE + WSCL, ours 
 process of its own, timed from start to exit (setup in README.md of this folder). The authors' output is
 time-stamped line by line (unbuffered), so that each freezing trial's duration can be read from it
 ("Decide whether to freeze" ... "It's better ..."); ours records it in metrics.json (task_wall_seconds).
-Every run is appended to OUT/timing.jsonl as it ends; ``--table`` prints the tables of the README from it.
+Every run is appended to OUT/timing.jsonl as it ends; ``--table`` prints the tables of docs/performance.md from it.
 
     python scripts/side_by_side/timing.py --authors $AUTHORS --authors-python $AUTHORS_VENV/bin/python \\
         --data $SBS/ours_data --out $SBS/timing --seeds 0 1 2 3 4

@@ -7,7 +7,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from torchvision.datasets.mnist import read_image_file, read_label_file
 
 from wscl.data.sources import RawFile
 
@@ -39,6 +38,7 @@ def _read(path: Path, reader) -> np.ndarray:
 
 def load(paths: dict[str, Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Images as uint8 (N, 1, 28, 28) and labels as int64, train then test."""
+    from torchvision.datasets.mnist import read_image_file, read_label_file  # torchvision only when preparing
     train_x = _read(paths["train-images-idx3-ubyte.gz"], read_image_file)[:, None]
     train_y = _read(paths["train-labels-idx1-ubyte.gz"], read_label_file).astype(np.int64)
     test_x = _read(paths["t10k-images-idx3-ubyte.gz"], read_image_file)[:, None]

@@ -9,16 +9,24 @@ Accepted layouts of ROOT (given with --mirror imagenet=ROOT):
 from __future__ import annotations
 
 import csv
+from importlib import resources
 from pathlib import Path
 from collections.abc import Callable
 
 import numpy as np
+import yaml
 
 from wscl.data.sources import MissingSourceError
 from wscl.data.tinyimagenet import read_image
 
 LAYOUT = ("ROOT/train/<wnid>/*.JPEG, and ROOT/val/<wnid>/*.JPEG or the flat ROOT/val/*.JPEG with "
           "ROOT/LOC_val_solution.csv (ImageId,PredictionString)")
+
+
+def synsets(which: str) -> list[str]:
+    """The ImageNet-100 ``primary`` or ``aux``iliary synsets, in label order (resources/imagenet100_*.yml)."""
+    text = resources.files("wscl.data").joinpath(f"resources/imagenet100_{which}.yml").read_text()
+    return [wnid for wnid, _ in sorted(yaml.safe_load(text).items(), key=lambda item: item[1])]
 
 
 def find_root(mirrors: list[Path]) -> Path:

@@ -57,7 +57,7 @@ class Stem(nn.Module):
 
 
 class ResNet18(nn.Module):
-    # Residual blocks before the last stage may be frozen (spec §2, dynamic freezing).
+    # Residual blocks before the last stage may be frozen (docs/method.md §2.3, dynamic freezing).
     N_FREEZABLE_BLOCKS = 6
 
     def __init__(self, n_heads: int, in_channels: int = 3, width: int = 64):

@@ -1,5 +1,5 @@
 """Running the network for evaluation, head assignment and freezing scores; the accuracy matrices a run
-fills (spec §4) with the random-init baselines of forward transfer."""
+fills (docs/method.md §4) with the random-init baselines of forward transfer."""
 from __future__ import annotations
 
 import contextlib
@@ -125,7 +125,7 @@ def batch_cross_entropies(net, source: ImageSource, rows: np.ndarray, heads: tor
                           batch_size: int, reference: bool,
                           generator: torch.Generator | None) -> tuple[list[float], int]:
     """Mean cross-entropy of every batch of ``rows`` (in order) and the number of images, for the freezing
-    score. ``reference`` reproduces the authors' scoring [code, spec §2b.2-3]: training mode (BatchNorm
+    score. ``reference`` reproduces the authors' scoring [code, docs/method.md §2b.2-3]: training mode (BatchNorm
     uses and updates batch statistics), gradients enabled and augmented images."""
     net.train(reference)
     ctx = contextlib.nullcontext() if reference else torch.no_grad()
@@ -177,7 +177,7 @@ class TestTasks:
 @dataclass
 class AccuracyMatrices:
     """Per setting, ``R[i, j]``: accuracy (percent) on task j after training task i, with ``R[i, i+1]``
-    measured right after task i+1's head assignment (spec §4); and the random-init baseline b_j."""
+    measured right after task i+1's head assignment (docs/method.md §4); and the random-init baseline b_j."""
     R: dict[str, np.ndarray]
     random_init: dict[str, np.ndarray]
 

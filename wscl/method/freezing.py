@@ -70,7 +70,7 @@ def score(learner: Learner, source: ImageSource, validation: HeldOut, freeze_buf
           reference: bool, batch_size: int, generator_seed: int) -> float:
     """Held-out cross-entropy of one trial copy; lower is better.
 
-    reference [code, spec §2]: the previous task's freezing buffer is scored first, then the current
+    reference [code, docs/method.md §2.3]: the previous task's freezing buffer is scored first, then the current
     validation split (BatchNorm statistics update while scoring, so the order matters); each loss is
     the mean of per-batch mean losses; the validation loss and the combined score are rounded to 2
     decimals (Python's ``round``, as the authors). corrected [ours]: per-image means, unrounded.
@@ -223,7 +223,7 @@ def run_trial(learner: Learner, pool: Pool, plan: EpochPlan, spec: TrialSpec, pr
 
 
 def adopt(learner: Learner, result: TrialResult, reference: bool) -> Learner:
-    """Continue with the winner. ``reference`` [code, spec §2b.1]: only the network weights and the
+    """Continue with the winner. ``reference`` [code, docs/method.md §2b.1]: only the network weights and the
     freezing come back; the main learner's memory and seen heads miss the epoch-0 samples."""
     if not reference:
         return result.winner

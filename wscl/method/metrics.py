@@ -1,4 +1,4 @@
-"""Continual-learning metrics [code] from the accuracy matrix R (spec §4), and a run's metrics.json.
+"""Continual-learning metrics [code] from the accuracy matrix R (docs/method.md §4), and a run's metrics.json.
 
 ``R[i][j]`` is the accuracy (percent) on task j after training task i. Entries ``R[i][i+1]`` hold the
 accuracy on task i+1 right after its head assignment, before training on it (for forward transfer);
@@ -25,7 +25,7 @@ def final_average_accuracy(R: np.ndarray) -> float:
 def forgetting(R: np.ndarray, include_pretraining: bool = True) -> float:
     """Mean over j < T-1 of max_k R[k][j] - R[T-1][j].
 
-    ``include_pretraining`` [code, spec §4]: the maximum runs over every row, so the pre-training entry
+    ``include_pretraining`` [code, docs/method.md §4]: the maximum runs over every row, so the pre-training entry
     R[j-1][j] counts (Mammoth pads the rows with zeros and takes the column maximum). Otherwise [ours]:
     only rows that trained on task j (k >= j), so an accuracy the task never had after learning it (a
     lucky head assignment) is not counted as forgotten.

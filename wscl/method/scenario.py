@@ -1,4 +1,4 @@
-"""The class-incremental scenario (spec §1-2): tasks and held-out sets.
+"""The class-incremental scenario (docs/method.md §1): tasks and held-out sets.
 
 Task t holds dataset classes ``t*c .. (t+1)*c - 1``. From each task's training images, per class and
 seeded, a validation split and a freezing buffer are held out [code]; they are never trained on.
@@ -55,7 +55,7 @@ def build(ds: CanonicalDataset, n_tasks: int, classes_per_task: int, val_per_tas
     ``freeze_buffer`` images form the freezing buffer and the next ``val`` the validation split [code].
 
     Task 0 is never a trial's current task, so it has no validation split, and only the validation
-    share is removed from its training images (the freezing buffer lies inside it) [code, spec §2].
+    share is removed from its training images (the freezing buffer lies inside it) [code, docs/method.md §1].
     ``reference`` [code]: the validation split of tasks t > 0 starts one image late, so the image right
     after the freezing buffer is in neither set nor trained on, and the last validation image is also
     trained on; otherwise [ours] the validation split is exactly the next ``val`` images.

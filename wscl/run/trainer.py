@@ -1,4 +1,4 @@
-"""One WSCL run: the per-task loop of spec §2, with a checkpoint after every finished task and inside tasks.
+"""One WSCL run: the per-task loop of docs/method.md §2, with a checkpoint after every finished task and inside tasks.
 
 Per task t: head assignment (t > 0) -> pre-training evaluation -> wake (the freezing trial in place of
 epoch 0) -> sleep (NREM, plasticity, STM->LTM merge, staged REM) -> evaluation of all seen tasks.
@@ -202,7 +202,7 @@ class Run:
 
     def before_training(self, t: int, gen_seed: int) -> MidTask:
         """Task t's start: its heads, the random network's baseline on it and, for t > 0, its pre-training
-        accuracy (spec §4)."""
+        accuracy (docs/method.md §4)."""
         mid, state = MidTask.start(t, self.cfg["seed"], nrem.stm_size(self.wscl), self.device), self.state
         with timed(state.timings, "assignment", self.device):
             heads = self.assign_heads(t, gen_seed)
@@ -220,7 +220,7 @@ class Run:
 
         def predict() -> tuple[np.ndarray, np.ndarray]:
             """The current network's head for each of task t's training images, and the image's class."""
-            # [code, spec §2b.3] the authors classify augmented training images
+            # [code, docs/method.md §2b.3] the authors classify augmented training images
             generator = torch.Generator(device=self.device).manual_seed(gen_seed) if self.reference else None
             logits = logits_of(self.learner.net, self.train_source, rows, self.tests.preprocess,
                                self.tests.batch_size, generator)

@@ -1,7 +1,7 @@
 """Run configuration: defaults, presets, overrides and validation.
 
 Resolution order (later wins): package defaults -> preset -> config file -> ``--set``.
-An explicit setting therefore always beats a preset (spec §2b.5).
+An explicit setting therefore always beats a preset (docs/method.md §2b.5).
 """
 from __future__ import annotations
 
@@ -20,27 +20,71 @@ import yaml
 from wscl.core.errors import ConfigError
 
 
-# Named studies as overrides of the `wscl` section (spec §2, "Ablations"). Two WSCLs exist:
-#   authors  [code]  what the authors' public code runs: dynamic freezing, dreams interleaved into every
-#                    wake epoch through the free heads, greedy head assignment; no STM, NREM, plasticity
-#                    or STM->LTM merge. The paper's reported numbers came from this code.
-#   full     [paper] the paper's described method: the above plus STM, NREM, plasticity and the merge,
-#                    with this project's rules for them [ours]. The ablation presets are defined on it.
-PRESETS: dict[str, dict[str, Any]] = {
-    "base": {"wscl": {"freezing": {"enabled": False}, "stm": {"size": 0}, "nrem": {"enabled": False},
-                      "plasticity": {"enabled": False}, "rem": {"source": "none"}}},
-    "authors": {"wscl": {"stm": {"size": 0}, "nrem": {"enabled": False}, "plasticity": {"enabled": False}}},
-    "full": {},
-    "no_freezing": {"wscl": {"freezing": {"enabled": False}}},
-    "no_nrem": {"wscl": {"nrem": {"enabled": False}}},
-    "no_plasticity": {"wscl": {"plasticity": {"enabled": False}}},
-    "no_rem": {"wscl": {"rem": {"source": "none"}}},
-    "rem_noise": {"wscl": {"rem": {"source": "noise"}}},
-    # Buffer-free Wake+REM: no long- or short-term memory, hence no replay, NREM or plasticity.
-    "wake_rem": {"training": {"buffer_size": 0},
-                 "wscl": {"stm": {"size": 0}, "nrem": {"enabled": False}, "plasticity": {"enabled": False}}},
+# The presets, one registry: each named study's overrides of the defaults (`settings`), the claim it tests
+# (`about`, labelled), its `role` in the report (`baseline`: what WSCL is compared with; `wscl`: a WSCL, compared
+# with `baseline` of the same method and fidelity; `ablation`: one switch of `full`, compared with `full`) and
+# its `colour` in every figure (Paul Tol's colour-blind safe "muted" scheme). The report's findings, the figures,
+# validation, the schema and the workflow's wildcards follow it: a new ablation is one entry here.
+PRESET_ROLES = ("baseline", "wscl", "ablation")
+PRESET_SPECS: dict[str, dict[str, Any]] = {
+    "base": {
+        "role": "baseline", "colour": "#332288",
+        "about": "[code] the base learner alone, no WSCL component: like the authors' plain sequential datasets, "
+                 "it holds nothing out and keeps heads in class order",
+        "settings": {"wscl": {"freezing": {"enabled": False}, "stm": {"size": 0}, "nrem": {"enabled": False},
+                              "plasticity": {"enabled": False}, "rem": {"source": "none"}}}},
+    "authors": {
+        "role": "wscl", "colour": "#CC6677",
+        "about": "[code] what the authors' public code runs: dynamic freezing, dreams interleaved into every wake "
+                 "epoch through the free heads, greedy head assignment; no STM, NREM, plasticity or STM->LTM merge. "
+                 "The paper's reported numbers came from this code",
+        "settings": {"wscl": {"stm": {"size": 0}, "nrem": {"enabled": False}, "plasticity": {"enabled": False}}}},
+    "full": {
+        "role": "wscl", "colour": "#117733",
+        "about": "[paper] the paper's described method: authors plus STM, NREM, plasticity and the merge, with this "
+                 "project's rules for them [ours]; the ablations are defined on it",
+        "settings": {}},
+    "no_freezing": {
+        "role": "ablation", "colour": "#88CCEE",
+        "about": "[ours] full without dynamic freezing: does freezing help?",
+        "settings": {"wscl": {"freezing": {"enabled": False}}}},
+    "no_nrem": {
+        "role": "ablation", "colour": "#DDCC77",
+        "about": "[ours] full without NREM consolidation: does replay in sleep help?",
+        "settings": {"wscl": {"nrem": {"enabled": False}}}},
+    "no_plasticity": {
+        "role": "ablation", "colour": "#AA4499",
+        "about": "[ours] full without synaptic plasticity: does strengthening and weakening help?",
+        "settings": {"wscl": {"plasticity": {"enabled": False}}}},
+    "no_rem": {
+        "role": "ablation", "colour": "#44AA99",
+        "about": "[ours] full without dreaming: does REM help?",
+        "settings": {"wscl": {"rem": {"source": "none"}}}},
+    "rem_noise": {
+        "role": "ablation", "colour": "#999933",
+        "about": "[ours] full dreaming of noise images instead of the auxiliary dataset: does what is dreamt matter?",
+        "settings": {"wscl": {"rem": {"source": "noise"}}}},
+    "wake_rem": {
+        "role": "ablation", "colour": "#882255",
+        "about": "[paper] buffer-free Wake+REM: no long- or short-term memory, hence no replay, NREM or plasticity; "
+                 "runs once per benchmark, at buffer 0",
+        "settings": {"training": {"buffer_size": 0},
+                     "wscl": {"stm": {"size": 0}, "nrem": {"enabled": False}, "plasticity": {"enabled": False}}}},
 }
+# Name -> overrides of the defaults.
+PRESETS: dict[str, dict[str, Any]] = {name: spec["settings"] for name, spec in PRESET_SPECS.items()}
+NO_COLOUR = "#777777"  # a row whose preset has no colour (none in the registry)
 
+
+def presets_of(role: str) -> tuple[str, ...]:
+    """The presets of one role, in the registry's order (read when called, so the registry can grow)."""
+    if role not in PRESET_ROLES:
+        raise ValueError(f"unknown preset role {role!r}; roles: {', '.join(PRESET_ROLES)}")
+    return tuple(name for name, spec in PRESET_SPECS.items() if spec["role"] == role)
+
+
+def preset_colour(name: str) -> str:
+    return PRESET_SPECS.get(name, {}).get("colour", NO_COLOUR)
 
 
 def _package_yaml(name: str) -> dict:
@@ -51,87 +95,83 @@ def _package_yaml(name: str) -> dict:
 LEARNER_SPECS: dict[str, dict[str, Any]] = _package_yaml("learners.yaml")
 METHODS = tuple(LEARNER_SPECS)
 
-# Allowed values of every setting that is not free-form: choices or (low, high) ranges.
-CHOICES = {
-    "preset": tuple(PRESETS),
-    "fidelity": ("reference", "corrected"),
-    "scenario.head_assignment": ("auto", "greedy", "hungarian", "class_order"),
-    "scenario.hold_out": ("auto", True, False),
-    "scenario.augment": ("auto", True, False),
-    "training.method": METHODS,
-    "wscl.freezing.mode": ("training", "buffer", "training_and_buff"),
-    "wscl.rem.source": ("aux", "noise", "none"),
-    "wscl.rem.schedule": ("interleaved", "staged"),
-    "runtime.device": None,  # a pattern (PATTERNS); whether the device exists is checked at run time
-    "runtime.bf16": ("auto", True, False),
-    "runtime.channels_last": ("auto", True, False),
-    "runtime.deterministic": ("auto", True, False),
-    "runtime.on_training_failure": ("warn", "stop"),
-}
+# Every setting, declared once in defaults.yaml as {default, range, choices, pattern, about}; a section may have
+# an `about` of its own. A preset's and a method's choices come from PRESET_SPECS and learners.yaml.
+SETTING_FIELDS = ("default", "range", "choices", "pattern", "about")
+DERIVED_CHOICES = {"preset": tuple(PRESETS), "training.method": METHODS}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _read_settings(tree: dict, prefix: str, settings: dict, sections: dict) -> None:
+    for key, node in tree.items():
+        path = f"{prefix}{key}"
+        if key == "about" and isinstance(node, str):
+            sections[prefix.rstrip(".")] = node
+        elif not isinstance(node, dict):
+            raise ValueError(f"defaults.yaml: {path} must be a setting {{default, ..., about}} or a section")
+        elif "default" in node:
+            unknown = set(node) - set(SETTING_FIELDS)
+            if unknown:
+                raise ValueError(f"defaults.yaml: {path} has unknown fields {sorted(unknown)}; "
+                                 f"a setting has {', '.join(SETTING_FIELDS)}")
+            if not node.get("about"):
+                raise ValueError(f"defaults.yaml: {path} has no `about`")
+            numeric = _is_number(node["default"]) or (node["default"] == "auto" and "range" in node)
+            if numeric != ("range" in node):
+                raise ValueError(f"defaults.yaml: {path}: every number has a `range` and nothing else does")
+            settings[path] = dict(node)
+        else:
+            _read_settings(node, path + ".", settings, sections)
+
+
+def _settings() -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    settings: dict[str, dict[str, Any]] = {}
+    sections: dict[str, str] = {}
+    _read_settings(_package_yaml("defaults.yaml"), "", settings, sections)
+    for path, choices in DERIVED_CHOICES.items():
+        settings[path]["choices"] = list(choices)
+    # Each learner's hyper-parameters follow the training section's own settings.
+    last = max(i for i, path in enumerate(settings) if path.startswith("training."))
+    items = list(settings.items())
+    hparams = [(f"training.{method}.{name}", dict(hp)) for method, spec in LEARNER_SPECS.items()
+               for name, hp in spec.get("hparams", {}).items()]
+    for method, spec in LEARNER_SPECS.items():
+        if spec.get("hparams"):
+            sections[f"training.{method}"] = f"hyper-parameters of {method}: {spec['about']}"
+    return dict(items[: last + 1] + hparams + items[last + 1:]), sections
+
+
+# Setting path -> its declaration (learners' hyper-parameters included); section path -> its `about`.
+SETTINGS, SECTIONS = _settings()
+# Allowed values of every setting that is not free-form: choices (None: a free-form string with a PATTERN).
+CHOICES = {path: (tuple(s["choices"]) if "choices" in s else None) for path, s in SETTINGS.items()
+           if "choices" in s or "pattern" in s}
 # Free-form strings with a shape: regular expressions a value must match in full.
-PATTERNS = {"runtime.device": r"auto|cpu|cuda(:\d+)?"}
-RANGES = {
-    "seed": (0, 2**31 - 1),
-    "dataset.mmap_above_mb": (0, None),
-    "dataset.synthetic.classes": (2, None),
-    "dataset.synthetic.dream_classes": (0, None),
-    "dataset.synthetic.train_per_class": (1, None),
-    "dataset.synthetic.test_per_class": (1, None),
-    "dataset.synthetic.dream_per_class": (1, None),
-    "dataset.synthetic.size": (8, 512),
-    "dataset.synthetic.channels": (1, 4),
-    "dataset.synthetic.noise": (0.0, 255.0),
-    "dataset.synthetic.contrast": (0.0, 127.5),
-    "dataset.synthetic.seed": (0, 2**31 - 1),
-    "scenario.n_tasks": (1, None),
-    "scenario.classes_per_task": (1, None),
-    "scenario.val_per_task": (0, None),
-    "scenario.freeze_buffer_per_task": (0, None),
-    "scenario.train_per_class": (0, None),
-    "scenario.test_per_class": (0, None),
-    "wscl.rem.dream_per_class": (0, None),
-    "model.width": (1, 1024),
-    "training.epochs": (1, None),
-    "training.batch_size": (1, None),
-    "training.replay_batch_size": (1, None),
-    "training.lr": (0.0, 10.0),
-    "training.buffer_size": (0, None),
-    **{f"training.{method}.{name}": tuple(hp["range"]) for method, spec in LEARNER_SPECS.items()
-       for name, hp in spec.get("hparams", {}).items()},
-    "wscl.stm.size": (0, None),
-    "wscl.nrem.epochs": (0, None),
-    "wscl.nrem.stm_fraction": (0.0, 1.0),
-    "wscl.plasticity.strengthen_frac": (0.0, 1.0),
-    "wscl.plasticity.strengthen": (0.0, None),
-    "wscl.plasticity.weaken_frac": (0.0, 1.0),
-    "wscl.plasticity.weaken": (0.0, 1.0),
-    "wscl.rem.epochs": (0, None),
-    "wscl.rem.noise_per_class": (1, None),
-    "runtime.eval_batch_size": (1, None),
-    "runtime.nan_check_every": (1, None),
-    "runtime.loss_explosion_factor": (1.0, None),
-    "runtime.collapse_share": (0.5, 1.0),
-    "runtime.checkpoint_every_minutes": (0.0, None),
-    "runtime.mlflow_system_metrics_every": (0, None),
-}
-
-
-def learner_defaults() -> dict[str, dict[str, Any]]:
-    """``{method: {name: default}}`` for every learner that has hyper-parameters."""
-    return {method: {name: hp["default"] for name, hp in spec["hparams"].items()}
-            for method, spec in LEARNER_SPECS.items() if spec.get("hparams")}
+PATTERNS = {path: s["pattern"] for path, s in SETTINGS.items() if "pattern" in s}
+# (low, high) of every number; None = unbounded.
+RANGES = {path: tuple(s["range"]) for path, s in SETTINGS.items() if "range" in s}
+# Settings that take either "auto" or a number in their range.
+AUTO_OR_NUMBER = {path for path, s in SETTINGS.items() if s["default"] == "auto" and "range" in s}
 
 
 @functools.lru_cache(maxsize=1)
 def _defaults_tree() -> dict:
-    tree = _package_yaml("defaults.yaml")
-    tree["training"].update(learner_defaults())
+    tree: dict = {}
+    for path, setting in SETTINGS.items():
+        *sections, key = path.split(".")
+        node = tree
+        for section in sections:
+            node = node.setdefault(section, {})
+        node[key] = setting["default"]
     return tree
 
 
 def defaults() -> dict:
-    """The trainer's defaults: wscl/defaults.yaml with each learner's hyper-parameters under training
-    (parsed once per process; each call returns its own copy to change)."""
+    """The trainer's defaults: each setting's `default` in wscl/settings/defaults.yaml, with each learner's
+    hyper-parameters under training (read once per process; each call returns its own copy to change)."""
     return copy.deepcopy(_defaults_tree())
 
 
@@ -186,10 +226,6 @@ def _check_keys(user: dict, reference: dict, prefix: str = "") -> None:
         elif isinstance(value, dict):
             raise ConfigError(f"config key {path!r} is a single setting, not a mapping; "
                               f"it has no key {next(iter(value), '')!r}")
-
-
-# Settings that take either "auto" or a number in their range.
-AUTO_OR_NUMBER = {"wscl.nrem.stm_fraction"}
 
 
 def _check_value(path: str, value: Any, default: Any) -> None:

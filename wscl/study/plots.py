@@ -1,8 +1,9 @@
 """Figures: accuracy-matrix heatmaps, accuracy-vs-task curves, ablation bars, frozen blocks per task, each
 task's accuracy over time, forgetting vs accuracy, training loss per epoch.
 
-Colours are colour-blind safe (Paul Tol's "muted" scheme) and belong to the preset, the same in every
-figure; the method sets the marker and the fidelity the line style (reference solid, corrected dashed)."""
+Colours are colour-blind safe (Paul Tol's "muted" scheme) and belong to the preset (config.PRESET_SPECS), the
+same in every figure; the method sets the marker and the fidelity the line style (reference solid, corrected
+dashed)."""
 from __future__ import annotations
 
 import warnings
@@ -16,17 +17,15 @@ import pandas as pd  # noqa: E402
 
 from wscl.core.safe_io import save_figure  # noqa: E402
 from wscl.run.figures import matrix_of  # noqa: E402
+from wscl.settings.config import preset_colour  # noqa: E402
 
-PRESET_COLOURS = {"base": "#332288", "authors": "#CC6677", "full": "#117733", "no_freezing": "#88CCEE",
-                  "no_nrem": "#DDCC77", "no_plasticity": "#AA4499", "no_rem": "#44AA99", "rem_noise": "#999933",
-                  "wake_rem": "#882255"}
 METHOD_MARKERS = {"er_ace": "o", "er": "s", "derpp": "^"}
 FIDELITY_LINES = {"reference": "-", "corrected": "--"}
 
 
 def style(method: str, preset: str, fidelity: str) -> dict:
     """Colour (by preset), marker (by method) and line style (by fidelity) of a row in every figure."""
-    return {"color": PRESET_COLOURS.get(preset, "#777777"), "marker": METHOD_MARKERS.get(method, "D"),
+    return {"color": preset_colour(preset), "marker": METHOD_MARKERS.get(method, "D"),
             "linestyle": FIDELITY_LINES.get(fidelity, ":")}
 
 
@@ -122,14 +121,16 @@ def ablation_bars(table, path, title: str) -> None:
 
 def frozen_blocks(runs, path, title: str) -> None:
     """Residual blocks frozen after each task (mean over seeds), per method/preset."""
+    from wscl.method.backbone import ResNet18
+    most = ResNet18.N_FREEZABLE_BLOCKS
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for (method, preset, fidelity, buffer), group in runs.groupby(GROUP, sort=False):
         counts = np.array(list(group.frozen_blocks), dtype=float)
         ax.plot(np.arange(1, counts.shape[1] + 1), counts.mean(0), label=_label(method, preset, fidelity, buffer),
                 **style(method, preset, fidelity))
     ax.set_xlabel("after task")
-    ax.set_ylabel("frozen residual blocks (of 6)")
-    ax.set_ylim(-0.2, 6.2)
+    ax.set_ylabel(f"frozen residual blocks (of {most})")
+    ax.set_ylim(-0.2, most + 0.2)
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))

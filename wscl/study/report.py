@@ -7,6 +7,7 @@ Every number of the summary is marked with the table cell it comes from (``data-
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import io
 import json
@@ -17,6 +18,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from wscl.core.errors import ConfigError
+from wscl.settings.config import presets_of
 from wscl.study.aggregate import pretty, reported_values, runs_for_table
 from wscl.study.outputs import ALL_RUNS, PLOTS, plot_file, table_file, table_name
 from wscl.core.provenance import git_state, software_versions
@@ -25,26 +28,35 @@ from wscl.core.safe_io import atomic_write_text, read_result
 from wscl.tracking.parents import SETUP_AGAIN
 from wscl.study.studies import Study
 
-WSCL_PRESETS = ("authors", "full")      # compared with `base` of the same method and fidelity
-ABLATIONS = ("no_freezing", "no_nrem", "no_plasticity", "no_rem", "rem_noise", "wake_rem")  # of `full`
 ACC = "Class-IL acc"                    # the column of pretty() the summary reads
-CAPTIONS = {
-    "ablation": "Final average accuracy per method/preset (Class-IL solid, Task-IL hatched; error bars: std over "
-                "seeds; stars: the paper's value). Look at the height of WSCL and its ablations against base.",
-    "forgetting_vs_accuracy": "Class-IL forgetting against final accuracy, error bars: std over seeds. Up and to the "
-                              "left is better; overlapping bars mean the presets are not separated by these seeds.",
-    "avg_acc_curve": "Average Class-IL accuracy over the tasks seen so far (band: ± std over seeds). A flatter "
-                     "curve forgets less; compare where the curves end.",
-    "task_accuracy": "Class-IL accuracy of each task after every later task (mean over seeds), one panel per "
-                     "preset. Falling lines are forgetting; a task that stays up is retained.",
-    "accuracy_matrix": "Class-IL accuracy matrices (row: after training task, column: task evaluated; mean over "
-                       "seeds). The diagonal is learning, everything left of it is retention.",
-    "frozen_blocks": "Residual blocks frozen by dynamic freezing after each task (mean over seeds). Presets "
-                     "without freezing stay at 0.",
-    "loss_curve": "Mean training loss per epoch of each phase (wake with the freezing trial's adopted copy, NREM, "
-                  "staged REM; band: ± std over seeds; dotted: task boundaries of wake). A loss that climbs "
-                  "or jumps at a task boundary and stays up is where to look first when a run falls short.",
-}
+# Each figure's caption: report/<plot>.rst, the files Snakemake's report shows with the figures. Read from the
+# checkout the package runs from (an editable install, or PYTHONPATH), else from the working directory: the
+# report rule runs in the repository root, also with a package installed into a conda environment.
+CAPTION_DIRS = (Path(__file__).resolve().parents[2] / "report", Path("report"))
+
+
+def read_captions(folder: str | Path | None = None) -> dict[str, str]:
+    """``{plot: caption}`` for every plot of ``outputs.PLOTS``, from ``folder``/<plot>.rst (default: the first
+    of CAPTION_DIRS that has them all); lines joined into one."""
+    folders = [Path(folder)] if folder is not None else list(CAPTION_DIRS)
+    for where in folders:
+        if all((where / f"{plot}.rst").is_file() for plot in PLOTS):
+            return {plot: " ".join((where / f"{plot}.rst").read_text().split()) for plot in PLOTS}
+    raise ConfigError("the figures' captions (report/<plot>.rst) were not found in "
+                      f"{' or '.join(str(f.resolve()) for f in folders)}; run the report from the repository root")
+
+
+@functools.lru_cache(maxsize=1)
+def _captions() -> dict[str, str]:
+    return read_captions()
+
+
+def __getattr__(name: str):
+    if name == "CAPTIONS":  # read on first use, so that importing this module reads no file
+        return _captions()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1250px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;font-size:12px;margin-bottom:1em}td,th{border:1px solid #ccc;padding:3px 6px}
 th{background:#f3f3f3}img{max-width:100%}figure{display:inline-block;vertical-align:top;margin:.5em;max-width:48%}
@@ -78,7 +90,8 @@ def _diff_html(d, table: str, row_a: str, row_b: str) -> str:
 
 def findings(runs: pd.DataFrame, table: pd.DataFrame, benchmark: str, buffer: int) -> list[Finding]:
     """What the study found at one benchmark and buffer, per fidelity, from its table and per-seed runs:
-    the best preset, WSCL (authors, full) vs its base learner, each ablation's effect (full - ablation),
+    the best preset, each WSCL (role `wscl` of config.PRESET_SPECS: authors, full) vs its base learner, each
+    ablation's effect (full - ablation, role `ablation`),
     and the reproduction verdicts of the paper's cells. Differences are Welch 95% intervals over seeds of
     Class-IL final average accuracy (reproduction.difference); verdicts are the tables' own."""
     tid = table_name(benchmark, buffer)
@@ -103,7 +116,7 @@ def findings(runs: pd.DataFrame, table: pd.DataFrame, benchmark: str, buffer: in
         for method in sorted(set(at.method)):
             base = rows.get((method, "base", fidelity))
             full = rows.get((method, "full", fidelity))
-            for preset in WSCL_PRESETS:
+            for preset in presets_of("wscl"):
                 wscl = rows.get((method, preset, fidelity))
                 if base is None or wscl is None:
                     continue
@@ -113,7 +126,7 @@ def findings(runs: pd.DataFrame, table: pd.DataFrame, benchmark: str, buffer: in
                                               f"{_num(base.class_il_final_avg_acc_mean, tid, rid(base))} = "
                                               + _diff_html(d, tid, rid(wscl), rid(base)) + ".",
                                    [{"table": tid, "row": rid(wscl)}, {"table": tid, "row": rid(base)}]))
-            for ablation in ABLATIONS:
+            for ablation in presets_of("ablation"):
                 abl = rows.get((method, ablation, fidelity))
                 if full is None or abl is None:
                     continue
@@ -247,7 +260,7 @@ def build_report(study: Study, tables_dir: Path, plots_dir: Path, out: Path) -> 
         sections.append(f'<h2 id="{html.escape(tid)}">{html.escape(benchmark)}, buffer {buffer}</h2>')
         sections.append("<p class='note'>Mean ± std over seeds; every row states its fidelity.</p>")
         sections.append(_table_html(pretty(table), ids, tid))
-        sections.extend(_img(plots_dir / plot_file(benchmark, buffer, plot), CAPTIONS[plot]) for plot in PLOTS)
+        sections.extend(_img(plots_dir / plot_file(benchmark, buffer, plot), _captions()[plot]) for plot in PLOTS)
     uri = study.tracking_uri()
     ui, experiment_id = mlflow_ui(study)
     runs_page = (f'<a href="{html.escape(ui)}/#/experiments/{experiment_id}/runs?{UI_VIEW}">its runs table</a>'
@@ -257,7 +270,8 @@ def build_report(study: Study, tables_dir: Path, plots_dir: Path, out: Path) -> 
         f"<title>WSCL study {html.escape(cfg['study'])}</title><style>{STYLE}</style></head><body>",
         f"<h1>Wake-Sleep Consolidated Learning: study <code>{html.escape(cfg['study'])}</code></h1>",
         f"<p>Fidelity: <b>{html.escape(fidelities)}</b> (reference = the authors' code including the behaviours "
-        "listed in spec §2b; corrected = their evident intent). Rows of different fidelities are never compared. "
+        "listed in docs/method.md §2b; corrected = their evident intent). "
+        "Rows of different fidelities are never compared. "
         f"Seeds: {', '.join(map(str, cfg['seeds']))}. Runs: {len(runs)}.</p>",
         "<h2 id='summary'>Summary</h2><div class='summary'>",
         "<p class='note'>Computed from the results below: Class-IL final average accuracy; differences are mean(a) − "

@@ -1,10 +1,11 @@
 """A study (the Snakemake config): its runs and each run's trainer configuration.
 
 Kept in the package, not in the Snakefile, so that the same logic is tested and used by the
-aggregation. Precedence of trainer settings, later wins: study ``trainer`` -> benchmark ``trainer``
--> matching ``overrides`` in order -> the run's own coordinates (dataset, method, buffer, preset,
-fidelity, seed). The coordinates come only from the grid, the benchmarks and the seeds: a coordinate
-key set in a ``trainer`` section is refused, since it would be overwritten.
+aggregation. Precedence of trainer settings, later wins: the task structure its dataset's declaration
+states (wscl/data/benchmarks/) -> study ``trainer`` -> benchmark ``trainer`` -> matching ``overrides`` in
+order -> the run's own coordinates (dataset, method, buffer, preset, fidelity, seed). The coordinates
+come only from the grid, the benchmarks and the seeds: a coordinate key set in a ``trainer`` section is
+refused, since it would be overwritten.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import itertools
 from dataclasses import dataclass
 from collections.abc import Iterator
 
+from wscl.data.benchmarks import task_structure
 from wscl.settings.config import PRESETS, ConfigError, check_settings, deep_merge, defaults, flatten, resolve
 from wscl.study.outputs import ALL_RUNS, PLOTS, TABLE_FORMATS, plot_file, table_file
 
@@ -49,6 +51,16 @@ def check_trainer_sections(config: dict) -> None:
             check_settings(tree)
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
+
+
+def declared_task_structure(dataset: str) -> dict:
+    """The task structure that ``dataset``'s declaration states (wscl/data/benchmarks/), where it differs from the
+    trainer's defaults: what equals them is left to them, so that a run's configuration (and Snakemake's record of
+    it) stays the same whether a value comes from the defaults or from a declaration that repeats them."""
+    default = defaults()["scenario"]
+    differs = {key: value for key, value in task_structure(dataset).get("scenario", {}).items()
+               if value != default[key]}
+    return {"scenario": differs} if differs else {}
 
 
 @dataclass(frozen=True, order=True)
@@ -122,7 +134,8 @@ class Study:
 
     def trainer_config(self, key: RunKey) -> dict:
         bench = self.config["benchmarks"][key.benchmark]
-        cfg = deep_merge(self.config.get("trainer", {}), bench.get("trainer", {}))
+        cfg = deep_merge(declared_task_structure(bench["dataset"]), self.config.get("trainer", {}))
+        cfg = deep_merge(cfg, bench.get("trainer", {}))
         for rule in self.config.get("overrides", []):
             match = rule["match"]
             if all(getattr(key, field) == value for field, value in match.items()):

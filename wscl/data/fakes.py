@@ -1,4 +1,6 @@
-"""Tiny fakes of the raw datasets in their exact official on-disk formats."""
+"""Small copies of raw datasets in their exact official on-disk formats, written from arrays: what the
+benchmark declarations' ``fake`` writers (wscl/data/benchmarks/) and the format tests
+(tests/test_datasets.py) build their fakes from."""
 from __future__ import annotations
 
 import csv
@@ -111,10 +113,10 @@ def fake_tiny(where: Path, wnids=("n00000001", "n00000002", "n00000003", "n00000
     annotations = []
     for i, wnid in enumerate(wnids):
         for k in range(per_class):
-            jpeg(root / "train" / wnid / "images" / f"{wnid}_{k}.JPEG", (40 * (i + 1), 0, 0))
+            jpeg(root / "train" / wnid / "images" / f"{wnid}_{k}.JPEG", ((40 * (i + 1)) % 256, 0, 0))
         (root / "train" / wnid / f"{wnid}_boxes.txt").write_text("")
         name = f"val_{i}.JPEG"
-        jpeg(root / "val" / "images" / name, (40 * (i + 1), 0, 0))
+        jpeg(root / "val" / "images" / name, ((40 * (i + 1)) % 256, 0, 0))
         annotations.append(f"{name}\t{wnid}\t0\t0\t63\t63")
     (root / "val" / "val_annotations.txt").write_text("\n".join(annotations) + "\n")
     return root
@@ -130,15 +132,15 @@ def zip_folder(folder: Path, archive: Path) -> Path:
 def fake_imagenet(root: Path, wnids, per_class: int = 2, flat_val: bool = False, size: int = 80) -> Path:
     for i, wnid in enumerate(wnids):
         for k in range(per_class):
-            jpeg(root / "train" / wnid / f"{wnid}_{k}.JPEG", (20 + 20 * i, 0, 0), size)
+            jpeg(root / "train" / wnid / f"{wnid}_{k}.JPEG", ((20 + 20 * i) % 256, 0, 0), size)
     rows = []
     for i, wnid in enumerate(wnids):
         if flat_val:
             image_id = f"ILSVRC2012_val_{i:08d}"
-            jpeg(root / "val" / f"{image_id}.JPEG", (20 + 20 * i, 0, 0), size)
+            jpeg(root / "val" / f"{image_id}.JPEG", ((20 + 20 * i) % 256, 0, 0), size)
             rows.append({"ImageId": image_id, "PredictionString": f"{wnid} 1 2 3 4"})
         else:
-            jpeg(root / "val" / wnid / "v.JPEG", (20 + 20 * i, 0, 0), size)
+            jpeg(root / "val" / wnid / "v.JPEG", ((20 + 20 * i) % 256, 0, 0), size)
     if flat_val:
         with open(root / "LOC_val_solution.csv", "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=["ImageId", "PredictionString"])
