@@ -24,7 +24,7 @@ TINY = {
 
 # What legitimately differs between two runs of the same configuration: wall-clock figures.
 TIMINGS = {"wall_seconds", "task_wall_seconds", "train_images_per_second", "phases", "peak_rss_mb"}
-EPOCH_TIMINGS = {"seconds", "images_per_second", "peak_memory_mb"}  # of each dynamics entry (wscl/dynamics.py)
+EPOCH_TIMINGS = {"seconds", "images_per_second", "peak_memory_mb"}  # of each dynamics entry (wscl/method/dynamics.py)
 
 
 def numbers(metrics: dict) -> dict:

@@ -104,7 +104,7 @@ class Disk:
         monkeypatch.setattr(builtins, "open", fake_open)
         monkeypatch.setattr(os, "mkdir", fake_mkdir)
         import wscl.core.safe_io
-        monkeypatch.setattr(wscl.safe_io, "_open", fake_open)
+        monkeypatch.setattr(wscl.core.safe_io, "_open", fake_open)
 
 
 def flip_middle_bytes(path: Path, n: int = 64) -> None:

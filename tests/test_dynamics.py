@@ -1,4 +1,4 @@
-"""Training dynamics (wscl/dynamics.py): every epoch of every phase is recorded with the mean of the step
+"""Training dynamics (wscl/method/dynamics.py): every epoch of every phase is recorded with the mean of the step
 losses the trainer computed, reaches MLflow as step metrics, and recording it changes no number of the run."""
 import pytest
 import torch

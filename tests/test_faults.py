@@ -320,7 +320,7 @@ def test_a_tracking_server_stopped_mid_study_loses_no_run(tmp_path, tiny, monkey
     """Run a is logged; the server stops after run b's first task (logged live); b still succeeds, marked
     pending; once the server is back, the aggregation's sync logs b: one child run per folder, complete."""
     from workflow_support import free_port
-    from wscl import cli
+    from wscl.tracking import live
     from wscl.tracking import pending as tracking_pending, runs as tracking_runs
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail fast; the default backs off for minutes
@@ -335,13 +335,13 @@ def test_a_tracking_server_stopped_mid_study_loses_no_run(tmp_path, tiny, monkey
             return main(["train", "--config-json", cfg, "--out", out, "--quiet", "--mlflow-uri", uri,
                          "--mlflow-experiment", "study"])
         assert train("runs/a") == 0
-        live_task_end = cli.LiveRun.on_task_end
+        live_task_end = live.LiveRun.on_task_end
 
         def stop_after_first_task(self, metrics_so_far, task):
             live_task_end(self, metrics_so_far, task)
             if task == 0:
                 stop_server(server)
-        monkeypatch.setattr(cli.LiveRun, "on_task_end", stop_after_first_task)
+        monkeypatch.setattr(live.LiveRun, "on_task_end", stop_after_first_task)
         capsys.readouterr()
         assert train("runs/b") == 0
         err = capsys.readouterr().err

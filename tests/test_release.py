@@ -1,4 +1,4 @@
-"""Released models (wscl/release.py): every run saves its final network in a documented file that loads without
+"""Released models (wscl/run/release.py): every run saves its final network in a documented file that loads without
 pickled code, `wscl evaluate` reproduces the run's final accuracy row from it, and it reaches MLflow as a
 model and the archive on request."""
 import json

@@ -23,10 +23,10 @@ from wscl.core.safe_io import atomic_write_text
 
 def _train_parser(sub) -> None:
     p = sub.add_parser("train", help="train one run and write metrics.json (resumes from its checkpoint)",
-                       description="Train one run. Settings, later wins: wscl/defaults.yaml -> preset -> --config "
-                                   "-> --config-json -> shortcuts -> --set.",
+                       description="Train one run. Settings, later wins: the defaults (config/README.md) -> preset "
+                                   "-> --config -> --config-json -> shortcuts -> --set.",
                        epilog=exit_codes_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", help="run configuration YAML (keys as in wscl/defaults.yaml)")
+    p.add_argument("--config", help="run configuration YAML (the trainer's keys: config/README.md or `wscl schema`)")
     p.add_argument("--config-json", help="run configuration as a JSON object (what the workflow passes)")
     p.add_argument("--out", required=True, help="output folder (metrics.json, checkpoint.pt)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -147,7 +147,7 @@ def cmd_mlflow_setup(args) -> int:
     from wscl.tracking.parents import setup_study
     result = setup_study(args.uri, args.experiment, args.artifact_root, args.group)
     text = json.dumps(result, indent=2) + "\n"
-    if args.out:  # sealed: every training job reads it (tracking.load_setup)
+    if args.out:  # sealed: every training job reads it (tracking.parents.load_setup)
         atomic_write_text(Path(args.out), text, sealed=True)
     print(text)
     return 0
@@ -292,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     f"named and the exit code is {int(ExitCode.ARCHIVE_INVALID)}.")
     va.add_argument("file", help="the archive (tar.gz written by wscl archive)")
     ev = sub.add_parser("evaluate", help="evaluate a released model (a run's model.pt) on its prepared benchmark",
-                        description="Rebuild a run's final network from its model.pt (wscl/release.py) and score "
+                        description="Rebuild a run's final network from its model.pt (wscl/run/release.py) and score "
                                     "every task's test images of the benchmark it trained on; says whether the row "
                                     "equals the one the run recorded.")
     ev.add_argument("model", help="the model file (RUN_DIR/model.pt, with its model.pt.sha256 beside it)")

@@ -44,7 +44,7 @@ def digests(folder: str | Path) -> tuple[str, dict[str, str]]:
 
 
 def meta_digests(folder: str | Path) -> dict:
-    """What data.save records in meta.json: ``sha256`` and ``files_sha256``."""
+    """What canonical.save records in meta.json: ``sha256`` and ``files_sha256``."""
     whole, per_file = digests(folder)
     return {"sha256": whole, "files_sha256": per_file}
 

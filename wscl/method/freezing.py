@@ -54,7 +54,7 @@ class TrialResult:
     winner: Learner
     depths: list[int]
     scores: list[float]
-    dynamics: list[dict]  # each copy's epoch (wscl/dynamics.py)
+    dynamics: list[dict]  # each copy's epoch (wscl/method/dynamics.py)
 
     @property
     def chosen_depth(self) -> int:

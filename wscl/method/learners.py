@@ -3,7 +3,7 @@
 A learner owns everything that learns: the network, its optimiser, the replay memory (LTM) and, for
 ER-ACE, the record of heads seen so far. The dynamic-freezing trial copies whole learners.
 Each learner's name and hyper-parameters (with their defaults and ranges) are declared in
-wscl/learners.yaml; ``build_learner`` passes ``training.<method>.*`` to its constructor.
+wscl/settings/learners.yaml; ``build_learner`` passes ``training.<method>.*`` to its constructor.
 """
 from __future__ import annotations
 

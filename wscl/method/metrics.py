@@ -77,21 +77,21 @@ def run_metrics(cfg: dict, runtime, dataset, state, eval_layout) -> dict:
            "method": cfg["training"]["method"], "preset": cfg["preset"], "device": str(runtime.device),
            "runtime": {**runtime.describe(), **eval_layout.describe()}, **run_provenance(runtime.device),
            "dataset_checksums_verified": bool(dataset.checksums_verified),
-           "dataset_sha256": dataset.sha256,  # content of the prepared data; None if generated
+           "dataset_sha256": dataset.sha256,  # content digest, of prepared and generated data (data/layout.py)
            "forgetting_definition": "incl_pretraining [code]" if reference else "trained_only [ours]",
            **state.accuracy.results(reference)}
     block_names = state.learner.net.block_names()
     out["frozen_blocks_per_task"] = [h["frozen_blocks"] for h in state.history]
     out["frozen_block_names_per_task"] = [block_names[: h["frozen_blocks"]] for h in state.history]
     out["tasks"] = [{k: v for k, v in h.items() if k != "wall_seconds"} for h in state.history]
-    # exploded losses and collapses of every task (wscl/failures.py); empty for a healthy run
+    # exploded losses and collapses of every task (wscl/method/failures.py); empty for a healthy run
     out["training_failures"] = [f for h in state.history for f in h.get("training_failures", [])]
     out["wall_seconds"] = {k: round(v, 4) for k, v in state.timings.items()}
     out["task_wall_seconds"] = [h.get("wall_seconds") for h in state.history]  # per task and phase; None: unknown
     out["wake_steps"] = dict(state.wake_steps)
     wake_s = state.timings["wake"]
     out["train_images_per_second"] = round(state.wake_images / wake_s, 2) if wake_s else None
-    # training dynamics (wscl/dynamics.py): per epoch in tasks[t].dynamics; per phase and for the run here
+    # training dynamics (wscl/method/dynamics.py): per epoch in tasks[t].dynamics; per phase and for the run here
     out["phases"] = per_phase([e for h in state.history for e in h.get("dynamics", [])])
     peaks = [p["peak_memory_mb"] for p in out["phases"].values() if p["peak_memory_mb"] is not None]
     out["peak_device_memory_mb"] = max(peaks) if peaks else None  # on a GPU; None on the CPU

@@ -1,7 +1,7 @@
 """Wake phase [paper][code]: training epochs on the current task's stream.
 
 Each epoch is planned on the host first (batch order, memory slots, replay draws) and then executed
-on the device without waiting for it, except for the periodic loss check (wscl/failures.py). ``wake_phase``
+on the device without waiting for it, except for the periodic loss check (wscl/method/failures.py). ``wake_phase``
 runs a task's epochs (the freezing trial in place of epoch 0) and can pause inside an epoch: ``MidTask``
 holds where the task stands, so that a checkpoint written there resumes exactly.
 """

@@ -61,7 +61,7 @@ def load_model(path: str | Path) -> dict:
     except Exception as exc:  # noqa: BLE001 - any unpickling failure: not a model file of ours
         raise RunResultError(f"{path} is not a loadable model file ({exc})") from None
     if not isinstance(model, dict) or model.get("format") != FORMAT:
-        raise RunResultError(f"{path} is not a {FORMAT} file (see wscl/release.py for the format)")
+        raise RunResultError(f"{path} is not a {FORMAT} file (see wscl/run/release.py for the format)")
     if model["format_version"] > FORMAT_VERSION:
         raise RunResultError(f"{path} has format version {model['format_version']}; this wscl reads up to "
                              f"{FORMAT_VERSION}: install a newer wscl")

@@ -130,7 +130,7 @@ class Run:
         return metrics
 
     def release(self) -> None:
-        """The final network as a released model (wscl/release.py), with the accuracy row it scored."""
+        """The final network as a released model (wscl/run/release.py), with the accuracy row it scored."""
         T = self.scenario.n_tasks
         rows = {s: [float(v) for v in self.state.accuracy.R[s][T - 1, :T]] for s in self.state.accuracy.R}
         release.save_model(self.out / release.FILE_NAME, self.cfg, self.learner.net, self.book.class_to_head,

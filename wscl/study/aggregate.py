@@ -52,7 +52,7 @@ def load_runs(study: Study) -> pd.DataFrame:
                "train_images_per_second": m.get("train_images_per_second"),
                # exploded losses and collapses the run reported (docs/method.md, Training failures)
                "training_failures": len(m.get("training_failures", [])),
-               # mean loss per epoch and phase (wscl/dynamics.py), for the loss-curve figure
+               # mean loss per epoch and phase (wscl/method/dynamics.py), for the loss-curve figure
                "loss_curves": {phase: loss_curve(m.get("tasks", []), phase) for phase in LOSS_PHASES}}
         for setting in SETTINGS:
             for metric in SUMMARY:
@@ -192,7 +192,7 @@ def aggregate(study: Study, tables_dir: Path, plots_dir: Path, mlflow_uri: str |
         caption = (f"{benchmark}, buffer {buffer} (buffer-free presets at 0): mean ± std over seeds; "
                    f"fidelity per row; forgetting per the row's fidelity (reference: [code] definition incl. "
                    f"pre-training entries; corrected: [ours]); paper values: {reported['source']}; verdict: "
-                   "ours - paper with its 95% interval (wscl/reproduction.py)")
+                   "ours - paper with its 95% interval (wscl/study/reproduction.py)")
         write_tables(table, tables_dir / table_name(benchmark, buffer), caption)
         for row in table.to_dict("records"):
             parent_rows.setdefault(f"{benchmark}/buffer{row['buffer']}/{row['method']}/{row['preset']}/"

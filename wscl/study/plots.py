@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from wscl.core.safe_io import save_figure  # noqa: E402
-from wscl.run.figures import matrix_of  # noqa: E402
+from wscl.run.figures import heatmap, matrix_of  # noqa: E402
 from wscl.settings.config import preset_colour  # noqa: E402
 
 METHOD_MARKERS = {"er_ace": "o", "er": "s", "derpp": "^"}
@@ -53,18 +53,7 @@ def mean_accuracy_matrices(runs, path, title: str) -> None:
     for ax in axes.flat[len(matrices):]:
         ax.axis("off")
     for ax, R, name in zip(axes.flat, matrices, titles):
-        R = np.array(R, dtype=float)
-        im = ax.imshow(R, vmin=0, vmax=100, cmap="viridis")
-        for i in range(R.shape[0]):
-            for j in range(R.shape[1]):
-                if not np.isnan(R[i, j]):
-                    ax.text(j, i, f"{R[i, j]:.0f}", ha="center", va="center", fontsize=6,
-                            color="white" if R[i, j] < 60 else "black")
-        ax.set_title(name, fontsize=8)
-        ax.set_xticks(range(R.shape[1]), [str(k + 1) for k in range(R.shape[1])], fontsize=7)
-        ax.set_yticks(range(R.shape[0]), [str(k + 1) for k in range(R.shape[0])], fontsize=7)
-        ax.set_xlabel("evaluated task", fontsize=7)
-        ax.set_ylabel("after task", fontsize=7)
+        im = heatmap(ax, R, name, small=True)
     fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6, label="Class-IL accuracy (%)")
     fig.suptitle(f"{title}: Class-IL accuracy matrix (mean over seeds)", fontsize=9)
     save_figure(fig, path, dpi=100, bbox_inches="tight", sealed=True)

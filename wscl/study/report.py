@@ -276,7 +276,7 @@ def build_report(study: Study, tables_dir: Path, plots_dir: Path, out: Path) -> 
         "<h2 id='summary'>Summary</h2><div class='summary'>",
         "<p class='note'>Computed from the results below: Class-IL final average accuracy; differences are mean(a) − "
         "mean(b) over seeds with a Welch 95% interval; verdicts compare with the paper "
-        f"({html.escape(reported_values()['source'])}) by the rule of wscl/reproduction.py.</p>",
+        f"({html.escape(reported_values()['source'])}) by the rule of wscl/study/reproduction.py.</p>",
         *summary, "</div>",
         "<h2 id='mlflow'>Finding a run in MLflow</h2>",
         f"<p>Experiment <code>{html.escape(cfg['study'])}</code> at <code>{html.escape(uri)}</code>"

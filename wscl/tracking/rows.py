@@ -108,7 +108,7 @@ def parent_metrics(row: dict) -> dict[str, float]:
 
 
 def parent_tags(row: dict) -> dict[str, str]:
-    """Coordinates and reproduction verdicts of a table row (verdicts by the rule of wscl/reproduction.py,
+    """Coordinates and reproduction verdicts of a table row (verdicts by the rule of wscl/study/reproduction.py,
     as the tables show them), e.g. ``verdict.class_il.final_avg_acc = reproduced (+0.8 [-1.2, +2.8])``."""
     tags = {"method": str(row["method"]), "preset": str(row["preset"]), "fidelity": str(row["fidelity"]),
             "buffer": str(row["buffer"])}

@@ -8,7 +8,6 @@ import hashlib
 from pathlib import Path
 
 from wscl.method.metrics import read_metrics
-from wscl.run.figures import run_accuracy_figure
 from wscl.tracking.client import MAX_BATCH, mlflow_client, mark_model_training, with_retries
 from wscl.tracking.rows import config_params, dataset_input, per_task_metrics, run_key
 
@@ -60,6 +59,8 @@ def new_child_run(client, metrics: dict, out_dir, experiment_id: str, parent_run
 def _log_run(metrics: dict, out_dir: str | Path, uri: str, experiment: str | None,
              parent_run_id: str | None, run_name: str | None, run_id: str | None = None,
              tasks_logged: set[int] | frozenset = frozenset()) -> str:
+    from wscl.run.figures import run_accuracy_figure  # matplotlib (Agg): only when a run is logged
+
     import matplotlib.pyplot as plt
 
     client = mlflow_client(uri)
@@ -86,7 +87,7 @@ def _log_run(metrics: dict, out_dir: str | Path, uri: str, experiment: str | Non
 
 
 def log_model(uri: str, run_id: str, out_dir: Path) -> None:
-    """The run's released network (model.pt, wscl/release.py) as an MLflow PyTorch model of the run, with
+    """The run's released network (model.pt, wscl/run/release.py) as an MLflow PyTorch model of the run, with
     model.pt itself beside it (what ``wscl evaluate`` reads)."""
     import mlflow
     import mlflow.pytorch

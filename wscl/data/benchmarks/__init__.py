@@ -13,15 +13,11 @@ from wscl.data.canonical import CanonicalDataset, load
 from wscl.data.synthetic import synthetic
 from wscl.data.verify import verify_prepared
 
-# Names this package defines itself: a declaration module of the same name would hide them.
-RESERVED = {"registry", "get", "task_structure", "from_config", "synthetic", "load", "verify_prepared"}
-
-
 def registry() -> dict[str, Benchmark]:
     """Every declared benchmark by name, in module-name order (imports each module of this folder once)."""
     found: dict[str, Benchmark] = {}
     for module in sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")):
-        if module in RESERVED:
+        if module in globals():  # importing it would hide this package's own name
             raise DatasetError(f"{__name__}.{module}: the module name {module!r} is taken by the registry; rename "
                                "the file")
         declared = getattr(importlib.import_module(f"{__name__}.{module}"), "BENCHMARK", None)
