@@ -3,9 +3,27 @@
 # benchmark, subcategory = buffer, captions in report/.
 
 
+rule select:
+    input:
+        swept_metrics(),
+    output:
+        STUDY.selection_file(),
+    log:
+        f"{R}/logs/select.log",
+    benchmark:
+        f"{R}/benchmarks/select.tsv"
+    conda:
+        "../envs/wscl.yaml"
+    params:
+        study=lambda wc: json.dumps(config, sort_keys=True),
+    shell:
+        "wscl select --study-json {params.study:q} --out {output} > {log} 2>&1"
+
+
 rule aggregate:
     input:
-        all_metrics(),
+        metrics=all_metrics(),
+        selection=[STUDY.selection_file()] if STUDY.sweeps else [],
     output:
         tables=reported_tables(),
         plots=reported_plots(),

@@ -9,6 +9,8 @@ from snakemake.utils import min_version, validate
 from wscl.settings.config import CHOICES, METHODS, PRESETS
 from wscl.settings.schema import write_schemas
 from wscl.study.studies import Study, check_trainer_sections
+from wscl.study.outputs import caption_of
+from wscl.study.sweeps import TUNED
 
 min_version("8.10")
 
@@ -35,6 +37,7 @@ localrules:
     all,
     mlflow_setup,
     mlflow_sync,
+    select,
     aggregate,
     report,
     archive,
@@ -44,7 +47,7 @@ wildcard_constraints:
     benchmark="[A-Za-z0-9_.-]+",
     buffer=r"\d+",
     method="|".join(METHODS),
-    preset="|".join(PRESETS),
+    variant="(" + "|".join(PRESETS) + ")(@[^/]+)?",  # a preset, with its sweep point (wscl/study/sweeps.py)
     fidelity="|".join(CHOICES["fidelity"]),
     seed=r"\d+",
     dataset="[A-Za-z0-9_.-]+",
@@ -54,6 +57,19 @@ def run_dir(wc):
     return STUDY.run_dir(STUDY.key(wc))
 
 
+def selection_input(wc):
+    """The sweep selection a run at the tuned point reads (nothing for other runs)."""
+    return [STUDY.selection_file()] if STUDY.key(wc).point == TUNED else []
+
+
+def tuned_args(wc):
+    """`wscl train` options of a run at the tuned point: where the point selected for its `tuned_from` preset is."""
+    key = STUDY.key(wc)
+    if key.point != TUNED:
+        return ""
+    return f"--point-from {STUDY.selection_file()} --point-group {STUDY.tuned_from(key).group}"
+
+
 def dataset_input(wc):
     """The prepared dataset a run trains on (nothing for the generated `synthetic`)."""
     return STUDY.dataset_marker(wc.benchmark)
@@ -61,6 +77,11 @@ def dataset_input(wc):
 
 def all_metrics():
     return [f"{STUDY.run_dir(key)}/metrics.json" for key in STUDY.runs()]
+
+
+def swept_metrics():
+    """The runs a sweep's selection reads: every point of every swept group (not the `tuned` runs)."""
+    return [f"{STUDY.run_dir(key)}/metrics.json" for key in STUDY.runs() if key.point not in ("", TUNED)]
 
 
 def mirror_args(wildcards):
@@ -93,6 +114,12 @@ def reported_tables():
             caption = "../report/table.rst"
             path = report(path, caption=caption, category=name, subcategory=f"buffer {buffer}", labels=labels)
         out.append(path)
+    for path, name, buffer, fmt in STUDY.selection_outputs():
+        labels = {"what": "sweep selection", "benchmark": name, "buffer": str(buffer)}
+        if fmt == "csv":
+            path = report(path, caption="../report/selection.rst", category=name, subcategory=f"buffer {buffer}",
+                          labels=labels)
+        out.append(path)
     return out
 
 
@@ -101,7 +128,7 @@ def reported_plots():
     out = []
     for path, name, buffer, plot in STUDY.plot_outputs():
         labels = {"what": "figure", "figure": plot, "benchmark": name, "buffer": str(buffer)}
-        caption = f"../report/{plot}.rst"
+        caption = f"../report/{caption_of(plot)}.rst"
         # One line: Snakemake's parser reads `report` at the start of a line as the report directive.
         out.append(report(path, caption=caption, category=name, subcategory=f"buffer {buffer}", labels=labels))
     return out

@@ -1,4 +1,4 @@
-# Training: one job per benchmark x buffer x method x preset x fidelity x seed. The trainer resumes from its own
+# Training: one job per benchmark x buffer x method x preset[@sweep point] x fidelity x seed. The trainer resumes from its own
 # checkpoint when a job is rerun after an interruption; MLflow parents are created once, up front.
 # The tracking destination is a parameter of mlflow_setup only: training jobs read it, with their parent
 # run ids, from setup.json, so moving a finished study to another store reruns setup and sync, not training.
@@ -26,14 +26,16 @@ rule mlflow_setup:
 rule train:
     input:
         dataset=dataset_input,
+        # a run at a tuned point needs the selection (study/selection.py); others nothing
+        selection=selection_input,
         # The parents exist once setup ran; adding a parent later must not rerun finished trainings.
         mlflow=ancient(f"{R}/mlflow/setup.json"),
     output:
-        f"{R}/runs/{{benchmark}}/buffer{{buffer}}/{{method}}/{{preset}}/{{fidelity}}/seed{{seed}}/metrics.json",
+        f"{R}/runs/{{benchmark}}/buffer{{buffer}}/{{method}}/{{variant}}/{{fidelity}}/seed{{seed}}/metrics.json",
     log:
-        f"{R}/logs/train/{{benchmark}}/buffer{{buffer}}/{{method}}/{{preset}}/{{fidelity}}/seed{{seed}}.log",
+        f"{R}/logs/train/{{benchmark}}/buffer{{buffer}}/{{method}}/{{variant}}/{{fidelity}}/seed{{seed}}.log",
     benchmark:
-        f"{R}/benchmarks/train/{{benchmark}}/buffer{{buffer}}/{{method}}/{{preset}}/{{fidelity}}/seed{{seed}}.tsv"
+        f"{R}/benchmarks/train/{{benchmark}}/buffer{{buffer}}/{{method}}/{{variant}}/{{fidelity}}/seed{{seed}}.tsv"
     conda:
         "../envs/wscl.yaml"
     threads: config["resources"]["train"]["threads"]
@@ -46,9 +48,10 @@ rule train:
         trainer=lambda wc: json.dumps(STUDY.trainer_config(STUDY.key(wc)), sort_keys=True),
         out=run_dir,
         group=lambda wc: STUDY.key(wc).group,
+        tuned=tuned_args,
     shell:
         "wscl train --config-json {params.trainer:q} --out {params.out} --threads {threads} --quiet "
-        "--mlflow-setup {input.mlflow} --mlflow-parent-group {params.group:q} > {log} 2>&1"
+        "--mlflow-setup {input.mlflow} --mlflow-parent-group {params.group:q} {params.tuned} > {log} 2>&1"
 
 
 rule mlflow_sync:

@@ -47,6 +47,10 @@ def _train_parser(sub) -> None:
     p.add_argument("--mlflow-setup", metavar="SETUP_JSON",
                    help="destination and parent ids written by mlflow-setup --out (overrides --mlflow-uri/"
                         "--mlflow-experiment; with --mlflow-parent-group, no search of the store)")
+    p.add_argument("--point-from", metavar="SELECTION_JSON",
+                   help="train at the sweep point selected for --point-group (written by `wscl select`)")
+    p.add_argument("--point-group", help="the swept group (benchmark/bufferB/method/preset/fidelity) whose selected "
+                                         "point to train at")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--quiet", action="store_true", help="no progress bars (for pipelines)")
 
@@ -58,6 +62,13 @@ def resolved_config(args) -> dict:
             file_cfg = deep_merge(file_cfg, json.loads(args.config_json))
         except json.JSONDecodeError as exc:
             raise ConfigError(f"--config-json is not valid JSON: {exc}") from exc
+    if args.point_from:  # a point chosen on the tuning split, as the sweep layer of the run's settings
+        from wscl.study.selection import read_selection
+        from wscl.study.sweeps import as_overrides
+        group = read_selection(args.point_from)["groups"].get(args.point_group)
+        if group is None:
+            raise ConfigError(f"--point-group {args.point_group!r} is not a swept group of {args.point_from}")
+        file_cfg = deep_merge(file_cfg, as_overrides(group["settings"]))
     shortcuts = {"dataset.name": args.dataset, "preset": args.preset, "training.method": args.method,
                  "seed": args.seed, "fidelity": args.fidelity, "runtime.device": args.device}
     sets = parse_set([f"{k}={v}" for k, v in shortcuts.items() if v is not None])
@@ -183,6 +194,16 @@ def cmd_aggregate(args) -> int:
     return 0
 
 
+def cmd_select(args) -> int:
+    from wscl.study.selection import select, write_selection
+    selection = select(_study(args))
+    write_selection(selection, args.out)
+    for group, chosen in selection["groups"].items():
+        print(f"{group}: {chosen['selected']} (tuning accuracy "
+              f"{chosen['points'][chosen['selected']]['tune_class_il_final_avg_acc_mean']:.2f})")
+    return 0
+
+
 def cmd_report(args) -> int:
     from wscl.study.report import build_report
     build_report(_study(args), Path(args.tables), Path(args.plots), Path(args.out))
@@ -272,6 +293,11 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--run", action="append", default=[], metavar="RUN_DIR",
                     help="instead of a study: log this run folder if it is marked pending (repeatable)")
     sy.add_argument("--out", help="write what was logged and skipped as JSON here")
+    se = sub.add_parser("select", help="choose each sweep's point on the tuning split (never on test)",
+                        description="Per swept benchmark/buffer/method/preset/fidelity, the point with the best mean "
+                                    "Class-IL final accuracy on the tuning split over seeds (wscl/study/selection.py).")
+    se.add_argument("--study-json", required=True, help="the study configuration (workflow config) as JSON")
+    se.add_argument("--out", required=True, help="the selection JSON to write (sealed)")
     for name, helptext in (("aggregate", "tables and plots over a study's runs"),
                            ("report", "one-page HTML report of a study")):
         a = sub.add_parser(name, help=helptext)
@@ -313,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"train": cmd_train, "bench": cmd_bench, "data": cmd_data, "mlflow-setup": cmd_mlflow_setup,
-            "mlflow-sync": cmd_mlflow_sync, "aggregate": cmd_aggregate, "report": cmd_report,
+            "mlflow-sync": cmd_mlflow_sync, "select": cmd_select, "aggregate": cmd_aggregate, "report": cmd_report,
             "archive": cmd_archive, "verify-archive": cmd_verify_archive, "evaluate": cmd_evaluate,
             "schema": cmd_schema}
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 from importlib import resources
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -10,11 +11,13 @@ import yaml
 
 from wscl.method.metrics import SUMMARY_KEYS, read_metrics
 from wscl.method.dynamics import LOSS_PHASES, loss_curve
-from wscl.study.outputs import ALL_RUNS, PLOTS, plot_file, table_name
+from wscl.study.outputs import ALL_RUNS, PLOTS, plot_file, selection_table_file, sensitivity_plot, table_name
 from wscl.core.provenance import dataset_identity
 from wscl.study.reproduction import verdict
 from wscl.core.safe_io import atomic_write_text, translated
+from wscl.study.selection import CRITERION, read_selection
 from wscl.study.studies import FIXED_BUFFER, Study
+from wscl.study.sweeps import TUNED, variant
 from wscl.tracking.rows import run_key
 
 SETTINGS = ("class_il", "task_il")
@@ -38,6 +41,7 @@ def load_runs(study: Study) -> pd.DataFrame:
         dataset = dataset_identity(m)
         wall = m.get("wall_seconds", {})
         row = {"benchmark": key.benchmark, "buffer": key.buffer, "method": key.method, "preset": key.preset,
+               "point": key.point, "swept_group": replace(key, point="").group,
                "seed": key.seed, "fidelity": key.fidelity, "group": key.group, "device": m["device"],
                "device_name": m.get("device_name"), "path": str(path), "run_key": run_key(path.parent),
                "git_commit": m.get("git_commit"), "torch_version": m.get("torch_version"),
@@ -85,7 +89,9 @@ def summary_table(runs: pd.DataFrame, benchmark: str, buffer: int, reported_as: 
     rows = []
     for (method, preset, fidelity, buf), group in runs.groupby(["method", "preset", "fidelity", "buffer"],
                                                                sort=False):
-        row = {"method": method, "preset": preset, "buffer": buf, "fidelity": fidelity, "seeds": len(group)}
+        row = {"method": method, "preset": preset, "buffer": buf, "fidelity": fidelity, "seeds": len(group),
+               # the sweep point the row reports (selected on the tuning split), `tuned`, or "" outside sweeps
+               "point": group.point.iloc[0] if "point" in group else ""}
         for setting in SETTINGS:
             for metric in SUMMARY:
                 values = group[f"{setting}_{metric}"].astype(float)
@@ -108,7 +114,8 @@ def summary_table(runs: pd.DataFrame, benchmark: str, buffer: int, reported_as: 
 
 
 def pretty(table: pd.DataFrame) -> pd.DataFrame:
-    out = table[["method", "preset", "buffer", "fidelity", "seeds"]].copy()
+    shown = ["method", "preset", "point", "buffer", "fidelity", "seeds"]
+    out = table[[c for c in shown if c != "point" or table.get("point", pd.Series([""])).fillna("").any()]].copy()
     for setting, tag in (("class_il", "Class-IL"), ("task_il", "Task-IL")):
         for metric in SHOWN:
             mean, std = table[f"{setting}_{metric}_mean"], table[f"{setting}_{metric}_std"]
@@ -161,6 +168,42 @@ def _draw_plots(subset: pd.DataFrame, table: pd.DataFrame, benchmark: str, buffe
         draw(data, str(plots_dir / plot_file(benchmark, buffer, plot)), title)
 
 
+def reported_runs(runs: pd.DataFrame, selection: dict | None) -> list[bool]:
+    """The runs the tables report: those outside sweeps, those at a tuned point, and each swept group's runs at
+    its selected point (chosen on the tuning split: study/selection.py)."""
+    chosen = {group: entry["selected"] for group, entry in (selection or {"groups": {}})["groups"].items()}
+    return [point in ("", TUNED) or chosen.get(group) == point for point, group in zip(runs.point, runs.swept_group)]
+
+
+def selection_table(runs: pd.DataFrame, selection: dict, study: Study) -> pd.DataFrame:
+    """One row per sweep point of a table: its settings, tuning and test Class-IL accuracy (mean, std over seeds)
+    and whether it was selected."""
+    rows = []
+    for (method, preset, fidelity, point, group), seeds in runs[~runs.point.isin(["", TUNED])].groupby(
+            ["method", "preset", "fidelity", "point", "swept_group"], sort=False):
+        row = {"method": method, "preset": preset, "fidelity": fidelity, "point": point, "seeds": len(seeds),
+               **study.point_settings(point)}
+        for name, column in (("tune", "tune_class_il_final_avg_acc"), ("test", "class_il_final_avg_acc")):
+            values = seeds[column].astype(float)
+            row[f"{name}_mean"], row[f"{name}_std"] = values.mean(), values.std(ddof=1) if len(values) > 1 else 0.0
+        row["selected"] = selection["groups"][group]["selected"] == point
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def write_selection_tables(points: pd.DataFrame, tables_dir: Path, benchmark: str, buffer: int) -> None:
+    atomic_write_text(tables_dir / selection_table_file(benchmark, buffer, "csv"),
+                      points.to_csv(index=False, float_format="%.4f"), sealed=True)
+    nice = points.drop(columns=["tune_mean", "tune_std", "test_mean", "test_std"]).copy()
+    nice["tuning Class-IL acc"] = [f"{m:.2f} ± {s:.2f}" for m, s in zip(points.tune_mean, points.tune_std)]
+    nice["test Class-IL acc"] = [f"{m:.2f} ± {s:.2f}" for m, s in zip(points.test_mean, points.test_std)]
+    nice["selected"] = ["✓" if chosen else "" for chosen in points.selected]
+    caption = (f"{benchmark}, buffer {buffer}: every sweep point, chosen on the tuning split ({CRITERION}); "
+               "test figures shown for the record")
+    atomic_write_text(tables_dir / selection_table_file(benchmark, buffer, "md"),
+                      f"**{caption}**\n\n" + nice.to_markdown(index=False) + "\n", sealed=True)
+
+
 def aggregate(study: Study, tables_dir: Path, plots_dir: Path, mlflow_uri: str | None = None) -> None:
     """Tables and plots; with an MLflow URI also each run's MLflow run id (all_runs.csv) and the seed
     statistics and verdicts on every parent run."""
@@ -168,6 +211,8 @@ def aggregate(study: Study, tables_dir: Path, plots_dir: Path, mlflow_uri: str |
         with translated(folder):  # a read-only results folder: one line, not a traceback
             folder.mkdir(parents=True, exist_ok=True)
     runs = load_runs(study)
+    selection = read_selection(study.selection_file()) if study.sweeps else None
+    runs["in_table"] = reported_runs(runs, selection)
     run_ids = {}
     if mlflow_uri:
         from wscl.tracking.runs import child_run_ids
@@ -185,7 +230,8 @@ def aggregate(study: Study, tables_dir: Path, plots_dir: Path, mlflow_uri: str |
     reported = reported_values()
     parent_rows = {}
     for benchmark, buffer in study.tables():
-        subset = runs_for_table(runs, benchmark, buffer)
+        swept = runs_for_table(runs, benchmark, buffer)
+        subset = swept[swept.in_table]
         reported_as = study.config["benchmarks"][benchmark].get("reported_as")
         table = summary_table(subset, benchmark, buffer, reported_as)
         fidelity = "/".join(sorted(set(subset.fidelity)))
@@ -195,9 +241,17 @@ def aggregate(study: Study, tables_dir: Path, plots_dir: Path, mlflow_uri: str |
                    "ours - paper with its 95% interval (wscl/study/reproduction.py)")
         write_tables(table, tables_dir / table_name(benchmark, buffer), caption)
         for row in table.to_dict("records"):
-            parent_rows.setdefault(f"{benchmark}/buffer{row['buffer']}/{row['method']}/{row['preset']}/"
-                                   f"{row['fidelity']}", row)
+            name = variant(row["preset"], "" if pd.isna(row["point"]) else row["point"])
+            parent_rows.setdefault(f"{benchmark}/buffer{row['buffer']}/{row['method']}/{name}/{row['fidelity']}", row)
         _draw_plots(subset, table, benchmark, buffer, plots_dir, f"{benchmark}, buffer {buffer} ({fidelity})")
+        keys = study.swept_keys(benchmark, buffer)
+        if keys:
+            points = selection_table(swept, selection, study)
+            write_selection_tables(points, tables_dir, benchmark, buffer)
+            from wscl.study import plots
+            for key in keys:
+                plots.sensitivity(points, key, str(plots_dir / plot_file(benchmark, buffer, sensitivity_plot(key))),
+                                  f"{benchmark}, buffer {buffer}")
     if mlflow_uri:
         from wscl.tracking.parents import summarize_parents
         datasets = runs.groupby("group").dataset_identity.first().to_dict()

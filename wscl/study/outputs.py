@@ -4,10 +4,13 @@ the report. Light on purpose: the Snakefile imports it to plan the outputs."""
 from __future__ import annotations
 
 ALL_RUNS = "all_runs.csv"  # one row per run, in the tables folder
+SELECTION = "selection.json"  # the sweep points chosen on the tuning split (study/selection.py)
 TABLE_FORMATS = ("csv", "md", "tex")  # each (benchmark, buffer) table in every format
 # Every figure of a table, in report order (file: plots/<benchmark>_buffer<B>_<name>.png).
 PLOTS = ("ablation", "forgetting_vs_accuracy", "avg_acc_curve", "task_accuracy", "accuracy_matrix", "frozen_blocks",
          "loss_curve")
+# Every caption file (report/<name>.rst): the figures above, plus a sweep's sensitivity figures and selection table.
+CAPTIONED = (*PLOTS, "sensitivity", "selection")
 
 
 def table_name(benchmark: str, buffer: int) -> str:
@@ -21,3 +24,18 @@ def table_file(benchmark: str, buffer: int, fmt: str) -> str:
 
 def plot_file(benchmark: str, buffer: int, plot: str) -> str:
     return f"{table_name(benchmark, buffer)}_{plot}.png"
+
+
+def selection_table_file(benchmark: str, buffer: int, fmt: str) -> str:
+    """A swept table's selection: every sweep point with its tuning and test figures, the chosen one marked."""
+    return f"{table_name(benchmark, buffer)}_selection.{fmt}"
+
+
+def sensitivity_plot(key: str) -> str:
+    """The sensitivity figure of one swept setting (its caption: report/sensitivity.rst)."""
+    return f"sensitivity-{key}"
+
+
+def caption_of(plot: str) -> str:
+    """The caption file (report/<name>.rst) of a figure: one per kind, e.g. every sensitivity figure shares one."""
+    return plot.split("-", 1)[0]

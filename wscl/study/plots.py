@@ -214,3 +214,47 @@ def forgetting_vs_accuracy(table, path, title: str) -> None:
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     save_figure(fig, path, dpi=100, bbox_inches="tight", sealed=True)
     plt.close(fig)
+
+
+def sensitivity(points: pd.DataFrame, key: str, path, title: str) -> None:
+    """Tuning (solid) and test (dashed) Class-IL final accuracy against one swept setting, the other swept
+    settings held at the selected point; error bars = std over seeds; one line per method/preset/fidelity."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    others = [c for c in points.columns if "." in c and c != key]  # the other swept settings (dotted keys)
+    for (method, preset, fidelity), group in points.groupby(["method", "preset", "fidelity"], sort=False):
+        chosen = group[group.selected].iloc[0]
+        line = _slice(group[group[key].notna()], others, chosen).sort_values(key, key=lambda v: v.map(_sortable))
+        x = [str(v) for v in line[key]]
+        look = style(method, preset, fidelity)
+        ax.errorbar(x, line.tune_mean, yerr=line.tune_std, color=look["color"], marker=look["marker"], capsize=3,
+                    label=f"{_label(method, preset, fidelity, None)} tuning")
+        ax.errorbar(x, line.test_mean, yerr=line.test_std, color=look["color"], marker=look["marker"], capsize=3,
+                    linestyle="--", mfc="white", label=f"{_label(method, preset, fidelity, None)} test")
+        if chosen.point in set(line.point):
+            picked = list(line.point).index(chosen.point)
+            ax.plot([x[picked]], [line.tune_mean.iloc[picked]], marker="*", markersize=14, color=look["color"],
+                    linestyle="none")
+    ax.set_xlabel(key)
+    ax.set_ylabel("Class-IL final average accuracy (%)")
+    ax.set_title(f"{title}: sensitivity to {key} (star: selected on tuning)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    save_figure(fig, path, dpi=100, bbox_inches="tight", sealed=True)
+    plt.close(fig)
+
+
+def _slice(points: pd.DataFrame, others: list[str], chosen) -> pd.DataFrame:
+    """The points that vary one setting: those sharing the selected point's other settings when there are two
+    or more (a grid), else the largest set sharing their other settings (one at a time: around the defaults)."""
+    if not others:
+        return points
+    same = (points[others].astype(str) == chosen[others].astype(str)).all(axis=1)
+    if same.sum() >= 2:
+        return points[same]
+    return max((group for _, group in points.groupby(others, dropna=False, sort=False)), key=len)
+
+
+def _sortable(value):
+    """Numbers in numeric order, then other values by their text."""
+    return (0, float(value), "") if isinstance(value, (int, float)) and not isinstance(value, bool) else (1, 0.0,
+                                                                                                            str(value))

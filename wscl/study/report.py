@@ -21,7 +21,8 @@ import yaml
 from wscl.core.errors import ConfigError
 from wscl.settings.config import presets_of
 from wscl.study.aggregate import pretty, reported_values, runs_for_table
-from wscl.study.outputs import ALL_RUNS, PLOTS, plot_file, table_file, table_name
+from wscl.study.outputs import (ALL_RUNS, CAPTIONED, PLOTS, plot_file, selection_table_file, sensitivity_plot,
+                                table_file, table_name)
 from wscl.core.provenance import git_state, software_versions
 from wscl.study.reproduction import difference
 from wscl.core.safe_io import atomic_write_text, read_result
@@ -36,12 +37,12 @@ CAPTION_DIRS = (Path(__file__).resolve().parents[2] / "report", Path("report"))
 
 
 def read_captions(folder: str | Path | None = None) -> dict[str, str]:
-    """``{plot: caption}`` for every plot of ``outputs.PLOTS``, from ``folder``/<plot>.rst (default: the first
-    of CAPTION_DIRS that has them all); lines joined into one."""
+    """``{name: caption}`` for every figure kind and table of ``outputs.CAPTIONED``, from ``folder``/<name>.rst
+    (default: the first of CAPTION_DIRS that has them all); lines joined into one."""
     folders = [Path(folder)] if folder is not None else list(CAPTION_DIRS)
     for where in folders:
-        if all((where / f"{plot}.rst").is_file() for plot in PLOTS):
-            return {plot: " ".join((where / f"{plot}.rst").read_text().split()) for plot in PLOTS}
+        if all((where / f"{name}.rst").is_file() for name in CAPTIONED):
+            return {name: " ".join((where / f"{name}.rst").read_text().split()) for name in CAPTIONED}
     raise ConfigError("the figures' captions (report/<plot>.rst) were not found in "
                       f"{' or '.join(str(f.resolve()) for f in folders)}; run the report from the repository root")
 
@@ -126,6 +127,16 @@ def findings(runs: pd.DataFrame, table: pd.DataFrame, benchmark: str, buffer: in
                                               f"{_num(base.class_il_final_avg_acc_mean, tid, rid(base))} = "
                                               + _diff_html(d, tid, rid(wscl), rid(base)) + ".",
                                    [{"table": tid, "row": rid(wscl)}, {"table": tid, "row": rid(base)}]))
+            for preset in presets_of("wscl"):
+                other = rows.get((method, preset, fidelity))
+                if full is None or other is None or preset == "full":
+                    continue
+                d = difference(seeds(method, "full", fidelity), seeds(method, preset, fidelity))
+                out.append(Finding("vs_wscl", f"<b>full vs {preset} ({fidelity})</b>: {html.escape(method)}/full "
+                                              f"{_num(full.class_il_final_avg_acc_mean, tid, rid(full))} − {preset} "
+                                              f"{_num(other.class_il_final_avg_acc_mean, tid, rid(other))} = "
+                                              + _diff_html(d, tid, rid(full), rid(other)) + ".",
+                                   [{"table": tid, "row": rid(full)}, {"table": tid, "row": rid(other)}]))
             for ablation in presets_of("ablation"):
                 abl = rows.get((method, ablation, fidelity))
                 if full is None or abl is None:
@@ -244,6 +255,21 @@ def _provenance(study: Study, runs: pd.DataFrame) -> str:
             f"<pre>{config}</pre></details>")
 
 
+def _selection_html(tables_dir: Path, benchmark: str, buffer: int) -> str:
+    """A sweep's points with their tuning and test accuracy, the selected one marked; the rows above report it."""
+    points = pd.read_csv(io.BytesIO(read_result(tables_dir / selection_table_file(benchmark, buffer, "csv"),
+                                                AGGREGATE_AGAIN)))
+    shown = points.drop(columns=["tune_mean", "tune_std", "test_mean", "test_std"])
+    shown["tuning Class-IL acc"] = [f"{m:.2f} ± {s:.2f}" for m, s in zip(points.tune_mean, points.tune_std)]
+    shown["test Class-IL acc"] = [f"{m:.2f} ± {s:.2f}" for m, s in zip(points.test_mean, points.test_std)]
+    shown["selected"] = ["✓" if chosen else "" for chosen in points.selected]
+    tid = f"{table_name(benchmark, buffer)}_selection"
+    ids = [f"{r.method}/{r.preset}/{r.fidelity}/{r.point}" for r in points.itertuples()]
+    return (f"<h3 id='{html.escape(tid)}'>Sweep: the points and the one selected</h3>"
+            f"<p class='note'>{html.escape(_captions()['selection'])} The table above reports the selected "
+            "point of each swept row.</p>" + _table_html(shown, ids, tid))
+
+
 def build_report(study: Study, tables_dir: Path, plots_dir: Path, out: Path) -> None:
     cfg = study.config
     runs = pd.read_csv(io.BytesIO(read_result(tables_dir / ALL_RUNS, AGGREGATE_AGAIN)), keep_default_na=True)
@@ -252,7 +278,7 @@ def build_report(study: Study, tables_dir: Path, plots_dir: Path, out: Path) -> 
     for benchmark, buffer in study.tables():
         tid = table_name(benchmark, buffer)
         table = pd.read_csv(io.BytesIO(read_result(tables_dir / table_file(benchmark, buffer, "csv"), AGGREGATE_AGAIN)))
-        subset = runs_for_table(runs, benchmark, buffer)
+        subset = runs_for_table(runs[runs.in_table], benchmark, buffer)  # a sweep's selected points only
         items = "".join(f'<li class="finding {f.kind}">{f.html}</li>'
                         for f in findings(subset, table, benchmark, buffer))
         summary.append(f"<h3>{html.escape(benchmark)}, buffer {buffer}</h3><ul>{items}</ul>")
@@ -261,6 +287,11 @@ def build_report(study: Study, tables_dir: Path, plots_dir: Path, out: Path) -> 
         sections.append("<p class='note'>Mean ± std over seeds; every row states its fidelity.</p>")
         sections.append(_table_html(pretty(table), ids, tid))
         sections.extend(_img(plots_dir / plot_file(benchmark, buffer, plot), _captions()[plot]) for plot in PLOTS)
+        keys = study.swept_keys(benchmark, buffer)
+        if keys:
+            sections.append(_selection_html(tables_dir, benchmark, buffer))
+            sections.extend(_img(plots_dir / plot_file(benchmark, buffer, sensitivity_plot(key)),
+                                 _captions()["sensitivity"]) for key in keys)
     uri = study.tracking_uri()
     ui, experiment_id = mlflow_ui(study)
     runs_page = (f'<a href="{html.escape(ui)}/#/experiments/{experiment_id}/runs?{UI_VIEW}">its runs table</a>'

@@ -3,19 +3,21 @@
 Kept in the package, not in the Snakefile, so that the same logic is tested and used by the
 aggregation. Precedence of trainer settings, later wins: the task structure its dataset's declaration
 states (wscl/data/benchmarks/) -> study ``trainer`` -> benchmark ``trainer`` -> matching ``overrides`` in
-order -> the run's own coordinates (dataset, method, buffer, preset, fidelity, seed). The coordinates
-come only from the grid, the benchmarks and the seeds: a coordinate key set in a ``trainer`` section is
-refused, since it would be overwritten.
+order -> the settings of the run's sweep point (study/sweeps.py) -> the run's own coordinates (dataset,
+method, buffer, preset, fidelity, seed). The coordinates come only from the grid, the benchmarks, the seeds
+and the sweeps: a coordinate key set in a ``trainer`` section is refused, since it would be overwritten.
 """
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from collections.abc import Iterator
 
 from wscl.data.benchmarks import task_structure
 from wscl.settings.config import PRESETS, ConfigError, check_settings, deep_merge, defaults, flatten, resolve
-from wscl.study.outputs import ALL_RUNS, PLOTS, TABLE_FORMATS, plot_file, table_file
+from wscl.study.outputs import (ALL_RUNS, PLOTS, SELECTION, TABLE_FORMATS, plot_file, selection_table_file,
+                                sensitivity_plot, table_file)
+from wscl.study.sweeps import TUNED, Sweep, as_overrides, parse_sweeps, point_names, split_variant, variant
 
 # Presets that fix the replay buffer themselves: they run once per benchmark, at that buffer.
 FIXED_BUFFER = {name: p["training"]["buffer_size"] for name, p in PRESETS.items()
@@ -71,11 +73,22 @@ class RunKey:
     preset: str
     fidelity: str
     seed: int
+    point: str = ""  # a sweep point's name (study/sweeps.py), `tuned`, or "" outside sweeps
+
+    @property
+    def variant(self) -> str:
+        """The preset with its sweep point: the run's folder and its group's name."""
+        return variant(self.preset, self.point)
 
     @property
     def group(self) -> str:
-        """The MLflow parent run: all seeds of one benchmark/buffer/method/preset/fidelity."""
-        return f"{self.benchmark}/buffer{self.buffer}/{self.method}/{self.preset}/{self.fidelity}"
+        """The MLflow parent run: all seeds of one benchmark/buffer/method/preset[@point]/fidelity."""
+        return f"{self.benchmark}/buffer{self.buffer}/{self.method}/{self.variant}/{self.fidelity}"
+
+    @property
+    def coordinates(self) -> dict:
+        return {"benchmark": self.benchmark, "buffer": self.buffer, "method": self.method, "preset": self.preset,
+                "fidelity": self.fidelity}
 
 
 class Study:
@@ -85,6 +98,8 @@ class Study:
         check_trainer_sections(config)
         self._check_coordinate_keys()
         self._check_preset_keys()
+        self.sweeps: list[Sweep] = parse_sweeps(config, COORDINATE_KEYS, PRESET_KEYS)
+        self._points: dict[str, dict] = {}  # point name -> its settings, filled as runs are enumerated
 
     def _check_coordinate_keys(self) -> None:
         """A run coordinate set in a trainer section would be overwritten by the run's own value."""
@@ -106,6 +121,11 @@ class Study:
         return entry.get("fidelities") or [self.config.get("fidelity", defaults()["fidelity"])]
 
     def runs(self) -> Iterator[RunKey]:
+        if not hasattr(self, "_runs"):
+            self._runs = list(self._enumerate_runs())  # once: sweep points resolve their runs' settings
+        return iter(self._runs)
+
+    def _enumerate_runs(self) -> Iterator[RunKey]:
         seen = set()
         for name, bench in self.config["benchmarks"].items():
             for entry in self.config["grid"]:
@@ -113,16 +133,61 @@ class Study:
                                                                   self.fidelities(entry)):
                     buffers = [FIXED_BUFFER[preset]] if preset in FIXED_BUFFER else bench["buffers"]
                     for buffer, seed in itertools.product(buffers, self.config["seeds"]):
-                        key = RunKey(name, buffer, method, preset, fidelity, seed)
-                        if key not in seen:
-                            seen.add(key)
-                            yield key
+                        plain = RunKey(name, buffer, method, preset, fidelity, seed)
+                        points = [TUNED] if entry.get("tuned_from") else self.points_of(plain)
+                        for point in points or [""]:
+                            key = RunKey(name, buffer, method, preset, fidelity, seed, point)
+                            if key not in seen:
+                                seen.add(key)
+                                yield key
+
+    def points_of(self, plain: RunKey) -> list[str]:
+        """The sweep points a run (outside any sweep) expands into; [] when no sweep matches it."""
+        found: dict[str, dict] = {}
+        for sweep in self.sweeps:
+            if sweep.applies(plain.coordinates):
+                resolved = flatten(resolve(self.trainer_config(plain)))
+                if not resolved.get("scenario.tune_per_class"):
+                    raise ConfigError(f"a sweep expands {plain.group}, but its runs hold out no tuning split: a "
+                                      "point is chosen on it, never on test; set trainer.scenario.tune_per_class > 0")
+                points = sweep.points({key: resolved[key] for key in sweep.settings})
+                found.update(zip(point_names(points), points))
+        self._points.update(found)
+        return list(found)
+
+    def point_settings(self, point: str) -> dict:
+        """A sweep point's settings (dotted keys), by its name."""
+        list(self.runs())  # names are known once the runs are enumerated
+        return self._points[point]
+
+    def swept_keys(self, benchmark: str, buffer: int) -> list[str]:
+        """The swept settings of a table's runs, in the order the study names them."""
+        keys: list[str] = []
+        for k in self.runs():
+            if k.benchmark == benchmark and k.buffer == buffer and k.point not in ("", TUNED):
+                keys += [key for key in self.point_settings(k.point) if key not in keys]
+        return keys
+
+    def tuned_from(self, key: RunKey) -> RunKey:
+        """The run whose selected point a `tuned` run takes: the grid entry's `tuned_from` preset (same
+        benchmark, buffer, method, fidelity)."""
+        for entry in self.config["grid"]:
+            if entry.get("tuned_from") and key.preset in entry["presets"] and key.method in entry["methods"]:
+                return RunKey(key.benchmark, key.buffer, key.method, entry["tuned_from"], key.fidelity, key.seed)
+        raise ConfigError(f"{key.group}: no grid entry runs {key.preset} with `tuned_from`")
+
+    def swept_groups(self) -> list[str]:
+        """Groups without their point (benchmark/buffer/method/preset/fidelity) that a sweep expands."""
+        return sorted({replace(k, point="").group for k in self.runs() if k.point and k.point != TUNED})
+
+    def selection_file(self) -> str:
+        return f"{self.results}/tables/{SELECTION}"
 
     def groups(self) -> list[str]:
         return sorted({key.group for key in self.runs()})
 
     def run_dir(self, key: RunKey) -> str:
-        return (f"{self.results}/runs/{key.benchmark}/buffer{key.buffer}/{key.method}/{key.preset}/{key.fidelity}"
+        return (f"{self.results}/runs/{key.benchmark}/buffer{key.buffer}/{key.method}/{key.variant}/{key.fidelity}"
                 f"/seed{key.seed}")
 
     def data_root(self) -> str:
@@ -140,6 +205,8 @@ class Study:
             match = rule["match"]
             if all(getattr(key, field) == value for field, value in match.items()):
                 cfg = deep_merge(cfg, rule["trainer"])
+        if key.point and key.point != TUNED:
+            cfg = deep_merge(cfg, as_overrides(self.point_settings(key.point)))
         cfg = deep_merge(cfg, {
             "dataset": {"name": bench["dataset"], "root": self.data_root()},
             "training": {"method": key.method, "buffer_size": key.buffer},
@@ -153,8 +220,9 @@ class Study:
         return uri or f"sqlite:///{self.results}/mlflow/mlflow.db"
 
     def key(self, wildcards) -> RunKey:
-        return RunKey(wildcards.benchmark, int(wildcards.buffer), wildcards.method, wildcards.preset,
-                      wildcards.fidelity, int(wildcards.seed))
+        preset, point = split_variant(wildcards.variant)
+        return RunKey(wildcards.benchmark, int(wildcards.buffer), wildcards.method, preset,
+                      wildcards.fidelity, int(wildcards.seed), point)
 
     def tables(self) -> list[tuple[str, int]]:
         """(benchmark, buffer) of every table: buffer-free runs appear in each of their benchmark's tables."""
@@ -165,8 +233,13 @@ class Study:
         return [(f"{self.results}/tables/{table_file(name, buffer, fmt)}", name, buffer, fmt)
                 for name, buffer in self.tables() for fmt in TABLE_FORMATS]
 
+    def selection_outputs(self) -> list[tuple[str, str, int, str]]:
+        """(path, benchmark, buffer, format) of each swept table's selection table (every point, the chosen one)."""
+        return [(f"{self.results}/tables/{selection_table_file(name, buffer, fmt)}", name, buffer, fmt)
+                for name, buffer in self.tables() if self.swept_keys(name, buffer) for fmt in ("csv", "md")]
+
     def table_files(self) -> list[str]:
-        return [path for path, *_ in self.table_outputs()]
+        return [path for path, *_ in self.table_outputs() + self.selection_outputs()]
 
     def all_runs_file(self) -> str:
         return f"{self.results}/tables/{ALL_RUNS}"
@@ -174,7 +247,8 @@ class Study:
     def plot_outputs(self) -> list[tuple[str, str, int, str]]:
         """(path, benchmark, buffer, figure) of every figure file."""
         return [(f"{self.results}/plots/{plot_file(name, buffer, plot)}", name, buffer, plot)
-                for name, buffer in self.tables() for plot in PLOTS]
+                for name, buffer in self.tables()
+                for plot in [*PLOTS, *map(sensitivity_plot, self.swept_keys(name, buffer))]]
 
     def plot_files(self) -> list[str]:
         return [path for path, *_ in self.plot_outputs()]

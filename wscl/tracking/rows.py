@@ -112,6 +112,8 @@ def parent_tags(row: dict) -> dict[str, str]:
     as the tables show them), e.g. ``verdict.class_il.final_avg_acc = reproduced (+0.8 [-1.2, +2.8])``."""
     tags = {"method": str(row["method"]), "preset": str(row["preset"]), "fidelity": str(row["fidelity"]),
             "buffer": str(row["buffer"])}
+    if isinstance(row.get("point"), str) and row["point"]:
+        tags["point"] = row["point"]  # the sweep point (study/sweeps.py) the parent's seeds trained at
     for metric in ("final_avg_acc", "forgetting"):
         word = row.get(f"verdict_class_il_{metric}")
         if isinstance(word, str) and word:

@@ -1,0 +1,79 @@
+"""Choosing a sweep's point on the tuning split [ours], never on the test set.
+
+Per benchmark x buffer x method x preset x fidelity that a sweep expands, the selected point is the one with
+the best mean Class-IL final average accuracy on the tuning split (``scenario.tune_per_class`` images per
+class held out of training; docs/method.md, "Tuning split") over seeds; ties go to the point listed first.
+Only the runs' ``tune`` figures are read here: the test set plays no part in the choice (a test permutes the
+test labels and gets the same selection). The study's tables then report the selected point's test figures
+(study/aggregate.py), and presets of a grid entry with ``tuned_from`` train at it.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import replace
+from pathlib import Path
+
+from wscl.core.errors import RunResultError
+from wscl.core.safe_io import atomic_write_text, read_result
+from wscl.method.metrics import read_metrics
+from wscl.study.studies import Study
+from wscl.study.sweeps import TUNED
+
+CRITERION = ("mean over seeds of the Class-IL final average accuracy on the tuning split "
+             "(scenario.tune_per_class); the test set played no part in choosing")
+SELECT_AGAIN = "delete it and rerun the workflow (the select rule writes it again from the runs' metrics.json)"
+
+
+def tuning_figures(metrics: dict) -> dict[str, float]:
+    """What selection reads of a run: its tuning-split figures, nothing of its test figures."""
+    tune = metrics.get("tune") or {}
+    return {f"{setting}_{metric}": tune[setting][metric] for setting in ("class_il", "task_il")
+            for metric in ("final_avg_acc", "forgetting") if setting in tune}
+
+
+def select(study: Study, figures_of=None) -> dict:
+    """The selection of every swept group; ``figures_of(run_dir)`` gives a run's tuning figures (default: read
+    from its metrics.json)."""
+    figures_of = figures_of or (lambda run_dir: tuning_figures(read_metrics(Path(run_dir) / "metrics.json")[0]))
+    groups: dict[str, dict] = {}
+    for key in study.runs():
+        if not key.point or key.point == TUNED:
+            continue
+        group = groups.setdefault(replace(key, point="").group, {"points": {}})
+        point = group["points"].setdefault(key.point, {"settings": study.point_settings(key.point), "runs": []})
+        figures = figures_of(study.run_dir(key))
+        if "class_il_final_avg_acc" not in figures:
+            raise RunResultError(f"{study.run_dir(key)}/metrics.json has no tuning-split figures: a sweep chooses on "
+                                 "the tuning split, so set trainer.scenario.tune_per_class > 0 for the swept runs")
+        point["runs"].append(figures)
+    for group in groups.values():
+        for point in group["points"].values():
+            runs = point.pop("runs")
+            point["seeds"] = len(runs)
+            for name in runs[0]:
+                values = [r[name] for r in runs]
+                point[f"tune_{name}_mean"] = statistics.fmean(values)
+                point[f"tune_{name}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        best = max(group["points"], key=lambda p: group["points"][p]["tune_class_il_final_avg_acc_mean"])
+        group["selected"], group["settings"] = best, group["points"][best]["settings"]
+    return {"criterion": CRITERION, "groups": groups}
+
+
+def write_selection(selection: dict, out: str | Path) -> None:
+    atomic_write_text(Path(out), json.dumps(selection, indent=2) + "\n", sealed=True)  # trainings read it back
+
+
+def read_selection(path: str | Path) -> dict:
+    content = read_result(path, SELECT_AGAIN)
+    try:
+        return json.loads(content)
+    except ValueError as exc:
+        raise RunResultError(f"{path} is not valid JSON ({exc}): {SELECT_AGAIN}") from None
+
+
+def selected_point(selection: dict, group: str) -> str:
+    try:
+        return selection["groups"][group]["selected"]
+    except KeyError:
+        raise RunResultError(f"the sweep selection holds no group {group!r}: {SELECT_AGAIN}") from None

@@ -1,0 +1,139 @@
+"""Sweeps [ours]: any trainer setting as an axis of a study's grid.
+
+A study's ``sweep`` (one mapping or a list of them) names trainer settings by their dotted keys and the values
+to try, for the grid entries it ``match``es (by benchmark, buffer, method, preset, fidelity; all when absent)::
+
+    sweep:
+      match: {preset: full}
+      settings:
+        wscl.nrem.epochs: [1, 2, 4]
+        wscl.plasticity.strengthen_frac: [0.01, 0.05, 0.2]
+      design: grid              # the cross product; one_at_a_time: each setting alone around the run's value
+
+The points are expanded with Snakemake's ``Paramspace`` (one wildcard, ``point``), which also names them:
+``wscl.nrem.epochs~2,wscl.plasticity.strengthen_frac~0.05``. A point is an ordinary run coordinate: a matched
+run becomes one run per point, in the folder ``<preset>@<point>``, with its MLflow parent, table rows and
+figure labels; adding a value trains only the new points. A grid entry with ``tuned_from: full`` runs its
+presets at the point selected for ``full`` (``<preset>@tuned``), so that ablations can be measured at a tuned
+point (selection: study/selection.py).
+"""
+from __future__ import annotations
+
+import difflib
+import itertools
+from dataclasses import dataclass
+
+from wscl.settings.config import ConfigError, check_settings, flatten
+
+DESIGNS = ("grid", "one_at_a_time")
+MATCH_FIELDS = ("benchmark", "buffer", "method", "preset", "fidelity")
+TUNED = "tuned"  # the point of a `tuned_from` grid entry: the one selected for that preset
+SEP = "@"        # between a preset and its point in a run's folder and MLflow group
+
+
+@dataclass(frozen=True)
+class Sweep:
+    settings: dict[str, tuple]  # dotted trainer key -> values, in the study's order
+    match: dict
+    design: str
+
+    def applies(self, coordinates: dict) -> bool:
+        return all(coordinates[field] == value for field, value in self.match.items())
+
+    def points(self, around: dict) -> list[dict]:
+        """The settings of every point; ``around``: the run's own value of each swept key (one_at_a_time)."""
+        keys = list(self.settings)
+        if self.design == "grid":
+            return [dict(zip(keys, values)) for values in itertools.product(*self.settings.values())]
+        out = [dict(around)]
+        for key in keys:
+            out += [{**around, key: value} for value in self.settings[key] if value != around[key]]
+        return out
+
+
+def variant(preset: str, point: str) -> str:
+    """A run's folder and group name for its preset: ``full``, ``full@<point>``, ``no_nrem@tuned``."""
+    return f"{preset}{SEP}{point}" if point else preset
+
+
+def split_variant(name: str) -> tuple[str, str]:
+    preset, _, point = name.partition(SEP)
+    return preset, point
+
+
+def point_names(points: list[dict]) -> list[str]:
+    """Each point's name, as Snakemake's Paramspace writes an instance (``key~value`` joined by commas);
+    object columns keep the values' own types, so 1 stays ``1`` beside 0.5."""
+    import pandas as pd
+    from snakemake.utils import Paramspace  # the workflow's own mechanism (the `workflow` extra)
+    frame = pd.DataFrame(points, dtype=object)
+    space = Paramspace(frame, filename_params="*", param_sep="~", filename_sep=",", single_wildcard="point")
+    return list(space.instance_patterns)
+
+
+def parse_sweeps(config: dict, coordinate_keys: dict[str, str], preset_keys: list[str]) -> list[Sweep]:
+    """The study's sweeps, validated: swept keys against the trainer's settings (a typo names the nearest),
+    run coordinates and preset switches refused with where they belong, every value checked like a setting."""
+    raw = config.get("sweep") or []
+    out = []
+    for i, entry in enumerate(raw if isinstance(raw, list) else [raw]):
+        where = "sweep" if isinstance(raw, dict) else f"sweep[{i}]"
+        out.append(_parse_one(entry, where, coordinate_keys, preset_keys))
+    return out
+
+
+def _parse_one(entry: dict, where: str, coordinate_keys: dict[str, str], preset_keys: list[str]) -> Sweep:
+    from wscl.settings.config import defaults
+    known = flatten(defaults())
+    settings = entry.get("settings") or {}
+    if not settings:
+        raise ConfigError(f"{where}.settings is empty; name at least one trainer setting and its values")
+    for key, values in settings.items():
+        if key in coordinate_keys:
+            raise ConfigError(f"{where}.settings.{key} is a run coordinate, not a setting to sweep; set it through "
+                              f"{coordinate_keys[key]}")
+        one_preset = "preset" in (entry.get("match") or {})
+        if key in preset_keys and (isinstance(known.get(key), (bool, str)) or not one_preset):
+            # a component's on/off switch is what presets compare; a preset's size (e.g. wscl.stm.size) may be
+            # swept within one preset, as an `overrides` entry matching it may set it
+            raise ConfigError(f"{where}.settings.{key} is switched by the presets; compare presets in a grid entry's "
+                              "`presets` (e.g. the ablations of full) instead, or sweep a size the presets set "
+                              "with `match: {preset: ...}`")
+        if key not in known:
+            near = difflib.get_close_matches(key, list(known), n=1, cutoff=0.5)
+            hint = f"; did you mean {near[0]!r}?" if near else "; see config/README.md for the trainer's settings"
+            raise ConfigError(f"{where}.settings.{key} is not a trainer setting{hint}")
+        if not isinstance(values, list) or not values or len(set(map(repr, values))) != len(values):
+            raise ConfigError(f"{where}.settings.{key} must be a list of distinct values, e.g. [1, 2, 4]")
+        for value in values:
+            if isinstance(value, str) and any(c in value for c in "/,~@ "):
+                raise ConfigError(f"{where}.settings.{key}: the value {value!r} would not fit in a folder name "
+                                  "(no / , ~ @ or spaces)")
+            try:
+                check_settings(_nested(key, value))
+            except ConfigError as exc:
+                raise ConfigError(f"{where}.settings: {exc}") from None
+    design = entry.get("design", "grid")
+    if design not in DESIGNS:
+        raise ConfigError(f"{where}.design={design!r} is not allowed; choose one of {', '.join(DESIGNS)}")
+    match = entry.get("match") or {}
+    for field in match:
+        if field not in MATCH_FIELDS:
+            raise ConfigError(f"{where}.match.{field} is not a run coordinate; match on {', '.join(MATCH_FIELDS)}")
+    return Sweep({k: tuple(v) for k, v in settings.items()}, dict(match), design)
+
+
+def _nested(dotted: str, value) -> dict:
+    tree: dict = value
+    for part in reversed(dotted.split(".")):
+        tree = {part: tree}
+    return tree
+
+
+def as_overrides(settings: dict) -> dict:
+    """A point's dotted settings as a nested trainer section."""
+    from wscl.settings.config import deep_merge
+    tree: dict = {}
+    for key, value in settings.items():
+        tree = deep_merge(tree, _nested(key, value))
+    return tree
