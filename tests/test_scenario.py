@@ -64,3 +64,41 @@ def test_freezing_without_held_out_images_fails_at_config_time():
         resolve({"preset": "authors", "scenario": {"hold_out": False}})
     with pytest.raises(ConfigError, match="scenario.val_per_task is 0"):
         resolve({"scenario": {"val_per_task": 0}})
+
+
+# -- the tuning split [ours] (docs/method.md, Tuning split) ----------------------------------------------------
+
+@pytest.mark.parametrize("reference", [True, False])
+def test_no_tuning_split_leaves_every_set_as_it_was(reference):
+    before = scenario.build(DS, 2, 2, 6, 2, np.random.default_rng(0), reference=reference)
+    none = scenario.build(DS, 2, 2, 6, 2, np.random.default_rng(0), reference=reference, tune_per_class=0)
+    for name in ("train_idx", "val_idx", "freeze_idx", "test_idx"):
+        assert all(np.array_equal(a, b) for a, b in zip(getattr(before, name), getattr(none, name))), name
+    assert not none.has_tune and all(len(rows) == 0 for rows in none.tune_idx)
+
+
+@pytest.mark.parametrize("reference", [True, False])
+def test_the_tuning_split_is_the_end_of_each_class_order_and_leaves_the_other_sets_alone(reference):
+    plain = scenario.build(DS, 2, 2, 6, 2, np.random.default_rng(0), reference=reference)
+    sc = scenario.build(DS, 2, 2, 6, 2, np.random.default_rng(0), reference=reference, tune_per_class=4)
+    order = per_class_order()
+    for t in range(2):
+        expected = np.concatenate([order[cls][-4:] for cls in (2 * t, 2 * t + 1)])
+        assert sorted(sc.tune_idx[t]) == sorted(expected)
+        for name in ("val_idx", "freeze_idx", "test_idx"):
+            assert np.array_equal(getattr(sc, name)[t], getattr(plain, name)[t]), name
+        # only the training images lose the tuning ones
+        assert sorted(sc.train_idx[t]) == sorted(np.setdiff1d(plain.train_idx[t], expected))
+        for other in (sc.train_idx[t], sc.val_idx[t], sc.freeze_idx[t]):
+            assert not np.isin(sc.tune_idx[t], other).any()
+
+
+def test_too_few_images_for_the_tuning_split_name_its_setting():
+    # task 1, per class: 1 buffer image + 3 validation images, one skipped [code]: 5 held, 15 left to share
+    with pytest.raises(scenario.ScenarioError, match=r"has 20 training images, too few to hold out 3 "
+                       r"\(scenario.val_per_task\) \+ 1 \(scenario.freeze_buffer_per_task\) \+ 15 "
+                       r"\(scenario.tune_per_class\)"):
+        scenario.build(DS, 2, 2, 6, 2, np.random.default_rng(0), reference=True, tune_per_class=15)
+    sc = scenario.build(DS, 2, 2, 6, 2, np.random.default_rng(0), reference=True, tune_per_class=14)
+    assert [len(rows) for rows in sc.tune_idx] == [28, 28]
+    assert issubclass(scenario.ScenarioError, ConfigError)

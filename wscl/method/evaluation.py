@@ -100,9 +100,9 @@ def choose_layout(cfg: dict, runtime: Runtime, scenario: Scenario, net, image_sh
             found = {}
         if found.get("fingerprint") == fingerprint:
             return EvalLayout(**found["layout"])
-    n_test, T = sum(len(r) for r in scenario.test_idx), scenario.n_tasks
-    # random init + after every task + before each task t > 0; head assignment of t > 0
-    required = n_test * (T + 3) / 2 + sum(len(r) for r in scenario.train_idx[1:])
+    n_scored, T = sum(len(r) for r in scenario.test_idx + scenario.tune_idx), scenario.n_tasks
+    # random init + after every task + before each task t > 0 (test and tuning images); head assignment of t > 0
+    required = n_scored * (T + 3) / 2 + sum(len(r) for r in scenario.train_idx[1:])
     if 2 * (1 + TIMED_PASSES) * (bs + 2 * bs) > 0.05 * required:  # 2 formats x passes x 2 batch sizes
         return EvalLayout(cl, bs, "default: too little inference to be worth measuring")
     with timed(timings, "eval_layout", runtime.device):
@@ -140,7 +140,8 @@ def batch_cross_entropies(net, source: ImageSource, rows: np.ndarray, heads: tor
 
 
 class TestTasks:
-    """Every task's test images and how the network scores on them."""
+    """Every task's test images and how the network scores on them; also the tuning split's images [ours],
+    which come from the training images (then ``source`` holds those and ``labels`` their labels)."""
 
     def __init__(self, source: ImageSource, rows: list[np.ndarray], labels: np.ndarray,
                  task_classes: Callable[[int], np.ndarray], preprocess: Preprocess, batch_size: int):

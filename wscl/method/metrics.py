@@ -71,7 +71,8 @@ def to_json_matrix(R: np.ndarray) -> list[list[float | None]]:
 
 def run_metrics(cfg: dict, runtime, dataset, state, eval_layout) -> dict:
     """metrics.json of a run (finished or so far): settings (with the evaluation layout), provenance, per
-    setting the accuracy matrix with its summary, the per-task records and the time spent per phase."""
+    setting the accuracy matrix with its summary (and under ``tune`` the same on the tuning split, or None),
+    the per-task records and the time spent per phase."""
     reference = cfg["fidelity"] == "reference"
     out = {"config": cfg, "fidelity": cfg["fidelity"], "seed": cfg["seed"], "dataset": dataset.name,
            "method": cfg["training"]["method"], "preset": cfg["preset"], "device": str(runtime.device),
@@ -79,7 +80,9 @@ def run_metrics(cfg: dict, runtime, dataset, state, eval_layout) -> dict:
            "dataset_checksums_verified": bool(dataset.checksums_verified),
            "dataset_sha256": dataset.sha256,  # content digest, of prepared and generated data (data/layout.py)
            "forgetting_definition": "incl_pretraining [code]" if reference else "trained_only [ours]",
-           **state.accuracy.results(reference)}
+           **state.accuracy.results(reference),
+           # the same figures on the tuning split (scenario.tune_per_class) [ours]; null without one
+           "tune": None if state.tune is None else state.tune.results(reference)}
     block_names = state.learner.net.block_names()
     out["frozen_blocks_per_task"] = [h["frozen_blocks"] for h in state.history]
     out["frozen_block_names_per_task"] = [block_names[: h["frozen_blocks"]] for h in state.history]

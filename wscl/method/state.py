@@ -26,6 +26,7 @@ class RunState:
     timings: dict[str, float] = field(default_factory=lambda: {p: 0.0 for p in PHASES})  # seconds per phase
     wake_images: int = 0                     # stream images trained on in wake epochs (throughput)
     wake_steps: dict[str, int] = field(default_factory=lambda: {"plain": 0, "replay": 0})  # without / with replay
+    tune: AccuracyMatrices | None = None     # the accuracy matrices on the tuning split [ours]; None without one
 
     def state_dict(self) -> dict:
         return fields_state(self)

@@ -86,15 +86,21 @@ class Run:
         book = HeadBook(self.scenario.n_tasks * sc["classes_per_task"], n_heads,
                         bind_dreams(n_heads, self.dreams.n_classes, np.random.default_rng([cfg["seed"], 3])))
         learner = build_learner(cfg, n_heads, ds.image_shape, preprocess, device, bf16=self.runtime.bf16)
-        self.state = RunState(learner, book, AccuracyMatrices.empty(self.scenario.n_tasks))
+        T = self.scenario.n_tasks
+        self.state = RunState(learner, book, AccuracyMatrices.empty(T),
+                              tune=AccuracyMatrices.empty(T) if self.scenario.has_tune else None)
         self.eval_layout = layout = choose_layout(cfg, self.runtime, self.scenario, learner.net, ds.image_shape,
                                                   mean_std, self.out, self.fingerprint, self.state.timings)
         test_preprocess = Preprocess(*mean_std, augment, device, layout.channels_last, ds.crop_padding)
         self.tests = TestTasks(ImageSource(ds.test_x, device, ds.memory_mapped), self.scenario.test_idx, test_y,
                                self.scenario.task_classes, test_preprocess, layout.batch_size)
-        # The randomly initialised network's test logits: FWT's baselines b_j.
+        # The tuning split [ours]: training images never trained on, scored like the test images (no augmentation)
+        self.tune = TestTasks(self.train_source, self.scenario.tune_idx, self.train_y, self.scenario.task_classes,
+                              test_preprocess, layout.batch_size) if self.scenario.has_tune else None
+        # The randomly initialised network's test (and tuning) logits: FWT's baselines b_j.
         with timed(self.state.timings, "eval_random_init", device):
-            self.random_logits = [self.tests.logits(learner.net, j).cpu() for j in range(self.scenario.n_tasks)]
+            self.random_logits = [self.tests.logits(learner.net, j).cpu() for j in range(T)]
+            self.random_tune_logits = [self.tune.logits(learner.net, j).cpu() for j in range(T)] if self.tune else []
 
     @property
     def learner(self) -> Learner:
@@ -190,29 +196,36 @@ class Run:
                 "avg_acc_task_il": state.accuracy.average("task_il", t)}
 
     def evaluate_seen(self, t: int) -> None:
-        """Accuracy on every task seen after training task t, then the collapse check on those predictions."""
+        """Accuracy on every task seen after training task t, then the collapse check on those predictions (of
+        the test images); and the accuracy on the tuning split of every seen task, if there is one."""
         head_counts = torch.zeros(self.scenario.n_heads, dtype=torch.long, device=self.device)
         with timed(self.state.timings, "eval", self.device):
             for j in range(t + 1):
                 logits = self.tests.logits(self.learner.net, j)
                 self.state.accuracy.record(t, j, self.tests.accuracies(logits, j, self.book.heads_of))
                 head_counts += torch.bincount(logits.argmax(1), minlength=self.scenario.n_heads)
+            if self.tune is not None:
+                for j in range(t + 1):
+                    self.state.tune.record(t, j, self.tune.evaluate(self.learner.net, j, self.book.heads_of))
         n_classes_seen = (t + 1) * self.cfg["scenario"]["classes_per_task"]
         check_collapse(self.failures, head_counts.cpu(), n_classes_seen, self.cfg["runtime"]["collapse_share"], t)
 
     def before_training(self, t: int, gen_seed: int) -> MidTask:
         """Task t's start: its heads, the random network's baseline on it and, for t > 0, its pre-training
-        accuracy (docs/method.md §4)."""
+        accuracy (docs/method.md §4); the same on the tuning split, if there is one."""
         mid, state = MidTask.start(t, self.cfg["seed"], nrem.stm_size(self.wscl), self.device), self.state
         with timed(state.timings, "assignment", self.device):
             heads = self.assign_heads(t, gen_seed)
         mid.record.update({"task": t, "heads": heads.tolist(),
                            "dream_binding": {str(h): d for h, d in self.book.dreaming_heads()}})
-        state.accuracy.record_baseline(t, self.tests.baseline(self.random_logits[t], t, self.book.heads_of,
-                                                              self.reference))
-        if t > 0:
-            with timed(state.timings, "eval", self.device):
-                state.accuracy.record(t - 1, t, self.tests.evaluate(self.learner.net, t, self.book.heads_of))
+        scored = [(state.accuracy, self.tests, self.random_logits)]
+        if self.tune is not None:
+            scored.append((state.tune, self.tune, self.random_tune_logits))
+        for matrices, tasks, random_logits in scored:
+            matrices.record_baseline(t, tasks.baseline(random_logits[t], t, self.book.heads_of, self.reference))
+            if t > 0:
+                with timed(state.timings, "eval", self.device):
+                    matrices.record(t - 1, t, tasks.evaluate(self.learner.net, t, self.book.heads_of))
         return mid
 
     def assign_heads(self, t: int, gen_seed: int) -> np.ndarray:

@@ -25,6 +25,7 @@ SUMMARY = SUMMARY_KEYS
 LABELS = {"final_avg_acc": "acc", "forgetting": "forgetting", "forgetting_incl_pretraining": "forgetting [code]",
           "forgetting_trained_only": "forgetting [ours]", "bwt": "BWT", "fwt": "FWT"}
 SHOWN = ("final_avg_acc", "forgetting", "bwt", "fwt")  # the columns of the readable tables
+TUNE_COLUMNS = ("final_avg_acc", "forgetting")  # per setting, of the tuning split, in the runs table only
 # Paper cells and the metric of ours each is compared with: forgetting with the paper's own definition.
 PAPER_CELLS = {"final_avg_acc": "final_avg_acc", "forgetting": "forgetting_incl_pretraining"}
 
@@ -61,6 +62,10 @@ def load_runs(study: Study) -> pd.DataFrame:
         for setting in SETTINGS:
             for metric in SUMMARY:
                 row[f"{setting}_{metric}"] = m[setting].get(metric, float("nan"))
+        tune = m.get("tune") or {}  # the tuning split's figures [ours]; NaN for a run without one
+        for setting in SETTINGS:
+            for metric in TUNE_COLUMNS:
+                row[f"tune_{setting}_{metric}"] = tune.get(setting, {}).get(metric, float("nan"))
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -37,6 +37,8 @@ def per_task_metrics(metrics: dict, skip_tasks: set[int] | frozenset = frozenset
                 rows.append(Metric(f"{setting}/acc_task_{j}", v, now, t))
         for key in SUMMARY_KEYS:
             rows.append(Metric(f"{setting}/{key}", metrics[setting][key], now, len(R) - 1))
+    unlogged = set(range(len(metrics["class_il"]["accuracy_matrix"]))) - set(skip_tasks)
+    rows.extend(Metric(name, value, now, step) for name, value, step in tune_metrics(metrics, unlogged, finals=True))
     for t, frozen in enumerate(metrics["frozen_blocks_per_task"]):
         if t not in skip_tasks:
             rows.append(Metric("frozen_blocks", frozen, now, t))
@@ -55,6 +57,28 @@ def per_task_metrics(metrics: dict, skip_tasks: set[int] | frozenset = frozenset
     return rows
 
 
+TUNE_SUMMARY = ("final_avg_acc", "forgetting")  # the tuning split's figures a run logs [ours]
+
+
+def tune_metrics(metrics: dict, tasks, finals: bool) -> list[tuple[str, float, int]]:
+    """(name, value, step) of the tuning split's figures, when the run has one [ours]: per setting the average
+    accuracy over the seen tasks after each of ``tasks`` (``tune/class_il/avg_acc``, step = task) and, with
+    ``finals``, the final figures (``tune/class_il/final_avg_acc``, ``tune/class_il/forgetting``, at the last task)."""
+    tune = metrics.get("tune")
+    if not tune:
+        return []
+    out = []
+    for setting in ("class_il", "task_il"):
+        R = tune[setting]["accuracy_matrix"]
+        for t in sorted(set(tasks) & set(range(len(R)))):
+            seen = [v for v in R[t][: t + 1] if v is not None]
+            if len(seen) == t + 1:
+                out.append((f"tune/{setting}/avg_acc", sum(seen) / len(seen), t))
+        if finals:
+            out.extend((f"tune/{setting}/{key}", tune[setting][key], len(R) - 1) for key in TUNE_SUMMARY)
+    return out
+
+
 def task_metrics(metrics_so_far: dict, task: int) -> list:
     """The per-task metrics of ``task`` (0-based), as :func:`per_task_metrics` logs them (``step = task``)."""
     from mlflow.entities import Metric
@@ -66,6 +90,7 @@ def task_metrics(metrics_so_far: dict, task: int) -> list:
         if len(seen) == task + 1:
             rows.append(Metric(f"{setting}/avg_acc", sum(seen) / len(seen), now, task))
         rows.extend(Metric(f"{setting}/acc_task_{j}", v, now, task) for j, v in enumerate(row[: task + 1]))
+    rows.extend(Metric(name, value, now, step) for name, value, step in tune_metrics(metrics_so_far, {task}, False))
     frozen = metrics_so_far.get("frozen_blocks_per_task", [])
     if task < len(frozen):
         rows.append(Metric("frozen_blocks", frozen[task], now, task))
