@@ -198,7 +198,7 @@ def test_a_learner_declared_in_learners_yaml_reaches_config_schema_and_cli(tmp_p
     """A new learner is its class plus an entry in learners.yaml: no other list needs an edit."""
     package = tmp_path / "wscl"
     shutil.copytree(REPO / "wscl", package, ignore=shutil.ignore_patterns("__pycache__"))
-    with (package / "learners.yaml").open("a") as f:
+    with (package / "settings" / "learners.yaml").open("a") as f:
         f.write("toy:\n  about: a test learner\n  hparams:\n"
                 "    gamma: {default: 0.3, range: [0.0, 1.0], about: '[ours] a weight'}\n")
     code = """

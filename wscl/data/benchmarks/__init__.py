@@ -17,7 +17,7 @@ def registry() -> dict[str, Benchmark]:
     """Every declared benchmark by name, in module-name order (imports each module of this folder once)."""
     found: dict[str, Benchmark] = {}
     for module in sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")):
-        if module in globals():  # importing it would hide this package's own name
+        if module in OWN_NAMES:  # importing it would hide this package's own name
             raise DatasetError(f"{__name__}.{module}: the module name {module!r} is taken by the registry; rename "
                                "the file")
         declared = getattr(importlib.import_module(f"{__name__}.{module}"), "BENCHMARK", None)
@@ -58,3 +58,7 @@ def from_config(cfg: dict) -> CanonicalDataset:
     if declared and declared.augment and declared.augment.padding is not None:
         ds.crop_padding = declared.augment.padding  # meta.json does not record it; the declaration does
     return ds
+
+
+# This package's own names, before any declaration module is imported (importing one adds its name here too).
+OWN_NAMES = frozenset(globals())
