@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from workflow_support import REPO, edit_smoke_config, snakemake, workflow_copy
-from wscl.settings.config import ConfigError
+from wscl.settings.config import ConfigError, resolve
 from wscl.study.selection import select
 from wscl.study.studies import Study
 from wscl.study.sweeps import point_names
@@ -35,7 +35,7 @@ def test_a_grid_sweep_makes_each_point_a_run_coordinate_with_its_own_folder_grou
     full = [k for k in study.runs() if k.preset == "full"]
     assert len(full) == 4 * len(SMOKE["seeds"])  # 2 x 2 points, every seed
     assert all(k.point for k in full) and not any(k.point for k in study.runs() if k.preset == "base")
-    point = "wscl.nrem.epochs~2,training.lr~0.01"
+    point = "nrem_epochs~2,training_lr~0.01"
     key = next(k for k in full if k.point == point and k.seed == 0)
     assert study.run_dir(key).endswith(f"/full@{point}/reference/seed0")
     assert key.group.endswith(f"/full@{point}/reference") and key.group in study.groups()
@@ -48,9 +48,10 @@ def test_one_at_a_time_varies_each_setting_alone_around_the_runs_own_value():
     study = study_with({**GRID_SWEEP, "design": "one_at_a_time"})
     points = {k.point for k in study.runs() if k.preset == "full"}
     lr = SMOKE["trainer"]["training"].get("lr", 0.03)
-    assert len(points) == 1 + 2 + 2  # the run's own point, then each setting's values (none equals lr)
-    assert f"wscl.nrem.epochs~1,training.lr~{lr}" in points  # smoke's nrem.epochs is 1: the own point
-    assert f"wscl.nrem.epochs~2,training.lr~{lr}" in points and "wscl.nrem.epochs~1,training.lr~0.05" in points
+    # the run's own point (nrem.epochs 1, its lr), then each other value alone: epochs 2; lr 0.01 and 0.05
+    assert len(points) == 1 + 1 + 2
+    assert f"nrem_epochs~1,training_lr~{lr}" in points  # smoke's nrem.epochs is 1: the own point
+    assert f"nrem_epochs~2,training_lr~{lr}" in points and "nrem_epochs~1,training_lr~0.05" in points
 
 
 def test_adding_a_value_keeps_every_existing_point_and_folder():
@@ -62,7 +63,8 @@ def test_adding_a_value_keeps_every_existing_point_and_folder():
 
 
 def test_point_names_are_paramspace_instances_keeping_each_values_type():
-    assert point_names([{"a.b": 1, "c": 0.5}, {"a.b": 2, "c": "auto"}]) == ["a.b~1,c~0.5", "a.b~2,c~auto"]
+    assert point_names([{"x.a.b": 1, "c": 0.5}, {"x.a.b": 2, "c": "auto"}]) == ["a_b~1,c~0.5", "a_b~2,c~auto"]
+    assert point_names([{"x.a.b": 1, "y.a.b": 2}]) == ["x_a_b~1,y_a_b~2"]  # alike endings: whole paths
 
 
 @pytest.mark.parametrize("settings, message", [
@@ -100,16 +102,17 @@ def test_permuting_the_test_labels_leaves_the_selection_unchanged(tmp_path, tiny
     selections, tests = [], []
     for root in ("same", "permuted"):
         config = copy.deepcopy(SMOKE)
-        config.update(results=str(tmp_path / root / "results"), seeds=[0, 1],
+        config.update(results=str(tmp_path / root / "results"), seeds=[0],
                       data={"root": str(tmp_path / root)},
                       benchmarks={"syn": {"dataset": "syn", "buffers": [20]}},
                       grid=[{"methods": ["er_ace"], "presets": ["full"]}],
                       sweep={"settings": {"training.lr": [0.003, 0.05]}})
         config["trainer"]["dataset"] = {"synthetic": {}}
         config["trainer"]["scenario"]["tune_per_class"] = 10
+        config["trainer"]["training"]["epochs"] = 1
         study = Study(config)
         for key in study.runs():
-            Run(study.trainer_config(key), study.run_dir(key), quiet=True, log=lambda *_: None).run()
+            Run(resolve(study.trainer_config(key)), study.run_dir(key), quiet=True, log=lambda *_: None).run()
         selections.append(select(study))
         tests.append([json.loads(Path(study.run_dir(k), "metrics.json").read_text())["class_il"]["final_avg_acc"]
                       for k in study.runs()])
@@ -117,7 +120,7 @@ def test_permuting_the_test_labels_leaves_the_selection_unchanged(tmp_path, tiny
     assert tests[0] != tests[1]  # the test figures moved ...
     assert selections[0] == selections[1]  # ... the choice, and every tuning figure behind it, did not
     (group,) = selections[0]["groups"].values()
-    assert group["selected"] in {"training.lr~0.003", "training.lr~0.05"}
+    assert group["selected"] in {"training_lr~0.003", "training_lr~0.05"}
 
 
 def test_a_tiny_sweep_runs_end_to_end_with_selection_tables_figures_and_a_parent_per_point(tmp_path):
@@ -132,7 +135,7 @@ def test_a_tiny_sweep_runs_end_to_end_with_selection_tables_figures_and_a_parent
     selection = json.loads((results / "tables/selection.json").read_text())
     (group,) = selection["groups"].values()
     chosen = group["selected"]
-    assert chosen in ("training.lr~0.01", "training.lr~0.05") and "test set played no part" in selection["criterion"]
+    assert chosen in ("training_lr~0.01", "training_lr~0.05") and "test set played no part" in selection["criterion"]
     # the ablation trained at the chosen point
     tuned = json.loads((results / "runs/synthetic/buffer20/er_ace/no_nrem@tuned/reference/seed0/metrics.json")
                        .read_text())
@@ -141,14 +144,14 @@ def test_a_tiny_sweep_runs_end_to_end_with_selection_tables_figures_and_a_parent
     table = (results / "tables/synthetic_buffer20.csv").read_text()
     assert chosen in table and "tuned" in table
     points = (results / "tables/synthetic_buffer20_selection.md").read_text()
-    assert "training.lr~0.01" in points and "training.lr~0.05" in points and "✓" in points
+    assert "training_lr~0.01" in points and "training_lr~0.05" in points and "✓" in points
     assert (results / "plots/synthetic_buffer20_sensitivity-training.lr.png").stat().st_size > 10_000
     report = (results / "report.html").read_text()
     assert "sensitivity-training.lr" in report and "Sweep: the points" in report
     client = MlflowClient(f"sqlite:///{results / 'mlflow/mlflow.db'}")
     experiment = client.get_experiment_by_name("smoke")
     groups = {r.data.tags.get("wscl.group") for r in client.search_runs([experiment.experiment_id])}
-    for point in ("training.lr~0.01", "training.lr~0.05", "tuned"):
+    for point in ("training_lr~0.01", "training_lr~0.05", "tuned"):
         preset = "no_nrem" if point == "tuned" else "full"
         assert f"synthetic/buffer20/er_ace/{preset}@{point}/reference" in groups
     # a second invocation does nothing; a new value trains only its own runs

@@ -11,7 +11,7 @@ to try, for the grid entries it ``match``es (by benchmark, buffer, method, prese
       design: grid              # the cross product; one_at_a_time: each setting alone around the run's value
 
 The points are expanded with Snakemake's ``Paramspace`` (one wildcard, ``point``), which also names them:
-``wscl.nrem.epochs~2,wscl.plasticity.strengthen_frac~0.05``. A point is an ordinary run coordinate: a matched
+``nrem_epochs~2,plasticity_strengthen_frac~0.05``. A point is an ordinary run coordinate: a matched
 run becomes one run per point, in the folder ``<preset>@<point>``, with its MLflow parent, table rows and
 figure labels; adding a value trains only the new points. A grid entry with ``tuned_from: full`` runs its
 presets at the point selected for ``full`` (``<preset>@tuned``), so that ablations can be measured at a tuned
@@ -62,11 +62,16 @@ def split_variant(name: str) -> tuple[str, str]:
 
 
 def point_names(points: list[dict]) -> list[str]:
-    """Each point's name, as Snakemake's Paramspace writes an instance (``key~value`` joined by commas);
-    object columns keep the values' own types, so 1 stays ``1`` beside 0.5."""
+    """Each point's name, as Snakemake's Paramspace writes an instance (``name~value`` joined by commas), a
+    setting named by the last two parts of its key (``nrem_epochs~2,plasticity_strengthen_frac~0.05``; the
+    table rows and figures name the full keys); object columns keep the values' own types (1 stays ``1``)."""
     import pandas as pd
     from snakemake.utils import Paramspace  # the workflow's own mechanism (the `workflow` extra)
-    frame = pd.DataFrame(points, dtype=object)
+    keys = list(dict.fromkeys(key for point in points for key in point))
+    short = {key: "_".join(key.split(".")[-2:]) for key in keys}
+    if len(set(short.values())) < len(keys):  # two keys end alike: their whole paths
+        short = {key: key.replace(".", "_") for key in keys}
+    frame = pd.DataFrame([{short[k]: v for k, v in point.items()} for point in points], dtype=object)
     space = Paramspace(frame, filename_params="*", param_sep="~", filename_sep=",", single_wildcard="point")
     return list(space.instance_patterns)
 
