@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -64,34 +63,25 @@ def resolved_config(args) -> dict:
     return resolve(file_cfg, deep_merge(sets, parse_set(args.set)))
 
 
-def announce_placement(cfg: dict) -> None:
-    """Say where the job runs: its Slurm job, and whether a granted GPU is usable (else the run uses the CPU)."""
-    import torch
-    if os.environ.get("SLURM_JOB_ID"):
-        print(f"Slurm job {os.environ['SLURM_JOB_ID']} on node {os.environ.get('SLURMD_NODENAME', '?')}",
-              file=sys.stderr)
-    granted = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-    if granted and cfg["runtime"]["device"] == "auto" and not torch.cuda.is_available():
-        print(f"a GPU was granted (CUDA_VISIBLE_DEVICES={granted}) but CUDA is unavailable: running on the CPU",
-              file=sys.stderr)
-
-
 def cmd_train(args) -> int:
+    from wscl.run import placement
+    cfg = resolved_config(args)
+    share = placement.place_run(cfg)  # before CUDA starts: the GPU share this run computes on, if any
     import torch
 
     from wscl.run.preemption import StopRequest
     from wscl.run.trainer import train
     from wscl.tracking.live import live_run, mlflow_destination
     from wscl.tracking.pending import log_finished
-    cfg = resolved_config(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     uri, parent = mlflow_destination(args.mlflow_setup, args.mlflow_parent_group, args.mlflow_parent,
                                      args.mlflow_uri, args.mlflow_experiment)
-    announce_placement(cfg)
+    placement.announce(cfg)
     live = live_run(cfg, args.out, uri, args.mlflow_experiment, parent)
     with StopRequest().installed() as stop, live.system_metrics(cfg):  # SIGTERM/SIGUSR1: checkpoint, exit 75
-        metrics = train(cfg, args.out, quiet=args.quiet, stop=stop, **live.kwargs)
+        metrics = train(cfg, args.out, quiet=args.quiet, stop=stop, gpu_share=share and share.describe(),
+                        **live.kwargs)
     if uri:  # metrics.json is written: a store that cannot be reached marks the run pending, the job succeeds
         destination = {"tracking_uri": uri, "experiment": args.mlflow_experiment, "parent_run_id": parent}
         run_id = log_finished(Path(args.out) / "metrics.json", destination, live.run_id, live.tasks,
@@ -99,8 +89,10 @@ def cmd_train(args) -> int:
         if run_id:
             print(f"logged to MLflow run {run_id} at {uri}", file=sys.stderr)
     c, t = metrics["class_il"], metrics["task_il"]
+    where = metrics["device"] + (f", GPU {share.gpu} share {share.slot + 1}/{share.runs_per_gpu}" if share else "")
     print(f"final average accuracy: Class-IL {c['final_avg_acc']:.2f}  Task-IL {t['final_avg_acc']:.2f}  "
-          f"(forgetting {c['forgetting']:.2f}, fidelity {metrics['fidelity']}) -> {Path(args.out) / 'metrics.json'}")
+          f"(forgetting {c['forgetting']:.2f}, fidelity {metrics['fidelity']}, on {where}) -> "
+          f"{Path(args.out) / 'metrics.json'}")
     return 0
 
 
