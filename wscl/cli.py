@@ -100,10 +100,12 @@ def cmd_bench(args) -> int:
     if args.end_to_end:
         from wscl.run.bench_e2e import run_end_to_end
         run_end_to_end(device=args.device, out=args.out or "results/bench_end_to_end.json",
-                       size="quick" if args.quick else "full")
+                       size="quick" if args.quick else "full", width=args.width, image_size=args.image_size,
+                       exit_probe=not args.no_exit_probe)
         return 0
     from wscl.run.bench import run_bench
-    run_bench(device=args.device, out=args.out or "results/bench.json", steps=args.steps)
+    run_bench(device=args.device, out=args.out or "results/bench.json", steps=args.steps, width=args.width,
+              image_size=args.image_size)
     return 0
 
 
@@ -240,6 +242,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--end-to-end", action="store_true",
                    help="whole runs (base ER-ACE, ER-ACE + WSCL) against the work their protocol requires")
     b.add_argument("--quick", action="store_true", help="with --end-to-end: a tiny size, for tests")
+    # the defaults are wscl/run/bench.py's WIDTH and SIZE (not imported here: they would load torch)
+    b.add_argument("--width", type=int, default=20,
+                   help="ResNet-18 width (model.width; the paper's is 64) (default: %(default)s)")
+    b.add_argument("--image-size", type=int, default=32,
+                   help="side of the square synthetic images, e.g. 32 (CIFAR) or 256 (FG-ImageNet) "
+                        "(default: %(default)s)")
+    b.add_argument("--no-exit-probe", action="store_true",
+                   help="with --end-to-end: skip timing a training process's exit")
     d = sub.add_parser("data", help="prepare a benchmark in the canonical format, or describe one")
     dsub = d.add_subparsers(dest="data_command", required=True)
     dp = dsub.add_parser("prepare", help="fetch (mirror first), verify and convert a benchmark")
