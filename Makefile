@@ -8,7 +8,7 @@
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-CORES ?= 2
+CORES ?= all
 # Workflow jobs call the `wscl` command: put the environment's bin/ first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 

@@ -8,6 +8,7 @@ from snakemake.utils import min_version, validate
 
 from wscl.settings.config import CHOICES, METHODS, PRESETS
 from wscl.settings.schema import write_schemas
+from wscl.run.placement import visible_gpus
 from wscl.study.studies import Study, check_trainer_sections
 from wscl.study.outputs import caption_of
 from wscl.study.sweeps import TUNED
@@ -21,6 +22,13 @@ validate(config, write_schemas(workflow.source_path("config.schema.yaml"), ".sna
 STUDY = Study(config)
 R = STUDY.results
 ALL_RUNS = STUDY.all_runs_file()
+
+# Every GPU of this machine, shared by runtime.runs_per_gpu training runs (wscl/run/placement.py): the `gpu`
+# resource counts shares, GPUs x K, unless the command line gives `--resources gpu=N`. A training job claims its
+# own share when it starts; with a cluster executor each job is placed on its node's GPUs the same way.
+LOCAL_GPUS = visible_gpus()
+if LOCAL_GPUS and "gpu" not in workflow.global_resources:
+    workflow.register_resource("gpu", len(LOCAL_GPUS) * STUDY.runs_per_gpu())
 
 
 # Jobs call the project's `wscl` command: put the bin/ of the Python that runs Snakemake first on the jobs'
@@ -87,6 +95,12 @@ def swept_metrics():
 def mirror_args(wildcards):
     mirrors = config["data"]["mirrors"]
     return " ".join(f"--mirror {raw}={path}" for raw, paths in mirrors.items() for path in paths)
+
+
+def train_gpus():
+    """GPU units a training job takes: what the study asks (a whole GPU per cluster job), at least one share of
+    a local GPU when this machine has GPUs."""
+    return max(config["resources"]["train"]["gpu"], 1 if LOCAL_GPUS else 0)
 
 
 def signal_notice(runtime_minutes):

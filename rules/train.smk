@@ -42,7 +42,7 @@ rule train:
     resources:
         mem_mb=config["resources"]["train"]["mem_mb"],
         runtime=config["resources"]["train"]["runtime"],
-        gpu=config["resources"]["train"]["gpu"],
+        gpu=train_gpus(),
         slurm_extra=signal_notice(config["resources"]["train"]["runtime"]),  # read by the Slurm executor only
     params:
         trainer=lambda wc: json.dumps(STUDY.trainer_config(STUDY.key(wc)), sort_keys=True),

@@ -203,3 +203,24 @@ def test_bf16_auto_only_on_gpus_with_native_bf16_and_never_under_reference(tiny,
     assert resolve_runtime(tiny(fidelity="corrected", runtime={"device": "cuda"})).bf16 is native
     assert resolve_runtime(tiny(fidelity="reference", runtime={"device": "cuda"})).bf16 is False
     assert resolve_runtime(tiny(fidelity="reference", runtime={"device": "cuda", "bf16": True})).bf16 is True
+
+
+@pytest.mark.parametrize("reports", [True, False])
+def test_bf16_auto_on_a_cpu_follows_the_bf16_instructions_it_reports(tiny, tmp_path, monkeypatch, reports):
+    """On a CPU, `auto` decides as on a GPU, by what the processor reports (AVX-512 BF16 or AMX), not by its name;
+    `reference` stays fp32; the decision and what it rested on are in metrics.json."""
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: reports)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert resolve_runtime(tiny(fidelity="corrected")).bf16 is reports
+    assert resolve_runtime(tiny(fidelity="reference")).bf16 is False
+    m = run(tiny, tmp_path, fidelity="corrected", scenario={"n_tasks": 2})
+    assert m["runtime"]["bf16"] is reports and m["native_bf16"] is reports
+    assert m["runtime"]["channels_last"] is False  # CPU default: the strided-shortcut workaround is not needed
+
+
+def test_bf16_in_channels_last_on_the_cpu_trains_through_the_shortcut_workaround(tiny, tmp_path):
+    """The CPU's channels_last workaround (backbone.py: a strided 1x1 shortcut computed on the subsampled input)
+    holds under bf16 autocast: the run trains and learns."""
+    m = run(tiny, tmp_path, fidelity="corrected", runtime={"bf16": True, "channels_last": True}, **SETTLED_TASK)
+    assert m["runtime"]["bf16"] and m["runtime"]["channels_last"]
+    assert m["class_il"]["final_avg_acc"] > 75  # two classes: chance is 50

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -75,34 +74,25 @@ def resolved_config(args) -> dict:
     return resolve(file_cfg, deep_merge(sets, parse_set(args.set)))
 
 
-def announce_placement(cfg: dict) -> None:
-    """Say where the job runs: its Slurm job, and whether a granted GPU is usable (else the run uses the CPU)."""
-    import torch
-    if os.environ.get("SLURM_JOB_ID"):
-        print(f"Slurm job {os.environ['SLURM_JOB_ID']} on node {os.environ.get('SLURMD_NODENAME', '?')}",
-              file=sys.stderr)
-    granted = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-    if granted and cfg["runtime"]["device"] == "auto" and not torch.cuda.is_available():
-        print(f"a GPU was granted (CUDA_VISIBLE_DEVICES={granted}) but CUDA is unavailable: running on the CPU",
-              file=sys.stderr)
-
-
 def cmd_train(args) -> int:
+    from wscl.run import placement
+    cfg = resolved_config(args)
+    share = placement.place_run(cfg)  # before CUDA starts: the GPU share this run computes on, if any
     import torch
 
     from wscl.run.preemption import StopRequest
     from wscl.run.trainer import train
     from wscl.tracking.live import live_run, mlflow_destination
     from wscl.tracking.pending import log_finished
-    cfg = resolved_config(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     uri, parent = mlflow_destination(args.mlflow_setup, args.mlflow_parent_group, args.mlflow_parent,
                                      args.mlflow_uri, args.mlflow_experiment)
-    announce_placement(cfg)
+    placement.announce(cfg)
     live = live_run(cfg, args.out, uri, args.mlflow_experiment, parent)
     with StopRequest().installed() as stop, live.system_metrics(cfg):  # SIGTERM/SIGUSR1: checkpoint, exit 75
-        metrics = train(cfg, args.out, quiet=args.quiet, stop=stop, **live.kwargs)
+        metrics = train(cfg, args.out, quiet=args.quiet, stop=stop, gpu_share=share and share.describe(),
+                        **live.kwargs)
     if uri:  # metrics.json is written: a store that cannot be reached marks the run pending, the job succeeds
         destination = {"tracking_uri": uri, "experiment": args.mlflow_experiment, "parent_run_id": parent}
         run_id = log_finished(Path(args.out) / "metrics.json", destination, live.run_id, live.tasks,
@@ -110,8 +100,10 @@ def cmd_train(args) -> int:
         if run_id:
             print(f"logged to MLflow run {run_id} at {uri}", file=sys.stderr)
     c, t = metrics["class_il"], metrics["task_il"]
+    where = metrics["device"] + (f", GPU {share.gpu} share {share.slot + 1}/{share.runs_per_gpu}" if share else "")
     print(f"final average accuracy: Class-IL {c['final_avg_acc']:.2f}  Task-IL {t['final_avg_acc']:.2f}  "
-          f"(forgetting {c['forgetting']:.2f}, fidelity {metrics['fidelity']}) -> {Path(args.out) / 'metrics.json'}")
+          f"(forgetting {c['forgetting']:.2f}, fidelity {metrics['fidelity']}, on {where}) -> "
+          f"{Path(args.out) / 'metrics.json'}")
     return 0
 
 
@@ -119,10 +111,12 @@ def cmd_bench(args) -> int:
     if args.end_to_end:
         from wscl.run.bench_e2e import run_end_to_end
         run_end_to_end(device=args.device, out=args.out or "results/bench_end_to_end.json",
-                       size="quick" if args.quick else "full")
+                       size="quick" if args.quick else "full", width=args.width, image_size=args.image_size,
+                       exit_probe=not args.no_exit_probe)
         return 0
     from wscl.run.bench import run_bench
-    run_bench(device=args.device, out=args.out or "results/bench.json", steps=args.steps)
+    run_bench(device=args.device, out=args.out or "results/bench.json", steps=args.steps, width=args.width,
+              image_size=args.image_size)
     return 0
 
 
@@ -269,6 +263,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--end-to-end", action="store_true",
                    help="whole runs (base ER-ACE, ER-ACE + WSCL) against the work their protocol requires")
     b.add_argument("--quick", action="store_true", help="with --end-to-end: a tiny size, for tests")
+    # the defaults are wscl/run/bench.py's WIDTH and SIZE (not imported here: they would load torch)
+    b.add_argument("--width", type=int, default=20,
+                   help="ResNet-18 width (model.width; the paper's is 64) (default: %(default)s)")
+    b.add_argument("--image-size", type=int, default=32,
+                   help="side of the square synthetic images, e.g. 32 (CIFAR) or 256 (FG-ImageNet) "
+                        "(default: %(default)s)")
+    b.add_argument("--no-exit-probe", action="store_true",
+                   help="with --end-to-end: skip timing a training process's exit")
     d = sub.add_parser("data", help="prepare a benchmark in the canonical format, or describe one")
     dsub = d.add_subparsers(dest="data_command", required=True)
     dp = dsub.add_parser("prepare", help="fetch (mirror first), verify and convert a benchmark")

@@ -73,10 +73,12 @@ def run_metrics(cfg: dict, runtime, dataset, state, eval_layout) -> dict:
     """metrics.json of a run (finished or so far): settings (with the evaluation layout), provenance, per
     setting the accuracy matrix with its summary (and under ``tune`` the same on the tuning split, or None),
     the per-task records and the time spent per phase."""
+    from wscl.settings.runtime import native_bf16  # torch: imported by training, not by the readers of this module
     reference = cfg["fidelity"] == "reference"
     out = {"config": cfg, "fidelity": cfg["fidelity"], "seed": cfg["seed"], "dataset": dataset.name,
            "method": cfg["training"]["method"], "preset": cfg["preset"], "device": str(runtime.device),
            "runtime": {**runtime.describe(), **eval_layout.describe()}, **run_provenance(runtime.device),
+           "native_bf16": native_bf16(runtime.device),  # what `runtime.bf16: auto` decided from (the hardware)
            "dataset_checksums_verified": bool(dataset.checksums_verified),
            "dataset_sha256": dataset.sha256,  # content digest, of prepared and generated data (data/layout.py)
            "forgetting_definition": "incl_pretraining [code]" if reference else "trained_only [ours]",

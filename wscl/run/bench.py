@@ -1,9 +1,10 @@
 """Throughput benchmark: trainer images/s and its efficiency against a bare training loop.
 
 Fixed setup [ours]: synthetic 32x32x3 images, batch 32, ResNet-18 width 20, 2 tasks x 2 classes, one
-epoch per task of ``steps`` steps. The bare loop runs forward+backward+SGD on random batches of the
-same shapes, with one extra forward pass of the replay minibatch on every step where the trainer
-replays, in the same process. Efficiency ratio = trainer images/s / bare-loop images/s.
+epoch per task of ``steps`` steps (``width`` and ``image_size``: another network width and image side).
+The bare loop runs forward+backward+SGD on random batches of the same shapes, with one extra forward
+pass of the replay minibatch on every step where the trainer replays, in the same process. Efficiency
+ratio = trainer images/s / bare-loop images/s.
 """
 from __future__ import annotations
 
@@ -26,28 +27,30 @@ BATCH, WIDTH, SIZE, CLASSES_PER_TASK, TASKS = 32, 20, 32, 2, 2
 
 
 def synthetic_config(preset: str, device: str, tasks: int, per_class: dict, val_per_task: int, epochs: int,
-                     **settings) -> dict:
+                     width: int = WIDTH, image_size: int = SIZE, **settings) -> dict:
     """The benchmarks' fixed setup [ours]: synthetic 32x32x3 images in ``tasks`` tasks of 2 classes (as many
     dream classes), ResNet-18 width 20, ER-ACE with batch 32 and a 200-image buffer; ``per_class``: the
-    synthetic dataset's train/test/dream images per class; ``settings``: further top-level settings."""
+    synthetic dataset's train/test/dream images per class; ``width``, ``image_size``: another network width or
+    image side (``image_size`` x ``image_size`` x 3); ``settings``: further top-level settings."""
     classes = tasks * CLASSES_PER_TASK
     return resolve({
         "preset": preset, "seed": 0, **settings,
-        "dataset": {"synthetic": {"classes": classes, "dream_classes": classes, "size": SIZE, "channels": 3,
+        "dataset": {"synthetic": {"classes": classes, "dream_classes": classes, "size": image_size, "channels": 3,
                                   **per_class}},
         "scenario": {"n_tasks": tasks, "classes_per_task": CLASSES_PER_TASK, "val_per_task": val_per_task,
                      "freeze_buffer_per_task": 20},
-        "model": {"width": WIDTH},
+        "model": {"width": width},
         "training": {"method": "er_ace", "epochs": epochs, "batch_size": BATCH, "replay_batch_size": BATCH,
                      "buffer_size": 200},
         "runtime": {"device": device, "progress": False},
     })
 
 
-def bench_config(preset: str, steps: int, device: str) -> dict:
+def bench_config(preset: str, steps: int, device: str, width: int = WIDTH, image_size: int = SIZE) -> dict:
     per_class = {"train_per_class": steps * BATCH // CLASSES_PER_TASK + 20, "test_per_class": 20,
                  "dream_per_class": 50}
-    return synthetic_config(preset, device, TASKS, per_class, val_per_task=20, epochs=2)
+    return synthetic_config(preset, device, TASKS, per_class, val_per_task=20, epochs=2, width=width,
+                            image_size=image_size)
 
 
 def environment(device: torch.device) -> dict:
@@ -58,13 +61,13 @@ def environment(device: torch.device) -> dict:
 
 
 def bare_loop(device: torch.device, n_heads: int, plain_steps: int, replay_steps: int, channels_last: bool,
-              bf16: bool) -> float:
+              bf16: bool, width: int = WIDTH, image_size: int = SIZE) -> float:
     """Stream images/s of forward+backward+SGD alone (replay steps add the replay batch's forward)."""
-    net = ResNet18(n_heads, 3, WIDTH).to(device)
+    net = ResNet18(n_heads, 3, width).to(device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     net = net.to(memory_format=fmt)
     opt = torch.optim.SGD(net.parameters(), lr=0.03)
-    x = torch.randn(BATCH, 3, SIZE, SIZE, device=device).contiguous(memory_format=fmt)
+    x = torch.randn(BATCH, 3, image_size, image_size, device=device).contiguous(memory_format=fmt)
     y = torch.randint(0, n_heads, (BATCH,), device=device)
 
     def step(replay: bool) -> None:
@@ -86,8 +89,8 @@ def bare_loop(device: torch.device, n_heads: int, plain_steps: int, replay_steps
     return (plain_steps + replay_steps) * BATCH / (time.perf_counter() - start)
 
 
-def measure(preset: str, steps: int, device: str) -> dict:
-    cfg = bench_config(preset, steps, device)
+def measure(preset: str, steps: int, device: str, width: int = WIDTH, image_size: int = SIZE) -> dict:
+    cfg = bench_config(preset, steps, device, width, image_size)
     with tempfile.TemporaryDirectory() as tmp:
         run = Run(cfg, tmp, quiet=True, log=lambda *_: None)
         metrics = run.run()
@@ -95,18 +98,19 @@ def measure(preset: str, steps: int, device: str) -> dict:
     steps = metrics["wake_steps"]  # the bare loop repeats exactly the trainer's wake steps
     # Best of two bare runs: a conservative (lower) efficiency ratio on a noisy machine.
     bare = max(bare_loop(runtime.device, run.scenario.n_heads, steps["plain"], steps["replay"],
-                         runtime.channels_last, runtime.bf16) for _ in range(2))
+                         runtime.channels_last, runtime.bf16, width, image_size) for _ in range(2))
     trainer = metrics["train_images_per_second"]
     return {"preset": preset, "method": "er_ace", "trainer_images_per_second": trainer,
             "bare_loop_images_per_second": round(bare, 2), "efficiency_ratio": round(trainer / bare, 3),
             "wall_seconds": metrics["wall_seconds"]}
 
 
-def run_bench(device: str = "auto", out: str | Path = "results/bench.json", steps: int = 60) -> dict:
-    results = {"setup": {"image": [3, SIZE, SIZE], "batch": BATCH, "width": WIDTH, "tasks": TASKS,
+def run_bench(device: str = "auto", out: str | Path = "results/bench.json", steps: int = 60, width: int = WIDTH,
+              image_size: int = SIZE) -> dict:
+    results = {"setup": {"image": [3, image_size, image_size], "batch": BATCH, "width": width, "tasks": TASKS,
                          "steps_per_task": steps},
-               **environment(resolve_runtime(bench_config("base", steps, device)).device),
-               "runs": [measure(preset, steps, device) for preset in ("base", "full")]}
+               **environment(resolve_runtime(bench_config("base", steps, device, width, image_size)).device),
+               "runs": [measure(preset, steps, device, width, image_size) for preset in ("base", "full")]}
     for r in results["runs"]:
         print(f"{r['preset']:>5} er_ace on {results['device']}: trainer {r['trainer_images_per_second']:.1f} img/s, "
               f"bare loop {r['bare_loop_images_per_second']:.1f} img/s, efficiency ratio {r['efficiency_ratio']:.3f}")

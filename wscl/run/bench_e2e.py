@@ -1,8 +1,10 @@
 """End-to-end benchmark [ours]: a whole fixed run against the work its protocol requires.
 
 Two runs (base ER-ACE and ER-ACE + WSCL as the authors' code runs it, fidelity reference) on synthetic
-32x32x3 images, ResNet-18 width 20, 5 tasks x 2 classes, one epoch. Per run: wall time per phase, and
-the work the protocol requires, counted while it runs:
+32x32x3 images, ResNet-18 width 20, 5 tasks x 2 classes, one epoch (``width`` and ``image_size`` set another
+network width and image side, e.g. the paper's width 64 at 256x256). Per run: wall time per phase, images
+trained per second and peak device memory per phase (``phases``, from the run's metrics.json), and the work
+the protocol requires, counted while it runs:
 
 - images trained (forward + backward): every image of every ``Learner.observe`` call, incoming and
   replayed, in every copy of the freezing trial;
@@ -25,7 +27,8 @@ in the same process (``hardware_fraction``).
 
 Outside any run: how long a small ``wscl train`` process takes from its last line to its exit, through
 the command line's own exit (``cli.run_cli``) and through a plain return from ``cli.main``
-(``process_exit_seconds``, the median of three alternating timings each; one with ``--quick``).
+(``process_exit_seconds``, the median of three alternating timings each; one with ``--quick``), always at
+the default width and image size; ``exit_probe=False`` leaves it out (None).
 """
 from __future__ import annotations
 
@@ -60,9 +63,9 @@ SIZES = {"full": {"train_per_class": 300, "test_per_class": 200, "dream_per_clas
 RUNS = ("base", "authors")
 
 
-def e2e_config(preset: str, size: str, device: str) -> dict:
+def e2e_config(preset: str, size: str, device: str, width: int = WIDTH, image_size: int = SIZE) -> dict:
     return synthetic_config(preset, device, TASKS, SIZES[size], val_per_task=20 if size == "quick" else 100,
-                            epochs=1, fidelity="reference")
+                            epochs=1, width=width, image_size=image_size, fidelity="reference")
 
 
 class Work:
@@ -102,17 +105,21 @@ class Work:
             learners.Learner.observe, evaluation.infer, freezing.batch_cross_entropies = observe, infer, scores
 
 
-def bare_training(device: torch.device, n_heads: int, channels_last: bool, bf16: bool, steps: int) -> float:
+def bare_training(device: torch.device, n_heads: int, channels_last: bool, bf16: bool, steps: int,
+                  width: int = WIDTH, image_size: int = SIZE) -> float:
     """Images/s trained by ER-ACE replay steps on the bare model: two batch-32 forwards, one backward, SGD."""
-    return 2 * bare_loop(device, n_heads, 0, steps, channels_last, bf16)  # bare_loop counts stream images
+    # bare_loop counts stream images
+    return 2 * bare_loop(device, n_heads, 0, steps, channels_last, bf16, width, image_size)
 
 
-def replay_step_flops_per_image(n_heads: int) -> float:
-    """FLOPs of one bare ER-ACE replay step (two batch-32 forwards, one backward) per image trained."""
+def replay_step_flops_per_image(n_heads: int, width: int = WIDTH, image_size: int = SIZE) -> float:
+    """FLOPs of one bare ER-ACE replay step (two batch-32 forwards, one backward) per image trained, counted
+    from the shapes alone (on the meta device: no arithmetic, so 256x256 inputs cost no CPU time)."""
     from torch.utils.flop_counter import FlopCounterMode
-    net = ResNet18(n_heads, 3, WIDTH)
-    xs = [torch.randn(BATCH, 3, SIZE, SIZE) for _ in range(2)]
-    y = torch.zeros(BATCH, dtype=torch.long)
+    with torch.device("meta"):
+        net = ResNet18(n_heads, 3, width)
+        xs = [torch.randn(BATCH, 3, image_size, image_size) for _ in range(2)]
+        y = torch.zeros(BATCH, dtype=torch.long)
     with FlopCounterMode(display=False) as counter:
         sum(F.cross_entropy(net(x), y) for x in xs).backward()
     return counter.get_total_flops() / (2 * BATCH)
@@ -145,11 +152,12 @@ def matmul_gflops(device: torch.device, n: int, repeats: int) -> float:
     return 2 * n**3 * repeats / best / 1e9
 
 
-def bare_inference(device: torch.device, n_heads: int, layout: evaluation.EvalLayout, batches: int) -> float:
+def bare_inference(device: torch.device, n_heads: int, layout: evaluation.EvalLayout, batches: int,
+                   width: int = WIDTH, image_size: int = SIZE) -> float:
     """Images/s of eval-mode inference on the bare model at ``layout`` (uint8 in, normalised as a run does)."""
-    net = ResNet18(n_heads, 3, WIDTH).to(device)
+    net = ResNet18(n_heads, 3, width).to(device)
     pre = Preprocess((0.5,) * 3, (0.25,) * 3, False, device, layout.channels_last)
-    raw = torch.randint(0, 256, (layout.batch_size, 3, SIZE, SIZE), dtype=torch.uint8, device=device)
+    raw = torch.randint(0, 256, (layout.batch_size, 3, image_size, image_size), dtype=torch.uint8, device=device)
     evaluation.infer(net, [raw], pre)
     synchronize(device)
     start = time.perf_counter()
@@ -158,8 +166,8 @@ def bare_inference(device: torch.device, n_heads: int, layout: evaluation.EvalLa
     return batches * layout.batch_size / (time.perf_counter() - start)
 
 
-def measure(preset: str, size: str, device: str) -> dict:
-    cfg = e2e_config(preset, size, device)
+def measure(preset: str, size: str, device: str, width: int = WIDTH, image_size: int = SIZE) -> dict:
+    cfg = e2e_config(preset, size, device, width, image_size)
     quick = size == "quick"
     with tempfile.TemporaryDirectory() as tmp, Work().counting() as work:
         faults, start = minor_page_faults(), time.perf_counter()
@@ -167,15 +175,21 @@ def measure(preset: str, size: str, device: str) -> dict:
         metrics = run.run()
         wall, faults = time.perf_counter() - start, minor_page_faults() - faults
     runtime, n_heads = run.runtime, run.scenario.n_heads
-    train_rate = max(bare_training(runtime.device, n_heads, runtime.channels_last, runtime.bf16, 3 if quick else 30)
+    shape = {"width": width, "image_size": image_size}
+    train_rate = max(bare_training(runtime.device, n_heads, runtime.channels_last, runtime.bf16, 3 if quick else 30,
+                                   **shape)
                      for _ in range(2))  # best of two: a conservative (lower) efficiency on a noisy machine
-    infer_rate = max(bare_inference(runtime.device, n_heads, run.eval_layout, 2 if quick else 12) for _ in range(2))
-    train_gflops = train_rate * replay_step_flops_per_image(n_heads) / 1e9
+    infer_rate = max(bare_inference(runtime.device, n_heads, run.eval_layout, 2 if quick else 12, **shape)
+                     for _ in range(2))
+    train_gflops = train_rate * replay_step_flops_per_image(n_heads, **shape) / 1e9
     phases = {k: round(v, 3) for k, v in metrics["wall_seconds"].items()}
     phases["other"] = round(wall - sum(metrics["wall_seconds"].values()), 3)
     required_s = work.trained / train_rate + work.inferred / infer_rate
     return {"preset": preset, "method": "er_ace", "fidelity": cfg["fidelity"], "wall_seconds": round(wall, 3),
             "phase_seconds": phases, "images_trained": work.trained, "images_inferred": work.inferred,
+            # per training phase, from the run's metrics.json: images/s (stream images, each trial copy's
+            # counted) and peak device memory (MB; None on the CPU)
+            "phases": metrics["phases"], "peak_device_memory_mb": metrics["peak_device_memory_mb"],
             "bare_train_images_per_second": round(train_rate, 2),
             "bare_inference_images_per_second": round(infer_rate, 2),
             "bare_train_gflops": round(train_gflops, 2),
@@ -189,11 +203,12 @@ def minor_page_faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
-def warm_up(device: torch.device, size: str) -> float:
+def warm_up(device: torch.device, size: str, width: int = WIDTH, image_size: int = SIZE) -> float:
     """Seconds of the process's first work on ``device`` (CUDA context, cuDNN and cuBLAS set-up): paid once
     per training job, reported apart so that the runs measure the protocol, not the process start."""
     start = time.perf_counter()
-    bare_training(device, TASKS * CLASSES_PER_TASK, device.type == "cuda", False, 3 if size == "quick" else 10)
+    bare_training(device, TASKS * CLASSES_PER_TASK, device.type == "cuda", False, 3 if size == "quick" else 10,
+                  width, image_size)
     return time.perf_counter() - start
 
 
@@ -227,30 +242,41 @@ def exit_medians(device: str, repeats: int) -> dict:
 
 
 def run_end_to_end(device: str = "auto", out: str | Path = "results/bench_end_to_end.json",
-                   size: str = "full") -> dict:
-    dev = resolve_runtime(e2e_config("base", size, device)).device
-    results = {"setup": {"image": [3, SIZE, SIZE], "width": WIDTH, "tasks": TASKS, "classes_per_task": CLASSES_PER_TASK,
-                         "batch": BATCH, "buffer": 200, "epochs": 1, "size": size, **SIZES[size]},
+                   size: str = "full", width: int = WIDTH, image_size: int = SIZE, exit_probe: bool = True) -> dict:
+    """The benchmark at ``size`` (quick or full), network ``width`` and ``image_size`` x ``image_size`` inputs;
+    ``exit_probe``: also time the exit of a training process (at the default width and image size)."""
+    dev = resolve_runtime(e2e_config("base", size, device, width, image_size)).device
+    results = {"setup": {"image": [3, image_size, image_size], "width": width, "tasks": TASKS,
+                         "classes_per_task": CLASSES_PER_TASK, "batch": BATCH, "buffer": 200, "epochs": 1,
+                         "size": size, **SIZES[size]},
                **environment(dev), "allocator_retains_freed_memory": allocator.retaining,
-               "device_warm_up_seconds": round(warm_up(dev, size), 3), "runs": []}
+               "device_warm_up_seconds": round(warm_up(dev, size, width, image_size), 3), "runs": []}
     n, repeats = (1024, 3) if size == "quick" else (2048, 50 if dev.type == "cuda" else 10)
     results["matmul_gflops"] = round(matmul_gflops(dev, n, repeats), 1)
     results["matmul_tf32"] = matmul_tf32(dev)
     for preset in RUNS:
-        r = measure(preset, size, device)
+        r = measure(preset, size, device, width, image_size)
         r["hardware_fraction"] = round(r["bare_train_gflops"] / results["matmul_gflops"], 3)
         results["runs"].append(r)
         phases = ", ".join(f"{k} {v:.1f}" for k, v in r["phase_seconds"].items() if v)
-        print(f"{r['preset']:>7} er_ace on {results['device']}: {r['wall_seconds']:.1f} s ({phases}); "
+        rates = ", ".join(f"{k} {v['images_per_second']:.0f} img/s" for k, v in r["phases"].items()
+                          if v["images_per_second"])
+        peak = "" if r["peak_device_memory_mb"] is None else f", peak device memory {r['peak_device_memory_mb']:.0f} MB"
+        print(f"{r['preset']:>7} er_ace at width {width}, {image_size}x{image_size} on {results['device']}: "
+              f"{r['wall_seconds']:.1f} s ({phases}); training {rates}{peak}; "
               f"trained {r['images_trained']} img at bare {r['bare_train_images_per_second']:.0f} img/s, "
               f"inferred {r['images_inferred']} img at bare {r['bare_inference_images_per_second']:.0f} img/s; "
               f"{r['minor_page_faults']} page faults; "
               f"protocol efficiency {r['protocol_efficiency']:.3f}; bare training at {r['bare_train_gflops']:.0f} "
               f"GFLOP/s = {r['hardware_fraction']:.2f} of the device's fp32 matmul rate "
               f"({results['matmul_gflops']:.0f} GFLOP/s)", flush=True)
-    results["process_exit_seconds"] = exit_medians(device, repeats=1 if size == "quick" else 3)
-    print("exit of a training process after its last line: " + ", ".join(
-        f"{path} {secs:.2f} s" for path, secs in results["process_exit_seconds"].items()), flush=True)
+    if exit_probe:
+        results["process_exit_seconds"] = exit_medians(device, repeats=1 if size == "quick" else 3)
+        print("exit of a training process after its last line: " + ", ".join(
+            f"{path} {secs:.2f} s" for path, secs in results["process_exit_seconds"].items()), flush=True)
+    else:
+        results["process_exit_seconds"] = None
+        print("exit of a training process: not measured (--no-exit-probe)", flush=True)
     out = Path(out)
     atomic_write_json(out, results)
     print(f"saved {out} (device warm-up before the runs: {results['device_warm_up_seconds']:.1f} s)")

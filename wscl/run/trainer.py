@@ -46,8 +46,9 @@ class Run:
     """The task loop of one run, resumable from its checkpoint (written after a task or inside one)."""
 
     def __init__(self, cfg: dict, out_dir: str | Path, quiet: bool = False, log=print, on_task_end=None,
-                 stop=None):
+                 stop=None, gpu_share: dict | None = None):
         self.cfg, self.out, self.log = cfg, Path(out_dir), log
+        self.gpu_share = gpu_share  # the GPU share the job claimed (run/placement.py); None without one
         with translated(self.out, RESUME):
             self.out.mkdir(parents=True, exist_ok=True)
         # stop() names a received stop signal (SIGTERM, SIGUSR1) or is None; the CLI installs the handlers
@@ -249,8 +250,10 @@ class Run:
         return Pool(parts if dreams is None else parts + [dreams], self.device)
 
     def metrics(self) -> dict:
-        return run_metrics(self.cfg, self.runtime, self.dataset, self.state, self.eval_layout)
+        return {**run_metrics(self.cfg, self.runtime, self.dataset, self.state, self.eval_layout),
+                "gpu_share": self.gpu_share}
 
 
-def train(cfg: dict, out_dir: str | Path, quiet: bool = False, on_task_end=None, stop=None) -> dict:
-    return Run(cfg, out_dir, quiet=quiet, on_task_end=on_task_end, stop=stop).run()
+def train(cfg: dict, out_dir: str | Path, quiet: bool = False, on_task_end=None, stop=None,
+          gpu_share: dict | None = None) -> dict:
+    return Run(cfg, out_dir, quiet=quiet, on_task_end=on_task_end, stop=stop, gpu_share=gpu_share).run()

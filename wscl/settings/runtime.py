@@ -42,8 +42,16 @@ def resolve_device(name: str) -> torch.device:
 
 
 def native_bf16(device: torch.device) -> bool:
-    """Whether the device computes bf16 in hardware (emulated bf16, e.g. on V100 or T4, is slower than fp32)."""
-    return device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
+    """Whether the device computes bf16 in hardware; emulated bf16 (V100, T4, a CPU without bf16 instructions)
+    is slower than fp32. A CPU is judged by the instructions it reports (AVX-512 BF16, AMX tiles), not its name."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    return cpu_has_bf16()
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU reports bf16 instructions: AVX-512 BF16 or AMX (as cpuinfo reads them for torch)."""
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
 def resolve_runtime(cfg: dict) -> Runtime:

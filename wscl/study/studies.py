@@ -215,6 +215,11 @@ class Study:
         resolve(cfg)  # fail at planning time, naming the setting, rather than in a job
         return cfg
 
+    def runs_per_gpu(self) -> int:
+        """Training runs per local GPU: the study's ``trainer.runtime.runs_per_gpu``, else the trainer's default."""
+        study = self.config.get("trainer", {}).get("runtime", {})
+        return int(study.get("runs_per_gpu", defaults()["runtime"]["runs_per_gpu"]))
+
     def tracking_uri(self) -> str:
         uri = self.config.get("mlflow", {}).get("tracking_uri")
         return uri or f"sqlite:///{self.results}/mlflow/mlflow.db"
