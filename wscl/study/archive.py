@@ -57,7 +57,8 @@ def _members(study: Study, uri: str) -> dict[str, bytes]:
         for name in names:
             files[f"{rel}/{name}"] = read_result(run / name, RUN_AGAIN)
     # The study's own tables and figures, by name: nothing else that lies in those folders
-    for path in map(Path, [*study.table_files(), study.all_runs_file(), *study.plot_files()]):
+    selection = [study.selection_file()] if study.sweeps else []  # the points chosen on the tuning split
+    for path in map(Path, [*study.table_files(), study.all_runs_file(), *selection, *study.plot_files()]):
         files[f"{path.parent.name}/{path.name}"] = read_result(path, RESULTS_AGAIN)
     files["report.html"] = read_result(results / "report.html", RESULTS_AGAIN)
     files["mlflow_export.json"] = json.dumps(mlflow_export(uri, study.config["study"]), indent=1).encode()
