@@ -1,6 +1,7 @@
 """Sweeps (wscl/study/sweeps.py) and the choice of a point on the tuning split (wscl/study/selection.py)."""
 import copy
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -154,5 +155,11 @@ def test_a_tiny_sweep_runs_end_to_end_with_selection_tables_figures_and_a_parent
     for point in ("training_lr~0.01", "training_lr~0.05", "tuned"):
         preset = "no_nrem" if point == "tuned" else "full"
         assert f"synthetic/buffer20/er_ace/{preset}@{point}/reference" in groups
-    # a second invocation does nothing; a new value trains only its own runs
-    assert "Nothing to be done" in snakemake(work, "-n").stdout + snakemake(work, "-n").stderr
+    # a second invocation does nothing; a new value trains only its own runs (and, the selection being made
+    # again, the runs at the tuned point)
+    again = snakemake(work, "-n")
+    assert "Nothing to be done" in again.stdout + again.stderr
+    edit_smoke_config(work, {"sweep": {"match": {"preset": "full"}, "settings": {"training.lr": [0.01, 0.05, 0.1]}}})
+    planned = snakemake(work, "-n")
+    variants = re.findall(r"variant=([^,\s]+)", planned.stdout + planned.stderr)
+    assert sorted(variants) == ["full@training_lr~0.1"] * 2 + ["no_nrem@tuned"] * 2, variants
