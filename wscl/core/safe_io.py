@@ -206,6 +206,17 @@ def read_result(path: str | Path, fix: str) -> bytes:
     raise RunResultError(f"{path} {problem}: {fix}")
 
 
+def read_json_result(path: str | Path, fix: str, error: type[Exception] | None = None):
+    """``read_result`` parsed as JSON; not JSON, it raises ``error`` (default ``RunResultError``) naming the file
+    and ``fix``."""
+    from wscl.core.errors import RunResultError
+    content = read_result(path, fix)
+    try:
+        return json.loads(content)
+    except ValueError as exc:  # not JSON, or not UTF-8
+        raise (error or RunResultError)(f"{path} is not valid JSON ({exc}): {fix}") from None
+
+
 def move_seal_with(path: Path, target: Path) -> None:
     """Rename ``path``'s digest along with the file that was renamed to ``target``."""
     try:

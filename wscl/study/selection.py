@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from wscl.core.errors import RunResultError
-from wscl.core.safe_io import atomic_write_text, read_result
+from wscl.core.safe_io import atomic_write_text, read_json_result
 from wscl.method.metrics import read_metrics
 from wscl.study.studies import Study
 from wscl.study.sweeps import TUNED
@@ -65,15 +65,4 @@ def write_selection(selection: dict, out: str | Path) -> None:
 
 
 def read_selection(path: str | Path) -> dict:
-    content = read_result(path, SELECT_AGAIN)
-    try:
-        return json.loads(content)
-    except ValueError as exc:
-        raise RunResultError(f"{path} is not valid JSON ({exc}): {SELECT_AGAIN}") from None
-
-
-def selected_point(selection: dict, group: str) -> str:
-    try:
-        return selection["groups"][group]["selected"]
-    except KeyError:
-        raise RunResultError(f"the sweep selection holds no group {group!r}: {SELECT_AGAIN}") from None
+    return read_json_result(path, SELECT_AGAIN)

@@ -3,11 +3,11 @@ training job reads its destination from, and the seed statistics and verdicts wr
 once a study is aggregated."""
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 from wscl.core.errors import TrackingError
+from wscl.core.safe_io import read_json_result
 from wscl.tracking.client import GROUP_TAG, mlflow_client, mark_model_training, with_retries
 from wscl.tracking.rows import dataset_input, parent_metrics, parent_tags
 
@@ -51,12 +51,7 @@ def find_parent(uri: str, experiment: str, group: str) -> str:
 
 def load_setup(path: str | Path) -> dict:
     """The tracking URI, experiment and parent run ids that `wscl mlflow-setup --out` wrote (and sealed)."""
-    from wscl.core.safe_io import read_result
-    content = read_result(path, SETUP_AGAIN)
-    try:
-        return json.loads(content)
-    except ValueError as exc:
-        raise TrackingError(f"cannot read the MLflow setup {path}: {exc}; {SETUP_AGAIN}") from exc
+    return read_json_result(path, SETUP_AGAIN, error=TrackingError)
 
 
 def parent_from_setup(setup: dict, group: str) -> str:
