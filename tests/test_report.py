@@ -267,6 +267,10 @@ def test_summary_compares_only_rows_of_one_fidelity_and_reuses_the_tables_verdic
     pair = {(preset, fidelity): (row_id("er_ace", preset, fidelity, 200), row_id("er_ace", "base", fidelity, 200))
             for preset, fidelity in (("full", "corrected"), ("authors", "reference"), ("full", "reference"))}
     assert sorted(pairs) == sorted(pair.values())
+    # full vs the authors' WSCL, where both ran (reference): full - authors
+    [versus] = text["vs_wscl"]
+    gap = difference(values[("full", "reference")], values[("authors", "reference")])
+    assert "full vs authors (reference)" in versus and f">{gap.difference:+.2f}</span>" in versus
     expected = difference(values[("full", "reference")], values[("no_nrem", "reference")])
     [ablation] = text["ablation"]
     assert f">{expected.difference:+.2f}</span>" in ablation

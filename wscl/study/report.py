@@ -115,39 +115,22 @@ def findings(runs: pd.DataFrame, table: pd.DataFrame, benchmark: str, buffer: in
                                    f" (mean of {int(best.seeds)} seeds).",
                            [{"table": tid, "row": rid(best)}]))
         for method in sorted(set(at.method)):
-            base = rows.get((method, "base", fidelity))
-            full = rows.get((method, "full", fidelity))
-            for preset in presets_of("wscl"):
-                wscl = rows.get((method, preset, fidelity))
-                if base is None or wscl is None:
+            # (kind, title, row a, row b, note): a difference a - b of Class-IL final accuracy over seeds
+            pairs = [("vs_base", "WSCL vs base", preset, "base", "") for preset in presets_of("wscl")]
+            pairs += [("vs_wscl", f"full vs {preset}", "full", preset, "") for preset in presets_of("wscl")
+                      if preset != "full"]
+            pairs += [("ablation", f"Ablation {ablation}", "full", ablation, " (positive: the component helps)")
+                      for ablation in presets_of("ablation")]
+            for kind, title, a, b, note in pairs:
+                row_a, row_b = rows.get((method, a, fidelity)), rows.get((method, b, fidelity))
+                if row_a is None or row_b is None:
                     continue
-                d = difference(seeds(method, preset, fidelity), seeds(method, "base", fidelity))
-                out.append(Finding("vs_base", f"<b>WSCL vs base ({fidelity})</b>: {html.escape(method)}/{preset} "
-                                              f"{_num(wscl.class_il_final_avg_acc_mean, tid, rid(wscl))} − base "
-                                              f"{_num(base.class_il_final_avg_acc_mean, tid, rid(base))} = "
-                                              + _diff_html(d, tid, rid(wscl), rid(base)) + ".",
-                                   [{"table": tid, "row": rid(wscl)}, {"table": tid, "row": rid(base)}]))
-            for preset in presets_of("wscl"):
-                other = rows.get((method, preset, fidelity))
-                if full is None or other is None or preset == "full":
-                    continue
-                d = difference(seeds(method, "full", fidelity), seeds(method, preset, fidelity))
-                out.append(Finding("vs_wscl", f"<b>full vs {preset} ({fidelity})</b>: {html.escape(method)}/full "
-                                              f"{_num(full.class_il_final_avg_acc_mean, tid, rid(full))} − {preset} "
-                                              f"{_num(other.class_il_final_avg_acc_mean, tid, rid(other))} = "
-                                              + _diff_html(d, tid, rid(full), rid(other)) + ".",
-                                   [{"table": tid, "row": rid(full)}, {"table": tid, "row": rid(other)}]))
-            for ablation in presets_of("ablation"):
-                abl = rows.get((method, ablation, fidelity))
-                if full is None or abl is None:
-                    continue
-                d = difference(seeds(method, "full", fidelity), seeds(method, ablation, fidelity))
-                out.append(Finding("ablation", f"<b>Ablation {ablation} ({fidelity})</b>: {html.escape(method)}/full "
-                                               f"{_num(full.class_il_final_avg_acc_mean, tid, rid(full))} − "
-                                               f"{ablation} {_num(abl.class_il_final_avg_acc_mean, tid, rid(abl))} = "
-                                               + _diff_html(d, tid, rid(full), rid(abl))
-                                               + " (positive: the component helps).",
-                                   [{"table": tid, "row": rid(full)}, {"table": tid, "row": rid(abl)}]))
+                d = difference(seeds(method, a, fidelity), seeds(method, b, fidelity))
+                out.append(Finding(kind, f"<b>{title} ({fidelity})</b>: {html.escape(method)}/{a} "
+                                         f"{_num(row_a.class_il_final_avg_acc_mean, tid, rid(row_a))} − {b} "
+                                         f"{_num(row_b.class_il_final_avg_acc_mean, tid, rid(row_b))} = "
+                                         + _diff_html(d, tid, rid(row_a), rid(row_b)) + f"{note}.",
+                                   [{"table": tid, "row": rid(row_a)}, {"table": tid, "row": rid(row_b)}]))
     nice = pretty(table)
     for i, r in enumerate(table.itertuples()):
         for label in ("acc", "forgetting"):
