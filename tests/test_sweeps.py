@@ -36,7 +36,7 @@ def test_a_grid_sweep_makes_each_point_a_run_coordinate_with_its_own_folder_grou
     full = [k for k in study.runs() if k.preset == "full"]
     assert len(full) == 4 * len(SMOKE["seeds"])  # 2 x 2 points, every seed
     assert all(k.point for k in full) and not any(k.point for k in study.runs() if k.preset == "base")
-    point = "nrem_epochs~2,training_lr~0.01"
+    point = "training_lr~0.01,nrem_epochs~2"
     key = next(k for k in full if k.point == point and k.seed == 0)
     assert study.run_dir(key).endswith(f"/full@{point}/reference/seed0")
     assert key.group.endswith(f"/full@{point}/reference") and key.group in study.groups()
@@ -51,8 +51,16 @@ def test_one_at_a_time_varies_each_setting_alone_around_the_runs_own_value():
     lr = SMOKE["trainer"]["training"].get("lr", 0.03)
     # the run's own point (nrem.epochs 1, its lr), then each other value alone: epochs 2; lr 0.01 and 0.05
     assert len(points) == 1 + 1 + 2
-    assert f"nrem_epochs~1,training_lr~{lr}" in points  # smoke's nrem.epochs is 1: the own point
-    assert f"nrem_epochs~2,training_lr~{lr}" in points and "nrem_epochs~1,training_lr~0.05" in points
+    assert f"training_lr~{lr},nrem_epochs~1" in points  # smoke's nrem.epochs is 1: the own point
+    assert f"training_lr~{lr},nrem_epochs~2" in points and "training_lr~0.05,nrem_epochs~1" in points
+
+
+def test_a_points_name_does_not_depend_on_the_order_the_study_lists_its_settings():
+    """Snakemake reads the study from YAML, a job from sorted JSON: both must name every point alike."""
+    listed = study_with(GRID_SWEEP)
+    reordered = copy.deepcopy(GRID_SWEEP)
+    reordered["settings"] = dict(reversed(list(reordered["settings"].items())))
+    assert list(listed.runs()) == list(study_with(reordered).runs())
 
 
 def test_adding_a_value_keeps_every_existing_point_and_folder():
@@ -64,7 +72,7 @@ def test_adding_a_value_keeps_every_existing_point_and_folder():
 
 
 def test_point_names_are_paramspace_instances_keeping_each_values_type():
-    assert point_names([{"x.a.b": 1, "c": 0.5}, {"x.a.b": 2, "c": "auto"}]) == ["a_b~1,c~0.5", "a_b~2,c~auto"]
+    assert point_names([{"x.a.b": 1, "c": 0.5}, {"x.a.b": 2, "c": "auto"}]) == ["c~0.5,a_b~1", "c~auto,a_b~2"]
     assert point_names([{"x.a.b": 1, "y.a.b": 2}]) == ["x_a_b~1,y_a_b~2"]  # alike endings: whole paths
 
 

@@ -67,11 +67,11 @@ def point_names(points: list[dict]) -> list[str]:
     table rows and figures name the full keys); object columns keep the values' own types (1 stays ``1``)."""
     import pandas as pd
     from snakemake.utils import Paramspace  # the workflow's own mechanism (the `workflow` extra)
-    keys = list(dict.fromkeys(key for point in points for key in point))
+    keys = sorted({key for point in points for key in point})
     short = {key: "_".join(key.split(".")[-2:]) for key in keys}
     if len(set(short.values())) < len(keys):  # two keys end alike: their whole paths
         short = {key: key.replace(".", "_") for key in keys}
-    frame = pd.DataFrame([{short[k]: v for k, v in point.items()} for point in points], dtype=object)
+    frame = pd.DataFrame([{short[k]: point[k] for k in keys} for point in points], dtype=object)
     space = Paramspace(frame, filename_params="*", param_sep="~", filename_sep=",", single_wildcard="point")
     return list(space.instance_patterns)
 
@@ -125,7 +125,9 @@ def _parse_one(entry: dict, where: str, coordinate_keys: dict[str, str], preset_
     for field in match:
         if field not in MATCH_FIELDS:
             raise ConfigError(f"{where}.match.{field} is not a run coordinate; match on {', '.join(MATCH_FIELDS)}")
-    return Sweep({k: tuple(v) for k, v in settings.items()}, dict(match), design)
+    # keys in sorted order: a point's name and the order of the points must not depend on how the study's
+    # mapping was ordered (YAML for Snakemake, sorted JSON for the jobs)
+    return Sweep({k: tuple(settings[k]) for k in sorted(settings)}, dict(match), design)
 
 
 def _nested(dotted: str, value) -> dict:
