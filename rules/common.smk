@@ -131,8 +131,9 @@ def reported_tables():
     for path, name, buffer, fmt in STUDY.selection_outputs():
         labels = {"what": "sweep selection", "benchmark": name, "buffer": str(buffer)}
         if fmt == "csv":
-            path = report(path, caption="../report/selection.rst", category=name, subcategory=f"buffer {buffer}",
-                          labels=labels)
+            path = report(
+                path, caption="../report/selection.rst", category=name, subcategory=f"buffer {buffer}", labels=labels
+            )
         out.append(path)
     return out
 
