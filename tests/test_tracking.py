@@ -100,3 +100,21 @@ def test_a_prepared_dataset_is_an_input_with_its_content_sha256(tmp_path):
     assert dataset_identity({**metrics, "dataset_sha256": "f" * 64})["sha256"] == "f" * 64  # metrics.json wins
     entry = dataset_input(ident).dataset
     assert sha.startswith(entry.digest) and len(entry.digest) == 36 and json.loads(entry.profile)["sha256"] == sha
+
+
+def test_the_metrics_digest_of_an_unreadable_file_is_none_not_a_traceback(tmp_path):
+    """A pending marker is written when logging failed; its digest read must not fail in turn."""
+    import json
+
+    from wscl.tracking.pending import PENDING, mark_pending
+    from wscl.tracking.runs import digest, metrics_digest
+    assert metrics_digest(tmp_path / "missing/metrics.json") is None
+    (tmp_path / "metrics.json").mkdir()  # a folder where the file should be: unreadable
+    assert metrics_digest(tmp_path / "metrics.json") is None
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").write_bytes(b'{"a": 1}')
+    assert metrics_digest(run / "metrics.json") == digest(b'{"a": 1}')
+    (run / "metrics.json").unlink()
+    marker = mark_pending(run, {"tracking_uri": "sqlite:///x.db", "experiment": "e"}, RuntimeError("down"))
+    assert marker == run / PENDING and json.loads(marker.read_text())["metrics_sha256"] is None
