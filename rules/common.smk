@@ -1,6 +1,7 @@
 # Shared work: validate the config once, enumerate the runs, build each run's trainer configuration.
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 

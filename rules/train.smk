@@ -17,7 +17,7 @@ rule mlflow_setup:
         uri=STUDY.tracking_uri(),
         experiment=config["study"],
         artifacts=artifact_root_arg(),
-        groups=" ".join(f"--group {g}" for g in STUDY.groups()),
+        groups=" ".join(f"--group {shlex.quote(g)}" for g in STUDY.groups()),
     shell:
         "wscl mlflow-setup --uri {params.uri:q} --experiment {params.experiment:q} "
         "{params.artifacts} {params.groups} --out {output} > {log} 2>&1"

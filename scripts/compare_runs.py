@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 TIMINGS = {"wall_seconds", "task_wall_seconds", "train_images_per_second", "phases", "peak_rss_mb",
-           "peak_device_memory_mb", "wscl_version", "git_commit"}
+           "peak_device_memory_mb", "wscl_version", "git_commit", "gpu_share"}  # gpu_share: where it ran
 EPOCH_TIMINGS = {"seconds", "images_per_second", "peak_memory_mb"}
 
 

@@ -93,6 +93,8 @@ def test_the_gpus_are_those_cuda_visible_devices_grants(monkeypatch):
     assert placement.visible_gpus() == []
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
     assert placement.visible_gpus() == []
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "NoDevFiles")  # what Slurm sets when it grants none
+    assert placement.visible_gpus() == []
 
 
 def test_a_run_with_its_own_device_or_without_gpus_claims_nothing(tmp_path, monkeypatch):
@@ -103,6 +105,9 @@ def test_a_run_with_its_own_device_or_without_gpus_claims_nothing(tmp_path, monk
     assert share.gpu == "0" and os.environ["CUDA_VISIBLE_DEVICES"] == "0"  # the run sees its GPU only
     share.release()
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert placement.place_run({"runtime": {"device": "auto", "runs_per_gpu": 2}}) is None
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    monkeypatch.setenv("SLURM_JOB_ID", "42")  # Slurm granted this job its GPU: every job sees it as 0
     assert placement.place_run({"runtime": {"device": "auto", "runs_per_gpu": 2}}) is None
 
 

@@ -89,6 +89,21 @@ def test_a_wrong_sweep_is_refused_naming_the_key_and_where_it_belongs(settings, 
         study_with({"match": {"preset": "full"}, "settings": settings})
 
 
+@pytest.mark.parametrize("grid, message", [
+    ([{"methods": ["er_ace"], "presets": ["base", "full", "no_nrem"]},
+      {"methods": ["er_ace"], "presets": ["no_nrem"], "tuned_from": "full"}], "no_nrem/reference would run"),
+    ([{"methods": ["er_ace"], "presets": ["base", "full"]},
+      {"methods": ["er_ace"], "presets": ["no_nrem"], "tuned_from": "base"}], "no sweep expands"),
+    ([{"methods": ["er_ace"], "presets": ["base", "full"]},
+      {"methods": ["er_ace"], "presets": ["authors"], "tuned_from": "full"}], "preset authors sets wscl.stm.size"),
+])
+def test_runs_at_a_tuned_point_are_planned_only_where_they_are_unambiguous(grid, message):
+    """One row per preset of a table; a tuned preset takes a swept group's point, and not one it would undo."""
+    sweep = {"match": {"preset": "full"}, "settings": {"wscl.stm.size": [100, 200]}}
+    with pytest.raises(ConfigError, match=message):
+        list(study_with(sweep, grid=grid).runs())
+
+
 def test_a_sweep_without_a_tuning_split_is_refused_at_planning():
     config = copy.deepcopy(SMOKE)
     config["sweep"] = GRID_SWEEP

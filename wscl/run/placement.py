@@ -33,7 +33,8 @@ def visible_gpus() -> list[str]:
     """The GPUs this process may use, as CUDA_VISIBLE_DEVICES entries (indices or UUIDs); [] without any."""
     granted = os.environ.get("CUDA_VISIBLE_DEVICES")
     if granted is not None:
-        return [g.strip() for g in granted.split(",") if g.strip() and not g.strip().startswith("-")]
+        return [g.strip() for g in granted.split(",")
+                if g.strip() and not g.strip().startswith("-") and g.strip() != "NoDevFiles"]
     if shutil.which("nvidia-smi") is None:
         return []
     try:
@@ -100,8 +101,8 @@ def claim(gpus: list[str], runs_per_gpu: int, folder: Path | None = None, log=No
 def place_run(cfg: dict, log=lambda msg: print(msg, file=sys.stderr)) -> Share | None:
     """Claim a GPU share for a run whose device is ``auto`` on a machine with GPUs, and make that GPU the only
     one the process sees. None (nothing changed) for a run given a device, or without GPUs."""
-    if str(cfg["runtime"]["device"]) != "auto":
-        return None
+    if str(cfg["runtime"]["device"]) != "auto" or os.environ.get("SLURM_JOB_ID"):
+        return None  # a Slurm job is granted its GPU (every job sees it as 0): nothing to share with others
     gpus = visible_gpus()
     if not gpus:
         return None

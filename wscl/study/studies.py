@@ -122,8 +122,33 @@ class Study:
 
     def runs(self) -> Iterator[RunKey]:
         if not hasattr(self, "_runs"):
-            self._runs = list(self._enumerate_runs())  # once: sweep points resolve their runs' settings
+            runs = list(self._enumerate_runs())  # once: sweep points resolve their runs' settings
+            self._check_variants(runs)
+            self._runs = runs
         return iter(self._runs)
+
+    def _check_variants(self, runs: list[RunKey]) -> None:
+        """Each table row comes from one place (the preset plainly, swept, or at a tuned point), and a run at a
+        tuned point has a swept group to take its point from, whose swept keys its own preset leaves alone."""
+        kinds: dict[str, set[str]] = {}
+        for key in runs:
+            kind = "at the tuned point" if key.point == TUNED else "swept" if key.point else "plainly"
+            kinds.setdefault(replace(key, point="", seed=0).group, set()).add(kind)
+        for group, found in kinds.items():
+            if len(found) > 1:
+                raise ConfigError(f"{group} would run {' and '.join(sorted(found))}, two rows for one preset of a "
+                                  "table; list the preset in one grid entry only")
+        swept = {replace(k, point="", seed=0).group for k in runs if k.point and k.point != TUNED}
+        for key in (k for k in runs if k.point == TUNED and k.seed == runs[0].seed):
+            source = self.tuned_from(key)
+            if source.group not in swept:
+                raise ConfigError(f"{key.group}: `tuned_from: {source.preset}`, but no sweep expands {source.group}; "
+                                  "add a sweep that matches it (e.g. `match: {preset: " + source.preset + "}`)")
+            keys = {k for sweep in self.sweeps if sweep.applies(source.coordinates) for k in sweep.settings}
+            clash = sorted(keys & set(flatten(PRESETS[key.preset])))
+            if clash:
+                raise ConfigError(f"{key.group}: preset {key.preset} sets {', '.join(clash)} itself, which the sweep "
+                                  f"of {source.preset} varies; it cannot run at {source.preset}'s tuned point")
 
     def _enumerate_runs(self) -> Iterator[RunKey]:
         seen = set()
@@ -161,7 +186,7 @@ class Study:
         return self._points[point]
 
     def swept_keys(self, benchmark: str, buffer: int) -> list[str]:
-        """The swept settings of a table's runs, in the order the study names them."""
+        """The swept settings of a table's runs, in sorted order."""
         keys: list[str] = []
         for k in self.runs():
             if k.benchmark == benchmark and k.buffer == buffer and k.point not in ("", TUNED):
@@ -171,10 +196,13 @@ class Study:
     def tuned_from(self, key: RunKey) -> RunKey:
         """The run whose selected point a `tuned` run takes: the grid entry's `tuned_from` preset (same
         benchmark, buffer, method, fidelity)."""
-        for entry in self.config["grid"]:
-            if entry.get("tuned_from") and key.preset in entry["presets"] and key.method in entry["methods"]:
-                return RunKey(key.benchmark, key.buffer, key.method, entry["tuned_from"], key.fidelity, key.seed)
-        raise ConfigError(f"{key.group}: no grid entry runs {key.preset} with `tuned_from`")
+        sources = {entry["tuned_from"] for entry in self.config["grid"] if entry.get("tuned_from")
+                   and key.preset in entry["presets"] and key.method in entry["methods"]
+                   and key.fidelity in self.fidelities(entry)}
+        if len(sources) != 1:
+            raise ConfigError(f"{key.group}: {'several' if sources else 'no'} grid entries run {key.preset} with "
+                              f"`tuned_from` ({', '.join(sorted(sources))}); one must")
+        return RunKey(key.benchmark, key.buffer, key.method, sources.pop(), key.fidelity, key.seed)
 
     def swept_groups(self) -> list[str]:
         """Groups without their point (benchmark/buffer/method/preset/fidelity) that a sweep expands."""

@@ -33,7 +33,7 @@ SEP = "@"        # between a preset and its point in a run's folder and MLflow g
 
 @dataclass(frozen=True)
 class Sweep:
-    settings: dict[str, tuple]  # dotted trainer key -> values, in the study's order
+    settings: dict[str, tuple]  # dotted trainer key -> values, keys in sorted order
     match: dict
     design: str
 
