@@ -196,13 +196,19 @@ def selection_table(runs: pd.DataFrame, selection: dict, study: Study) -> pd.Dat
     return pd.DataFrame(rows)
 
 
-def write_selection_tables(points: pd.DataFrame, tables_dir: Path, benchmark: str, buffer: int) -> None:
-    atomic_write_text(tables_dir / selection_table_file(benchmark, buffer, "csv"),
-                      points.to_csv(index=False, float_format="%.4f"), sealed=True)
+def pretty_selection(points: pd.DataFrame) -> pd.DataFrame:
+    """The selection table as shown: tuning and test accuracy as mean ± std, the selected point ticked."""
     nice = points.drop(columns=["tune_mean", "tune_std", "test_mean", "test_std"]).copy()
     nice["tuning Class-IL acc"] = [f"{m:.2f} ± {s:.2f}" for m, s in zip(points.tune_mean, points.tune_std)]
     nice["test Class-IL acc"] = [f"{m:.2f} ± {s:.2f}" for m, s in zip(points.test_mean, points.test_std)]
     nice["selected"] = ["✓" if chosen else "" for chosen in points.selected]
+    return nice
+
+
+def write_selection_tables(points: pd.DataFrame, tables_dir: Path, benchmark: str, buffer: int) -> None:
+    atomic_write_text(tables_dir / selection_table_file(benchmark, buffer, "csv"),
+                      points.to_csv(index=False, float_format="%.4f"), sealed=True)
+    nice = pretty_selection(points)
     caption = (f"{benchmark}, buffer {buffer}: every sweep point, chosen on the tuning split ({CRITERION}); "
                "test figures shown for the record")
     atomic_write_text(tables_dir / selection_table_file(benchmark, buffer, "md"),

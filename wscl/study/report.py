@@ -20,7 +20,7 @@ import yaml
 
 from wscl.core.errors import ConfigError
 from wscl.settings.config import presets_of
-from wscl.study.aggregate import pretty, reported_values, runs_for_table
+from wscl.study.aggregate import pretty, pretty_selection, reported_values, runs_for_table
 from wscl.study.outputs import (ALL_RUNS, CAPTIONED, PLOTS, plot_file, selection_table_file, sensitivity_plot,
                                 table_file, table_name)
 from wscl.core.provenance import git_state, software_versions
@@ -242,10 +242,7 @@ def _selection_html(tables_dir: Path, benchmark: str, buffer: int) -> str:
     """A sweep's points with their tuning and test accuracy, the selected one marked; the rows above report it."""
     points = pd.read_csv(io.BytesIO(read_result(tables_dir / selection_table_file(benchmark, buffer, "csv"),
                                                 AGGREGATE_AGAIN)))
-    shown = points.drop(columns=["tune_mean", "tune_std", "test_mean", "test_std"])
-    shown["tuning Class-IL acc"] = [f"{m:.2f} ± {s:.2f}" for m, s in zip(points.tune_mean, points.tune_std)]
-    shown["test Class-IL acc"] = [f"{m:.2f} ± {s:.2f}" for m, s in zip(points.test_mean, points.test_std)]
-    shown["selected"] = ["✓" if chosen else "" for chosen in points.selected]
+    shown = pretty_selection(points)
     tid = f"{table_name(benchmark, buffer)}_selection"
     ids = [f"{r.method}/{r.preset}/{r.fidelity}/{r.point}" for r in points.itertuples()]
     return (f"<h3 id='{html.escape(tid)}'>Sweep: the points and the one selected</h3>"
