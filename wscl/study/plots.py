@@ -23,6 +23,14 @@ METHOD_MARKERS = {"er_ace": "o", "er": "s", "derpp": "^"}
 FIDELITY_LINES = {"reference": "-", "corrected": "--"}
 
 
+def _finish(fig, ax, title: str, path) -> None:
+    """Title, the legend beside the axes, saved (sealed) and closed: the end of every one-panel figure."""
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    save_figure(fig, path, dpi=100, bbox_inches="tight", sealed=True)
+    plt.close(fig)
+
+
 def style(method: str, preset: str, fidelity: str) -> dict:
     """Colour (by preset), marker (by method) and line style (by fidelity) of a row in every figure."""
     return {"color": preset_colour(preset), "marker": METHOD_MARKERS.get(method, "D"),
@@ -78,10 +86,7 @@ def average_accuracy_curves(runs, path, title: str) -> None:
     ax.set_ylabel("average Class-IL accuracy (%)")
     ax.set_ylim(0, 100)
     ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
-    save_figure(fig, path, dpi=100, bbox_inches="tight", sealed=True)
-    plt.close(fig)
+    _finish(fig, ax, title, path)
 
 
 def ablation_bars(table, path, title: str) -> None:
@@ -121,10 +126,7 @@ def frozen_blocks(runs, path, title: str) -> None:
     ax.set_ylabel(f"frozen residual blocks (of {most})")
     ax.set_ylim(-0.2, most + 0.2)
     ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
-    save_figure(fig, path, dpi=100, bbox_inches="tight", sealed=True)
-    plt.close(fig)
+    _finish(fig, ax, title, path)
 
 
 def task_accuracy_over_time(runs, path, title: str) -> None:
