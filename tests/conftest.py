@@ -22,8 +22,9 @@ TINY = {
 }
 
 
-# What legitimately differs between two runs of the same configuration: wall-clock figures.
-TIMINGS = {"wall_seconds", "task_wall_seconds", "train_images_per_second", "phases", "peak_rss_mb"}
+# What legitimately differs between two runs of the same configuration: wall-clock figures, and the GPU share a
+# job was placed on (run/placement.py).
+TIMINGS = {"wall_seconds", "task_wall_seconds", "train_images_per_second", "phases", "peak_rss_mb", "gpu_share"}
 EPOCH_TIMINGS = {"seconds", "images_per_second", "peak_memory_mb"}  # of each dynamics entry (wscl/method/dynamics.py)
 
 

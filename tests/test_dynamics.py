@@ -109,7 +109,8 @@ def test_system_metrics_on_request_are_sampled_into_the_run_while_it_trains(tmp_
     from wscl.cli import main
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cfg = tiny_config(scenario={"n_tasks": 2}, training={"epochs": 3}, preset="base",
+    # long enough for several 1-second samples (MLflow drops a sample cut short by the run's end)
+    cfg = tiny_config(scenario={"n_tasks": 2}, training={"epochs": 12}, preset="base",
                       runtime={"mlflow_system_metrics_every": 1})
     assert main(["train", "--config-json", json.dumps(cfg), "--out", "run", "--quiet", "--mlflow-uri", uri,
                  "--mlflow-experiment", "system"]) == 0

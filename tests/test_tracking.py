@@ -96,7 +96,8 @@ def test_a_prepared_dataset_is_an_input_with_its_content_sha256(tmp_path):
     metrics = {"dataset": "seq-x", "config": {"dataset": {"name": "seq-x", "root": str(tmp_path)}},
                "dataset_checksums_verified": True}
     ident = dataset_identity(metrics)
-    assert ident == {"name": "seq-x", "sha256": sha, "source": "official mirror", "verified": True, "digest": sha}
+    assert ident == {"name": "seq-x", "sha256": sha, "source": "official mirror", "verified": True, "digest": sha,
+                     "generated": False}
     assert dataset_identity({**metrics, "dataset_sha256": "f" * 64})["sha256"] == "f" * 64  # metrics.json wins
     entry = dataset_input(ident).dataset
     assert sha.startswith(entry.digest) and len(entry.digest) == 36 and json.loads(entry.profile)["sha256"] == sha

@@ -38,9 +38,9 @@ def experiment_for(client, metrics: dict, experiment: str | None, parent_run_id:
 
 
 def new_child_run(client, metrics: dict, out_dir, experiment_id: str, parent_run_id: str | None,
-             run_name: str | None) -> str:
+                  run_name: str | None, with_dataset: bool = True) -> str:
     """A fresh child run for this run folder (earlier records of the same folder are deleted), with its
-    dataset input."""
+    dataset input (``with_dataset``; a run opened before training knows its data's digest only at the end)."""
     from wscl.core.provenance import dataset_identity
     key = run_key(out_dir)
     for old in client.search_runs([experiment_id], filter_string=f"tags.`wscl.run_key` = '{key}'"):
@@ -52,7 +52,8 @@ def new_child_run(client, metrics: dict, out_dir, experiment_id: str, parent_run
         tags["mlflow.parentRunId"] = parent_run_id
     run = client.create_run(experiment_id, tags=tags,
                             run_name=run_name or f"{metrics['method']}-{metrics['preset']}-seed{metrics['seed']}")
-    client.log_inputs(run.info.run_id, datasets=[dataset_input(dataset_identity(metrics))])
+    if with_dataset:
+        client.log_inputs(run.info.run_id, datasets=[dataset_input(dataset_identity(metrics))])
     return run.info.run_id
 
 
@@ -68,6 +69,9 @@ def _log_run(metrics: dict, out_dir: str | Path, uri: str, experiment: str | Non
         experiment_id = experiment_for(client, metrics, experiment, parent_run_id)
         run_id = new_child_run(client, metrics, out_dir, experiment_id, parent_run_id, run_name)
         tasks_logged = frozenset()
+    else:  # the run opened live: its dataset input, now that the run has read (and digested) its data
+        from wscl.core.provenance import dataset_identity
+        client.log_inputs(run_id, datasets=[dataset_input(dataset_identity(metrics))])
     params = config_params(metrics["config"])
     for i in range(0, len(params), 100):
         client.log_batch(run_id, params=params[i: i + 100])
