@@ -15,7 +15,7 @@ from wscl.study.outputs import ALL_RUNS, PLOTS, plot_file, selection_table_file,
 from wscl.core.provenance import dataset_identity
 from wscl.study.reproduction import verdict
 from wscl.core.safe_io import atomic_write_text, translated
-from wscl.study.selection import CRITERION, read_selection
+from wscl.study.selection import CRITERION, read_selection, tuning_figures
 from wscl.study.studies import FIXED_BUFFER, Study
 from wscl.study.sweeps import TUNED, variant
 from wscl.tracking.rows import run_key
@@ -62,10 +62,10 @@ def load_runs(study: Study) -> pd.DataFrame:
         for setting in SETTINGS:
             for metric in SUMMARY:
                 row[f"{setting}_{metric}"] = m[setting].get(metric, float("nan"))
-        tune = m.get("tune") or {}  # the tuning split's figures [ours]; NaN for a run without one
+        tune = tuning_figures(m)  # the tuning split's figures [ours]; NaN for a run without one
         for setting in SETTINGS:
             for metric in TUNE_COLUMNS:
-                row[f"tune_{setting}_{metric}"] = tune.get(setting, {}).get(metric, float("nan"))
+                row[f"tune_{setting}_{metric}"] = tune.get(f"{setting}_{metric}", float("nan"))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -188,10 +188,13 @@ def selection_table(runs: pd.DataFrame, selection: dict, study: Study) -> pd.Dat
             ["method", "preset", "fidelity", "point", "swept_group"], sort=False):
         row = {"method": method, "preset": preset, "fidelity": fidelity, "point": point, "seeds": len(seeds),
                **study.point_settings(point)}
-        for name, column in (("tune", "tune_class_il_final_avg_acc"), ("test", "class_il_final_avg_acc")):
-            values = seeds[column].astype(float)
-            row[f"{name}_mean"], row[f"{name}_std"] = values.mean(), values.std(ddof=1) if len(values) > 1 else 0.0
-        row["selected"] = selection["groups"][group]["selected"] == point
+        chosen = selection["groups"][group]
+        seen = chosen["points"][point]  # what the choice saw: the tuning figures, as selection.json records them
+        row["tune_mean"], row["tune_std"] = (seen["tune_class_il_final_avg_acc_mean"],
+                                             seen["tune_class_il_final_avg_acc_std"])
+        test = seeds["class_il_final_avg_acc"].astype(float)
+        row["test_mean"], row["test_std"] = test.mean(), test.std(ddof=1) if len(test) > 1 else 0.0
+        row["selected"] = chosen["selected"] == point
         rows.append(row)
     return pd.DataFrame(rows)
 
