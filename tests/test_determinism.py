@@ -24,10 +24,10 @@ def test_resume_after_a_crash_gives_the_uninterrupted_numbers(tiny, tmp_path, mo
     reference = Run(tiny(), tmp_path / "ref", quiet=True, log=lambda *_: None).run()
     original = sleep.sleep_phase
 
-    def crash_in_task_2(t, *args):
-        if t == 2:
+    def crash_in_task_2(night, *args):
+        if night.task == 2:
             raise KeyboardInterrupt("simulated kill")
-        return original(t, *args)
+        return original(night, *args)
 
     monkeypatch.setattr(sleep, "sleep_phase", crash_in_task_2)
     with pytest.raises(KeyboardInterrupt):

@@ -3,7 +3,7 @@ import torch.nn.functional as F
 
 from wscl.method.augment import Preprocess
 from wscl.method.backbone import ResNet18
-from wscl.method.learners import ERACE, Step, ace_mask
+from wscl.method.learners import ERACE, ace_mask
 from wscl.method.memory import ReservoirMemory
 
 
@@ -32,15 +32,14 @@ def test_incoming_batch_loss_ignores_absent_heads_for_later_tasks():
     learner = make_learner()
     x = torch.randn(4, 1, 8, 8)
     labels = torch.tensor([2, 3, 2, 3])
-    step = Step(0, torch.arange(4), torch.full((4,), 8), [])
     learner.seen_heads[5] = True  # last head seen: only the present heads stay unmasked
     learner.task = 1
-    loss, _ = learner.loss(x, labels, step, None)
+    loss, _ = learner.loss(x, labels, [])
     logits = learner.net(x)
     expected = F.cross_entropy(logits[:, [2, 3]], labels - 2)
     assert torch.allclose(loss, expected, atol=1e-5)
     learner.task = 0  # first task: no masking at all
-    loss0, _ = learner.loss(x, labels, step, None)
+    loss0, _ = learner.loss(x, labels, [])
     assert torch.allclose(loss0, F.cross_entropy(logits, labels), atol=1e-5)
 
 
@@ -53,8 +52,8 @@ def test_replay_loss_uses_all_heads():
     learner.memory.num_seen = 2
     x = torch.randn(4, 1, 8, 8)
     labels = torch.tensor([2, 3, 2, 3])
-    step = Step(0, torch.arange(4), torch.full((4,), 8), [torch.tensor([0, 1])])
-    loss, _ = learner.loss(x, labels, step, None)
+    replay = learner.replay_batch(torch.tensor([0, 1]), None)
+    loss, _ = learner.loss(x, labels, [replay])
     buf = learner.preprocess(learner.memory.x[:2], None)
     expected = F.cross_entropy(learner.net(x)[:, [2, 3]], labels - 2) + F.cross_entropy(
         learner.net(buf), torch.tensor([0, 4]))

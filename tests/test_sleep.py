@@ -9,11 +9,19 @@ from wscl.settings.config import ConfigError
 from wscl.data.synthetic import synthetic
 from wscl.method.memory import ReservoirMemory, ShortTermMemory
 from wscl.data.pool import ImageSource, Pool
+from wscl.method.failures import FailurePolicy, LossChecks
+from wscl.method.night import Night
 from wscl.run.trainer import Run
 
 
 def quiet_run(tiny, tmp_path, **overrides) -> Run:
     return Run(tiny(**overrides), tmp_path, quiet=True, log=lambda *_: None)
+
+
+def night(run: Run, pool: Pool) -> Night:
+    """Task 0's sleep context with fixed generators, as the run's own would be."""
+    checks = LossChecks(1, float("inf"), FailurePolicy("stop"))
+    return Night(0, run.learner, pool, np.random.default_rng(0), torch.Generator().manual_seed(0), checks)
 
 
 def first_task(run: Run, stm_size: int = 20) -> tuple[Pool, ShortTermMemory]:
@@ -46,8 +54,7 @@ def test_nrem_replays_the_stm_alone_while_the_ltm_is_empty(tiny, tmp_path, monke
     pool, stm = first_task(run, stm_size=20)
     sizes = count_batches(run.learner, monkeypatch)
     seen = torch.as_tensor(run.book.head_taken)
-    n = nrem.replay_stm_ltm(run.learner, pool, stm, seen, 2, 16, 0.25, np.random.default_rng(0),
-                            torch.Generator().manual_seed(0), None, update=True)
+    n = nrem.replay_stm_ltm(night(run, pool), stm, seen, nrem.Passes(2, 16, 0.25), None)
     assert n == 2 * 20 and sizes == [16, 4, 16, 4]  # two passes over the STM in batches of 16
 
 
@@ -58,8 +65,7 @@ def test_nrem_batches_mix_stm_and_ltm_by_the_stm_fraction(tiny, tmp_path, monkey
     sizes = count_batches(run.learner, monkeypatch)
     seen = torch.as_tensor(run.book.head_taken)
     seen[5] = True
-    n = nrem.replay_stm_ltm(run.learner, pool, stm, seen, 1, 16, 0.25, np.random.default_rng(0),
-                            torch.Generator().manual_seed(0), None, update=True)
+    n = nrem.replay_stm_ltm(night(run, pool), stm, seen, nrem.Passes(1, 16, 0.25), None)
     # 4 STM + 12 LTM images per batch: 5 batches cover the 20 STM samples once.
     assert sizes == [16] * 5 and n == 80
 
@@ -70,8 +76,7 @@ def test_nrem_trains_only_the_heads_seen_so_far(tiny, tmp_path):
     head = run.learner.net.classifier
     before = head.weight.detach().clone(), head.bias.detach().clone()
     seen = torch.as_tensor(run.book.head_taken)
-    nrem.replay_stm_ltm(run.learner, pool, stm, seen, 1, 8, 1.0, np.random.default_rng(0),
-                        torch.Generator().manual_seed(0), None, update=True)
+    nrem.replay_stm_ltm(night(run, pool), stm, seen, nrem.Passes(1, 8, 1.0), None)
     changed = ~torch.isclose(head.weight, before[0]).all(1) | ~torch.isclose(head.bias, before[1])
     assert changed.tolist() == seen.tolist()  # rows of unseen heads get no gradient at all
 
@@ -82,8 +87,8 @@ def test_nrem_without_update_measures_importance_but_keeps_the_weights(tiny, tmp
     pool, stm = first_task(run)
     before = {k: v.clone() for k, v in run.learner.net.state_dict().items() if v.is_floating_point()}
     importance = Importance(run.learner.net)
-    nrem.replay_stm_ltm(run.learner, pool, stm, torch.as_tensor(run.book.head_taken), 1, 8, 1.0,
-                        np.random.default_rng(0), torch.Generator().manual_seed(0), importance, update=False)
+    nrem.replay_stm_ltm(night(run, pool), stm, torch.as_tensor(run.book.head_taken),
+                        nrem.Passes(1, 8, 1.0, update=False), importance)
     after = run.learner.net.state_dict()
     assert all(torch.equal(after[k], v) for k, v in before.items() if "running" not in k)
     assert all(s.sum() > 0 for s in importance.scores.values())
@@ -100,13 +105,13 @@ def test_nrem_policy_decides_passes_updates_and_whether_an_stm_exists(tiny, monk
     wscl = tiny(wscl={"nrem": {"enabled": nrem_on, "epochs": 3}, "plasticity": {"enabled": plasticity_on},
                       "stm": {"size": 7}})["wscl"]
     calls, merged = [], []
-    monkeypatch.setattr(nrem, "replay_stm_ltm", lambda learner, pool, stm, seen, epochs, bs, fraction, rng, gen,
-                        importance, update, dynamics, task: calls.append(
-                            {"epochs": epochs, "fraction": fraction, "update": update,
-                             "importance": importance is not None}))
+    monkeypatch.setattr(nrem, "replay_stm_ltm", lambda night, stm, seen, passes, importance: calls.append(
+        {"epochs": passes.epochs, "fraction": passes.stm_fraction, "update": passes.update,
+         "importance": importance is not None}))
     monkeypatch.setattr(nrem, "merge_stm_into_ltm", lambda *args: merged.append(True))
-    learner = type("L", (), {"net": torch.nn.Linear(2, 2)})()
-    nrem.sleep(learner, None, ShortTermMemory(0), None, 2, wscl, 16, None, None)
+    learner = type("L", (), {"net": torch.nn.Linear(2, 2), "forward": None,
+                             "memory": type("M", (), {"logits": None})()})()
+    nrem.sleep(Night(2, learner, None, None, None, None), ShortTermMemory(0), None, wscl, 16)
     assert nrem.stm_size(wscl) == (7 if expected else 0)
     assert merged == [True]
     if expected is None:
@@ -187,8 +192,7 @@ def test_staged_rem_trains_the_free_heads_on_their_dreams_only(tiny, tmp_path, m
     assert len(dreams) == free.sum() * 20 and set(dreams.labels.tolist()) == set(np.flatnonzero(free).tolist())
     head = run.learner.net.classifier
     before = head.weight.detach().clone()
-    n = rem.run_staged_rem(run.learner, dreams, torch.as_tensor(free), 2, 16, 16, np.random.default_rng(0),
-                           torch.Generator().manual_seed(0))
+    n = rem.run_staged_rem(night(run, dreams), dreams, torch.as_tensor(free), 2, 16, 16)
     assert n == 2 * len(dreams)
     changed = ~torch.isclose(head.weight, before).all(1)
     assert changed.tolist() == free.tolist()  # empty LTM: the taken heads learn nothing from dreams

@@ -27,9 +27,9 @@ def collapse_after_task(task: int, monkeypatch):
     zeroed and its bias pointing at head 0, after the task's sleep phase (as a collapse would leave it)."""
     original = sleep.sleep_phase
 
-    def sleep_then_collapse(t, state, *args):
-        record = original(t, state, *args)
-        if t == task:
+    def sleep_then_collapse(night, state, *args):
+        record = original(night, state, *args)
+        if night.task == task:
             with torch.no_grad():
                 state.learner.net.classifier.weight.zero_()
                 state.learner.net.classifier.bias.copy_(torch.arange(state.learner.n_heads, 0, -1.0))
@@ -61,19 +61,19 @@ def test_collapse_stops_the_run_when_asked(tiny, tmp_path, monkeypatch):
 
 
 def explode_at(task: int, step_index: int, monkeypatch, excess: float = 1e4):
-    """ER-ACE's loss at one step of ``task`` made large and finite (``excess`` added: the gradient, and so
-    the training, stays as it was), once per learner (each freezing copy is a learner of its own)."""
-    original = learners.ERACE.loss
+    """The step loss a learner reports at one step of ``task`` made large and finite (``excess`` added to the
+    reported loss: the training stays as it was), once per learner (each freezing copy is a learner of its own)."""
+    original = learners.Learner.observe
     fired = set()
 
-    def exploded(self, inputs, labels, step, generator):
-        loss, out = original(self, inputs, labels, step, generator)
+    def exploded(self, raw, labels, sample_ids, step, generator):
+        loss = original(self, raw, labels, sample_ids, step, generator)
         if self.task == task and step.index == step_index and id(self) not in fired:
             fired.add(id(self))
             loss = loss + excess
-        return loss, out
+        return loss
 
-    monkeypatch.setattr(learners.ERACE, "loss", exploded)
+    monkeypatch.setattr(learners.Learner, "observe", exploded)
 
 
 def test_exploded_loss_warns_with_task_epoch_and_step(tiny, tmp_path, monkeypatch):

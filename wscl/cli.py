@@ -108,14 +108,16 @@ def cmd_train(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    switch = {"auto": "auto", "true": True, "false": False}
+    device = {"device": args.device, "compile": switch[args.compile], "cuda_graphs": switch[args.cuda_graphs]}
     if args.end_to_end:
         from wscl.run.bench_e2e import run_end_to_end
-        run_end_to_end(device=args.device, out=args.out or "results/bench_end_to_end.json",
+        run_end_to_end(device=device, out=args.out or "results/bench_end_to_end.json",
                        size="quick" if args.quick else "full", width=args.width, image_size=args.image_size,
                        exit_probe=not args.no_exit_probe)
         return 0
     from wscl.run.bench import run_bench
-    run_bench(device=args.device, out=args.out or "results/bench.json", steps=args.steps, width=args.width,
+    run_bench(device=device, out=args.out or "results/bench.json", steps=args.steps, width=args.width,
               image_size=args.image_size)
     return 0
 
@@ -269,6 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--image-size", type=int, default=32,
                    help="side of the square synthetic images, e.g. 32 (CIFAR) or 256 (FG-ImageNet) "
                         "(default: %(default)s)")
+    b.add_argument("--compile", choices=["auto", "true", "false"], default="auto",
+                   help="runtime.compile of the measured runs (default: %(default)s)")
+    b.add_argument("--cuda-graphs", choices=["auto", "true", "false"], default="auto",
+                   help="runtime.cuda_graphs of the measured runs (default: %(default)s)")
     b.add_argument("--no-exit-probe", action="store_true",
                    help="with --end-to-end: skip timing a training process's exit")
     d = sub.add_parser("data", help="prepare a benchmark in the canonical format, or describe one")

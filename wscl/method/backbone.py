@@ -59,6 +59,7 @@ class Stem(nn.Module):
 class ResNet18(nn.Module):
     # Residual blocks before the last stage may be frozen (docs/method.md §2.3, dynamic freezing).
     N_FREEZABLE_BLOCKS = 6
+    compile_mode: str | None = None  # set by the learner when the run compiles its training steps
 
     def __init__(self, n_heads: int, in_channels: int = 3, width: int = 64):
         super().__init__()
@@ -98,4 +99,38 @@ class ResNet18(nn.Module):
         return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
 
     def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
-        return self.classifier(self.features(x, start))
+        # Training steps run compiled when the run compiles (``runtime.compile``); evaluation stays eager.
+        if self.compile_mode is not None and self.training and torch.is_grad_enabled():
+            return compiled_forward(self.compile_mode)(self, x, start)
+        return logits_of(self, x, start)
+
+
+def logits_of(net: ResNet18, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+    return net.classifier(net.features(x, start))
+
+
+_COMPILED: dict[str, object] = {}
+RECOMPILE_LIMIT = 64  # compiled variants per process (shapes x frozen depths x trial suffixes), then eager
+
+
+def uses_cuda_graphs(net: nn.Module) -> bool:
+    """Whether ``net`` (or the network a freezing copy wraps) replays its training steps as CUDA graphs."""
+    return getattr(getattr(net, "net", net), "compile_mode", None) == "reduce-overhead"
+
+
+def compile_counts() -> dict[str, int]:
+    """torch.compile's counts in this process so far: frames compiled (the first compile and every recompile),
+    graphs captured and graph breaks."""
+    from torch._dynamo.utils import counters
+    return {"frames_compiled": int(counters["frames"]["ok"]), "graphs": int(counters["stats"]["unique_graphs"]),
+            "graph_breaks": int(sum(counters["graph_break"].values()))}
+
+
+def compiled_forward(mode: str):
+    """``logits_of`` compiled with torch.compile in ``mode`` (``default``; ``reduce-overhead``: CUDA graphs),
+    one per process and mode: every network and every copy of it shares the compiled code (a network's
+    parameters are inputs of the graph, not constants), and inductor's caches share it across processes."""
+    if mode not in _COMPILED:
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+        _COMPILED[mode] = torch.compile(logits_of, mode=mode)
+    return _COMPILED[mode]

@@ -3,7 +3,9 @@ and a network that ends a task predicting one head for (nearly) everything.
 
 The loss checks run on the losses the device keeps anyway, once every ``runtime.nan_check_every`` steps
 (one device sync per check, none per step). The collapse check reads the predictions of the task-end
-evaluation, which the run computes in any case. A non-finite loss always stops the run (exit 5); an
+evaluation, which the run computes in any case. Every phase that changes weights checks its losses at its
+sync points and, when it ends, the weights it produced (wscl/method/step.py, ``check_finite``). A non-finite
+loss or non-finite weights always stop the run (exit 5) in the phase that caused them; an
 exploded loss and a collapse warn, or stop the run with ``runtime.on_training_failure: stop``. Every
 failure is recorded in the task's record, hence in metrics.json (``tasks[t].training_failures`` and the
 run's ``training_failures``). The rules and thresholds are in docs/method.md, "Training failures".
@@ -20,18 +22,38 @@ import torch
 from wscl.core.errors import NonFiniteLossError, TrainingFailedError
 
 
+# The settings to look at when a phase's loss or weights go wrong: those that size its updates.
+PHASE_SETTINGS = {
+    "wake": "training.lr",
+    "freezing trial": "training.lr",
+    "NREM": "training.lr or wscl.nrem.epochs",
+    "importance": "training.lr",  # plasticity's measuring pass: it changes no weight, so earlier training did
+    "plasticity": "wscl.plasticity.strengthen and wscl.plasticity.strengthen_frac",
+    "STM->LTM merge": "training.lr",
+    "staged REM": "training.lr or wscl.rem.epochs",
+}
+
+
 @dataclass(frozen=True)
 class Where:
-    """A training position for messages and records: task and wake epoch (0-based), freezing copy if any."""
+    """A training position for messages and records: task and epoch (0-based) of a phase, freezing copy if any."""
     task: int
     epoch: int
     copy: int | None = None
+    phase: str = "wake"
 
     def of_copy(self, copy: int) -> Where:
         return replace(self, copy=copy)
 
+    @property
+    def settings(self) -> str:
+        """The settings to look at when this phase's losses go wrong."""
+        return PHASE_SETTINGS[self.phase]
+
     def __str__(self) -> str:
-        return f"task {self.task}, epoch {self.epoch}" + ("" if self.copy is None else f" (freezing copy {self.copy})")
+        phase = "" if self.phase == "wake" else f"{self.phase} "
+        return (f"task {self.task}, {phase}epoch {self.epoch}"
+                + ("" if self.copy is None else f" (freezing copy {self.copy})"))
 
 
 def explosion_limit(n_heads: int, factor: float) -> float:
@@ -87,16 +109,17 @@ class LossChecks:
         if any_nonfinite:
             bad = first_step + int((~finite).nonzero()[0, 0])
             raise NonFiniteLossError(f"non-finite loss ({float(window[bad - first_step])}) at {where}, step {bad}; "
-                                     "lower training.lr or check the data")
+                                     f"lower {where.settings} or check the data")
         if not any_above or exploded_before:
             return exploded_before
         step = first_step + int(above.nonzero()[0, 0])
         loss = float(window[step - first_step])
         self.policy.report(
-            {"kind": "loss_exploded", "task": where.task, "epoch": where.epoch, "freezing_copy": where.copy,
+            {"kind": "loss_exploded", "task": where.task, "phase": where.phase, "epoch": where.epoch,
+             "freezing_copy": where.copy,
              "step": step, "loss": loss, "limit": round(self.limit, 6)},
             f"training loss exploded ({loss:.4g} > {self.limit:.4g}, runtime.loss_explosion_factor x ln(heads)) "
-            f"at {where}, step {step}; lower training.lr")
+            f"at {where}, step {step}; lower {where.settings}")
         return True
 
 

@@ -24,7 +24,10 @@ from wscl.settings.runtime import timed
 from wscl.data.pool import ImageSource, Pool
 from wscl.method.scenario import Scenario
 from wscl.method.state import RunState
+from wscl.method.step import check_finite
 from wscl.method.wake import EpochPlan, LossMonitor, run_in_lockstep
+
+PROBE_IMAGES = 32  # validation images whose outputs must stay finite in every copy after the trial
 
 
 @dataclass
@@ -212,6 +215,9 @@ def run_trial(learner: Learner, pool: Pool, plan: EpochPlan, spec: TrialSpec, pr
         candidate.freeze_through(depth)
         copies.append(candidate)
     entries = train_copies(copies, pool, plan, spec, progress)
+    probe = learner.preprocess(spec.source.take(spec.validation.rows[:PROBE_IMAGES]), None, train=False)
+    for i, candidate in enumerate(copies):
+        check_finite(candidate, probe, spec.where.task, f"freezing trial (copy {i})")
     best, best_score, scores = None, None, []
     for candidate in copies:  # scored one by one, as each copy's score changes only its own BatchNorm statistics
         s = score(candidate, spec.source, spec.validation, spec.freeze_buffer, spec.mode, spec.reference,

@@ -8,6 +8,7 @@ wscl/settings/learners.yaml; ``build_learner`` passes ``training.<method>.*`` to
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 from wscl.method.augment import Preprocess
 from wscl.method.backbone import ResNet18
 from wscl.method.memory import ReservoirMemory
+from wscl.method.step import train_step
 
 
 @dataclass
@@ -70,16 +72,18 @@ class Learner:
                 generator: torch.Generator) -> torch.Tensor:
         """Train on one incoming batch (uint8 ``raw``, not augmented) and update the memory."""
         self.net.train()
+        # Every random draw of the step first, in the order the learners always drew them: the incoming
+        # batch's augmentation, then each replay batch's.
         inputs = self.preprocess(raw, generator)
-        self.opt.zero_grad(set_to_none=True)
-        loss, outputs = self.loss(inputs, labels, step, generator)
-        loss.backward()
-        self.opt.step()
+        replays = [self.replay_batch(rows, generator) for rows in step.replay]
+        loss, outputs = train_step(self, partial(self.loss, inputs, labels, replays))
         self.seen_heads[labels] = True
         self.memory.write(step.slots, raw, labels, sample_ids, outputs.detach() if outputs is not None else None)
-        return loss.detach()
+        return loss
 
-    def loss(self, inputs, labels, step, generator):
+    def loss(self, inputs: torch.Tensor, labels: torch.Tensor, replays: list[tuple]) -> tuple:
+        """(loss, the incoming batch's logits when the memory stores them, else None); ``replays``: the
+        step's replay batches (images, labels, stored logits), augmented."""
         raise NotImplementedError
 
     def state_dict(self) -> dict:
@@ -99,9 +103,9 @@ class ER(Learner):
     """Experience replay: incoming and replayed samples in one batch, one cross-entropy."""
     method = "er"
 
-    def loss(self, inputs, labels, step, generator):
-        if step.replay:
-            buf_x, buf_y, _ = self.replay_batch(step.replay[0], generator)
+    def loss(self, inputs, labels, replays):
+        if replays:
+            buf_x, buf_y, _ = replays[0]
             inputs, labels = torch.cat([inputs, buf_x]), torch.cat([labels, buf_y])
         return F.cross_entropy(self.forward(inputs), labels), None
 
@@ -123,14 +127,14 @@ class ERACE(Learner):
     method = "er_ace"
     replays_from_first_task = False
 
-    def loss(self, inputs, labels, step, generator):
+    def loss(self, inputs, labels, replays):
         logits = self.forward(inputs)
         if self.task > 0:
             keep = ace_mask(labels, self.seen_heads, self.n_heads)
             logits = logits.masked_fill(~keep, torch.finfo(logits.dtype).min)
         loss = F.cross_entropy(logits, labels)
-        if step.replay:
-            buf_x, buf_y, _ = self.replay_batch(step.replay[0], generator)
+        if replays:
+            buf_x, buf_y, _ = replays[0]
             loss = loss + F.cross_entropy(self.forward(buf_x), buf_y)
         return loss, None
 
@@ -145,13 +149,13 @@ class DERPP(Learner):
         super().__init__(*args, **kwargs)
         self.alpha, self.beta = alpha, beta
 
-    def loss(self, inputs, labels, step, generator):
+    def loss(self, inputs, labels, replays):
         outputs = self.forward(inputs)
         loss = F.cross_entropy(outputs, labels)
-        if step.replay:
-            buf_x, _, buf_logits = self.replay_batch(step.replay[0], generator)
+        if replays:
+            buf_x, _, buf_logits = replays[0]
             loss = loss + self.alpha * F.mse_loss(self.forward(buf_x).float(), buf_logits)
-            buf_x, buf_y, _ = self.replay_batch(step.replay[1], generator)
+            buf_x, buf_y, _ = replays[1]
             loss = loss + self.beta * F.cross_entropy(self.forward(buf_x), buf_y)
         return loss, outputs
 

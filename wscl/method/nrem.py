@@ -10,16 +10,22 @@ without updating the weights. Afterwards the STM is merged into the LTM, class-b
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from wscl.core.errors import NonFiniteLossError
+from wscl.data.pool import Pool
 from wscl.method.dynamics import EpochClock
+from wscl.method.failures import PHASE_SETTINGS, Where
 from wscl.method.learners import Learner
 from wscl.method.memory import ShortTermMemory
+from wscl.method.night import Night
 from wscl.method.plasticity import Importance, apply_plasticity
-from wscl.data.pool import Pool
+from wscl.method.step import train_step
 
 
 def stm_size(wscl: dict) -> int:
@@ -27,37 +33,62 @@ def stm_size(wscl: dict) -> int:
     return wscl["stm"]["size"] if (wscl["nrem"]["enabled"] or wscl["plasticity"]["enabled"]) else 0
 
 
-def sleep(learner: Learner, pool: Pool, stm: ShortTermMemory, seen_heads: torch.Tensor, task: int, wscl: dict,
-          batch_size: int, rng: np.random.Generator, generator: torch.Generator,
-          dynamics: list[dict] | None = None) -> dict:
-    """One night of NREM after task ``task``: replay (measuring importance), plasticity, then the
-    STM->LTM merge. Returns what the task's record notes."""
-    nrem, plast = wscl["nrem"], wscl["plasticity"]
+@dataclass(frozen=True)
+class Passes:
+    """How NREM replays: ``epochs`` passes over the STM in batches of ``batch_size``, ``stm_fraction`` of each
+    from the STM, updating the weights or (``update`` False) only measuring importance."""
+    epochs: int
+    batch_size: int
+    stm_fraction: float
+    update: bool = True
+
+
+def sleep(night: Night, stm: ShortTermMemory, seen_heads: torch.Tensor, wscl: dict, batch_size: int) -> dict:
+    """One night of NREM after task ``night.task``: replay (measuring importance), plasticity, then the
+    STM->LTM merge, each checked for non-finite weights when it ends. Returns what the task's record notes."""
+    nrem, plast, task = wscl["nrem"], wscl["plasticity"], night.task
     info = {}
-    importance = Importance(learner.net) if plast["enabled"] else None
+    importance = Importance(night.learner.net) if plast["enabled"] else None
     if nrem["enabled"] or plast["enabled"]:
         epochs = nrem["epochs"] if nrem["enabled"] else 1  # plasticity alone: one measuring pass
         fraction = 1.0 / (task + 1) if nrem["stm_fraction"] == "auto" else nrem["stm_fraction"]
-        replay_stm_ltm(learner, pool, stm, seen_heads, epochs, batch_size, fraction, rng, generator, importance,
-                       update=nrem["enabled"], dynamics=dynamics, task=task)
+        replay_stm_ltm(night, stm, seen_heads, Passes(epochs, batch_size, fraction, nrem["enabled"]), importance)
+        if nrem["enabled"]:
+            night.check("NREM")
     if importance is not None and len(stm):
         report = apply_plasticity(importance, plast["strengthen_frac"], plast["strengthen"], plast["weaken_frac"],
                                   plast["weaken"])
         info["plasticity_weights_scaled"] = sum(r["strengthened"] + r["weakened"] for r in report.values())
-    merge_stm_into_ltm(learner, pool, stm, rng)
+        night.check("plasticity")
+    merge_stm_into_ltm(night.learner, night.pool, stm, night.rng)
+    check_stored_logits(night.learner, task)
     return info
+
+
+def check_stored_logits(learner: Learner, task: int) -> None:
+    """The merge keeps (DER++) the consolidated network's logits of the STM samples: they must be finite."""
+    logits = learner.memory.logits
+    if logits is not None and not bool(torch.isfinite(logits).all()):
+        raise NonFiniteLossError(f"non-finite stored logits after the STM->LTM merge of task {task}; "
+                                 f"lower {PHASE_SETTINGS['STM->LTM merge']}")
 
 
 def seen_head_logits(logits: torch.Tensor, seen_heads: torch.Tensor) -> torch.Tensor:
     return logits.masked_fill(~seen_heads, torch.finfo(logits.dtype).min)
 
 
-def replay_stm_ltm(learner: Learner, pool: Pool, stm: ShortTermMemory, seen_heads: torch.Tensor, epochs: int,
-                   batch_size: int, stm_fraction: float, rng: np.random.Generator, generator: torch.Generator,
-                   importance: Importance | None, update: bool, dynamics: list[dict] | None = None,
-                   task: int = 0) -> int:
-    """Returns the number of images replayed; each epoch's entry goes to ``dynamics`` (phase ``nrem``, or
-    ``importance`` for a measuring pass that does not update the weights)."""
+def seen_heads_loss(learner: Learner, x: torch.Tensor, labels: torch.Tensor, seen_heads: torch.Tensor) -> torch.Tensor:
+    """NREM's loss: cross-entropy over the heads of every task seen so far."""
+    return F.cross_entropy(seen_head_logits(learner.forward(x), seen_heads), labels)
+
+
+def replay_stm_ltm(night: Night, stm: ShortTermMemory, seen_heads: torch.Tensor, passes: Passes,
+                   importance: Importance | None) -> int:
+    """Returns the number of images replayed; each epoch's entry goes to ``night.dynamics`` (phase ``nrem``, or
+    ``importance`` for a measuring pass that does not update the weights). Each epoch's losses are checked
+    when it ends (one device sync, where the epoch's mean loss is read anyway)."""
+    learner, pool, rng, generator, task = night.learner, night.pool, night.rng, night.generator, night.task
+    epochs, batch_size, stm_fraction, update = passes.epochs, passes.batch_size, passes.stm_fraction, passes.update
     if len(stm) == 0 or epochs == 0:
         return 0
     n_ltm_stored = learner.memory.n_stored
@@ -81,18 +112,13 @@ def replay_stm_ltm(learner: Learner, pool: Pool, stm: ShortTermMemory, seen_head
                 raw = torch.cat([raw, learner.memory.x[ltm_dev[s]]])
                 labels = torch.cat([labels, learner.memory.y[ltm_dev[s]]])
             x = learner.preprocess(raw, generator)
-            learner.opt.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(seen_head_logits(learner.forward(x), seen_heads), labels)
-            loss.backward()
-            if importance is not None:
-                importance.accumulate()
-            if update:
-                learner.opt.step()
-            losses[s] = loss.detach()
+            losses[s], _ = train_step(learner, partial(seen_heads_loss, learner, x, labels, seen_heads),
+                                      update=update, after_backward=importance.accumulate if importance else None)
             epoch_images += len(labels)
         n_images += epoch_images
-        if dynamics is not None:
-            dynamics.append(clock.entry("nrem" if update else "importance", task, epoch, losses, epoch_images))
+        night.checks.check(losses, 0, Where(task, epoch, phase="NREM" if update else "importance"), False)
+        if night.dynamics is not None:
+            night.dynamics.append(clock.entry("nrem" if update else "importance", task, epoch, losses, epoch_images))
     learner.opt.zero_grad(set_to_none=True)
     return n_images
 

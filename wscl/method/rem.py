@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from wscl.settings.config import ConfigError
 from wscl.data.canonical import CanonicalDataset
+from wscl.data.pool import ImageSource, Pool
 from wscl.method.dynamics import EpochClock
+from wscl.method.failures import Where
 from wscl.method.heads import HeadBook
 from wscl.method.learners import Learner
-from wscl.data.pool import ImageSource, Pool
+from wscl.method.night import Night
 from wscl.method.scenario import subsample_per_class
+from wscl.method.step import train_step
+from wscl.settings.config import ConfigError
 
 
 @dataclass
@@ -91,10 +95,11 @@ def staged_pool(dreams: DreamSet, book: HeadBook, rem: dict, device: torch.devic
     return None if part is None else Pool([part], device)
 
 
-def run_staged_rem(learner: Learner, dream_pool: Pool, free_heads: torch.Tensor, epochs: int, batch_size: int,
-                   replay_batch_size: int, rng: np.random.Generator, generator: torch.Generator,
-                   dynamics: list[dict] | None = None, task: int = 0) -> int:
-    """Returns the number of dream images trained on; each epoch's entry goes to ``dynamics``."""
+def run_staged_rem(night: Night, dream_pool: Pool, free_heads: torch.Tensor, epochs: int, batch_size: int,
+                   replay_batch_size: int) -> int:
+    """Returns the number of dream images trained on; each epoch's entry goes to ``night.dynamics``. Each
+    epoch's losses are checked when it ends, and the weights when the stage ends."""
+    learner, rng, task = night.learner, night.rng, night.task
     learner.net.train()
     n_images = 0
     replays = not learner.memory.is_empty()
@@ -112,17 +117,25 @@ def run_staged_rem(learner: Learner, dream_pool: Pool, free_heads: torch.Tensor,
         for s in range(steps):
             window = slice(s * batch_size, (s + 1) * batch_size)
             raw, labels, _ = dream_pool.gather(order[window], order_dev[window])
-            logits = learner.forward(learner.preprocess(raw, generator))
-            loss = F.cross_entropy(logits.masked_fill(~free_heads, torch.finfo(logits.dtype).min), labels)
-            if replays:
-                buf_x, buf_y, _ = learner.replay_batch(replay_dev[s], generator)
-                loss = loss + F.cross_entropy(learner.forward(buf_x), buf_y)
-            learner.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            learner.opt.step()
-            losses[s] = loss.detach()
+            x = learner.preprocess(raw, night.generator)
+            replay = learner.replay_batch(replay_dev[s], night.generator) if replays else None
+            losses[s], _ = train_step(learner, partial(dream_loss, learner, x, labels, free_heads, replay))
             epoch_images += len(raw)
         n_images += epoch_images
-        if dynamics is not None:
-            dynamics.append(clock.entry("rem", task, epoch, losses, epoch_images))
+        night.checks.check(losses, 0, Where(task, epoch, phase="staged REM"), False)
+        if night.dynamics is not None:
+            night.dynamics.append(clock.entry("rem", task, epoch, losses, epoch_images))
+    if epochs:
+        night.check("staged REM")
     return n_images
+
+
+def dream_loss(learner: Learner, x: torch.Tensor, labels: torch.Tensor, free_heads: torch.Tensor,
+               replay: tuple | None) -> torch.Tensor:
+    """Staged REM's loss: cross-entropy of the dreams over the free heads, plus replay from the LTM if any."""
+    logits = learner.forward(x)
+    loss = F.cross_entropy(logits.masked_fill(~free_heads, torch.finfo(logits.dtype).min), labels)
+    if replay is not None:
+        buf_x, buf_y, _ = replay
+        loss = loss + F.cross_entropy(learner.forward(buf_x), buf_y)
+    return loss

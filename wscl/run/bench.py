@@ -16,7 +16,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from wscl.method.augment import Preprocess
 from wscl.method.backbone import ResNet18
+from wscl.method.learners import build_learner
+from wscl.run.bench_overhead import measure_overhead
 from wscl.settings.config import resolve
 from wscl.core.provenance import cpu_description, device_name
 from wscl.core.safe_io import atomic_write_json
@@ -26,12 +29,14 @@ from wscl.run.trainer import Run
 BATCH, WIDTH, SIZE, CLASSES_PER_TASK, TASKS = 32, 20, 32, 2, 2
 
 
-def synthetic_config(preset: str, device: str, tasks: int, per_class: dict, val_per_task: int, epochs: int,
+def synthetic_config(preset: str, device: str | dict, tasks: int, per_class: dict, val_per_task: int, epochs: int,
                      width: int = WIDTH, image_size: int = SIZE, **settings) -> dict:
     """The benchmarks' fixed setup [ours]: synthetic 32x32x3 images in ``tasks`` tasks of 2 classes (as many
     dream classes), ResNet-18 width 20, ER-ACE with batch 32 and a 200-image buffer; ``per_class``: the
     synthetic dataset's train/test/dream images per class; ``width``, ``image_size``: another network width or
-    image side (``image_size`` x ``image_size`` x 3); ``settings``: further top-level settings."""
+    image side (``image_size`` x ``image_size`` x 3); ``settings``: further top-level settings. ``device``: a
+    device name, or runtime settings (e.g. ``{"device": "cuda", "compile": "true"}``), as every benchmark takes it."""
+    runtime = {"device": device} if isinstance(device, str) else device
     classes = tasks * CLASSES_PER_TASK
     return resolve({
         "preset": preset, "seed": 0, **settings,
@@ -42,7 +47,7 @@ def synthetic_config(preset: str, device: str, tasks: int, per_class: dict, val_
         "model": {"width": width},
         "training": {"method": "er_ace", "epochs": epochs, "batch_size": BATCH, "replay_batch_size": BATCH,
                      "buffer_size": 200},
-        "runtime": {"device": device, "progress": False},
+        "runtime": {**runtime, "progress": False},
     })
 
 
@@ -105,16 +110,43 @@ def measure(preset: str, steps: int, device: str, width: int = WIDTH, image_size
             "wall_seconds": metrics["wall_seconds"]}
 
 
-def run_bench(device: str = "auto", out: str | Path = "results/bench.json", steps: int = 60, width: int = WIDTH,
-              image_size: int = SIZE) -> dict:
-    results = {"setup": {"image": [3, image_size, image_size], "batch": BATCH, "width": width, "tasks": TASKS,
-                         "steps_per_task": steps},
-               **environment(resolve_runtime(bench_config("base", steps, device, width, image_size)).device),
-               "runs": [measure(preset, steps, device, width, image_size) for preset in ("base", "full")]}
-    for r in results["runs"]:
-        print(f"{r['preset']:>5} er_ace on {results['device']}: trainer {r['trainer_images_per_second']:.1f} img/s, "
-              f"bare loop {r['bare_loop_images_per_second']:.1f} img/s, efficiency ratio {r['efficiency_ratio']:.3f}")
+def overhead(cfg: dict, steps: int) -> dict:
+    """Per phase, eager and compiled: host syncs and operators per step, images/s (wscl/run/bench_overhead.py)."""
+    runtime = resolve_runtime(cfg)
+    compiled = "reduce-overhead" if runtime.device.type == "cuda" and cfg["runtime"]["cuda_graphs"] is not False \
+        else "default"
+    n_heads = cfg["scenario"]["n_tasks"] * cfg["scenario"]["classes_per_task"]
+    shape = (3, cfg["dataset"]["synthetic"]["size"], cfg["dataset"]["synthetic"]["size"])
+    out = {}
+    for name, mode in (("eager", None), ("compiled", compiled)):
+        torch.manual_seed(0)
+        preprocess = Preprocess([0.5] * 3, [0.25] * 3, True, runtime.device, runtime.channels_last)
+        learner = build_learner(cfg, n_heads, shape, preprocess, runtime.device, bf16=runtime.bf16)
+        learner.net.compile_mode = mode
+        out[name] = {"mode": mode, **measure_overhead(learner, n_heads, BATCH, steps)}
+    return out
+
+
+def run_bench(device: str | dict = "auto", out: str | Path = "results/bench.json", steps: int = 60,
+              width: int = WIDTH, image_size: int = SIZE) -> dict:
+    """The benchmark; its JSON is written after every measurement, so a run stopped early keeps what it measured."""
     out = Path(out)
+    cfg = bench_config("base", steps, device, width, image_size)
+    results = {"setup": {"image": [3, image_size, image_size], "batch": BATCH, "width": width, "tasks": TASKS,
+                         "steps_per_task": steps, "compile": cfg["runtime"]["compile"]},
+               **environment(resolve_runtime(cfg).device), "runs": []}
+    for preset in ("base", "full"):
+        r = measure(preset, steps, device, width, image_size)
+        results["runs"].append(r)
+        atomic_write_json(out, results)
+        print(f"{r['preset']:>5} er_ace on {results['device']}: trainer {r['trainer_images_per_second']:.1f} img/s, "
+              f"bare loop {r['bare_loop_images_per_second']:.1f} img/s, efficiency ratio {r['efficiency_ratio']:.3f}",
+              flush=True)
+    results["overhead_per_step"] = overhead(cfg, steps)
     atomic_write_json(out, results)
+    for name, phases in results["overhead_per_step"].items():
+        print(f"{name:>8} step: " + "; ".join(
+            f"{phase} {v['host_syncs_per_step']:g} host syncs, {v['aten_ops_per_step']:g} ops, "
+            f"{v['images_per_second']:.0f} img/s" for phase, v in phases.items() if isinstance(v, dict)), flush=True)
     print(f"saved {out}")
     return results

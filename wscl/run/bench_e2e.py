@@ -63,7 +63,7 @@ SIZES = {"full": {"train_per_class": 300, "test_per_class": 200, "dream_per_clas
 RUNS = ("base", "authors")
 
 
-def e2e_config(preset: str, size: str, device: str, width: int = WIDTH, image_size: int = SIZE) -> dict:
+def e2e_config(preset: str, size: str, device: str | dict, width: int = WIDTH, image_size: int = SIZE) -> dict:
     return synthetic_config(preset, device, TASKS, SIZES[size], val_per_task=20 if size == "quick" else 100,
                             epochs=1, width=width, image_size=image_size, fidelity="reference")
 
@@ -166,7 +166,7 @@ def bare_inference(device: torch.device, n_heads: int, layout: evaluation.EvalLa
     return batches * layout.batch_size / (time.perf_counter() - start)
 
 
-def measure(preset: str, size: str, device: str, width: int = WIDTH, image_size: int = SIZE) -> dict:
+def measure(preset: str, size: str, device: str | dict, width: int = WIDTH, image_size: int = SIZE) -> dict:
     cfg = e2e_config(preset, size, device, width, image_size)
     quick = size == "quick"
     with tempfile.TemporaryDirectory() as tmp, Work().counting() as work:
@@ -195,7 +195,7 @@ def measure(preset: str, size: str, device: str, width: int = WIDTH, image_size:
             "bare_train_gflops": round(train_gflops, 2),
             "required_seconds": round(required_s, 3), "protocol_efficiency": round(required_s / wall, 3),
             "eval_layout": run.eval_layout.describe(), "minor_page_faults": faults,
-            "class_il_final_avg_acc": metrics["class_il"]["final_avg_acc"]}
+            "class_il_final_avg_acc": metrics["class_il"]["final_avg_acc"], "compile": metrics["compile"]}
 
 
 def minor_page_faults() -> int:
@@ -218,7 +218,7 @@ EXITS = {"run_cli": "from wscl.cli import run_cli; run_cli()",
          "main_only": "import sys; from wscl.cli import main; sys.exit(main())"}
 
 
-def exit_seconds(exit_path: str, device: str) -> float:
+def exit_seconds(exit_path: str, device: str | dict) -> float:
     """Seconds from the last line of a small ``wscl train`` process (the quick size) to its exit."""
     with tempfile.TemporaryDirectory() as tmp:
         argv = ["train", "--quiet", "--out", tmp, "--config-json", json.dumps(e2e_config("base", "quick", device))]
@@ -232,7 +232,7 @@ def exit_seconds(exit_path: str, device: str) -> float:
         return time.perf_counter() - last_line
 
 
-def exit_medians(device: str, repeats: int) -> dict:
+def exit_medians(device: str | dict, repeats: int) -> dict:
     """The median of ``repeats`` exit timings per exit path, the paths alternating."""
     times = {path: [] for path in EXITS}
     for _ in range(repeats):
@@ -241,14 +241,17 @@ def exit_medians(device: str, repeats: int) -> dict:
     return {path: round(statistics.median(secs), 3) for path, secs in times.items()}
 
 
-def run_end_to_end(device: str = "auto", out: str | Path = "results/bench_end_to_end.json",
+def run_end_to_end(device: str | dict = "auto", out: str | Path = "results/bench_end_to_end.json",
                    size: str = "full", width: int = WIDTH, image_size: int = SIZE, exit_probe: bool = True) -> dict:
     """The benchmark at ``size`` (quick or full), network ``width`` and ``image_size`` x ``image_size`` inputs;
     ``exit_probe``: also time the exit of a training process (at the default width and image size)."""
-    dev = resolve_runtime(e2e_config("base", size, device, width, image_size)).device
+    out = Path(out)
+    cfg = e2e_config("base", size, device, width, image_size)
+    dev = resolve_runtime(cfg).device
     results = {"setup": {"image": [3, image_size, image_size], "width": width, "tasks": TASKS,
                          "classes_per_task": CLASSES_PER_TASK, "batch": BATCH, "buffer": 200, "epochs": 1,
-                         "size": size, **SIZES[size]},
+                         "size": size, "compile": cfg["runtime"]["compile"],
+                         "cuda_graphs": cfg["runtime"]["cuda_graphs"], **SIZES[size]},
                **environment(dev), "allocator_retains_freed_memory": allocator.retaining,
                "device_warm_up_seconds": round(warm_up(dev, size, width, image_size), 3), "runs": []}
     n, repeats = (1024, 3) if size == "quick" else (2048, 50 if dev.type == "cuda" else 10)
@@ -258,6 +261,7 @@ def run_end_to_end(device: str = "auto", out: str | Path = "results/bench_end_to
         r = measure(preset, size, device, width, image_size)
         r["hardware_fraction"] = round(r["bare_train_gflops"] / results["matmul_gflops"], 3)
         results["runs"].append(r)
+        atomic_write_json(out, results)  # each run as soon as it is measured: a bench stopped early keeps it
         phases = ", ".join(f"{k} {v:.1f}" for k, v in r["phase_seconds"].items() if v)
         rates = ", ".join(f"{k} {v['images_per_second']:.0f} img/s" for k, v in r["phases"].items()
                           if v["images_per_second"])
@@ -277,7 +281,6 @@ def run_end_to_end(device: str = "auto", out: str | Path = "results/bench_end_to
     else:
         results["process_exit_seconds"] = None
         print("exit of a training process: not measured (--no-exit-probe)", flush=True)
-    out = Path(out)
     atomic_write_json(out, results)
     print(f"saved {out} (device warm-up before the runs: {results['device_warm_up_seconds']:.1f} s)")
     return results

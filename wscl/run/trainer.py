@@ -29,6 +29,7 @@ from wscl.method import scenario as scenario_mod
 from wscl.method.augment import Preprocess
 from wscl.settings.config import fingerprint
 from wscl.core.errors import Preempted
+from wscl.method.backbone import compile_counts
 from wscl.method.evaluation import AccuracyMatrices, TestTasks, choose_layout, logits_of
 from wscl.method.failures import FailurePolicy, LossChecks, check_collapse
 from wscl.method.freezing import task_trial
@@ -38,8 +39,12 @@ from wscl.method.metrics import run_metrics
 from wscl.settings.runtime import apply_determinism, resolve_runtime, timed
 from wscl.core.safe_io import RESUME, atomic_write_json, atomic_write_text, translated
 from wscl.data.pool import ImageSource, Pool
+from wscl.method.night import Night
 from wscl.method.state import RunState
+from wscl.method.step import check_finite
 from wscl.method.wake import MidTask, seeds_for, wake_phase
+
+PROBE_IMAGES = 32  # the probe batch's size: enough images for every BatchNorm channel to see several values
 
 
 class Run:
@@ -87,6 +92,8 @@ class Run:
         book = HeadBook(self.scenario.n_tasks * sc["classes_per_task"], n_heads,
                         bind_dreams(n_heads, self.dreams.n_classes, np.random.default_rng([cfg["seed"], 3])))
         learner = build_learner(cfg, n_heads, ds.image_shape, preprocess, device, bf16=self.runtime.bf16)
+        learner.net.compile_mode = self.runtime.compile_mode  # copies and checkpoints keep it with the network
+        self.compiled_before = compile_counts()
         T = self.scenario.n_tasks
         self.state = RunState(learner, book, AccuracyMatrices.empty(T),
                               tune=AccuracyMatrices.empty(T) if self.scenario.has_tune else None)
@@ -181,16 +188,18 @@ class Run:
         self.learner.task = t
         mid = mid or self.before_training(t, gen_seed)
         self.failures.records = mid.record.setdefault("training_failures", [])
-        pool = self.task_pool(t)
+        pool, probe = self.task_pool(t), self.probe(t)
         # The bar is cleared however the task ends (a stop, a NaN): an error message then starts its own line.
         with tqdm(total=None, desc=f"task {t + 1}/{T}", unit="step", disable=self.quiet, leave=False) as progress:
             trial = task_trial(state, self.cfg, self.train_source, self.train_y, self.scenario, t, gen_seed,
                                self.loss_checks)
             wake_phase(mid, state, pool, self.cfg["training"], self.loss_checks, trial, self.pause_point, self.stop,
                        progress, f"task {t + 1}/{T}")
+            check_finite(state.learner, probe, t, "wake")
             progress.set_description(f"task {t + 1}/{T} sleep (NREM, plasticity, REM)")
-            mid.record.update(sleep.sleep_phase(t, state, pool, mid.stm, self.dreams, self.wscl,
-                                               self.cfg["training"], mid.rng, gen_seed, mid.record["dynamics"]))
+            night = Night(t, state.learner, pool, mid.rng, torch.Generator(device=self.device).manual_seed(
+                gen_seed + 104729), self.loss_checks, probe, mid.record["dynamics"])
+            mid.record.update(sleep.sleep_phase(night, state, mid.stm, self.dreams, self.cfg))
         self.evaluate_seen(t)
         return {**mid.record, "frozen_blocks": self.learner.frozen_blocks,
                 "avg_acc_class_il": state.accuracy.average("class_il", t),
@@ -243,6 +252,12 @@ class Run:
         return assign_task(self.book, self.cfg["scenario"]["head_assignment"], self.scenario.task_classes(t), t == 0,
                            predict)
 
+    def probe(self, t: int) -> torch.Tensor:
+        """Task t's first training images, prepared without augmentation: the batch whose outputs must stay
+        finite after every phase (wscl/method/step.py, ``check_finite``)."""
+        rows = self.scenario.train_idx[t][:PROBE_IMAGES]
+        return self.tests.preprocess(self.train_source.take(rows), None, train=False)
+
     def task_pool(self, t: int) -> Pool:
         rows = self.scenario.train_idx[t]
         parts = [(self.train_source, rows, self.book.heads_of(self.train_y[rows]), rows)]
@@ -251,7 +266,13 @@ class Run:
 
     def metrics(self) -> dict:
         return {**run_metrics(self.cfg, self.runtime, self.dataset, self.state, self.eval_layout),
-                "gpu_share": self.gpu_share}
+                "gpu_share": self.gpu_share, "compile": self.compile_record()}
+
+    def compile_record(self) -> dict:
+        """Whether the run compiled its training steps, how, and torch.compile's counts during the run (in this
+        process: a resumed run counts its last part)."""
+        now = compile_counts()
+        return {"mode": self.runtime.compile_mode, **{k: now[k] - self.compiled_before[k] for k in now}}
 
 
 def train(cfg: dict, out_dir: str | Path, quiet: bool = False, on_task_end=None, stop=None,
