@@ -36,7 +36,7 @@ from wscl.method.freezing import task_trial
 from wscl.method.heads import HeadBook, assign_task, bind_dreams
 from wscl.method.learners import Learner, build_learner
 from wscl.method.metrics import run_metrics
-from wscl.settings.runtime import apply_determinism, resolve_runtime, timed
+from wscl.settings.runtime import apply_determinism, resolve_runtime, share_compiled_code, timed
 from wscl.core.safe_io import RESUME, atomic_write_json, atomic_write_text, translated
 from wscl.data.pool import ImageSource, Pool
 from wscl.method.night import Night
@@ -65,6 +65,8 @@ class Run:
         self.runtime = resolve_runtime(cfg)
         self.device = self.runtime.device
         apply_determinism(self.runtime)
+        if self.runtime.compile:
+            share_compiled_code()
         self.quiet = quiet or not cfg["runtime"]["progress"]
         self.on_task_end = on_task_end  # called with (metrics so far, task) after each task's checkpoint
         self.wscl, self.reference = cfg["wscl"], cfg["fidelity"] == "reference"

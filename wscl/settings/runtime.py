@@ -11,6 +11,7 @@ import os
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
@@ -91,6 +92,15 @@ def apply_determinism(runtime: Runtime) -> None:
     torch.use_deterministic_algorithms(runtime.deterministic, warn_only=True)
     torch.backends.cudnn.deterministic = runtime.deterministic
     torch.backends.cudnn.benchmark = runtime.device.type == "cuda" and not runtime.deterministic
+
+
+def share_compiled_code() -> None:
+    """Compiled kernels go to one cache folder that every run of every study reuses (inductor's FX-graph and
+    AOTAutograd caches): a study pays each compile once, not once per run. ``TORCHINDUCTOR_CACHE_DIR`` set by
+    the caller wins (e.g. a folder on a cluster's shared file system)."""
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path.home() / ".cache" / "wscl" / "inductor"))
+    os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
+    os.environ.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "1")
 
 
 def synchronize(device: torch.device) -> None:

@@ -1,0 +1,93 @@
+"""The default study's corrected runs with one runtime switch off and on, on this CPU: wall time and accuracy.
+
+  python scripts/cpu_switch.py --setting runtime.bf16 [--config config/config.yaml] [--out FILE] [--repeats 1]
+  python scripts/cpu_switch.py --setting runtime.compile --runs 3 [--out FILE]
+
+Each corrected run of the study (its trainer configuration exactly as the workflow builds it) is trained by
+``wscl train`` in a process of its own with the setting false, then true (alternating, so that a slower
+moment of the machine hits both alike), one thread each, as the workflow's jobs. ``--runs N``: the first N
+corrected runs only. For ``runtime.compile`` the compiled runs share one inductor cache folder that starts
+empty, so the totals count every compile a study would pay (the first run compiles, the next reuse the
+kernels). Needs the study's data prepared (`make run` or `wscl data prepare`). Prints a table and saves the JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from wscl.core.provenance import cpu_description
+from wscl.core.safe_io import atomic_write_json
+from wscl.study.studies import Study
+
+
+def train(cfg: dict, setting: str, on: bool, out: Path, env: dict) -> tuple[float, dict]:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "wscl", "train", "--config-json", json.dumps(cfg), "--out", str(out),
+                    "--threads", "1", "--quiet", "--mlflow-uri", "none", "--set", f"{setting}={str(on).lower()}"],
+                   check=True, capture_output=True, env=env)
+    metrics = json.loads((out / "metrics.json").read_text())
+    return time.perf_counter() - start, metrics
+
+
+def summarise(rows: list[dict]) -> dict:
+    summary = {}
+    for on in (False, True):
+        mine = [r for r in rows if r["on"] is on]
+        summary["on" if on else "off"] = {
+            "process_seconds_total": round(sum(r["process_seconds"] for r in mine), 1),
+            "class_il_mean": round(statistics.fmean(r["class_il"] for r in mine), 2)}
+    summary["speedup"] = round(summary["off"]["process_seconds_total"] / summary["on"]["process_seconds_total"], 2)
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--setting", required=True, choices=["runtime.bf16", "runtime.compile"])
+    parser.add_argument("--config", default="config/config.yaml")
+    parser.add_argument("--out", help="default: docs/figures/<setting>_cpu.json")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--runs", type=int, help="the first N corrected runs only")
+    args = parser.parse_args()
+    name = args.setting.split(".")[1]
+    out = Path(args.out or f"docs/figures/{name}_cpu.json")
+    study = Study(yaml.safe_load(Path(args.config).read_text()))
+    keys = [k for k in study.runs() if k.fidelity == "corrected"][: args.runs]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(Path(tmp) / "inductor-cache"))  # empty at the start
+        for key in keys:
+            cfg = study.trainer_config(key)
+            for repeat in range(args.repeats):
+                for on in (False, True):
+                    folder = Path(tmp) / f"{key.group.replace('/', '_')}_{key.seed}_{on}_{repeat}"
+                    seconds, m = train(cfg, args.setting, on, folder, env)
+                    rows.append({"run": f"{key.group}/seed{key.seed}", "on": on,
+                                 "process_seconds": round(seconds, 2),
+                                 "phase_seconds": round(sum(m["wall_seconds"].values()), 2),  # phases, summed
+                                 "runtime": m["runtime"], "compile": m.get("compile"),
+                                 "class_il": m["class_il"]["final_avg_acc"]})
+                    print(json.dumps(rows[-1]), flush=True)
+    summary = summarise(rows)
+    runs = f" --runs {args.runs}" if args.runs else ""
+    result = {"machine": cpu_description(), "config": args.config, "setting": args.setting, "runs": rows,
+              "summary": summary,
+              "command": f"python scripts/cpu_switch.py --setting {args.setting} --config {args.config} "
+                         f"--repeats {args.repeats}{runs}"}
+    atomic_write_json(out, result)
+    print(f"{len(keys)} corrected runs on {result['machine']}: {args.setting} off "
+          f"{summary['off']['process_seconds_total']} s, on {summary['on']['process_seconds_total']} s "
+          f"(x{summary['speedup']}); Class-IL mean {summary['off']['class_il_mean']} vs "
+          f"{summary['on']['class_il_mean']} -> {out}")
+
+
+if __name__ == "__main__":
+    main()
