@@ -204,6 +204,17 @@ def test_a_slurm_job_shares_its_granted_gpus_one_share_per_job_step(machine, mon
     assert placement.try_claim(placement.visible_gpus(), 1, placement.lock_dir()) is None  # K = 1: both held
 
 
+def test_slurm_jobs_that_cannot_read_uuids_do_not_take_each_others_gpu_0(machine, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # each job numbers its own GPU 0; no tool lists them here
+    monkeypatch.setenv("SLURM_JOB_ID", "41")
+    first = placement.place_run({"runtime": {"device": "auto", "runs_per_gpu": 1}}, log=lambda m: None)
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    second = placement.place_run({"runtime": {"device": "auto", "runs_per_gpu": 1}}, log=lambda m: None)
+    assert first.gpu.key != second.gpu.key and first.gpu.name == second.gpu.name == "0"
+    monkeypatch.delenv("SLURM_JOB_ID")  # a workstation's GPU 0 is the machine's
+    assert placement.visible_gpus() == [placement.Gpu("0", None)]
+
+
 def test_mig_instances_count_as_gpus_and_a_whole_gpu_in_mig_mode_is_refused(machine, monkeypatch):
     fake_nvidia_smi(machine, monkeypatch, f"0, GPU-{A}, Enabled\n1, GPU-{B}, Disabled")
     with pytest.raises(placement.ConfigError, match=r"GPU 0 .* is in MIG mode: .*nvidia-smi -L"):

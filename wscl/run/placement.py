@@ -15,7 +15,8 @@ script, Snakemake). A lock is named by the GPU's UUID, however ``CUDA_VISIBLE_DE
 (index, UUID or a prefix of one), so two studies that name one GPU differently still share it fairly; the
 UUIDs come from ``nvidia-smi``, or, without it, from CUDA in a child process (the parent must not start
 CUDA before it has chosen its GPU). Indices are read through CUDA in a Slurm job too, where a job's
-numbering need not be ``nvidia-smi``'s.
+numbering need not be ``nvidia-smi``'s. A GPU whose UUID no tool could read is named as given, within its
+Slurm job when there is one (two jobs on one node may each call their own GPU 0).
 
 MIG: a MIG instance named in ``CUDA_VISIBLE_DEVICES`` (``MIG-<uuid>``) counts as a GPU of its own. A GPU in
 MIG mode named or listed as a whole is refused with a message that says how to name its instances: CUDA
@@ -56,11 +57,12 @@ DRIVER_FILES = ("/dev/nvidiactl", "/dev/dxg")
 class Gpu:
     name: str          # what CUDA_VISIBLE_DEVICES is set to for a run on this GPU
     uuid: str | None   # its UUID without the GPU-/MIG- prefix, lower case; None when it could not be read
+    scope: str = ""    # where a name without a UUID is valid: a Slurm job's own numbering, else the machine
 
     @property
     def key(self) -> str:
-        """What its lock files are named by: the UUID, else the name (a GPU that no tool could list)."""
-        return self.uuid or self.name
+        """What its lock files are named by: the UUID, else the name within its scope (no tool listed it)."""
+        return self.uuid or f"{self.scope}{self.name}"
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,9 @@ def gpus_through_cuda(granted: list[str] | None) -> list[Gpu]:
     """Without nvidia-smi (or for a Slurm job's own numbering): CUDA's UUIDs, position by position."""
     uuids = cuda_uuids() or []
     names = granted if granted is not None else [str(i) for i in range(len(uuids))]
-    return [Gpu(name, uuids[i] if i < len(uuids) else None) for i, name in enumerate(names)]
+    job = os.environ.get("SLURM_JOB_ID")
+    scope = f"slurm-job-{job}-" if job else ""  # two jobs on one node may both call their own GPU 0
+    return [Gpu(name, uuids[i] if i < len(uuids) else None, scope) for i, name in enumerate(names)]
 
 
 def gpu_of(entry: str, listed: list[Listed]) -> Gpu:
