@@ -16,7 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 CHECK = REPO / "scripts/gpu/check.sh"
 MISSING_THERE = ("mlflow", "snakemake", "jsonschema")
 MOST_VALUABLE_FIRST = ["environment", "bench_eager", "bench_compiled", "bench_compiled_no_graphs", "shares",
-                       "train_authors_eager", "train_authors_compiled", "shares_mps", "pytest_cuda", "cost"]
+                       "train_authors_eager", "train_authors_compiled", "bench_eager_256", "shares_mps", "pytest_cuda",
+                       "cost"]
 LIMITS = {"files": 8, "folders_down": 2, "bytes": 16 * 2**20}
 
 

@@ -17,6 +17,7 @@
 #                    (scripts/gpu/shares.py), then the packed runs' numbers against the run alone;
 #   train_authors_*  one `wscl train` of the authors' configuration (preset authors, ER-ACE) at width 64,
 #                    --set runtime.compile=false, then =true (scripts/gpu/train_authors.py);
+#   bench_eager_256  the end-to-end bench at 256x256 (FG-ImageNet-shaped, quick size), for the cost table;
 #   shares_mps       the K runs again under NVIDIA MPS, when nvidia-cuda-mps-control exists;
 #   pytest_cuda      pytest -m cuda on the test modules that use the cuda mark (they import on that Python);
 #   cost             the paper grid's cost from these measurements (scripts/cost_estimate.py).
@@ -40,16 +41,17 @@ PYTHON=${PYTHON:-$(command -v python3 || command -v python)}
 
 # Each step's time limit in seconds, in the order they run.
 ORDER=(environment bench_eager bench_compiled bench_compiled_no_graphs shares train_authors_eager
-  train_authors_compiled shares_mps pytest_cuda cost)
+  train_authors_compiled bench_eager_256 shares_mps pytest_cuda cost)
 if [[ $QUICK == 1 ]]; then
   BUDGET_S=${BUDGET_S:-55}
   declare -A PLAN=([environment]=15 [bench_eager]=8 [bench_compiled]=4 [bench_compiled_no_graphs]=1 [shares]=6
-    [train_authors_eager]=4 [train_authors_compiled]=3 [shares_mps]=1 [pytest_cuda]=1 [cost]=2)
+    [train_authors_eager]=4 [train_authors_compiled]=3 [bench_eager_256]=1 [shares_mps]=1 [pytest_cuda]=1 [cost]=1)
   BENCH_SIZE=(--quick --width 4 --image-size 8); KS=(1 2); SHARES_SIZE=(--quick)
 else
   BUDGET_S=${BUDGET_S:-420}
   declare -A PLAN=([environment]=15 [bench_eager]=40 [bench_compiled]=65 [bench_compiled_no_graphs]=45
-    [shares]=75 [train_authors_eager]=30 [train_authors_compiled]=40 [shares_mps]=35 [pytest_cuda]=35 [cost]=5)
+    [shares]=75 [train_authors_eager]=30 [train_authors_compiled]=40 [bench_eager_256]=25 [shares_mps]=25
+    [pytest_cuda]=30 [cost]=5)
   BENCH_SIZE=(--width 64 --image-size 32); KS=(1 2 4 8); SHARES_SIZE=()
 fi
 PLANNED=0
@@ -193,6 +195,14 @@ authors_run() {
 authors_run train_authors_eager false
 authors_run train_authors_compiled true
 
+# The FG-ImageNet-shaped benchmark (256x256, quick size) for the cost table's largest benchmark.
+if [[ $QUICK == 1 ]]; then
+  skip bench_eager_256 "QUICK=1 (the 32x32 benchmark checks the same command)"
+else
+  step bench_eager_256 "$PYTHON" -m wscl bench --end-to-end --device "$DEVICE" --compile false --width 64 \
+    --image-size 256 --quick --no-exit-probe --out "$WORK/bench_eager_256.json"
+fi
+
 # The K runs again under NVIDIA MPS.
 MPS_STARTED=0
 stop_mps() {
@@ -233,7 +243,9 @@ fi
 if [[ -s $WORK/bench_eager.json ]]; then
   shares=()
   [[ -s $WORK/shares_no_mps.json ]] && shares=(--shares "$WORK/shares_no_mps.json")
-  step cost "$PYTHON" scripts/cost_estimate.py --bench "$WORK/bench_eager.json" ${shares[@]+"${shares[@]}"}
+  benches=("$WORK/bench_eager.json")
+  [[ -s $WORK/bench_eager_256.json ]] && benches+=("$WORK/bench_eager_256.json")
+  step cost "$PYTHON" scripts/cost_estimate.py --bench "${benches[@]}" ${shares[@]+"${shares[@]}"}
   cp "$WORK/logs/cost.log" "$WORK/cost.md"
 else
   skip cost "no benchmark JSON was written"
