@@ -4,6 +4,7 @@ than 2 folders down, 16 MiB each)."""
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tarfile
@@ -115,3 +116,28 @@ def test_the_cuda_test_modules_import_without_those_packages(missing_packages):
                                 "-p", "no:cacheprovider", *modules], cwd=REPO, env=env, capture_output=True,
                                text=True)
     assert collected.returncode == 0, collected.stdout[-3000:] + collected.stderr[-3000:]
+
+
+def test_a_check_killed_midway_leaves_the_archive_of_every_step_that_ended(missing_packages, tmp_path):
+    """The GPU machine may end the command at any moment: what ended before is already packed."""
+    out = tmp_path / "out"
+    check = subprocess.Popen(["bash", str(CHECK)], env=gpu_machine_env(missing_packages, OUT=str(out),
+                                                                     WORK=str(tmp_path / "work")),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(read_lines(out / "steps.jsonl")) < 2:
+            time.sleep(0.2)
+    finally:
+        os.killpg(check.pid, signal.SIGKILL)  # no handler runs: as a machine that takes itself back
+        check.wait()
+    ended = [json.loads(line)["step"] for line in read_lines(out / "steps.jsonl")]
+    assert len(ended) >= 2, ended
+    with tarfile.open(out / "gpu_check.tar.gz") as archive:
+        packed = {m.name.removeprefix("./") for m in archive.getmembers()}
+    assert {f"steps/{name}.json" for name in ended[:-1]} <= packed  # the last may have ended as it was killed
+    assert "steps/environment.json" in packed and "logs/environment.log" in packed
+
+
+def read_lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []

@@ -142,6 +142,8 @@ declare -A PLANNED_AFTER
 owed=$PLANNED
 for name in "${ORDER[@]}"; do owed=$(( owed - PLAN[$name] )); PLANNED_AFTER[$name]=$owed; done
 
+trap 'pack; exit 130' INT TERM   # stopped from outside: what the steps wrote so far is packed too
+
 say "GPU check: DEVICE=$DEVICE QUICK=$QUICK BUDGET_S=$BUDGET_S (step limits $PLANNED s) OUT=$OUT PYTHON=$PYTHON;" \
   "started $(date -u +%FT%TZ)"
 
