@@ -162,13 +162,12 @@ def test_without_nvidia_smi_gpus_are_counted_by_cuda_in_a_child_process(machine,
     assert placement.visible_gpus() == [placement.Gpu("1", B)]
 
 
-def test_the_cuda_query_runs_in_a_child_process_without_starting_cuda_here():
+def test_the_cuda_query_lists_what_torch_reports():
     import torch
     found = subprocess.run(placement.CUDA_QUERY, capture_output=True, text=True, timeout=120)
     assert found.returncode == 0, found.stderr
     assert json.loads(found.stdout) == [str(torch.cuda.get_device_properties(i).uuid)
                                         for i in range(torch.cuda.device_count())]
-    assert not torch.cuda.is_initialized() or torch.cuda.device_count() > 0
 
 
 def test_explicit_cuda_devices_go_through_the_shares(machine, monkeypatch):

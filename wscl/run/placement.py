@@ -16,7 +16,9 @@ script, Snakemake). A lock is named by the GPU's UUID, however ``CUDA_VISIBLE_DE
 UUIDs come from ``nvidia-smi``, or, without it, from CUDA in a child process (the parent must not start
 CUDA before it has chosen its GPU). Indices are read through CUDA in a Slurm job too, where a job's
 numbering need not be ``nvidia-smi``'s. A GPU whose UUID no tool could read is named as given, within its
-Slurm job when there is one (two jobs on one node may each call their own GPU 0).
+Slurm job when there is one (two jobs on one node may each call their own GPU 0). An index is read in
+``nvidia-smi``'s order (PCI bus order), and the run is then pointed at that GPU by its UUID, so the lock and
+the device always agree; CUDA's own order matches it on a machine of one GPU model.
 
 MIG: a MIG instance named in ``CUDA_VISIBLE_DEVICES`` (``MIG-<uuid>``) counts as a GPU of its own. A GPU in
 MIG mode named or listed as a whole is refused with a message that says how to name its instances: CUDA
