@@ -86,10 +86,13 @@ fi
 
 say() { echo "$*" | tee -a "$SUMMARY"; }
 
-# pack: everything of $WORK into the one archive of $OUT, replaced whole (never left half-written there).
+# pack: everything of $WORK into the one archive of $OUT, replaced whole (never left half-written there),
+# but the runs' checkpoints and weights (*.pt: 45 MB a run at width 64) and any file over 3 MiB, so that the
+# archive stays far under the 16 MiB a file that comes back may have.
 pack() {
   cp "$SUMMARY" "$STEPS" "$WORK/"
-  tar -czf "$WORK.tar.gz.part" -C "$WORK" . && mv -f "$WORK.tar.gz.part" "$ARCHIVE"
+  (cd "$WORK" && find . -type f ! -name '*.pt' ! -name '*.pt.sha256' -size -4M -print0 \
+    | tar -czf "$WORK.tar.gz.part" --null -T -) && mv -f "$WORK.tar.gz.part" "$ARCHIVE"
 }
 
 # record NAME STATUS RC SECONDS LIMIT COMMAND: the step's JSON line, in steps.jsonl and steps/NAME.json.
