@@ -49,8 +49,8 @@ if [[ $QUICK == 1 ]]; then
   BENCH_SIZE=(--quick --width 4 --image-size 8); KS=(1 2); SHARES_SIZE=(--quick)
 else
   BUDGET_S=${BUDGET_S:-420}
-  declare -A PLAN=([environment]=15 [bench_eager]=40 [bench_compiled]=65 [bench_compiled_no_graphs]=45
-    [shares]=75 [train_authors_eager]=30 [train_authors_compiled]=40 [bench_eager_256]=25 [shares_mps]=25
+  declare -A PLAN=([environment]=15 [bench_eager]=40 [bench_compiled]=65 [bench_compiled_no_graphs]=35
+    [shares]=90 [train_authors_eager]=30 [train_authors_compiled]=35 [bench_eager_256]=25 [shares_mps]=25
     [pytest_cuda]=30 [cost]=5)
   BENCH_SIZE=(--width 64 --image-size 32); KS=(1 2 4 8); SHARES_SIZE=()
 fi
