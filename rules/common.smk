@@ -9,7 +9,7 @@ from snakemake.utils import min_version, validate
 
 from wscl.settings.config import CHOICES, METHODS, PRESETS
 from wscl.settings.schema import write_schemas
-from wscl.run.placement import visible_gpus
+from wscl.run.placement import gpus_for
 from wscl.study.studies import Study, check_trainer_sections
 from wscl.study.outputs import caption_of
 from wscl.study.sweeps import TUNED
@@ -24,10 +24,11 @@ STUDY = Study(config)
 R = STUDY.results
 ALL_RUNS = STUDY.all_runs_file()
 
-# Every GPU of this machine, shared by runtime.runs_per_gpu training runs (wscl/run/placement.py): the `gpu`
-# resource counts shares, GPUs x K, unless the command line gives `--resources gpu=N`. A training job claims its
-# own share when it starts; with a cluster executor each job is placed on its node's GPUs the same way.
-LOCAL_GPUS = visible_gpus()
+# The GPUs of this machine that the study's runtime.device uses (all for auto and cuda, one for cuda:N, none for
+# cpu), shared by runtime.runs_per_gpu training runs (wscl/run/placement.py): the `gpu` resource counts shares,
+# GPUs x K, unless the command line gives `--resources gpu=N`. A training job claims its own share when it
+# starts; with a cluster executor each job is placed on its node's GPUs the same way.
+LOCAL_GPUS = gpus_for(STUDY.device())
 if LOCAL_GPUS and "gpu" not in workflow.global_resources:
     workflow.register_resource("gpu", len(LOCAL_GPUS) * STUDY.runs_per_gpu())
 

@@ -248,6 +248,11 @@ class Study:
         study = self.config.get("trainer", {}).get("runtime", {})
         return int(study.get("runs_per_gpu", defaults()["runtime"]["runs_per_gpu"]))
 
+    def device(self) -> str:
+        """The study's ``trainer.runtime.device``, else the trainer's default: which local GPUs its runs share."""
+        study = self.config.get("trainer", {}).get("runtime", {})
+        return str(study.get("device", defaults()["runtime"]["device"]))
+
     def tracking_uri(self) -> str:
         uri = self.config.get("mlflow", {}).get("tracking_uri")
         return uri or f"sqlite:///{self.results}/mlflow/mlflow.db"
