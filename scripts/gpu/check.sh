@@ -12,7 +12,7 @@
 #   environment      nvidia-smi, Python, torch, the GPU;
 #   bench_*          wscl bench --end-to-end at the paper's width 64, 32x32 (base ER-ACE and the authors'
 #                    WSCL): eager (--compile false), compiled with CUDA graphs (--compile true) and compiled
-#                    without them (--compile true, WSCL_CUDA_GRAPHS=0);
+#                    without them (--compile true --cuda-graphs false);
 #   shares           K = 1, 2, 4, 8 concurrent `wscl train` runs on GPU 0 through the GPU shares
 #                    (scripts/gpu/shares.py), then the packed runs' numbers against the run alone;
 #   train_authors_*  one `wscl train` of the authors' configuration (preset authors, ER-ACE) at width 64,
@@ -175,13 +175,13 @@ fi
 bench() {
   local name=$1 compile=$2
   shift 2
-  step "$name" env "$@" "$PYTHON" -m wscl bench --end-to-end --device "$DEVICE" --compile "$compile" \
+  step "$name" "$PYTHON" -m wscl bench --end-to-end --device "$DEVICE" --compile "$compile" "$@" \
     "${BENCH_SIZE[@]}" --no-exit-probe --out "$WORK/$name.json"
 }
 bench bench_eager false
 bench bench_compiled true
 if [[ $DEVICE == cuda ]]; then
-  bench bench_compiled_no_graphs true WSCL_CUDA_GRAPHS=0
+  bench bench_compiled_no_graphs true --cuda-graphs false
 else
   skip bench_compiled_no_graphs "DEVICE=$DEVICE (CUDA graphs exist on CUDA only)"
 fi
