@@ -10,7 +10,9 @@ Writing keeps the previous checkpoint as ``checkpoint.prev.pt`` (a hard link, no
 one is complete on disk. A checkpoint that cannot be read (truncated, damaged, of the wrong shape) is moved
 aside as ``checkpoint.pt.corrupt-<time>`` and the run falls back to the previous one, else to its start.
 Every checkpoint is sealed with its SHA-256 (``checkpoint.pt.sha256``): a byte changed on disk without
-changing the size reads as damaged too, where torch would load it without a word [ours].
+changing the size reads as damaged too, where torch would load it without a word [ours]. The seal is no
+signature: a checkpoint replaced together with it loads, but with ``weights_only=True`` and the allow-list
+``SAFE_GLOBALS`` only, so it can hold wrong numbers and never code to run.
 """
 from __future__ import annotations
 
