@@ -193,7 +193,7 @@ CLI_INPUTS = st.one_of(
         ["[1, 2]", "5", "null", '"x"', '{"training": 5}', '{"training": {"lr": NaN}}', "{", "{}"]))),
     st.tuples(st.just("--set"), st.one_of(st.text(max_size=30), st.sampled_from(
         ["training.lr=[", "preset=[1,2]", "=", "training.=1", ".=1", "training.lr", "a.b.c=1", "seed=:"]))),
-    st.tuples(st.just("--threads"), st.sampled_from(["-1", "0", "1", "2"])),
+    st.tuples(st.just("--threads"), st.sampled_from(["-1", "0", "1", "2", "1000000000", str(2**40)])),
     st.tuples(st.just("--out"), st.sampled_from(["under-a-file", "a-file", "fresh"])),
 )
 
@@ -206,6 +206,7 @@ CLI_INPUTS = st.one_of(
 @example(cli_input=("--set", "training.lr=["))
 @example(cli_input=("--set", "preset=[1,2]"))
 @example(cli_input=("--threads", "-1"))
+@example(cli_input=("--threads", str(2**40)))
 @example(cli_input=("--out", "under-a-file"))
 def test_every_command_line_input_is_answered_in_a_few_lines(tmp_path, cli_input):
     option, given = cli_input
@@ -229,7 +230,8 @@ def test_every_command_line_input_is_answered_in_a_few_lines(tmp_path, cli_input
 
 @pytest.mark.parametrize("argv, names", [
     (["--config-json", "[1, 2]"], "--config-json"), (["--set", "training.lr=["], "--set 'training.lr=['"),
-    (["--set", "preset=[1,2]"], "preset="), (["--threads", "-1"], "--threads -1")])
+    (["--set", "preset=[1,2]"], "preset="), (["--threads", "-1"], "--threads -1"),
+    (["--threads", "1000000000"], "--threads 1000000000")])
 def test_a_bad_command_line_input_is_one_line_naming_it(tmp_path, argv, names):
     code, err = run_cli(argv + ["--out", str(tmp_path / "run")])
     assert code == ExitCode.CONFIG and err.count("\n") == 1 and names in err, err

@@ -100,9 +100,10 @@ def usable_out(folder: str) -> Path:
 
 
 def check_threads(threads: int | None) -> None:
-    if threads is not None and threads < 1:
-        raise ConfigError(f"--threads {threads}: give a number of CPU threads of at least 1, or leave it out "
-                          "for torch's choice")
+    cpus = os.cpu_count() or 1
+    if threads is not None and not 1 <= threads <= cpus:
+        raise ConfigError(f"--threads {threads}: give a number of CPU threads from 1 to {cpus} (this machine's "
+                          "CPUs), or leave it out for torch's choice")
 
 
 def cmd_train(args) -> int:
