@@ -266,3 +266,23 @@ def test_running_out_of_memory_names_the_settings_that_size_the_run(failure):
 def test_another_runtime_error_is_not_taken_for_running_out_of_memory():
     with pytest.raises(RuntimeError, match="shape mismatch"), named_out_of_memory(defaults(), "cpu"):
         raise RuntimeError("shape mismatch")
+
+
+def test_the_smallest_allowed_image_side_is_the_prepared_datasets_limit_and_trains_on_one_image(tmp_path):
+    from wscl.data.benchmarks import MIN_IMAGE_SIDE
+    from wscl.method.backbone import ResNet18
+    assert RANGES["dataset.synthetic.size"][0] == MIN_IMAGE_SIDE
+    net = ResNet18(2, in_channels=3, width=4).train()
+    net(torch.rand(1, 3, MIN_IMAGE_SIDE, MIN_IMAGE_SIDE)).sum().backward()
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        net(torch.rand(1, 3, MIN_IMAGE_SIDE - 1, MIN_IMAGE_SIDE - 1))
+
+
+def test_a_prepared_dataset_of_too_small_images_is_refused_naming_it(tmp_path):
+    from wscl.data.canonical import save
+    from wscl.data.synthetic import synthetic
+    save(synthetic(classes=4, dream_classes=2, train_per_class=8, test_per_class=2, dream_per_class=2, size=8),
+         tmp_path / "small")
+    code, err = run_cli(["--config-json", json.dumps(TINY), "--set", "dataset.name=small", "--set",
+                         f"dataset.root={tmp_path}", "--out", str(tmp_path / "run")])
+    assert code == ExitCode.DATA and "images of 8 pixels" in err and str(tmp_path / "small") in err
