@@ -9,13 +9,15 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import sys
 from pathlib import Path
 from typing import NoReturn
 
 from wscl import __version__
 from wscl.run import allocator
-from wscl.settings.config import CHOICES, METHODS, PRESETS, ConfigError, deep_merge, load_file, parse_set, resolve
+from wscl.settings.config import (CHOICES, METHODS, PRESETS, ConfigError, check_settings, deep_merge, load_file,
+                                  parse_set, resolve)
 from wscl.core.errors import ExitCode, exit_code, exit_codes_help
 from wscl.core.safe_io import atomic_write_text
 
@@ -56,11 +58,17 @@ def _train_parser(sub) -> None:
 
 def resolved_config(args) -> dict:
     file_cfg = load_file(args.config) if args.config else {}
+    check_settings(file_cfg)  # each layer on its own: a merge with the next would hide `training: 5`
     if args.config_json:
         try:
-            file_cfg = deep_merge(file_cfg, json.loads(args.config_json))
+            given = json.loads(args.config_json)
         except json.JSONDecodeError as exc:
-            raise ConfigError(f"--config-json is not valid JSON: {exc}") from exc
+            raise ConfigError(f"--config-json is not valid JSON: {exc}") from None
+        if not isinstance(given, dict):
+            raise ConfigError(f"--config-json must be a JSON object of settings, e.g. '{{\"training\": {{\"lr\": "
+                              f"0.1}}}}', not a {type(given).__name__}")
+        check_settings(given)
+        file_cfg = deep_merge(file_cfg, given)
     if args.point_from:  # a point chosen on the tuning split, as the sweep layer of the run's settings
         from wscl.study.selection import read_selection
         from wscl.study.sweeps import as_overrides
@@ -74,12 +82,39 @@ def resolved_config(args) -> dict:
     return resolve(file_cfg, deep_merge(sets, parse_set(args.set)))
 
 
+def usable_out(folder: str) -> Path:
+    """``--out`` as a folder this process can write into, or one line saying why not and what to do."""
+    out = Path(folder)
+    existing = next((p for p in (out, *out.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ConfigError(f"--out {folder}: {existing} is a file, not a folder; choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--out {folder}: cannot create the folder ({exc.strerror}); choose a writable --out") \
+            from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {folder}: the folder is not writable; choose a writable --out or fix its "
+                          "permissions")
+    return out
+
+
+def check_threads(threads: int | None) -> None:
+    cpus = os.cpu_count() or 1
+    if threads is not None and not 1 <= threads <= cpus:
+        raise ConfigError(f"--threads {threads}: give a number of CPU threads from 1 to {cpus} (this machine's "
+                          "CPUs), or leave it out for torch's choice")
+
+
 def cmd_train(args) -> int:
     from wscl.run import placement
+    check_threads(args.threads)
     cfg = resolved_config(args)
+    usable_out(args.out)
     share = placement.place_run(cfg)  # before CUDA starts: the GPU share this run computes on, if any
     import torch
 
+    from wscl.run.memory_limit import named_out_of_memory
     from wscl.run.preemption import StopRequest
     from wscl.run.trainer import train
     from wscl.tracking.live import live_run, mlflow_destination
@@ -90,7 +125,8 @@ def cmd_train(args) -> int:
                                      args.mlflow_uri, args.mlflow_experiment)
     placement.announce(cfg)
     live = live_run(cfg, args.out, uri, args.mlflow_experiment, parent)
-    with StopRequest().installed() as stop, live.system_metrics(cfg):  # SIGTERM/SIGUSR1: checkpoint, exit 75
+    with (StopRequest().installed() as stop, live.system_metrics(cfg),  # SIGTERM/SIGUSR1: checkpoint, exit 75
+          named_out_of_memory(cfg, cfg["runtime"]["device"])):
         metrics = train(cfg, args.out, quiet=args.quiet, stop=stop, gpu_share=share and share.describe(),
                         **live.kwargs)
     if uri:  # metrics.json is written: a store that cannot be reached marks the run pending, the job succeeds

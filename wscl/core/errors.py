@@ -56,6 +56,10 @@ class ScenarioError(ConfigError):
     """The scenario asks for more than the dataset holds (tasks, classes, images)."""
 
 
+class OutOfMemoryError(ConfigError):
+    """The run's settings ask for more memory than the device has; the message names the settings that size it."""
+
+
 class DatasetError(RuntimeError):
     """A prepared dataset is missing, incomplete or corrupt."""
 

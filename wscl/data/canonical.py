@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from wscl.core.errors import DatasetError
-from wscl.data.layout import ARRAYS, FORMAT_VERSION, array_dtype, digests, meta_digests
+from wscl.data.layout import ARRAYS, FORMAT_VERSION, array_dtype, digests, fields_digest, meta_digests
 
 
 
@@ -109,7 +109,8 @@ def save(ds: CanonicalDataset, folder: str | Path) -> Path:
             arr = getattr(ds, name)
             atomic_save_npy(tmp / f"{name}.npy", np.ascontiguousarray(arr, dtype=array_dtype(name)))
         meta = ds.metadata()
-        meta.update(meta_digests(tmp))  # sha256 of the whole content (and of each array, to name a damaged one)
+        # sha256 of the whole content (and of each array, to name a damaged one) and of meta.json's fields
+        meta.update(meta_digests(tmp, meta))
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         if folder.exists():
             shutil.rmtree(folder)
@@ -135,12 +136,14 @@ def load(folder: str | Path, mmap_above_mb: float = 2048, verify: bool = False) 
         raise DatasetError(f"{folder}: missing {', '.join(missing)}.npy; prepare the dataset again")
     if verify and digests(folder)[0] != meta.get("sha256"):
         raise DatasetError(f"{folder}: content does not match the sha256 in meta.json; prepare the dataset again")
+    if verify and meta.get("fields_sha256") and fields_digest(meta) != meta["fields_sha256"]:
+        raise DatasetError(f"{meta_path}: its fields do not match its fields_sha256; prepare the dataset again")
     size_mb = sum((folder / f"{n}.npy").stat().st_size for n in ARRAYS) / 2**20
     mode = "r" if size_mb > mmap_above_mb else None
     arrays = {n: np.load(folder / f"{n}.npy", mmap_mode=mode) for n in ARRAYS}
     known = {"format_version", "name", "image_shape", "channels", "classes", "dream_classes", "n_train",
              "n_test", "n_dream", "augment", "source", "checksums_verified", "sha256", "mean", "std",
-             "files_sha256"}
+             "files_sha256", "fields_sha256"}
     # The trainer normalises with the stored mean/std (the authors' constants where they have them).
     return CanonicalDataset(name=meta["name"], classes=meta["classes"], dream_classes=meta["dream_classes"],
                             augment=meta["augment"], source=meta.get("source", ""),

@@ -15,7 +15,7 @@ from pathlib import Path
 from collections.abc import Callable
 
 from wscl.core.errors import DatasetError
-from wscl.data.layout import ARRAYS, META, digests
+from wscl.data.layout import ARRAYS, META, digests, fields_digest
 
 RECORD = ".verified.json"
 
@@ -51,6 +51,16 @@ def _mismatch(folder: Path, meta: dict, per_file: dict[str, str]) -> str:
             f"damaged after preparation; {rebuild_hint(folder)}")
 
 
+def check_fields(folder: Path, meta: dict, log: Callable[[str], None]) -> None:
+    """meta.json's fields (normalisation, augmentation, classes, ...) against its ``fields_sha256``."""
+    if not meta.get("fields_sha256"):
+        log(f"{folder / META} records no fields_sha256; its normalisation and augmentation fields are used "
+            f"unverified ({rebuild_hint(folder)} to record one)")
+    elif fields_digest(meta) != meta["fields_sha256"]:
+        raise DatasetError(f"the fields of {folder / META} (normalisation, augmentation, classes, ...) do not match "
+                           f"its fields_sha256: meta.json was changed after preparation; {rebuild_hint(folder)}")
+
+
 def verify_prepared(folder: str | Path, mmap_above_mb: float = 2048,
                     log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr)) -> str | None:
     """Check a prepared folder's arrays against its meta.json; return the verified content SHA-256.
@@ -67,6 +77,7 @@ def verify_prepared(folder: str | Path, mmap_above_mb: float = 2048,
         meta = json.loads((folder / META).read_text())
     except ValueError as exc:
         raise DatasetError(f"{folder / META} is not valid JSON ({exc}); {rebuild_hint(folder)}") from None
+    check_fields(folder, meta, log)
     expected = meta.get("sha256")
     if not expected:
         log(f"{folder}: meta.json records no content sha256; the data is used unverified ({rebuild_hint(folder)} "

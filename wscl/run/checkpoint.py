@@ -10,7 +10,9 @@ Writing keeps the previous checkpoint as ``checkpoint.prev.pt`` (a hard link, no
 one is complete on disk. A checkpoint that cannot be read (truncated, damaged, of the wrong shape) is moved
 aside as ``checkpoint.pt.corrupt-<time>`` and the run falls back to the previous one, else to its start.
 Every checkpoint is sealed with its SHA-256 (``checkpoint.pt.sha256``): a byte changed on disk without
-changing the size reads as damaged too, where torch would load it without a word [ours].
+changing the size reads as damaged too, where torch would load it without a word [ours]. The seal is no
+signature: a checkpoint replaced together with it loads, but with ``weights_only=True`` and the allow-list
+``SAFE_GLOBALS`` only, so it can hold wrong numbers and never code to run.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from wscl.core.safe_io import (RESUME, DamagedFile, atomic_torch_save, move_seal_with, read_verified, remove_quietly,
@@ -27,6 +30,19 @@ from wscl.method.state import RunState
 
 FILE_NAME = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"
+# What a checkpoint holds besides tensors, dicts, lists, numbers and strings: numpy arrays of these element types
+# (the head book, the wake phase's planned draws). ``torch.load(weights_only=True)`` rebuilds nothing else, so a
+# checkpoint replaced together with its seal can carry no code to run [ours].
+NUMPY_TYPES = (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
+               np.float16, np.float32, np.float64)
+SAFE_GLOBALS = [np.ndarray, np.dtype, np._core.multiarray._reconstruct,
+                *(type(np.dtype(kind)) for kind in NUMPY_TYPES)]
+
+
+def load_payload(content: bytes, device: torch.device):
+    """A checkpoint's payload, unpickling only tensors, plain containers and SAFE_GLOBALS."""
+    with torch.serialization.safe_globals(SAFE_GLOBALS):
+        return torch.load(io.BytesIO(content), map_location=device, weights_only=True)
 
 
 def save(state: RunState, path: Path, fingerprint: str, position: dict | None = None) -> None:
@@ -73,7 +89,7 @@ def restore(state: RunState, path: Path, fingerprint: str, device: torch.device,
     damaged = []
     for candidate in candidates:
         try:
-            saved = torch.load(io.BytesIO(read_verified(candidate)), map_location=device, weights_only=False)
+            saved = load_payload(read_verified(candidate), device)
             if not isinstance(saved, dict) or "state" not in saved:
                 raise ValueError("not a checkpoint of this trainer")
         except Exception as exc:  # torch reports a truncated file as a RuntimeError, a damaged one in other ways

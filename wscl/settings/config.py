@@ -10,6 +10,7 @@ import difflib
 import functools
 import hashlib
 import json
+import math
 import re
 from importlib import resources
 from pathlib import Path
@@ -205,10 +206,28 @@ def parse_set(assignments: list[str]) -> dict:
         key, raw = item.split("=", 1)
         node = tree
         parts = key.strip().split(".")
-        for part in parts[:-1]:
+        for depth, part in enumerate(parts[:-1]):
             node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(raw) if raw != "" else ""
+            if not isinstance(node, dict):
+                section = ".".join(parts[: depth + 1])
+                raise ConfigError(f"--set {item!r}: {section!r} was set to a single value by an earlier --set; "
+                                  "set its keys one by one instead")
+        node[parts[-1]] = _set_value(item, raw)
     return tree
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _set_value(item: str, raw: str) -> Any:
+    if raw == "":
+        return ""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {item!r}: the value is not valid YAML ({_one_line(exc)}); quote a text value, "
+                          "e.g. --set 'dataset.name=\"my data\"'") from None
 
 
 def _check_keys(user: dict, reference: dict, prefix: str = "") -> None:
@@ -247,6 +266,8 @@ def _check_value(path: str, value: Any, default: Any) -> None:
             raise ConfigError(f"{path}={value!r} must be a number")
         if isinstance(default, int) and not isinstance(value, int):
             raise ConfigError(f"{path}={value!r} must be a whole number")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{path}={value!r} must be a finite number")
         low, high = RANGES.get(path, (None, None))
         if (low is not None and value < low) or (high is not None and value > high):
             span = f"[{low}, {'inf' if high is None else high}]"
@@ -296,10 +317,12 @@ def check_settings(tree: dict) -> None:
 def resolve(file_config: dict | None = None, sets: dict | None = None) -> dict:
     """Build the resolved configuration: defaults, then preset, then file, then --set values."""
     base = defaults()
+    for layer in (file_config or {}, sets or {}):  # each layer on its own: a merge would hide `training: 5`
+        _check_keys(layer, base)
     user = deep_merge(file_config or {}, sets or {})
     _check_keys(user, base)
     preset = user.get("preset", base["preset"])
-    if preset not in PRESETS:
+    if not isinstance(preset, str) or preset not in PRESETS:
         _check_value("preset", preset, base["preset"])
     cfg = deep_merge(deep_merge(base, PRESETS[preset]), user)
     reference = flatten(base)
@@ -333,9 +356,15 @@ def load_file(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                          "save it as UTF-8 YAML") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {_one_line(exc)}; fix the line it names "
+                          "(config/README.md lists the keys)") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {str(path)!r} cannot be read ({exc.strerror}); check its permissions") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping of settings")
     return data

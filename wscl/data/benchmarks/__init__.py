@@ -45,6 +45,19 @@ def task_structure(name: str) -> dict:
     return declared.task_structure if declared else {}
 
 
+# The smallest image side the ResNet trains on in batches of any size: it halves an image three times, and
+# BatchNorm needs more than one value per channel, so 8 pixels (a 1 x 1 last stage) fail on a one-image batch
+# (docs/method.md, assumptions). dataset.synthetic.size starts here too.
+MIN_IMAGE_SIDE = 9
+
+
+def check_image_side(ds: CanonicalDataset, folder: Path) -> None:
+    side = min(ds.image_shape[1:])
+    if side < MIN_IMAGE_SIDE:
+        raise DatasetError(f"{folder}: images of {side} pixels; the network trains on images of at least "
+                           f"{MIN_IMAGE_SIDE} pixels (a one-image batch fails below that): prepare it larger")
+
+
 def from_config(cfg: dict) -> CanonicalDataset:
     """The dataset a run trains on: generated for `synthetic`, else loaded from ``dataset.root``."""
     d = cfg["dataset"]
@@ -54,6 +67,7 @@ def from_config(cfg: dict) -> CanonicalDataset:
     sha256 = verify_prepared(folder, d["mmap_above_mb"])  # stops the run on damaged data, naming the file
     ds = load(folder, mmap_above_mb=d["mmap_above_mb"])
     ds.sha256 = sha256 or ds.sha256
+    check_image_side(ds, folder)
     declared = registry().get(d["name"])
     if declared and declared.augment and declared.augment.padding is not None:
         ds.crop_padding = declared.augment.padding  # meta.json does not record it; the declaration does
