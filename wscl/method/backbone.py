@@ -110,6 +110,7 @@ def logits_of(net: ResNet18, x: torch.Tensor, start: int = 0) -> torch.Tensor:
 
 
 _COMPILED: dict[str, object] = {}
+COMPILE_BACKEND = "inductor"  # torch.compile's backend; dynamo decides graphs, breaks and recompiles before it
 RECOMPILE_LIMIT = 64  # compiled variants per process (shapes x frozen depths x trial suffixes), then eager
 
 
@@ -132,5 +133,6 @@ def compiled_forward(mode: str):
     parameters are inputs of the graph, not constants), and inductor's caches share it across processes."""
     if mode not in _COMPILED:
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
-        _COMPILED[mode] = torch.compile(logits_of, mode=mode)
+        backend = {"backend": COMPILE_BACKEND} if COMPILE_BACKEND != "inductor" else {"mode": mode}
+        _COMPILED[mode] = torch.compile(logits_of, **backend)
     return _COMPILED[mode]
