@@ -1,6 +1,8 @@
 """Compiled training steps (``runtime.compile``): a whole run with the freezing trial, NREM and staged REM
 compiles a bounded number of times with no graph break, learns, stays close to eager for its first steps,
 and records how it ran; the steady wake step waits for the device nowhere."""
+import copy
+
 import pytest
 import torch
 
@@ -43,20 +45,26 @@ def test_a_whole_compiled_run_compiles_a_bounded_number_of_times_without_graph_b
     assert 2 <= record["frames_compiled"] <= bound < RECOMPILE_LIMIT and bound < steps
 
 
-def test_a_compiled_run_learns_and_stays_close_to_eager_at_first(tiny, tmp_path):
-    runs = {}
-    for name, switch in (("compiled", True), ("eager", False)):
-        cfg = tiny(**PLAIN_RUN, runtime={"compile": switch})
-        runs[name] = Run(cfg, tmp_path / name, quiet=True, log=lambda *_: None).run()
-    compiled, eager = runs["compiled"], runs["eager"]
+def test_a_compiled_run_learns_and_its_first_steps_stay_close_to_eager(tiny, tmp_path):
+    cfg = tiny(**PLAIN_RUN, runtime={"compile": True, "bf16": False})  # fp32: the tolerance is fp32's
+    run = Run(cfg, tmp_path / "compiled", quiet=True, log=lambda *_: None)
+    # The first steps, compiled and eager, from the same weights on the same batches: fused kernels round
+    # differently, by about 1e-6 (relative) at the first step; SGD then carries the difference along
+    # (docs/method.md, Compiled steps).
+    eager = copy.deepcopy(run.learner)
+    eager.net.compile_mode = None
+    losses = {}
+    for name, learner in (("compiled", run.learner), ("eager", copy.deepcopy(eager))):
+        learner = copy.deepcopy(learner) if name == "compiled" else learner
+        torch.manual_seed(0)  # the same random batches for both
+        steps = phase_steps(learner, 16, run.scenario.n_heads, torch.Generator().manual_seed(0))
+        losses[name] = [float(steps["wake"]()) for _ in range(3)]
+    assert losses["compiled"][0] == pytest.approx(losses["eager"][0], rel=1e-5)
+    assert losses["compiled"] == pytest.approx(losses["eager"], rel=1e-3)
+    compiled = run.run()
     assert compiled["compile"]["mode"] == "default" and compiled["compile"]["graph_breaks"] == 0
-    assert 1 <= compiled["compile"]["frames_compiled"] <= 2
-    assert eager["compile"] == {"mode": None, "frames_compiled": 0, "graphs": 0, "graph_breaks": 0}
+    assert 1 <= compiled["compile"]["frames_compiled"] <= 2  # one batch shape: one graph (and its recompile)
     assert compiled["task_il"]["final_avg_acc"] > 50 + 15  # Task-IL chance is 50% with 2 classes per task
-    # Fused kernels round differently: the first epoch's mean loss agrees to 1e-3 (relative); later numbers
-    # drift apart as any two float orders do (docs/method.md, Compiled steps).
-    first = [run["tasks"][0]["dynamics"][0]["mean_loss"] for run in (compiled, eager)]
-    assert first[0] == pytest.approx(first[1], rel=1e-3)
 
 
 def test_runtime_compile_auto_is_off_on_a_cpu_and_for_reference_runs(tiny):
