@@ -1,12 +1,13 @@
 """The default study's corrected runs with one runtime switch off and on, on this CPU: wall time and accuracy.
 
   python scripts/cpu_switch.py --setting runtime.bf16 [--config config/config.yaml] [--out FILE] [--repeats 1]
-  python scripts/cpu_switch.py --setting runtime.compile --runs 3 [--out FILE]
+  python scripts/cpu_switch.py --setting runtime.compile --runs 1 --preset base --preset full [--out FILE]
 
 Each corrected run of the study (its trainer configuration exactly as the workflow builds it) is trained by
 ``wscl train`` in a process of its own with the setting false, then true (alternating, so that a slower
 moment of the machine hits both alike), one thread each, as the workflow's jobs. ``--runs N``: the first N
-corrected runs only. For ``runtime.compile`` the compiled runs share one inductor cache folder that starts
+corrected runs (seeds) of each preset only; ``--preset``: those presets only. For ``runtime.compile`` the
+compiled runs share one inductor cache folder that starts
 empty, so the totals count every compile a study would pay (the first run compiles, the next reuse the
 kernels). Needs the study's data prepared (`make run` or `wscl data prepare`). Prints a table and saves the JSON.
 """
@@ -55,12 +56,15 @@ def main() -> None:
     parser.add_argument("--config", default="config/config.yaml")
     parser.add_argument("--out", help="default: docs/figures/<setting>_cpu.json")
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--runs", type=int, help="the first N corrected runs only")
+    parser.add_argument("--runs", type=int, help="the first N corrected runs (of each --preset) only")
+    parser.add_argument("--preset", action="append", help="only this preset's runs (repeatable)")
     args = parser.parse_args()
     name = args.setting.split(".")[1]
     out = Path(args.out or f"docs/figures/{name}_cpu.json")
     study = Study(yaml.safe_load(Path(args.config).read_text()))
-    keys = [k for k in study.runs() if k.fidelity == "corrected"][: args.runs]
+    corrected = [k for k in study.runs() if k.fidelity == "corrected"]
+    presets = args.preset or list(dict.fromkeys(k.preset for k in corrected))
+    keys = [k for p in presets for k in [k for k in corrected if k.preset == p][: args.runs]]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(Path(tmp) / "inductor-cache"))  # empty at the start
@@ -77,7 +81,7 @@ def main() -> None:
                                  "class_il": m["class_il"]["final_avg_acc"]})
                     print(json.dumps(rows[-1]), flush=True)
     summary = summarise(rows)
-    runs = f" --runs {args.runs}" if args.runs else ""
+    runs = (f" --runs {args.runs}" if args.runs else "") + "".join(f" --preset {p}" for p in args.preset or [])
     result = {"machine": cpu_description(), "config": args.config, "setting": args.setting, "runs": rows,
               "summary": summary,
               "command": f"python scripts/cpu_switch.py --setting {args.setting} --config {args.config} "
