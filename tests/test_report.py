@@ -251,7 +251,7 @@ def fake_runs(values: dict):
 def test_summary_compares_only_rows_of_one_fidelity_and_reuses_the_tables_verdicts():
     from wscl.study.aggregate import pretty, summary_table
     from wscl.study.report import findings, row_id
-    from wscl.study.reproduction import difference
+    from wscl.study.comparisons import paired
     values = {("base", "reference"): [60.0, 62.0, 61.0], ("authors", "reference"): [70.0, 72.5, 71.0],
               ("full", "reference"): [66.0, 69.0, 67.5], ("no_nrem", "reference"): [64.0, 66.0, 65.5],
               ("base", "corrected"): [80.0, 81.0, 79.0], ("full", "corrected"): [75.0, 74.0, 76.0]}
@@ -269,9 +269,12 @@ def test_summary_compares_only_rows_of_one_fidelity_and_reuses_the_tables_verdic
     assert sorted(pairs) == sorted(pair.values())
     # full vs the authors' WSCL, where both ran (reference): full - authors
     [versus] = text["vs_wscl"]
-    gap = difference(values[("full", "reference")], values[("authors", "reference")])
+    seeds = {key: dict(enumerate(accs)) for key, accs in values.items()}  # seed i: the i-th value of each preset
+    gap = paired(seeds[("full", "reference")], seeds[("authors", "reference")])
     assert "full vs authors (reference)" in versus and f">{gap.difference:+.2f}</span>" in versus
-    expected = difference(values[("full", "reference")], values[("no_nrem", "reference")])
+    expected = paired(seeds[("full", "reference")], seeds[("no_nrem", "reference")])
+    # full - no_nrem per seed: 2, 3, 2 -> 2.33 +- t(2) * 0.577 / sqrt(3) = 2.33 +- 1.43 (paired, not Welch)
+    assert (expected.low, expected.high) == pytest.approx((0.8991, 3.7676), abs=1e-3)
     [ablation] = text["ablation"]
     assert f">{expected.difference:+.2f}</span>" in ablation
     assert f"[{expected.low:+.2f}, {expected.high:+.2f}]" in ablation
@@ -337,6 +340,6 @@ def test_a_preset_added_to_the_registry_gets_findings_and_a_colour(monkeypatch):
     runs = fake_runs(values)
     found = findings(runs, summary_table(runs, "seq-cifar10", 200, None), "seq-cifar10", 200)
     ablations = [f.html for f in found if f.kind == "ablation"]
-    assert len(ablations) == 1 and "Ablation no_merge (reference)" in ablations[0]
+    assert len(ablations) == 1 and "full vs no_merge (reference)" in ablations[0]
     assert style("er_ace", "no_merge", "reference")["color"] == "#123456"
     assert style("er_ace", "full", "reference")["color"] == config.PRESET_SPECS["full"]["colour"]
