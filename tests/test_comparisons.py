@@ -123,3 +123,15 @@ def test_a_tiny_precision_study_pilots_plans_and_trains_only_the_missing_seeds(t
     assert ",3," in found and "max seeds" in found
     assert json.loads((tables / "pilot.json").read_text())["pilot"] == 2
     assert planned_train_jobs(work)[0] == []
+
+
+def test_the_ablation_study_plans_its_pilot_without_data(tmp_path):
+    from workflow_support import BIN, ENV, job_counts
+    import subprocess
+    work = workflow_copy(tmp_path / "ablation")
+    done = subprocess.run([str(BIN / "snakemake"), "-n", "--configfile", "config/ablation.yaml"], cwd=work, env=ENV,
+                          capture_output=True, text=True, check=True)
+    counts = job_counts(done.stdout)
+    # 7 presets x 5 pilot seeds, then the pilot's checkpoint; the seeds after it are planned once it ran
+    assert counts["train"] == 7 * 5 and counts["pilot"] == 1 and counts["prepare_dataset"] == 1
+    assert "checkpoint jobs" in done.stdout
