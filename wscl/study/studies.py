@@ -158,7 +158,7 @@ class Study:
         for key in groups.values():
             for title, a, b in comparison_pairs():
                 if key.preset == a:
-                    other = replace(key, preset=b).group
+                    other = replace(key, preset=b, buffer=FIXED_BUFFER.get(b, key.buffer)).group
                     if other in groups:
                         out.append((title, key.group, other))
         return sorted(out, key=lambda c: (c[1], c[2]))
