@@ -12,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from workflow_support import snakemake
-from wscl.study.outputs import PLOTS
+from wscl.study.outputs import COMPARISONS, PLOTS
 from wscl.study.report import CAPTIONS
 
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -64,11 +64,11 @@ def test_report_in_a_browser_shows_summary_tables_runs_and_provenance(study, tmp
         # Every figure decodes.
         sizes = browser.execute_script(
             "return Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight])")
-        assert len(sizes) == len(PLOTS)
+        assert len(sizes) == len(PLOTS) + 1  # and the comparisons' intervals
         for alt, complete, width, height in sizes:
             assert complete and width > 0 and height > 0, alt
         captions = [c.text for c in browser.find_elements(By.CSS_SELECTOR, "figcaption")]
-        assert all(any(CAPTIONS[p] in c for c in captions) for p in PLOTS)
+        assert all(any(CAPTIONS[p] in c for c in captions) for p in (*PLOTS, COMPARISONS))
 
         def cell(table: str, row: str, col: str) -> str:
             return browser.find_element(
@@ -92,7 +92,10 @@ def test_report_in_a_browser_shows_summary_tables_runs_and_provenance(study, tmp
             assert cell(span.get_attribute("data-table"), span.get_attribute("data-row"),
                         span.get_attribute("data-col")) == span.text
         summary = browser.find_element(By.CSS_SELECTOR, ".summary").text
-        assert "Best (reference)" in summary and "WSCL vs base (reference): er_ace/full" in summary
+        assert "Best (reference)" in summary and "full vs base (reference): er_ace/full" in summary
+        # The comparisons table gives each comparison's answer, and the summary says the same.
+        answers = browser.find_elements(By.CSS_SELECTOR, '#table-synthetic_buffer20_comparisons td[data-col="answer"]')
+        assert answers and all(a.text and f"{a.text}" in summary for a in answers)
 
         # One row per run, with the MLflow run id the run was logged under.
         experiment = client_for(study).get_experiment_by_name("smoke")
@@ -127,7 +130,7 @@ def test_report_in_a_browser_shows_summary_tables_runs_and_provenance(study, tmp
         browser.quit()
     # Self-contained: every image is embedded, no style sheet or script is fetched (links only navigate).
     html = report.read_text()
-    assert re.findall(r"""src=["']([a-z]+:)""", html) == ["data:"] * len(PLOTS)
+    assert re.findall(r"""src=["']([a-z]+:)""", html) == ["data:"] * (len(PLOTS) + 1)
     assert "<link" not in html and "<script" not in html and "url(" not in html
 
 
