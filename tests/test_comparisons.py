@@ -123,6 +123,10 @@ def test_a_tiny_precision_study_pilots_plans_and_trains_only_the_missing_seeds(t
     assert ",3," in found and "max seeds" in found
     assert json.loads((tables / "pilot.json").read_text())["pilot"] == 2
     assert planned_train_jobs(work)[0] == []
+    # a larger max: one more seed of each preset, nothing else trains
+    edit_smoke_config(work, {"seeds": {"pilot": 2, "half_width": 0.01, "max": 4}})
+    jobs, text = planned_train_jobs(work)
+    assert jobs == [("base", 3), ("full", 3)] and "rule pilot" not in text
 
 
 def test_the_ablation_study_plans_its_pilot_without_data(tmp_path):
@@ -135,3 +139,16 @@ def test_the_ablation_study_plans_its_pilot_without_data(tmp_path):
     # 7 presets x 5 pilot seeds, then the pilot's checkpoint; the seeds after it are planned once it ran
     assert counts["train"] == 7 * 5 and counts["pilot"] == 1 and counts["prepare_dataset"] == 1
     assert "checkpoint jobs" in done.stdout
+
+
+def test_the_study_schema_takes_seeds_as_a_list_a_count_or_a_precision(tmp_path):
+    from snakemake.utils import validate
+    from wscl.settings.schema import write_schemas
+    path = write_schemas(REPO / "rules/config.schema.yaml", tmp_path)
+    validate(yaml.safe_load((REPO / "config/ablation.yaml").read_text()), path)
+    for seeds in ([0, 1, 2], 3, {"pilot": 3, "half_width": 2.0, "max": 15}):
+        validate(copy.deepcopy(SMOKE) | {"seeds": seeds}, path)
+    for seeds in ({"pilot": 3, "max": 15}, {"pilot": 3, "half_width": 0, "max": 15}, 0, [1, 1],
+                  {"pilot": 3, "half_width": 2.0, "max": 15, "min": 2}):
+        with pytest.raises(Exception, match="Error validating config file"):
+            validate(copy.deepcopy(SMOKE) | {"seeds": seeds}, path)
