@@ -224,6 +224,15 @@ def test_mlflow_parents_carry_seed_statistics_verdict_tags_and_datasets(study):
         # The parent spans its children, instead of lasting a few milliseconds.
         assert parent.info.end_time >= max(c.info.end_time for c in mine)
         assert parent.data.tags["preset"] in ("base", "full") and parent.data.tags["fidelity"] == "reference"
+    # full's parent carries its paired comparison with base, as the comparisons table states it
+    [full] = [p for p in parents.values() if p.data.tags["preset"] == "full"]
+    import pandas as pd
+    [row] = pd.read_csv(study / "results/tables/synthetic_buffer20_comparisons.csv").to_dict("records")
+    answer, shown = full.data.tags["compare.base"].split(": ", 1)
+    assert answer == row["answer"] and float(shown.split()[0]) == pytest.approx(row["difference"], abs=0.006)
+    assert full.data.tags["compare.base"].endswith(f", {row['seeds']} seeds, {row['stopped']}")
+    assert full.data.metrics["compare/base/seeds"] == row["seeds"] == 2
+    assert full.data.metrics["compare/base/low"] == pytest.approx(row["low"], abs=1e-4)
     for run in list(parents.values()) + children:
         [dataset] = [d.dataset for d in run.inputs.dataset_inputs]
         # generated data has a digest like prepared data: its content's SHA-256 (first 36 digits in MLflow)
