@@ -20,9 +20,29 @@ rule select:
         "wscl select --study-json {params.study:q} --out {output} > {log} 2>&1"
 
 
+# Seeds chosen by precision: the pilot's runs fix every comparison's seed count (Stein's procedure), so the runs
+# after the pilot are known only once it ran; the inputs below that call `planned_metrics` wait for it.
+checkpoint pilot:
+    input:
+        pilot_metrics(),
+    output:
+        STUDY.pilot_file(),
+    log:
+        f"{R}/logs/pilot.log",
+    benchmark:
+        f"{R}/benchmarks/pilot.tsv"
+    conda:
+        "../envs/wscl.yaml"
+    params:
+        study=lambda wc: pilot_study(),
+    shell:
+        "wscl pilot --study-json {params.study:q} --out {output} > {log} 2>&1"
+
+
 rule aggregate:
     input:
-        metrics=all_metrics(),
+        metrics=planned_metrics,
+        pilot=pilot_input,
         selection=[STUDY.selection_file()] if STUDY.sweeps else [],
     output:
         tables=reported_tables(),

@@ -4,7 +4,7 @@
 
 rule archive:
     input:
-        metrics=all_metrics(),
+        metrics=planned_metrics,
         report=f"{R}/report.html",
         runs=ALL_RUNS,
     output:

@@ -47,6 +47,7 @@ localrules:
     all,
     mlflow_setup,
     mlflow_sync,
+    pilot,
     select,
     aggregate,
     report,
@@ -87,6 +88,28 @@ def dataset_input(wc):
 
 def all_metrics():
     return [f"{STUDY.run_dir(key)}/metrics.json" for key in STUDY.runs()]
+
+
+def planned_metrics(wildcards):
+    """Every run's metrics.json; with seeds chosen by precision, once the pilot checkpoint fixed the seed counts."""
+    if STUDY.precision:
+        checkpoints.pilot.get()
+    return all_metrics()
+
+
+def pilot_metrics():
+    return [f"{STUDY.run_dir(key)}/metrics.json" for key in STUDY.pilot_runs()]
+
+
+def pilot_study():
+    """The study as the pilot sees it: its pilot seeds as a count, so that a new half-width or `max` leaves the
+    pilot done (only the seeds it then asks for train)."""
+    return json.dumps({**config, "seeds": len(STUDY.seeds)}, sort_keys=True)
+
+
+def pilot_input(wildcards):
+    """The pilot's result, for the steps that read the seed counts (nothing for a fixed seed count)."""
+    return [checkpoints.pilot.get().output[0]] if STUDY.precision else []
 
 
 def swept_metrics():
@@ -137,6 +160,7 @@ def reported_tables():
                 path, caption="../report/selection.rst", category=name, subcategory=f"buffer {buffer}", labels=labels
             )
         out.append(path)
+    out += [path for path, *_ in STUDY.comparison_outputs()]  # each table's paired comparisons
     return out
 
 

@@ -57,7 +57,7 @@ rule train:
 rule mlflow_sync:
     input:
         setup=f"{R}/mlflow/setup.json",
-        metrics=all_metrics(),
+        metrics=planned_metrics,
     output:
         f"{R}/mlflow/sync.json",
     log:

@@ -12,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from workflow_support import snakemake
-from wscl.study.outputs import PLOTS
+from wscl.study.outputs import COMPARISONS, PLOTS
 from wscl.study.report import CAPTIONS
 
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -64,11 +64,11 @@ def test_report_in_a_browser_shows_summary_tables_runs_and_provenance(study, tmp
         # Every figure decodes.
         sizes = browser.execute_script(
             "return Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight])")
-        assert len(sizes) == len(PLOTS)
+        assert len(sizes) == len(PLOTS) + 1  # and the comparisons' intervals
         for alt, complete, width, height in sizes:
             assert complete and width > 0 and height > 0, alt
         captions = [c.text for c in browser.find_elements(By.CSS_SELECTOR, "figcaption")]
-        assert all(any(CAPTIONS[p] in c for c in captions) for p in PLOTS)
+        assert all(any(CAPTIONS[p] in c for c in captions) for p in (*PLOTS, COMPARISONS))
 
         def cell(table: str, row: str, col: str) -> str:
             return browser.find_element(
@@ -92,7 +92,10 @@ def test_report_in_a_browser_shows_summary_tables_runs_and_provenance(study, tmp
             assert cell(span.get_attribute("data-table"), span.get_attribute("data-row"),
                         span.get_attribute("data-col")) == span.text
         summary = browser.find_element(By.CSS_SELECTOR, ".summary").text
-        assert "Best (reference)" in summary and "WSCL vs base (reference): er_ace/full" in summary
+        assert "Best (reference)" in summary and "full vs base (reference): er_ace/full" in summary
+        # The comparisons table gives each comparison's answer, and the summary says the same.
+        answers = browser.find_elements(By.CSS_SELECTOR, '#table-synthetic_buffer20_comparisons td[data-col="answer"]')
+        assert answers and all(a.text and f"{a.text}" in summary for a in answers)
 
         # One row per run, with the MLflow run id the run was logged under.
         experiment = client_for(study).get_experiment_by_name("smoke")
@@ -127,7 +130,7 @@ def test_report_in_a_browser_shows_summary_tables_runs_and_provenance(study, tmp
         browser.quit()
     # Self-contained: every image is embedded, no style sheet or script is fetched (links only navigate).
     html = report.read_text()
-    assert re.findall(r"""src=["']([a-z]+:)""", html) == ["data:"] * len(PLOTS)
+    assert re.findall(r"""src=["']([a-z]+:)""", html) == ["data:"] * (len(PLOTS) + 1)
     assert "<link" not in html and "<script" not in html and "url(" not in html
 
 
@@ -221,6 +224,15 @@ def test_mlflow_parents_carry_seed_statistics_verdict_tags_and_datasets(study):
         # The parent spans its children, instead of lasting a few milliseconds.
         assert parent.info.end_time >= max(c.info.end_time for c in mine)
         assert parent.data.tags["preset"] in ("base", "full") and parent.data.tags["fidelity"] == "reference"
+    # full's parent carries its paired comparison with base, as the comparisons table states it
+    [full] = [p for p in parents.values() if p.data.tags["preset"] == "full"]
+    import pandas as pd
+    [row] = pd.read_csv(study / "results/tables/synthetic_buffer20_comparisons.csv").to_dict("records")
+    answer, shown = full.data.tags["compare.base"].split(": ", 1)
+    assert answer == row["answer"] and float(shown.split()[0]) == pytest.approx(row["difference"], abs=0.006)
+    assert full.data.tags["compare.base"].endswith(f", {row['seeds']} seeds, {row['stopped']}")
+    assert full.data.metrics["compare/base/seeds"] == row["seeds"] == 2
+    assert full.data.metrics["compare/base/low"] == pytest.approx(row["low"], abs=1e-4)
     for run in list(parents.values()) + children:
         [dataset] = [d.dataset for d in run.inputs.dataset_inputs]
         # generated data has a digest like prepared data: its content's SHA-256 (first 36 digits in MLflow)
@@ -251,7 +263,7 @@ def fake_runs(values: dict):
 def test_summary_compares_only_rows_of_one_fidelity_and_reuses_the_tables_verdicts():
     from wscl.study.aggregate import pretty, summary_table
     from wscl.study.report import findings, row_id
-    from wscl.study.reproduction import difference
+    from wscl.study.comparisons import paired
     values = {("base", "reference"): [60.0, 62.0, 61.0], ("authors", "reference"): [70.0, 72.5, 71.0],
               ("full", "reference"): [66.0, 69.0, 67.5], ("no_nrem", "reference"): [64.0, 66.0, 65.5],
               ("base", "corrected"): [80.0, 81.0, 79.0], ("full", "corrected"): [75.0, 74.0, 76.0]}
@@ -269,9 +281,12 @@ def test_summary_compares_only_rows_of_one_fidelity_and_reuses_the_tables_verdic
     assert sorted(pairs) == sorted(pair.values())
     # full vs the authors' WSCL, where both ran (reference): full - authors
     [versus] = text["vs_wscl"]
-    gap = difference(values[("full", "reference")], values[("authors", "reference")])
+    seeds = {key: dict(enumerate(accs)) for key, accs in values.items()}  # seed i: the i-th value of each preset
+    gap = paired(seeds[("full", "reference")], seeds[("authors", "reference")])
     assert "full vs authors (reference)" in versus and f">{gap.difference:+.2f}</span>" in versus
-    expected = difference(values[("full", "reference")], values[("no_nrem", "reference")])
+    expected = paired(seeds[("full", "reference")], seeds[("no_nrem", "reference")])
+    # full - no_nrem per seed: 2, 3, 2 -> 2.33 +- t(2) * 0.577 / sqrt(3) = 2.33 +- 1.43 (paired, not Welch)
+    assert (expected.low, expected.high) == pytest.approx((0.8991, 3.7676), abs=1e-3)
     [ablation] = text["ablation"]
     assert f">{expected.difference:+.2f}</span>" in ablation
     assert f"[{expected.low:+.2f}, {expected.high:+.2f}]" in ablation
@@ -337,6 +352,6 @@ def test_a_preset_added_to_the_registry_gets_findings_and_a_colour(monkeypatch):
     runs = fake_runs(values)
     found = findings(runs, summary_table(runs, "seq-cifar10", 200, None), "seq-cifar10", 200)
     ablations = [f.html for f in found if f.kind == "ablation"]
-    assert len(ablations) == 1 and "Ablation no_merge (reference)" in ablations[0]
+    assert len(ablations) == 1 and "full vs no_merge (reference)" in ablations[0]
     assert style("er_ace", "no_merge", "reference")["color"] == "#123456"
     assert style("er_ace", "full", "reference")["color"] == config.PRESET_SPECS["full"]["colour"]

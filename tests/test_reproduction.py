@@ -1,22 +1,8 @@
-import math
-
 import numpy as np
 import pytest
 from scipy import stats
 
-from wscl.study.reproduction import difference, verdict
-
-
-def test_difference_is_welchs_interval_between_two_sets_of_seeds():
-    a, b = [71.0, 73.5, 70.2, 74.1], [65.0, 69.9, 61.2]
-    d = difference(a, b)
-    ci = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
-    assert d.difference == pytest.approx(np.mean(a) - np.mean(b))
-    assert (d.low, d.high) == pytest.approx((ci.low, ci.high))
-    assert d.verdict == ("higher" if ci.low > 0 else "no clear difference")
-    assert difference(b, a).verdict in ("lower", "no clear difference")
-    assert difference([1.0, 2.0, 3.0], [1.5, 2.5, 2.0]).verdict == "no clear difference"
-    assert difference([1.0], [2.0, 3.0]).verdict == "too few seeds" and math.isnan(difference([1.0], [2.0]).low)
+from wscl.study.reproduction import verdict
 
 
 def test_verdict_keeps_its_rule():

@@ -10,7 +10,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from disk_faults import flip_middle_bytes
-from wscl.study.outputs import PLOTS
+from wscl.study.outputs import COMPARISONS, PLOTS
 from workflow_support import (BIN, ENV, SMOKE_RUNS as RUNS, assert_run_holds_metrics, job_counts, metrics_path,
                               snakemake, workflow_copy)
 
@@ -21,10 +21,10 @@ def test_smoke_study_produces_tables_plots_report_and_archive(smoke):
         assert (results / f"tables/synthetic_buffer20.{ext}").stat().st_size > 0
     table = (results / "tables/synthetic_buffer20.md").read_text()
     assert "er_ace" in table and "full" in table and "base" in table and "reference" in table
-    for plot in PLOTS:
+    for plot in (*PLOTS, COMPARISONS):
         assert (results / f"plots/synthetic_buffer20_{plot}.png").read_bytes()[:4] == b"\x89PNG"
     report = (results / "report.html").read_text()
-    assert report.count("<img") == len(PLOTS) and "Fidelity: <b>reference</b>" in report
+    assert report.count("<img") == len(PLOTS) + 1 and "Fidelity: <b>reference</b>" in report
     archive = results / "archive/smoke.tar.gz"
     verified = subprocess.run([sys.executable, "-m", "wscl", "verify-archive", str(archive)], capture_output=True,
                               text=True, env=ENV)

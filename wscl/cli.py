@@ -226,6 +226,16 @@ def cmd_aggregate(args) -> int:
     return 0
 
 
+def cmd_pilot(args) -> int:
+    from wscl.study.pilot import pilot_result, write_pilot
+    study = _study(args)
+    result = pilot_result(study)
+    write_pilot(result, args.out)
+    for _, a, b in study.comparisons():
+        print(f"{a} - {b}: pilot sd {result['pilot_sd'][f'{a} - {b}']:.2f}")
+    return 0
+
+
 def cmd_select(args) -> int:
     from wscl.study.selection import select, write_selection
     selection = select(_study(args))
@@ -342,6 +352,11 @@ def build_parser() -> argparse.ArgumentParser:
                                     "Class-IL final accuracy on the tuning split over seeds (wscl/study/selection.py).")
     se.add_argument("--study-json", required=True, help="the study configuration (workflow config) as JSON")
     se.add_argument("--out", required=True, help="the selection JSON to write (sealed)")
+    pi = sub.add_parser("pilot", help="the pilot of a study whose seeds are chosen by precision",
+                        description="Per comparison, the sd of the pilot seeds' paired differences, which fixes its "
+                                    "total seed count (Stein's procedure, wscl/study/comparisons.py).")
+    pi.add_argument("--study-json", required=True, help="the study configuration (workflow config) as JSON")
+    pi.add_argument("--out", required=True, help="the pilot JSON to write (sealed)")
     for name, helptext in (("aggregate", "tables and plots over a study's runs"),
                            ("report", "one-page HTML report of a study")):
         a = sub.add_parser(name, help=helptext)
@@ -383,7 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"train": cmd_train, "bench": cmd_bench, "data": cmd_data, "mlflow-setup": cmd_mlflow_setup,
-            "mlflow-sync": cmd_mlflow_sync, "select": cmd_select, "aggregate": cmd_aggregate, "report": cmd_report,
+            "mlflow-sync": cmd_mlflow_sync, "pilot": cmd_pilot, "select": cmd_select, "aggregate": cmd_aggregate,
+            "report": cmd_report,
             "archive": cmd_archive, "verify-archive": cmd_verify_archive, "evaluate": cmd_evaluate,
             "schema": cmd_schema}
 

@@ -11,7 +11,9 @@ import yaml
 
 from wscl.method.metrics import SUMMARY_KEYS, read_metrics
 from wscl.method.dynamics import LOSS_PHASES, loss_curve
-from wscl.study.outputs import ALL_RUNS, PLOTS, plot_file, selection_table_file, sensitivity_plot, table_name
+from wscl.study.comparisons import Precision, comparison_pairs, paired
+from wscl.study.outputs import (ALL_RUNS, COMPARISONS, PLOTS, comparisons_table_file, plot_file, selection_table_file,
+                                sensitivity_plot, table_name)
 from wscl.core.provenance import dataset_identity
 from wscl.study.reproduction import verdict
 from wscl.core.safe_io import atomic_write_text, translated
@@ -218,6 +220,51 @@ def write_selection_tables(points: pd.DataFrame, tables_dir: Path, benchmark: st
                       f"**{caption}**\n\n" + nice.to_markdown(index=False) + "\n", sealed=True)
 
 
+def table_comparisons(runs: pd.DataFrame, precision: Precision | None = None) -> pd.DataFrame:
+    """Every paired comparison a - b of a table's runs (study/comparisons.py): two presets of one method and
+    fidelity (the reported point of each), on the Class-IL final accuracy of the seeds both have."""
+    values = {key: dict(zip(group.seed.astype(int), group.class_il_final_avg_acc.astype(float)))
+              for key, group in runs.groupby(["method", "fidelity", "preset"], sort=False)}
+    rows = []
+    for method, fidelity in dict.fromkeys(zip(runs.method, runs.fidelity)):
+        for title, a, b in comparison_pairs():
+            if (method, fidelity, a) in values and (method, fidelity, b) in values:
+                found = paired(values[method, fidelity, a], values[method, fidelity, b], precision)
+                rows.append({"comparison": title, "method": method, "fidelity": fidelity, "a": a, "b": b,
+                             **found.as_dict(), "stopped": found.stopped})
+    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+
+
+COMPARISON_COLUMNS = ["comparison", "method", "fidelity", "a", "b", "a_mean", "b_mean", "seeds", "difference", "low",
+                      "high", "target", "target_met", "stopped", "answer", "rule"]
+
+
+def pretty_comparisons(found: pd.DataFrame) -> pd.DataFrame:
+    """The comparisons as shown: the difference with its interval, the seeds, why they stopped, the answer."""
+    return pd.DataFrame({
+        "comparison": found.comparison, "method": found.method, "fidelity": found.fidelity, "seeds": found.seeds,
+        "a − b (Class-IL acc)": [f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}]" if lo == lo else f"{d:+.2f} (no interval)"
+                                 for d, lo, hi in zip(found.difference, found.low, found.high)],
+        "stopped by": found.stopped, "answer": found.answer})
+
+
+def write_comparisons(found: pd.DataFrame, tables_dir: Path, benchmark: str, buffer: int, rule: str) -> None:
+    atomic_write_text(tables_dir / comparisons_table_file(benchmark, buffer, "csv"),
+                      found.to_csv(index=False, float_format="%.4f"), sealed=True)
+    caption = (f"{benchmark}, buffer {buffer}: paired comparisons a − b of Class-IL final average accuracy over the "
+               f"seeds both presets have, 95% interval ({rule}; wscl/study/comparisons.py)")
+    atomic_write_text(tables_dir / comparisons_table_file(benchmark, buffer, "md"),
+                      f"**{caption}**\n\n" + pretty_comparisons(found).to_markdown(index=False) + "\n", sealed=True)
+
+
+def comparison_rows(found: pd.DataFrame) -> dict[str, list[dict]]:
+    """Each comparison under the parent-row key (method, preset a, fidelity) it belongs to, for the MLflow parents."""
+    out: dict[str, list[dict]] = {}
+    for row in found.to_dict("records"):
+        out.setdefault(f"{row['method']}/{row['a']}/{row['fidelity']}", []).append(row)
+    return out
+
+
 def aggregate(study: Study, tables_dir: Path, plots_dir: Path, mlflow_uri: str | None = None) -> None:
     """Tables and plots; with an MLflow URI also each run's MLflow run id (all_runs.csv) and the seed
     statistics and verdicts on every parent run."""
@@ -254,10 +301,17 @@ def aggregate(study: Study, tables_dir: Path, plots_dir: Path, mlflow_uri: str |
                    f"pre-training entries; corrected: [ours]); paper values: {reported['source']}; verdict: "
                    "ours - paper with its 95% interval (wscl/study/reproduction.py)")
         write_tables(table, tables_dir / table_name(benchmark, buffer), caption)
+        found = table_comparisons(subset, study.precision)
+        write_comparisons(found, tables_dir, benchmark, buffer, study.describe_comparisons())
+        versus = comparison_rows(found)
         for row in table.to_dict("records"):
             name = variant(row["preset"], "" if pd.isna(row["point"]) else row["point"])
+            row["comparisons"] = versus.get(f"{row['method']}/{row['preset']}/{row['fidelity']}", [])
             parent_rows.setdefault(f"{benchmark}/buffer{row['buffer']}/{row['method']}/{name}/{row['fidelity']}", row)
         _draw_plots(subset, table, benchmark, buffer, plots_dir, f"{benchmark}, buffer {buffer} ({fidelity})")
+        from wscl.study import plots
+        plots.comparison_intervals(found, str(plots_dir / plot_file(benchmark, buffer, COMPARISONS)),
+                                   f"{benchmark}, buffer {buffer}", study.precision)
         keys = study.swept_keys(benchmark, buffer)
         if keys:
             points = selection_table(swept, selection, study)

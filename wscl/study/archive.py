@@ -58,6 +58,7 @@ def _members(study: Study, uri: str) -> dict[str, bytes]:
             files[f"{rel}/{name}"] = read_result(run / name, RUN_AGAIN)
     # The study's own tables and figures, by name: nothing else that lies in those folders
     selection = [study.selection_file()] if study.sweeps else []  # the points chosen on the tuning split
+    selection += [study.pilot_file()] if study.precision else []  # the pilot that fixed the seed counts
     for path in map(Path, [*study.table_files(), study.all_runs_file(), *selection, *study.plot_files()]):
         files[f"{path.parent.name}/{path.name}"] = read_result(path, RESULTS_AGAIN)
     files["report.html"] = read_result(results / "report.html", RESULTS_AGAIN)

@@ -260,3 +260,30 @@ def _sortable(value):
     """Numbers in numeric order, then other values by their text."""
     return (0, float(value), "") if isinstance(value, (int, float)) and not isinstance(value, bool) else (1, 0.0,
                                                                                                             str(value))
+
+
+def comparison_intervals(found: pd.DataFrame, path, title: str, precision=None) -> None:
+    """Every paired comparison's difference a - b with its 95% interval against 0 (the dotted lines: the target
+    half-width ±w around 0 when the study asks for a precision); the label names the seeds and the answer."""
+    fig, ax = plt.subplots(figsize=(7.5, 0.9 + 0.35 * max(len(found), 1)))
+    y = np.arange(len(found))[::-1]
+    for yi, row in zip(y, found.itertuples()):
+        look = style(row.method, row.b, row.fidelity)
+        has_interval = row.low == row.low
+        err = [[row.difference - row.low], [row.high - row.difference]] if has_interval else None
+        ax.errorbar([row.difference], [yi], xerr=err, color=look["color"], marker=look["marker"], capsize=3,
+                    linestyle="none", mfc=look["color"] if row.fidelity == "reference" else "white")
+    labels = [f"{r.comparison} ({r.fidelity}, {r.seeds} seeds): {r.answer}" for r in found.itertuples()]
+    ax.set_yticks(y, labels, fontsize=7)
+    ax.axvline(0, color="black", linewidth=1)
+    if precision is not None:
+        for x in (-precision.half_width, precision.half_width):
+            ax.axvline(x, color="grey", linestyle=":", linewidth=1)
+    if found.empty:
+        ax.text(0.5, 0.5, "no two presets to compare", transform=ax.transAxes, ha="center")
+    ax.set_xlabel("a − b, Class-IL final average accuracy (points), 95% interval")
+    ax.set_title(f"{title}: paired comparisons" + (f" (dotted: target ±{precision.half_width:g})"
+                                                   if precision is not None else ""), fontsize=9)
+    ax.grid(alpha=0.3, axis="x")
+    save_figure(fig, path, dpi=100, bbox_inches="tight", sealed=True)
+    plt.close(fig)

@@ -20,11 +20,12 @@ import yaml
 
 from wscl.core.errors import ConfigError
 from wscl.settings.config import presets_of
-from wscl.study.aggregate import pretty, pretty_selection, reported_values, runs_for_table
-from wscl.study.outputs import (ALL_RUNS, CAPTIONED, PLOTS, plot_file, selection_table_file, sensitivity_plot,
-                                table_file, table_name)
+from wscl.study.aggregate import (pretty, pretty_comparisons, pretty_selection, reported_values, runs_for_table,
+                                  table_comparisons)
+from wscl.study.comparisons import Precision
+from wscl.study.outputs import (ALL_RUNS, CAPTIONED, COMPARISONS, PLOTS, comparisons_table_file, plot_file,
+                                selection_table_file, sensitivity_plot, table_file, table_name)
 from wscl.core.provenance import git_state, software_versions
-from wscl.study.reproduction import difference
 from wscl.core.safe_io import atomic_write_text, read_result
 from wscl.tracking.parents import SETUP_AGAIN
 from wscl.study.studies import Study
@@ -82,26 +83,25 @@ def _num(value: float, table: str, row: str, col: str = ACC) -> str:
             f'data-col="{html.escape(col)}">{value:.2f}</span>')
 
 
-def _diff_html(d, table: str, row_a: str, row_b: str) -> str:
-    interval = "no interval" if math.isnan(d.low) else f"95% interval [{d.low:+.2f}, {d.high:+.2f}]"
+def _diff_html(c, table: str, row_a: str, row_b: str) -> str:
+    """A paired comparison (a row of aggregate.table_comparisons): a − b, its interval, seeds, why it stopped."""
+    interval = "no interval" if math.isnan(c.low) else f"95% interval [{c.low:+.2f}, {c.high:+.2f}]"
     return (f'<span class="diff" data-table="{html.escape(table)}" data-row-a="{html.escape(row_a)}" '
-            f'data-row-b="{html.escape(row_b)}" data-col="{ACC}">{d.difference:+.2f}</span> points '
-            f"({interval}, {d.a_n} vs {d.b_n} seeds: <b>{d.verdict}</b>)")
+            f'data-row-b="{html.escape(row_b)}" data-col="{ACC}">{c.difference:+.2f}</span> points '
+            f"({interval}, paired over {c.seeds} seeds, {html.escape(c.stopped)}: <b>{html.escape(c.answer)}</b>)")
 
 
-def findings(runs: pd.DataFrame, table: pd.DataFrame, benchmark: str, buffer: int) -> list[Finding]:
+def findings(runs: pd.DataFrame, table: pd.DataFrame, benchmark: str, buffer: int,
+             precision: Precision | None = None) -> list[Finding]:
     """What the study found at one benchmark and buffer, per fidelity, from its table and per-seed runs:
-    the best preset, each WSCL (role `wscl` of config.PRESET_SPECS: authors, full) vs its base learner, each
-    ablation's effect (full - ablation, role `ablation`),
-    and the reproduction verdicts of the paper's cells. Differences are Welch 95% intervals over seeds of
-    Class-IL final average accuracy (reproduction.difference); verdicts are the tables' own."""
+    the best preset, each WSCL (role `wscl` of config.PRESET_SPECS: authors, full) vs its base learner, full vs
+    the other WSCL, each ablation's effect (full - ablation, role `ablation`), and the reproduction verdicts of the
+    paper's cells. Differences are paired over the seeds both presets have (aggregate.table_comparisons, with
+    the study's precision when it asks for one); verdicts are the tables' own."""
     tid = table_name(benchmark, buffer)
     out: list[Finding] = []
     rows = {(r.method, r.preset, r.fidelity): r for r in table.itertuples()}
-
-    def seeds(method: str, preset: str, fidelity: str) -> list[float]:
-        sel = (runs.method == method) & (runs.preset == preset) & (runs.fidelity == fidelity)
-        return runs[sel].class_il_final_avg_acc.astype(float).tolist()
+    found = table_comparisons(runs, precision)
 
     def rid(r) -> str:
         return row_id(r.method, r.preset, r.fidelity, r.buffer)
@@ -114,23 +114,17 @@ def findings(runs: pd.DataFrame, table: pd.DataFrame, benchmark: str, buffer: in
                                    f"{_num(best.class_il_final_avg_acc_mean, tid, rid(best))}%"
                                    f" (mean of {int(best.seeds)} seeds).",
                            [{"table": tid, "row": rid(best)}]))
-        for method in sorted(set(at.method)):
-            # (kind, title, row a, row b, note): a difference a - b of Class-IL final accuracy over seeds
-            pairs = [("vs_base", "WSCL vs base", preset, "base", "") for preset in presets_of("wscl")]
-            pairs += [("vs_wscl", f"full vs {preset}", "full", preset, "") for preset in presets_of("wscl")
-                      if preset != "full"]
-            pairs += [("ablation", f"Ablation {ablation}", "full", ablation, " (positive: the component helps)")
-                      for ablation in presets_of("ablation")]
-            for kind, title, a, b, note in pairs:
-                row_a, row_b = rows.get((method, a, fidelity)), rows.get((method, b, fidelity))
-                if row_a is None or row_b is None:
-                    continue
-                d = difference(seeds(method, a, fidelity), seeds(method, b, fidelity))
-                out.append(Finding(kind, f"<b>{title} ({fidelity})</b>: {html.escape(method)}/{a} "
-                                         f"{_num(row_a.class_il_final_avg_acc_mean, tid, rid(row_a))} − {b} "
-                                         f"{_num(row_b.class_il_final_avg_acc_mean, tid, rid(row_b))} = "
-                                         + _diff_html(d, tid, rid(row_a), rid(row_b)) + f"{note}.",
-                                   [{"table": tid, "row": rid(row_a)}, {"table": tid, "row": rid(row_b)}]))
+        for c in found[found.fidelity == fidelity].itertuples():
+            row_a, row_b = rows.get((c.method, c.a, fidelity)), rows.get((c.method, c.b, fidelity))
+            if row_a is None or row_b is None:
+                continue
+            kind = "vs_base" if c.b == "base" else "vs_wscl" if c.b in presets_of("wscl") else "ablation"
+            note = " (positive: the component helps)" if kind == "ablation" else ""
+            out.append(Finding(kind, f"<b>{html.escape(c.comparison)} ({fidelity})</b>: {html.escape(c.method)}/{c.a} "
+                                     f"{_num(row_a.class_il_final_avg_acc_mean, tid, rid(row_a))} − {c.b} "
+                                     f"{_num(row_b.class_il_final_avg_acc_mean, tid, rid(row_b))} = "
+                                     + _diff_html(c, tid, rid(row_a), rid(row_b)) + f"{note}.",
+                               [{"table": tid, "row": rid(row_a)}, {"table": tid, "row": rid(row_b)}]))
     nice = pretty(table)
     for i, r in enumerate(table.itertuples()):
         for label in ("acc", "forgetting"):
@@ -250,6 +244,17 @@ def _selection_html(tables_dir: Path, benchmark: str, buffer: int) -> str:
             "point of each swept row.</p>" + _table_html(shown, ids, tid))
 
 
+def _comparisons_html(tables_dir: Path, plots_dir: Path, benchmark: str, buffer: int) -> str:
+    """Every paired comparison of a table, with the answer each gives, and its figure of intervals against 0."""
+    found = pd.read_csv(io.BytesIO(read_result(tables_dir / comparisons_table_file(benchmark, buffer, "csv"),
+                                               AGGREGATE_AGAIN)))
+    tid = f"{table_name(benchmark, buffer)}_{COMPARISONS}"
+    ids = [f"{r.method}/{r.a}-{r.b}/{r.fidelity}" for r in found.itertuples()]
+    return (f"<h3 id='{html.escape(tid)}'>Comparisons: does each stage help?</h3>"
+            + _table_html(pretty_comparisons(found), ids, tid)
+            + _img(plots_dir / plot_file(benchmark, buffer, COMPARISONS), _captions()[COMPARISONS]))
+
+
 def build_report(study: Study, tables_dir: Path, plots_dir: Path, out: Path) -> None:
     cfg = study.config
     runs = pd.read_csv(io.BytesIO(read_result(tables_dir / ALL_RUNS, AGGREGATE_AGAIN)), keep_default_na=True)
@@ -260,13 +265,14 @@ def build_report(study: Study, tables_dir: Path, plots_dir: Path, out: Path) -> 
         table = pd.read_csv(io.BytesIO(read_result(tables_dir / table_file(benchmark, buffer, "csv"), AGGREGATE_AGAIN)))
         subset = runs_for_table(runs[runs.in_table], benchmark, buffer)  # a sweep's selected points only
         items = "".join(f'<li class="finding {f.kind}">{f.html}</li>'
-                        for f in findings(subset, table, benchmark, buffer))
+                        for f in findings(subset, table, benchmark, buffer, study.precision))
         summary.append(f"<h3>{html.escape(benchmark)}, buffer {buffer}</h3><ul>{items}</ul>")
         ids = [row_id(r.method, r.preset, r.fidelity, r.buffer) for r in table.itertuples()]
         sections.append(f'<h2 id="{html.escape(tid)}">{html.escape(benchmark)}, buffer {buffer}</h2>')
         sections.append("<p class='note'>Mean ± std over seeds; every row states its fidelity.</p>")
         sections.append(_table_html(pretty(table), ids, tid))
         sections.extend(_img(plots_dir / plot_file(benchmark, buffer, plot), _captions()[plot]) for plot in PLOTS)
+        sections.append(_comparisons_html(tables_dir, plots_dir, benchmark, buffer))
         keys = study.swept_keys(benchmark, buffer)
         if keys:
             sections.append(_selection_html(tables_dir, benchmark, buffer))
@@ -283,10 +289,11 @@ def build_report(study: Study, tables_dir: Path, plots_dir: Path, out: Path) -> 
         f"<p>Fidelity: <b>{html.escape(fidelities)}</b> (reference = the authors' code including the behaviours "
         "listed in docs/method.md §2b; corrected = their evident intent). "
         "Rows of different fidelities are never compared. "
-        f"Seeds: {', '.join(map(str, cfg['seeds']))}. Runs: {len(runs)}.</p>",
+        f"Seeds: {html.escape(study.describe_seeds())}. Runs: {len(runs)}.</p>",
         "<h2 id='summary'>Summary</h2><div class='summary'>",
-        "<p class='note'>Computed from the results below: Class-IL final average accuracy; differences are mean(a) − "
-        "mean(b) over seeds with a Welch 95% interval; verdicts compare with the paper "
+        "<p class='note'>Computed from the results below: Class-IL final average accuracy; differences a − b are "
+        f"paired over the seeds both presets have ({html.escape(study.describe_comparisons())}); verdicts compare "
+        "with the paper (a Welch interval: its seeds are not ours) "
         f"({html.escape(reported_values()['source'])}) by the rule of wscl/study/reproduction.py.</p>",
         *summary, "</div>",
         "<h2 id='mlflow'>Finding a run in MLflow</h2>",

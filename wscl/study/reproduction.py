@@ -1,7 +1,7 @@
 """Reproduction verdicts [ours]: does a study's cell reproduce the number the paper reports?
 
-One rule, used by the tables, the report and the MLflow parent runs; and the interval of a difference
-between two presets of the same study (WSCL vs its base, full vs an ablation), with the same arithmetic.
+One rule, used by the tables, the report and the MLflow parent runs. Our seeds and the paper's are not paired,
+so the interval is Welch's; two presets of the same study are compared paired (study/comparisons.py).
 """
 from __future__ import annotations
 
@@ -75,34 +75,3 @@ def _interval(diff: float, v1: float, v2: float | None, n1: int, n2: int | None 
         df = (v1 + v2) ** 2 / (v1**2 / (n1 - 1) + v2**2 / (n2 - 1)) if v1 + v2 > 0 else n1 + n2 - 2
     half = float(stats.t.ppf(0.975, df)) * se
     return diff - half, diff + half
-
-
-@dataclass(frozen=True)
-class Difference:
-    """a - b between two sets of per-seed values, with its Welch 95% interval."""
-    a_mean: float
-    b_mean: float
-    a_n: int
-    b_n: int
-    difference: float
-    low: float
-    high: float
-    verdict: str        # "higher" / "lower" (interval excludes 0), "no clear difference", "too few seeds"
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-def difference(a: list[float], b: list[float]) -> Difference:
-    """Compare two sets of per-seed values of the same study (e.g. WSCL and its base learner, at one
-    fidelity): mean(a) - mean(b) with a Welch 95% interval (the arithmetic of :func:`verdict`). Needs at
-    least 2 values per side for an interval."""
-    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    ma = float(x.mean()) if len(x) else math.nan
-    mb = float(y.mean()) if len(y) else math.nan
-    diff = ma - mb
-    if len(x) < 2 or len(y) < 2:
-        return Difference(ma, mb, len(x), len(y), diff, math.nan, math.nan, "too few seeds")
-    low, high = _interval(diff, float(x.var(ddof=1)) / len(x), float(y.var(ddof=1)) / len(y), len(x), len(y))
-    word = "no clear difference" if low <= 0 <= high else ("higher" if low > 0 else "lower")
-    return Difference(ma, mb, len(x), len(y), diff, low, high, word)

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, replace
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
+from wscl.core.safe_io import read_json_result
 from wscl.data.benchmarks import task_structure
 from wscl.settings.config import PRESETS, ConfigError, check_settings, deep_merge, defaults, flatten, resolve
-from wscl.study.outputs import (ALL_RUNS, PLOTS, SELECTION, TABLE_FORMATS, plot_file, selection_table_file,
-                                sensitivity_plot, table_file)
+from wscl.study.comparisons import comparison_pairs, parse_seeds, stein_seeds
+from wscl.study.outputs import (ALL_RUNS, COMPARISONS, PILOT, PLOTS, SELECTION, TABLE_FORMATS, comparisons_table_file,
+                                plot_file, selection_table_file, sensitivity_plot, table_file)
 from wscl.study.sweeps import TUNED, Sweep, as_overrides, parse_sweeps, point_names, split_variant, variant
 
 # Presets that fix the replay buffer themselves: they run once per benchmark, at that buffer.
@@ -100,6 +103,10 @@ class Study:
         self._check_preset_keys()
         self.sweeps: list[Sweep] = parse_sweeps(config, COORDINATE_KEYS, PRESET_KEYS)
         self._points: dict[str, dict] = {}  # point name -> its settings, filled as runs are enumerated
+        self.seeds, self.precision = parse_seeds(config["seeds"])
+        if self.precision and self.sweeps:
+            raise ConfigError("seeds: {pilot, half_width, max} with a sweep: a sweep's point is chosen on a fixed seed "
+                              "count; give `seeds` as a list or a count")
 
     def _check_coordinate_keys(self) -> None:
         """A run coordinate set in a trainer section would be overwritten by the run's own value."""
@@ -121,11 +128,69 @@ class Study:
         return entry.get("fidelities") or [self.config.get("fidelity", defaults()["fidelity"])]
 
     def runs(self) -> Iterator[RunKey]:
-        if not hasattr(self, "_runs"):
-            runs = list(self._enumerate_runs())  # once: sweep points resolve their runs' settings
+        """Every run; with seeds chosen by precision, the pilot's seeds until the pilot's result (pilot.json)
+        fixes each group's total, then those."""
+        stamp = self._pilot_stamp()
+        if not hasattr(self, "_runs") or self._runs_stamp != stamp:
+            counts = self.seed_counts() if stamp else {}
+            runs = list(self._enumerate_runs(lambda key: list(range(counts[key.group])) if key.group in counts
+                                             else self.seeds))  # once per pilot result: points resolve settings
             self._check_variants(runs)
-            self._runs = runs
+            self._runs, self._runs_stamp = runs, stamp
         return iter(self._runs)
+
+    def pilot_file(self) -> str:
+        """The pilot's result (study/comparisons.py): each comparison's pilot sd of its paired differences."""
+        return f"{self.results}/tables/{PILOT}"
+
+    def _pilot_stamp(self) -> tuple | None:
+        path = Path(self.pilot_file())
+        if self.precision is None or not path.is_file():
+            return None
+        stat = path.stat()
+        return stat.st_mtime_ns, stat.st_size
+
+    def comparisons(self) -> list[tuple[str, str, str]]:
+        """(title, group a, group b) of every paired comparison: two presets of comparison_pairs at the same
+        benchmark, buffer, method, fidelity and point."""
+        groups = {key.group: key for key in self._enumerate_runs(lambda key: self.seeds[:1])}
+        out = []
+        for key in groups.values():
+            for title, a, b in comparison_pairs():
+                if key.preset == a:
+                    other = replace(key, preset=b, buffer=FIXED_BUFFER.get(b, key.buffer)).group
+                    if other in groups:
+                        out.append((title, key.group, other))
+        return sorted(out, key=lambda c: (c[1], c[2]))
+
+    def seed_counts(self) -> dict[str, int]:
+        """Seeds of each group: the most that any of its comparisons needs (Stein's total from the pilot's sd)."""
+        pilot = read_json_result(self.pilot_file(), "delete it and rerun the workflow (the pilot rule writes it "
+                                                    "again from the pilot's runs)")
+        counts: dict[str, int] = {}
+        for _, a, b in self.comparisons():
+            sd = pilot["pilot_sd"].get(f"{a} - {b}")
+            n = stein_seeds(sd, self.precision)[0] if sd is not None else self.precision.pilot
+            for group in (a, b):
+                counts[group] = max(counts.get(group, self.precision.pilot), n)
+        return counts
+
+    def pilot_runs(self) -> list[RunKey]:
+        """The runs the pilot reads: the pilot seeds of every group."""
+        return list(self._enumerate_runs(lambda key: self.seeds))
+
+    def describe_comparisons(self) -> str:
+        p = self.precision
+        if p is None:
+            return "paired t interval"
+        return f"Stein's two-stage interval: pilot {p.pilot} seeds, target ±{p.half_width:g}, at most {p.max} seeds"
+
+    def describe_seeds(self) -> str:
+        p = self.precision
+        if p is None:
+            return ", ".join(map(str, self.seeds))
+        return (f"chosen by precision: pilot {p.pilot}, every comparison's 95% interval at most ±{p.half_width:g} "
+                f"points or {p.max} seeds (Stein's two-stage procedure)")
 
     def _check_variants(self, runs: list[RunKey]) -> None:
         """Each table row comes from one place (the preset plainly, swept, or at a tuned point), and a run at a
@@ -150,21 +215,23 @@ class Study:
                 raise ConfigError(f"{key.group}: preset {key.preset} sets {', '.join(clash)} itself, which the sweep "
                                   f"of {source.preset} varies; it cannot run at {source.preset}'s tuned point")
 
-    def _enumerate_runs(self) -> Iterator[RunKey]:
+    def _enumerate_runs(self, seeds_of: Callable[[RunKey], list[int]]) -> Iterator[RunKey]:
+        """The runs, with ``seeds_of(run key of seed 0)`` the seeds of each group."""
         seen = set()
         for name, bench in self.config["benchmarks"].items():
             for entry in self.config["grid"]:
                 for method, preset, fidelity in itertools.product(entry["methods"], entry["presets"],
                                                                   self.fidelities(entry)):
                     buffers = [FIXED_BUFFER[preset]] if preset in FIXED_BUFFER else bench["buffers"]
-                    for buffer, seed in itertools.product(buffers, self.config["seeds"]):
-                        plain = RunKey(name, buffer, method, preset, fidelity, seed)
+                    for buffer in buffers:
+                        plain = RunKey(name, buffer, method, preset, fidelity, 0)
                         points = [TUNED] if entry.get("tuned_from") else self.points_of(plain)
                         for point in points or [""]:
-                            key = RunKey(name, buffer, method, preset, fidelity, seed, point)
-                            if key not in seen:
-                                seen.add(key)
-                                yield key
+                            for seed in seeds_of(replace(plain, point=point)):
+                                key = RunKey(name, buffer, method, preset, fidelity, seed, point)
+                                if key not in seen:
+                                    seen.add(key)
+                                    yield key
 
     def points_of(self, plain: RunKey) -> list[str]:
         """The sweep points a run (outside any sweep) expands into; [] when no sweep matches it."""
@@ -276,8 +343,13 @@ class Study:
         return [(f"{self.results}/tables/{selection_table_file(name, buffer, fmt)}", name, buffer, fmt)
                 for name, buffer in self.tables() if self.swept_keys(name, buffer) for fmt in ("csv", "md")]
 
+    def comparison_outputs(self) -> list[tuple[str, str, int, str]]:
+        """(path, benchmark, buffer, format) of each table's paired comparisons."""
+        return [(f"{self.results}/tables/{comparisons_table_file(name, buffer, fmt)}", name, buffer, fmt)
+                for name, buffer in self.tables() for fmt in ("csv", "md")]
+
     def table_files(self) -> list[str]:
-        return [path for path, *_ in self.table_outputs() + self.selection_outputs()]
+        return [path for path, *_ in self.table_outputs() + self.selection_outputs() + self.comparison_outputs()]
 
     def all_runs_file(self) -> str:
         return f"{self.results}/tables/{ALL_RUNS}"
@@ -286,7 +358,7 @@ class Study:
         """(path, benchmark, buffer, figure) of every figure file."""
         return [(f"{self.results}/plots/{plot_file(name, buffer, plot)}", name, buffer, plot)
                 for name, buffer in self.tables()
-                for plot in [*PLOTS, *map(sensitivity_plot, self.swept_keys(name, buffer))]]
+                for plot in [*PLOTS, COMPARISONS, *map(sensitivity_plot, self.swept_keys(name, buffer))]]
 
     def plot_files(self) -> list[str]:
         return [path for path, *_ in self.plot_outputs()]

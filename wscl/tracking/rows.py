@@ -129,6 +129,10 @@ def parent_metrics(row: dict) -> dict[str, float]:
             if mean is not None and mean == mean:
                 out[f"{setting}/{key}"] = float(mean)
                 out[f"{setting}/{key}_std"] = float(std) if std is not None and std == std else 0.0
+    for versus in row.get("comparisons", []):  # this preset's paired comparisons (study/comparisons.py)
+        for name in ("difference", "low", "high", "seeds"):
+            if versus[name] == versus[name]:
+                out[f"compare/{versus['b']}/{name}"] = float(versus[name])
     return out
 
 
@@ -146,4 +150,8 @@ def parent_tags(row: dict) -> dict[str, str]:
             detail = "" if low is None or low != low else \
                 f" ({row[f'diff_class_il_{metric}']:+.2f} [{low:+.2f}, {high:+.2f}])"
             tags[f"verdict.class_il.{metric}"] = word + detail
+    for versus in row.get("comparisons", []):  # e.g. compare.no_nrem = helps: +7.70 [+4.00, +11.30], 9 seeds, ...
+        interval = "no interval" if versus["low"] != versus["low"] else f"[{versus['low']:+.2f}, {versus['high']:+.2f}]"
+        tags[f"compare.{versus['b']}"] = (f"{versus['answer']}: {versus['difference']:+.2f} {interval}, "
+                                          f"{versus['seeds']} seeds, {versus['stopped']}")
     return tags
