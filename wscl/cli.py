@@ -248,6 +248,44 @@ def cmd_schema(args) -> int:
     return ExitCode.OK
 
 
+def cmd_snapshot(args) -> int:
+    from wscl.study.snapshot import make_snapshot, write_snapshot
+    snapshot = make_snapshot(Path(args.runs))
+    write_snapshot(snapshot, Path(args.out))
+    print(f"{args.out}: {len(snapshot['runs'])} runs, commit {snapshot['git_commit']}, "
+          f"{snapshot['machine']['device_name']}")
+    return ExitCode.OK
+
+
+def cmd_readme_results(args) -> int:
+    from wscl.study.snapshot import read_snapshot, readme_block, readme_with
+    readme = Path(args.readme)
+    text = readme.read_text()
+    wanted = readme_with(text, readme_block(read_snapshot(Path(args.snapshot)), args.snapshot), readme)
+    if args.check:
+        if wanted != text:
+            print(f"{readme}: its results table differs from {args.snapshot}; write it with "
+                  f"`wscl readme-results` (make readme-results)", file=sys.stderr)
+            return ExitCode.RUN_RESULT_INVALID
+        print(f"{readme}: its results table matches {args.snapshot}")
+        return ExitCode.OK
+    atomic_write_text(readme, wanted)
+    print(f"{readme}: {'written' if wanted != text else 'already current'}")
+    return ExitCode.OK
+
+
+def _snapshot_parsers(sub) -> None:
+    sn = sub.add_parser("snapshot", help="record a finished study's per-run figures, machine and commit (the source "
+                                         "of the README's numbers)")
+    sn.add_argument("--runs", default="results/tables/all_runs.csv",
+                    help="the study's all_runs.csv (default: %(default)s)")
+    sn.add_argument("--out", default="docs/snapshot/default.json", help="the snapshot to write (default: %(default)s)")
+    rr = sub.add_parser("readme-results", help="write the README's results table from a results snapshot")
+    rr.add_argument("--snapshot", default="docs/snapshot/default.json", help="default: %(default)s")
+    rr.add_argument("--readme", default="README.md", help="default: %(default)s")
+    rr.add_argument("--check", action="store_true", help="write nothing; exit 9 when the README differs")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wscl", description="Wake-Sleep Consolidated Learning (WSCL): train, "
                                      "aggregate and archive the runs of a study.", epilog=exit_codes_help(),
@@ -337,13 +375,14 @@ def build_parser() -> argparse.ArgumentParser:
                                      "marker line) from the study schema and the package's settings and presets")
     sc.add_argument("--study-schema", default="rules/config.schema.yaml",
                     help="the study schema for --readme (default: rules/config.schema.yaml)")
+    _snapshot_parsers(sub)
     return parser
 
 
 COMMANDS = {"train": cmd_train, "bench": cmd_bench, "data": cmd_data, "mlflow-setup": cmd_mlflow_setup,
             "mlflow-sync": cmd_mlflow_sync, "select": cmd_select, "aggregate": cmd_aggregate, "report": cmd_report,
             "archive": cmd_archive, "verify-archive": cmd_verify_archive, "evaluate": cmd_evaluate,
-            "schema": cmd_schema}
+            "schema": cmd_schema, "snapshot": cmd_snapshot, "readme-results": cmd_readme_results}
 
 
 def main(argv: list[str] | None = None) -> int:
