@@ -52,6 +52,9 @@ def _train_parser(sub) -> None:
                                          "point to train at")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--quiet", action="store_true", help="no progress bars (for pipelines)")
+    p.add_argument("--record-failure", action="store_true",
+                   help="on a training failure (exit 5), write metrics.json with status failed and the message, "
+                        "and exit 0 (what a study's runs do: the study goes on and its tables name the failed seed)")
 
 
 def resolved_config(args) -> dict:
@@ -90,9 +93,14 @@ def cmd_train(args) -> int:
                                      args.mlflow_uri, args.mlflow_experiment)
     placement.announce(cfg)
     live = live_run(cfg, args.out, uri, args.mlflow_experiment, parent)
-    with StopRequest().installed() as stop, live.system_metrics(cfg):  # SIGTERM/SIGUSR1: checkpoint, exit 75
-        metrics = train(cfg, args.out, quiet=args.quiet, stop=stop, gpu_share=share and share.describe(),
-                        **live.kwargs)
+    try:
+        with StopRequest().installed() as stop, live.system_metrics(cfg):  # SIGTERM/SIGUSR1: checkpoint, exit 75
+            metrics = train(cfg, args.out, quiet=args.quiet, stop=stop, gpu_share=share and share.describe(),
+                            **live.kwargs)
+    except Exception as exc:
+        if not args.record_failure or exit_code(exc) != ExitCode.TRAINING_FAILED:
+            raise
+        return _record_failure(cfg, Path(args.out), str(exc))
     if uri:  # metrics.json is written: a store that cannot be reached marks the run pending, the job succeeds
         destination = {"tracking_uri": uri, "experiment": args.mlflow_experiment, "parent_run_id": parent}
         run_id = log_finished(Path(args.out) / "metrics.json", destination, live.run_id, live.tasks,
@@ -105,6 +113,21 @@ def cmd_train(args) -> int:
           f"(forgetting {c['forgetting']:.2f}, fidelity {metrics['fidelity']}, on {where}) -> "
           f"{Path(args.out) / 'metrics.json'}")
     return 0
+
+
+def _record_failure(cfg: dict, out: Path, message: str) -> int:
+    """A study's run that failed in training: a sealed metrics.json saying so, so that the study goes on and
+    its tables, report and MLflow parents name the failed seed (wscl/study/run_failures.py)."""
+    from wscl.core.provenance import run_provenance
+    from wscl.core.safe_io import atomic_write_json
+    from wscl.method.metrics import failed_run_metrics
+    from wscl.settings.runtime import resolve_device
+    device = resolve_device(cfg["runtime"]["device"])
+    provenance = {"device": str(device), **run_provenance(device)}
+    atomic_write_json(out / "metrics.json", failed_run_metrics(cfg, message, provenance), sealed=True)
+    print(f"training failed: {message}\nrecorded as a failed run in {out / 'metrics.json'} (--record-failure); "
+          "delete it to train this run again", file=sys.stderr)
+    return ExitCode.OK
 
 
 def cmd_bench(args) -> int:
