@@ -75,3 +75,17 @@ def test_a_study_with_a_diverging_sweep_point_and_preset_completes_and_names_the
     base_parent = parents["synthetic/buffer20/er_ace/base/reference"]
     assert base_parent.data.metrics["failed_seeds"] == 2
     assert base_parent.data.tags["failed_seeds"].startswith("0, 1 (left out")
+
+
+def test_wscl_train_alone_still_exits_5_and_records_the_failure_only_when_asked(tmp_path, capsys):
+    from conftest import tiny_config
+    from wscl.cli import main
+    from wscl.method.metrics import read_metrics
+    cfg = tiny_config(scenario={"n_tasks": 2}, training={"lr": 10.0}, runtime={"on_training_failure": "stop"})
+    args = ["train", "--config-json", json.dumps(cfg), "--quiet", "--mlflow-uri", "none"]
+    assert main([*args, "--out", str(tmp_path / "alone")]) == 5
+    assert not (tmp_path / "alone/metrics.json").exists()
+    assert main([*args, "--out", str(tmp_path / "study"), "--record-failure"]) == 0
+    metrics, _ = read_metrics(tmp_path / "study/metrics.json")  # sealed, and read like any run's metrics
+    assert metrics["status"] == "failed" and "training loss exploded" in metrics["failure"]
+    assert failure_of(metrics).startswith("stopped: training loss exploded")
