@@ -12,7 +12,7 @@ CORES ?= all
 # Workflow jobs call the `wscl` command: put the environment's bin/ first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run test test-gpu setup lint lock bench mlflow-ui archive docs
+.PHONY: run test test-gpu setup lint lock bench mlflow-ui archive docs snapshot readme-results
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,13 @@ lint: $(VENV)/.installed-test
 
 docs: $(VENV)/.installed-workflow
 	$(BIN)/python -m wscl schema --readme config/README.md --study-schema rules/config.schema.yaml
+
+# after `make run`: the default study's per-run figures, machine and commit (commit the file), then the README's table
+snapshot: $(VENV)/.installed-workflow
+	$(BIN)/python -m wscl snapshot --runs results/tables/all_runs.csv --out docs/snapshot/default.json
+
+readme-results: $(VENV)/.installed-workflow
+	$(BIN)/python -m wscl readme-results --snapshot docs/snapshot/default.json --readme README.md
 
 bench: $(VENV)/.installed-workflow
 	$(BIN)/python -m wscl bench --out results/bench.json

@@ -51,7 +51,8 @@ rule train:
         tuned=tuned_args,
     shell:
         "wscl train --config-json {params.trainer:q} --out {params.out} --threads {threads} --quiet "
-        "--mlflow-setup {input.mlflow} --mlflow-parent-group {params.group:q} {params.tuned} > {log} 2>&1"
+        "--record-failure --mlflow-setup {input.mlflow} --mlflow-parent-group {params.group:q} {params.tuned} "
+        "> {log} 2>&1"
 
 
 rule mlflow_sync:

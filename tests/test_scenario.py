@@ -1,4 +1,6 @@
-"""Held-out sets and plain baselines (docs/method.md §1, [code] hold-outs)."""
+"""Held-out sets and plain baselines (docs/method.md §1, [code] hold-outs), independent random streams."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -9,34 +11,68 @@ from wscl.data.synthetic import synthetic
 DS = synthetic(classes=4, dream_classes=0, train_per_class=20, test_per_class=5, size=8)
 
 
-def per_class_order(t_rng_seed=0):
-    """The per-class random order scenario.build draws (same generator calls)."""
-    rng = np.random.default_rng(t_rng_seed)
-    orders = {}
-    for t in range(2):
-        for cls in (2 * t, 2 * t + 1):
-            orders[cls] = rng.permutation(scenario.subsample_per_class(np.asarray(DS.train_y), [cls], 0, rng))
-        scenario.subsample_per_class(np.asarray(DS.test_y), np.arange(2 * t, 2 * t + 2), 0, rng)
-    return orders
+SIZES = scenario.Sizes(n_tasks=2, classes_per_task=2, val_per_task=6, freeze_buffer_per_task=2)
+
+
+def build(seed=0, reference=False, **sizes):
+    return scenario.build(DS, dataclasses.replace(SIZES, **sizes), seed, reference=reference)
+
+
+def of_class(rows, cls):
+    return rows[np.asarray(DS.train_y)[rows] == cls]
 
 
 @pytest.mark.parametrize("reference", [True, False])
 def test_hold_outs_per_class_freezing_buffer_then_validation(reference):
-    # 6 validation and 2 freezing-buffer images per task: 3 and 1 per class.
-    sc = scenario.build(DS, 2, 2, 6, 2, np.random.default_rng(0), reference=reference)
-    order = per_class_order()
-    # task 0: the freezing buffer is the first image of each class; only the validation share (3) leaves training
-    assert sorted(sc.freeze_idx[0]) == sorted([order[0][0], order[1][0]])
+    # 6 validation and 2 freezing-buffer images per task: 3 and 1 per class, of 20 images per class.
+    sc = build(reference=reference)
+    # task 0: no validation split; only the validation share (3) leaves training, the buffer image among it
     assert len(sc.val_idx[0]) == 0
-    assert sorted(sc.train_idx[0]) == sorted(np.concatenate([order[0][3:], order[1][3:]]))
-    # task 1: buffer first; validation next [ours], or one image late [code]; training loses buffer + validation
-    start = 2 if reference else 1
-    assert sorted(sc.freeze_idx[1]) == sorted([order[2][0], order[3][0]])
-    assert sorted(sc.val_idx[1]) == sorted(np.concatenate([order[2][start:start + 3], order[3][start:start + 3]]))
-    assert sorted(sc.train_idx[1]) == sorted(np.concatenate([order[2][4:], order[3][4:]]))
-    if reference:  # [code] one image per class in neither set, and the last validation image also trained on
-        assert not np.isin([order[2][1], order[3][1]], np.concatenate([sc.val_idx[1], sc.train_idx[1]])).any()
-        assert np.isin([order[2][4], order[3][4]], sc.val_idx[1]).all()
+    for cls in (0, 1):
+        assert len(of_class(sc.freeze_idx[0], cls)) == 1 and len(of_class(sc.train_idx[0], cls)) == 17
+    assert not np.isin(sc.freeze_idx[0], sc.train_idx[0]).any()
+    # task 1: training loses buffer + validation (4 per class)
+    for cls in (2, 3):
+        fb, va, tr = (of_class(rows[1], cls) for rows in (sc.freeze_idx, sc.val_idx, sc.train_idx))
+        assert (len(fb), len(va), len(tr)) == (1, 3, 16)
+        assert not np.isin(fb, np.concatenate([va, tr])).any()
+        everything = np.flatnonzero(np.asarray(DS.train_y) == cls)
+        if reference:  # [code] one image in neither set, and one validation image also trained on
+            assert np.isin(va, tr).sum() == 1
+            assert len(np.setdiff1d(everything, np.concatenate([fb, va, tr]))) == 1
+        else:          # [ours] the three sets split the class
+            assert not np.isin(va, tr).any()
+            assert sorted(np.concatenate([fb, va, tr])) == sorted(everything)
+
+
+SUBSETS = ("train_idx", "val_idx", "freeze_idx", "test_idx", "tune_idx")
+
+
+def changed(a, b) -> set[str]:
+    return {name for name in SUBSETS
+            if not all(np.array_equal(x, y) for x, y in zip(getattr(a, name), getattr(b, name)))}
+
+
+@pytest.mark.parametrize("reference", [True, False])
+def test_a_subsets_size_changes_that_subset_only(reference):
+    """Each subset draws from a stream of its own (run seed, its name, class)."""
+    base = {"tune_per_class": 2, "test_per_class": 3}
+    plain = build(reference=reference, **base)
+    assert changed(plain, build(reference=reference, **base)) == set()
+    assert changed(plain, build(reference=reference, **{**base, "test_per_class": 4})) == {"test_idx"}
+    assert changed(plain, build(reference=reference, **base, train_per_class=10)) == {"train_idx"}
+    # held-out sets leave training; one drawn earlier (tuning, then buffer, then validation) moves a later one
+    # only by the images both drew
+    assert changed(plain, build(reference=reference, **base, val_per_task=4)) == {"val_idx", "train_idx"}
+    for bigger in ({"freeze_buffer_per_task": 4}, {"tune_per_class": 5}):
+        other = build(reference=reference, **{**base, **bigger})
+        grown = "freeze_idx" if "freeze_buffer_per_task" in bigger else "tune_idx"
+        assert grown in changed(plain, other)
+        assert not changed(plain, other) & ({"test_idx", "tune_idx"} - {grown})
+        for t in range(2):  # what a later set loses is only what the grown set took
+            lost = np.setdiff1d(plain.val_idx[t], other.val_idx[t])
+            assert np.isin(lost, getattr(other, grown)[t]).all()
+    assert changed(plain, build(seed=1, reference=reference, **base)) == set(SUBSETS)
 
 
 def test_authors_preset_is_freezing_and_interleaved_dreams_only():
@@ -69,28 +105,13 @@ def test_freezing_without_held_out_images_fails_at_config_time():
 # -- the tuning split [ours] (docs/method.md, Tuning split) ----------------------------------------------------
 
 @pytest.mark.parametrize("reference", [True, False])
-def test_no_tuning_split_leaves_every_set_as_it_was(reference):
-    before = scenario.build(DS, 2, 2, 6, 2, np.random.default_rng(0), reference=reference)
-    none = scenario.build(DS, 2, 2, 6, 2, np.random.default_rng(0), reference=reference, tune_per_class=0)
-    for name in ("train_idx", "val_idx", "freeze_idx", "test_idx"):
-        assert all(np.array_equal(a, b) for a, b in zip(getattr(before, name), getattr(none, name))), name
-    assert not none.has_tune and all(len(rows) == 0 for rows in none.tune_idx)
-
-
-@pytest.mark.parametrize("reference", [True, False])
-def test_the_tuning_split_is_the_end_of_each_class_order_and_leaves_the_other_sets_alone(reference):
-    plain = scenario.build(DS, 2, 2, 6, 2, np.random.default_rng(0), reference=reference)
-    sc = scenario.build(DS, 2, 2, 6, 2, np.random.default_rng(0), reference=reference, tune_per_class=4)
-    order = per_class_order()
+def test_the_tuning_split_is_apart_from_every_other_set(reference):
+    sc = build(reference=reference, tune_per_class=4)
     for t in range(2):
-        expected = np.concatenate([order[cls][-4:] for cls in (2 * t, 2 * t + 1)])
-        assert sorted(sc.tune_idx[t]) == sorted(expected)
-        for name in ("val_idx", "freeze_idx", "test_idx"):
-            assert np.array_equal(getattr(sc, name)[t], getattr(plain, name)[t]), name
-        # only the training images lose the tuning ones
-        assert sorted(sc.train_idx[t]) == sorted(np.setdiff1d(plain.train_idx[t], expected))
+        assert len(sc.tune_idx[t]) == 8
         for other in (sc.train_idx[t], sc.val_idx[t], sc.freeze_idx[t]):
             assert not np.isin(sc.tune_idx[t], other).any()
+    assert not build(reference=reference).has_tune
 
 
 def test_too_few_images_for_the_tuning_split_name_its_setting():
@@ -98,7 +119,7 @@ def test_too_few_images_for_the_tuning_split_name_its_setting():
     with pytest.raises(scenario.ScenarioError, match=r"has 20 training images, too few to hold out 3 "
                        r"\(scenario.val_per_task\) \+ 1 \(scenario.freeze_buffer_per_task\) \+ 15 "
                        r"\(scenario.tune_per_class\)"):
-        scenario.build(DS, 2, 2, 6, 2, np.random.default_rng(0), reference=True, tune_per_class=15)
-    sc = scenario.build(DS, 2, 2, 6, 2, np.random.default_rng(0), reference=True, tune_per_class=14)
+        build(reference=True, tune_per_class=15)
+    sc = build(reference=True, tune_per_class=14)
     assert [len(rows) for rows in sc.tune_idx] == [28, 28]
     assert issubclass(scenario.ScenarioError, ConfigError)

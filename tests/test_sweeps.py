@@ -83,6 +83,9 @@ def test_point_names_are_paramspace_instances_keeping_each_values_type():
     ({"wscl.nrem.enabled": [True, False]}, "is switched by the presets"),
     ({"wscl.nrem.epochs": [1, -1]}, "wscl.nrem.epochs=-1 is out of range"),
     ({"wscl.nrem.epochs": [1, 1]}, "must be a list of distinct values"),
+    ({"scenario.test_per_class": [10, 20]}, "sweep.settings.scenario.test_per_class changes the scenario"),
+    ({"dataset.synthetic.noise": [0.1, 0.2]}, "sweep.settings.dataset.synthetic.noise changes the dataset"),
+    ({"scenario.tune_per_class": [5, 9]}, "or a benchmark's `trainer` section instead"),
 ])
 def test_a_wrong_sweep_is_refused_naming_the_key_and_where_it_belongs(settings, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):

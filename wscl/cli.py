@@ -54,6 +54,9 @@ def _train_parser(sub) -> None:
                                          "point to train at")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--quiet", action="store_true", help="no progress bars (for pipelines)")
+    p.add_argument("--record-failure", action="store_true",
+                   help="on a training failure (exit 5), write metrics.json with status failed and the message, "
+                        "and exit 0 (what a study's runs do: the study goes on and its tables name the failed seed)")
 
 
 def resolved_config(args) -> dict:
@@ -125,10 +128,15 @@ def cmd_train(args) -> int:
                                      args.mlflow_uri, args.mlflow_experiment)
     placement.announce(cfg)
     live = live_run(cfg, args.out, uri, args.mlflow_experiment, parent)
-    with (StopRequest().installed() as stop, live.system_metrics(cfg),  # SIGTERM/SIGUSR1: checkpoint, exit 75
-          named_out_of_memory(cfg, cfg["runtime"]["device"])):
-        metrics = train(cfg, args.out, quiet=args.quiet, stop=stop, gpu_share=share and share.describe(),
-                        **live.kwargs)
+    try:
+        with (StopRequest().installed() as stop, live.system_metrics(cfg),  # SIGTERM/SIGUSR1: checkpoint, exit 75
+              named_out_of_memory(cfg, cfg["runtime"]["device"])):
+            metrics = train(cfg, args.out, quiet=args.quiet, stop=stop, gpu_share=share and share.describe(),
+                            **live.kwargs)
+    except Exception as exc:
+        if not args.record_failure or exit_code(exc) != ExitCode.TRAINING_FAILED:
+            raise
+        return _record_failure(cfg, Path(args.out), str(exc))
     if uri:  # metrics.json is written: a store that cannot be reached marks the run pending, the job succeeds
         destination = {"tracking_uri": uri, "experiment": args.mlflow_experiment, "parent_run_id": parent}
         run_id = log_finished(Path(args.out) / "metrics.json", destination, live.run_id, live.tasks,
@@ -141,6 +149,21 @@ def cmd_train(args) -> int:
           f"(forgetting {c['forgetting']:.2f}, fidelity {metrics['fidelity']}, on {where}) -> "
           f"{Path(args.out) / 'metrics.json'}")
     return 0
+
+
+def _record_failure(cfg: dict, out: Path, message: str) -> int:
+    """A study's run that failed in training: a sealed metrics.json saying so, so that the study goes on and
+    its tables, report and MLflow parents name the failed seed (wscl/study/run_failures.py)."""
+    from wscl.core.provenance import run_provenance
+    from wscl.core.safe_io import atomic_write_json
+    from wscl.method.metrics import failed_run_metrics
+    from wscl.settings.runtime import resolve_device
+    device = resolve_device(cfg["runtime"]["device"])
+    provenance = {"device": str(device), **run_provenance(device)}
+    atomic_write_json(out / "metrics.json", failed_run_metrics(cfg, message, provenance), sealed=True)
+    print(f"training failed: {message}\nrecorded as a failed run in {out / 'metrics.json'} (--record-failure); "
+          "delete it to train this run again", file=sys.stderr)
+    return ExitCode.OK
 
 
 def cmd_bench(args) -> int:
@@ -296,6 +319,44 @@ def cmd_schema(args) -> int:
     return ExitCode.OK
 
 
+def cmd_snapshot(args) -> int:
+    from wscl.study.snapshot import make_snapshot, write_snapshot
+    snapshot = make_snapshot(Path(args.runs))
+    write_snapshot(snapshot, Path(args.out))
+    print(f"{args.out}: {len(snapshot['runs'])} runs, commit {snapshot['git_commit']}, "
+          f"{snapshot['machine']['device_name']}")
+    return ExitCode.OK
+
+
+def cmd_readme_results(args) -> int:
+    from wscl.study.snapshot import read_snapshot, readme_block, readme_with
+    readme = Path(args.readme)
+    text = readme.read_text()
+    wanted = readme_with(text, readme_block(read_snapshot(Path(args.snapshot)), args.snapshot), readme)
+    if args.check:
+        if wanted != text:
+            print(f"{readme}: its results table differs from {args.snapshot}; write it with "
+                  f"`wscl readme-results` (make readme-results)", file=sys.stderr)
+            return ExitCode.RUN_RESULT_INVALID
+        print(f"{readme}: its results table matches {args.snapshot}")
+        return ExitCode.OK
+    atomic_write_text(readme, wanted)
+    print(f"{readme}: {'written' if wanted != text else 'already current'}")
+    return ExitCode.OK
+
+
+def _snapshot_parsers(sub) -> None:
+    sn = sub.add_parser("snapshot", help="record a finished study's per-run figures, machine and commit (the source "
+                                         "of the README's numbers)")
+    sn.add_argument("--runs", default="results/tables/all_runs.csv",
+                    help="the study's all_runs.csv (default: %(default)s)")
+    sn.add_argument("--out", default="docs/snapshot/default.json", help="the snapshot to write (default: %(default)s)")
+    rr = sub.add_parser("readme-results", help="write the README's results table from a results snapshot")
+    rr.add_argument("--snapshot", default="docs/snapshot/default.json", help="default: %(default)s")
+    rr.add_argument("--readme", default="README.md", help="default: %(default)s")
+    rr.add_argument("--check", action="store_true", help="write nothing; exit 9 when the README differs")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wscl", description="Wake-Sleep Consolidated Learning (WSCL): train, "
                                      "aggregate and archive the runs of a study.", epilog=exit_codes_help(),
@@ -394,6 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "marker line) from the study schema and the package's settings and presets")
     sc.add_argument("--study-schema", default="rules/config.schema.yaml",
                     help="the study schema for --readme (default: rules/config.schema.yaml)")
+    _snapshot_parsers(sub)
     return parser
 
 
@@ -401,7 +463,7 @@ COMMANDS = {"train": cmd_train, "bench": cmd_bench, "data": cmd_data, "mlflow-se
             "mlflow-sync": cmd_mlflow_sync, "pilot": cmd_pilot, "select": cmd_select, "aggregate": cmd_aggregate,
             "report": cmd_report,
             "archive": cmd_archive, "verify-archive": cmd_verify_archive, "evaluate": cmd_evaluate,
-            "schema": cmd_schema}
+            "schema": cmd_schema, "snapshot": cmd_snapshot, "readme-results": cmd_readme_results}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -110,10 +110,25 @@ REQUIRED_KEYS = ("config", "fidelity", "seed", "dataset", "method", "preset", "d
 REQUIRED_PER_SETTING = ("accuracy_matrix", *SUMMARY_KEYS)  # under class_il and task_il
 
 
+# A run that stopped in training inside a study (`wscl train --record-failure`): status failed and the message,
+# no figures (wscl/study/run_failures.py).
+FAILED_RUN_KEYS = ("status", "failure", "config", "fidelity", "seed", "dataset", "method", "preset", "device",
+                   "git_commit")
+
+
+def failed_run_metrics(cfg: dict, message: str, provenance: dict) -> dict:
+    """metrics.json of a run that stopped in training: its settings, provenance and why, no figures."""
+    return {"status": "failed", "failure": message, "config": cfg, "fidelity": cfg["fidelity"], "seed": cfg["seed"],
+            "dataset": cfg["dataset"]["name"], "method": cfg["training"]["method"], "preset": cfg["preset"],
+            **provenance, "training_failures": [], "tasks": [], "frozen_blocks_per_task": [], "wall_seconds": {}}
+
+
 def missing_keys(metrics) -> list[str]:
     """The required keys a parsed metrics.json lacks, nested ones dotted (``class_il.forgetting``)."""
     if not isinstance(metrics, dict):
         return ["all"]
+    if metrics.get("status") == "failed":
+        return [k for k in FAILED_RUN_KEYS if k not in metrics]
     missing = [k for k in REQUIRED_KEYS if k not in metrics]
     for setting in ("class_il", "task_il"):
         if isinstance(metrics.get(setting), dict):

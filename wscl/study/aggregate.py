@@ -16,6 +16,7 @@ from wscl.study.outputs import (ALL_RUNS, COMPARISONS, PLOTS, comparisons_table_
                                 sensitivity_plot, table_name)
 from wscl.core.provenance import dataset_identity
 from wscl.study.reproduction import verdict
+from wscl.study.run_failures import failed_seeds_text, failure_of
 from wscl.core.safe_io import atomic_write_text, translated
 from wscl.study.selection import CRITERION, read_selection, tuning_figures
 from wscl.study.studies import FIXED_BUFFER, Study
@@ -53,17 +54,19 @@ def load_runs(study: Study) -> pd.DataFrame:
                "dataset_checksums_verified": dataset["verified"], "dataset_generated": dataset["generated"],
                "dataset_identity": dataset,  # for the MLflow parents: each metrics.json is parsed once
                "wall_seconds": float(wall.get("total", sum(wall.values()))) if wall else float("nan"),
-               "final_frozen_blocks": (m["frozen_blocks_per_task"] or [0])[-1],
+               "final_frozen_blocks": (m["frozen_blocks_per_task"] or [0])[-1],  # a failed run: [] (0)
                "frozen_blocks": m["frozen_blocks_per_task"],
-               "matrix_class_il": m["class_il"]["accuracy_matrix"], "matrix_task_il": m["task_il"]["accuracy_matrix"],
+               "matrix_class_il": m.get("class_il", {}).get("accuracy_matrix", []),
+               "matrix_task_il": m.get("task_il", {}).get("accuracy_matrix", []),
                "train_images_per_second": m.get("train_images_per_second"),
                # exploded losses and collapses the run reported (docs/method.md, Training failures)
                "training_failures": len(m.get("training_failures", [])),
+               "failure": failure_of(m),  # "" for a healthy run (study/run_failures.py)
                # mean loss per epoch and phase (wscl/method/dynamics.py), for the loss-curve figure
                "loss_curves": {phase: loss_curve(m.get("tasks", []), phase) for phase in LOSS_PHASES}}
         for setting in SETTINGS:
-            for metric in SUMMARY:
-                row[f"{setting}_{metric}"] = m[setting].get(metric, float("nan"))
+            for metric in SUMMARY:  # a run that stopped in training has no figures
+                row[f"{setting}_{metric}"] = m.get(setting, {}).get(metric, float("nan"))
         tune = tuning_figures(m)  # the tuning split's figures [ours]; NaN for a run without one
         for setting in SETTINGS:
             for metric in TUNE_COLUMNS:
@@ -91,14 +94,23 @@ def paper_cells(reported: dict, name: str, buffer: int, method: str, preset: str
     return {}
 
 
-def summary_table(runs: pd.DataFrame, benchmark: str, buffer: int, reported_as: str | None) -> pd.DataFrame:
+def counted(group: pd.DataFrame, include_failed: bool) -> tuple[pd.DataFrame, list[int]]:
+    """The seeds a row averages (failed ones only with the study's ``include_failed_runs``) and the failed seeds."""
+    failed = group.failure.fillna("") != "" if "failure" in group else pd.Series(False, index=group.index)
+    return (group if include_failed else group[~failed]), sorted(int(s) for s in group.seed[failed])
+
+
+def summary_table(runs: pd.DataFrame, benchmark: str, buffer: int, reported_as: str | None,
+                  include_failed: bool = False) -> pd.DataFrame:
     reported = reported_values()
     rows = []
-    for (method, preset, fidelity, buf), group in runs.groupby(["method", "preset", "fidelity", "buffer"],
+    for (method, preset, fidelity, buf), every in runs.groupby(["method", "preset", "fidelity", "buffer"],
                                                                sort=False):
+        group, failed = counted(every, include_failed)
         row = {"method": method, "preset": preset, "buffer": buf, "fidelity": fidelity, "seeds": len(group),
+               "failed": len(failed), "failed_seeds": failed, "failed_included": include_failed,
                # the sweep point the row reports (selected on the tuning split), `tuned`, or "" outside sweeps
-               "point": group.point.iloc[0] if "point" in group else ""}
+               "point": every.point.iloc[0] if "point" in every else ""}
         for setting in SETTINGS:
             for metric in SUMMARY:
                 values = group[f"{setting}_{metric}"].astype(float)
@@ -127,6 +139,10 @@ def pretty(table: pd.DataFrame) -> pd.DataFrame:
         for metric in SHOWN:
             mean, std = table[f"{setting}_{metric}_mean"], table[f"{setting}_{metric}_std"]
             out[f"{tag} {LABELS[metric]}"] = [f"{m:.2f} ± {s:.2f}" for m, s in zip(mean, std)]
+    if "failed_seeds" in table:  # failed seeds: left out of the means and verdicts unless the study includes them
+        out.insert(out.columns.get_loc("seeds") + 1, "failed",
+                   [failed_seeds_text(seeds) + (" included" if inc and seeds else "")
+                    for seeds, inc in zip(table.failed_seeds, table.failed_included)])
     for metric, label in (("final_avg_acc", "acc"), ("forgetting", "forgetting")):
         paper = table.get(f"paper_class_il_{metric}", pd.Series([None] * len(table)))
         out[f"paper Class-IL {label} (reported)"] = ["" if v is None or pd.isna(v) else f"{v:.2f}" for v in paper]
@@ -192,8 +208,9 @@ def selection_table(runs: pd.DataFrame, selection: dict, study: Study) -> pd.Dat
                **study.point_settings(point)}
         chosen = selection["groups"][group]
         seen = chosen["points"][point]  # what the choice saw: the tuning figures, as selection.json records them
-        row["tune_mean"], row["tune_std"] = (seen["tune_class_il_final_avg_acc_mean"],
-                                             seen["tune_class_il_final_avg_acc_std"])
+        row["tune_mean"], row["tune_std"] = (seen.get("tune_class_il_final_avg_acc_mean", float("nan")),
+                                             seen.get("tune_class_il_final_avg_acc_std", float("nan")))
+        row["skipped"] = seen.get("skipped", "")  # a point with a failed seed: why selection skipped it
         test = seeds["class_il_final_avg_acc"].astype(float)
         row["test_mean"], row["test_std"] = test.mean(), test.std(ddof=1) if len(test) > 1 else 0.0
         row["selected"] = chosen["selected"] == point
@@ -207,6 +224,8 @@ def pretty_selection(points: pd.DataFrame) -> pd.DataFrame:
     nice["tuning Class-IL acc"] = [f"{m:.2f} ± {s:.2f}" for m, s in zip(points.tune_mean, points.tune_std)]
     nice["test Class-IL acc"] = [f"{m:.2f} ± {s:.2f}" for m, s in zip(points.test_mean, points.test_std)]
     nice["selected"] = ["✓" if chosen else "" for chosen in points.selected]
+    if "skipped" in points:
+        nice["skipped"] = points.skipped.fillna("").astype(str)
     return nice
 
 
@@ -294,21 +313,24 @@ def aggregate(study: Study, tables_dir: Path, plots_dir: Path, mlflow_uri: str |
         swept = runs_for_table(runs, benchmark, buffer)
         subset = swept[swept.in_table]
         reported_as = study.config["benchmarks"][benchmark].get("reported_as")
-        table = summary_table(subset, benchmark, buffer, reported_as)
+        table = summary_table(subset, benchmark, buffer, reported_as, study.config.get("include_failed_runs", False))
         fidelity = "/".join(sorted(set(subset.fidelity)))
         caption = (f"{benchmark}, buffer {buffer} (buffer-free presets at 0): mean ± std over seeds; "
                    f"fidelity per row; forgetting per the row's fidelity (reference: [code] definition incl. "
                    f"pre-training entries; corrected: [ours]); paper values: {reported['source']}; verdict: "
                    "ours - paper with its 95% interval (wscl/study/reproduction.py)")
         write_tables(table, tables_dir / table_name(benchmark, buffer), caption)
-        found = table_comparisons(subset, study.precision)
+        # a failed seed leaves every comparison it is part of, unless the study counts failed runs
+        compared, _ = counted(subset, study.config.get("include_failed_runs", False))
+        found = table_comparisons(compared, study.precision)
         write_comparisons(found, tables_dir, benchmark, buffer, study.describe_comparisons())
         versus = comparison_rows(found)
         for row in table.to_dict("records"):
             name = variant(row["preset"], "" if pd.isna(row["point"]) else row["point"])
             row["comparisons"] = versus.get(f"{row['method']}/{row['preset']}/{row['fidelity']}", [])
             parent_rows.setdefault(f"{benchmark}/buffer{row['buffer']}/{row['method']}/{name}/{row['fidelity']}", row)
-        _draw_plots(subset, table, benchmark, buffer, plots_dir, f"{benchmark}, buffer {buffer} ({fidelity})")
+        plotted = subset[subset.failure == ""]  # a failed run has no curves to draw
+        _draw_plots(plotted, table, benchmark, buffer, plots_dir, f"{benchmark}, buffer {buffer} ({fidelity})")
         from wscl.study import plots
         plots.comparison_intervals(found, str(plots_dir / plot_file(benchmark, buffer, COMPARISONS)),
                                    f"{benchmark}, buffer {buffer}", study.precision)

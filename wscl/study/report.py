@@ -185,13 +185,14 @@ def _runs_table(runs: pd.DataFrame, ui: tuple[str, str | None] = (LOCAL_UI, None
             "fidelity": "fidelity", "seed": "seed", "class_il_final_avg_acc": "Class-IL acc",
             "task_il_final_avg_acc": "Task-IL acc", "class_il_forgetting": "Class-IL forgetting",
             "final_frozen_blocks": "frozen blocks (last task)", "wall_seconds": "wall time (s)",
-            "mlflow_run_id": "MLflow run id"}
+            "failure": "failed", "mlflow_run_id": "MLflow run id"}
     shown = runs[[c for c in cols if c in runs.columns]].rename(columns=cols).copy()
     for c in ("Class-IL acc", "Task-IL acc", "Class-IL forgetting", "wall time (s)"):
         if c in shown:
             shown[c] = [f"{v:.2f}" if v == v else "" for v in shown[c].astype(float)]
-    if "MLflow run id" in shown:
-        shown["MLflow run id"] = shown["MLflow run id"].fillna("").astype(str)
+    for c in ("MLflow run id", "failed"):
+        if c in shown:
+            shown[c] = shown[c].fillna("").astype(str)
     ids = [f"{r.benchmark}/{row_id(r.method, r.preset, r.fidelity, r.buffer)}/seed{r.seed}" for r in runs.itertuples()]
     base, experiment_id = ui
     links = None
@@ -199,6 +200,20 @@ def _runs_table(runs: pd.DataFrame, ui: tuple[str, str | None] = (LOCAL_UI, None
         links = {i: f"{base}/#/experiments/{experiment_id}/runs/{run_id}?{UI_VIEW}"
                  for i, run_id in zip(ids, shown["MLflow run id"]) if run_id}
     return _table_html(shown, ids, "runs", links=links, link_col="MLflow run id")
+
+
+def _failed_seeds(runs: pd.DataFrame, include: bool) -> tuple[pd.DataFrame, str]:
+    """The runs the summary counts (failed seeds only with ``include_failed_runs``) and a summary line naming the
+    failed ones (study/run_failures.py), or "" when none failed."""
+    failure = runs.failure.fillna("").astype(str) if "failure" in runs else pd.Series("", index=runs.index)
+    failed = runs[failure != ""]
+    if failed.empty:
+        return runs, ""
+    names = "; ".join(f"{r.method}/{r.preset}/{r.fidelity} seed {r.seed}: {failure[i]}"
+                      for i, r in zip(failed.index, failed.itertuples()))
+    how = "counted in the means and verdicts (include_failed_runs)" if include else "left out of the means and verdicts"
+    line = f'<li class="finding failed"><b>{len(failed)} failed run(s)</b>, {how}: {html.escape(names)}</li>'
+    return (runs if include else runs[failure == ""]), line
 
 
 def _provenance(study: Study, runs: pd.DataFrame) -> str:
@@ -264,9 +279,10 @@ def build_report(study: Study, tables_dir: Path, plots_dir: Path, out: Path) -> 
         tid = table_name(benchmark, buffer)
         table = pd.read_csv(io.BytesIO(read_result(tables_dir / table_file(benchmark, buffer, "csv"), AGGREGATE_AGAIN)))
         subset = runs_for_table(runs[runs.in_table], benchmark, buffer)  # a sweep's selected points only
+        healthy, failed_note = _failed_seeds(subset, cfg.get("include_failed_runs", False))
         items = "".join(f'<li class="finding {f.kind}">{f.html}</li>'
-                        for f in findings(subset, table, benchmark, buffer, study.precision))
-        summary.append(f"<h3>{html.escape(benchmark)}, buffer {buffer}</h3><ul>{items}</ul>")
+                        for f in findings(healthy, table, benchmark, buffer, study.precision))
+        summary.append(f"<h3>{html.escape(benchmark)}, buffer {buffer}</h3><ul>{items}{failed_note}</ul>")
         ids = [row_id(r.method, r.preset, r.fidelity, r.buffer) for r in table.itertuples()]
         sections.append(f'<h2 id="{html.escape(tid)}">{html.escape(benchmark)}, buffer {buffer}</h2>')
         sections.append("<p class='note'>Mean ± std over seeds; every row states its fidelity.</p>")

@@ -97,6 +97,7 @@ def _parse_one(entry: dict, where: str, coordinate_keys: dict[str, str], preset_
         if key in coordinate_keys:
             raise ConfigError(f"{where}.settings.{key} is a run coordinate, not a setting to sweep; set it through "
                               f"{coordinate_keys[key]}")
+        _refuse_data_key(key, where)
         one_preset = "preset" in (entry.get("match") or {})
         if key in preset_keys and (isinstance(known.get(key), (bool, str)) or not one_preset):
             # a component's on/off switch is what presets compare; a preset's size (e.g. wscl.stm.size) may be
@@ -128,6 +129,19 @@ def _parse_one(entry: dict, where: str, coordinate_keys: dict[str, str], preset_
     # keys in sorted order: a point's name and the order of the points must not depend on how the study's
     # mapping was ordered (YAML for Snakemake, sorted JSON for the jobs)
     return Sweep({k: tuple(settings[k]) for k in sorted(settings)}, dict(match), design)
+
+
+DATA_SECTIONS = ("scenario", "dataset")  # what the points must share: the tasks, their images, the tuning split
+
+
+def _refuse_data_key(key: str, where: str) -> None:
+    """A swept ``scenario.*`` or ``dataset.*`` key would give each point other tasks, images or tuning images,
+    so that selection would compare the points on different data."""
+    section = key.split(".", 1)[0]
+    if section in DATA_SECTIONS:
+        raise ConfigError(f"{where}.settings.{key} changes the {section} (the tasks, their images or the tuning "
+                          "split), so the points would be compared on different images; set it for every run in "
+                          "the study's or a benchmark's `trainer` section instead (config/README.md)")
 
 
 def _nested(dotted: str, value) -> dict:

@@ -122,7 +122,7 @@ def dataset_input(ident: dict, context: str = "train"):
 def parent_metrics(row: dict) -> dict[str, float]:
     """A table row (aggregate.summary_table) as parent-run metrics: the seed mean of every final metric under
     the children's own key (so parents and children share columns), its std under ``<key>_std``, seeds."""
-    out = {"seeds": float(row["seeds"])}
+    out = {"seeds": float(row["seeds"]), "failed_seeds": float(row.get("failed", 0))}
     for setting in ("class_il", "task_il"):
         for key in SUMMARY_KEYS:
             mean, std = row.get(f"{setting}_{key}_mean"), row.get(f"{setting}_{key}_std")
@@ -143,6 +143,9 @@ def parent_tags(row: dict) -> dict[str, str]:
             "buffer": str(row["buffer"])}
     if isinstance(row.get("point"), str) and row["point"]:
         tags["point"] = row["point"]  # the sweep point (study/sweeps.py) the parent's seeds trained at
+    if row.get("failed_seeds"):  # which seeds failed, and whether the means count them (study/run_failures.py)
+        tags["failed_seeds"] = ", ".join(map(str, row["failed_seeds"])) + \
+            (" (included in the means)" if row.get("failed_included") else " (left out of the means and verdicts)")
     for metric in ("final_avg_acc", "forgetting"):
         word = row.get(f"verdict_class_il_{metric}")
         if isinstance(word, str) and word:

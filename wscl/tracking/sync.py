@@ -32,6 +32,9 @@ def sync_runs(setup: dict, runs: list[tuple[str, str]], log=print) -> dict:
             report["missing"].append(out_dir)
             continue
         read = read_metrics(metrics_file)  # verified and parsed once, for the comparison and the logging
+        if read[0].get("status") == "failed":  # stopped in training: no figures to log; the parent names it
+            report.setdefault("failed", []).append(out_dir)
+            continue
         if present.get(run_key(out_dir)) == digest(read[1]):
             remove_pending(out_dir)  # logged by another process since it was marked
             report["unchanged"].append(out_dir)

@@ -1,0 +1,67 @@
+"""Published numbers from one source (wscl/study/snapshot.py): a snapshot of a study's runs and the README
+table written from it."""
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from wscl.cli import main
+from wscl.core.errors import RunResultError
+from wscl.core.safe_io import atomic_write_text
+from wscl.study.snapshot import make_snapshot, readme_block, readme_with
+
+ROOT = Path(__file__).resolve().parent.parent
+ACC = {("base", "reference"): [40.0, 44.0, 48.0], ("base", "corrected"): [41.0, 41.0, 41.0],
+       ("full", "reference"): [70.0, 72.0, 74.0]}
+
+
+def all_runs(tmp_path, commits=("abc123",)) -> Path:
+    rows = []
+    for (preset, fidelity), values in ACC.items():
+        for seed, acc in enumerate(values):
+            rows.append({"benchmark": "seq-fashion-mnist", "buffer": 200, "method": "er_ace", "preset": preset,
+                         "point": float("nan"), "fidelity": fidelity, "seed": seed, "device": "cpu",
+                         "device_name": "Some CPU (AVX2)", "git_commit": commits[seed % len(commits)],
+                         "class_il_final_avg_acc": acc, "class_il_forgetting": 10.0, "task_il_final_avg_acc": 90.0,
+                         "in_table": True})
+    path = tmp_path / "all_runs.csv"
+    atomic_write_text(path, pd.DataFrame(rows).to_csv(index=False), sealed=True)
+    return path
+
+
+def test_the_readme_table_is_the_snapshots_means_and_sds_with_its_machine_and_commit(tmp_path):
+    snapshot = make_snapshot(all_runs(tmp_path))
+    assert len(snapshot["runs"]) == 9 and snapshot["git_commit"] == "abc123"
+    block = readme_block(snapshot, "snap.json")
+    assert "| `base` (ER-ACE alone) | 44.0 ± 4.0 | 41.0 ± 0.0 |" in block
+    assert "| `full` (the paper's WSCL) | 72.0 ± 2.0 | – |" in block
+    assert "seeds 0-2" in block and "**Some CPU (AVX2)," in block and "commit `abc123`" in block
+
+
+def test_a_snapshot_needs_one_commit(tmp_path):
+    with pytest.raises(RunResultError, match="2 git commits"):
+        make_snapshot(all_runs(tmp_path, commits=("abc", "def")))
+
+
+def test_readme_results_writes_the_block_and_check_finds_a_hand_edit(tmp_path, capsys):
+    snap = tmp_path / "snap.json"
+    assert main(["snapshot", "--runs", str(all_runs(tmp_path)), "--out", str(snap)]) == 0
+    readme = tmp_path / "README.md"
+    readme.write_text("# Title\n\n<!-- results: begin -->\nold\n<!-- results: end -->\n\nafter\n")
+    assert main(["readme-results", "--snapshot", str(snap), "--readme", str(readme), "--check"]) == 9
+    assert main(["readme-results", "--snapshot", str(snap), "--readme", str(readme)]) == 0
+    assert "44.0 ± 4.0" in readme.read_text() and readme.read_text().endswith("\n\nafter\n")
+    assert main(["readme-results", "--snapshot", str(snap), "--readme", str(readme), "--check"]) == 0
+    readme.write_text(readme.read_text().replace("44.0 ± 4.0", "48.4 ± 3.6"))
+    assert main(["readme-results", "--snapshot", str(snap), "--readme", str(readme), "--check"]) == 9
+    with pytest.raises(RunResultError, match="exactly one results block"):
+        readme_with("no markers", "x", readme)
+
+
+def test_the_readme_matches_its_committed_snapshot():
+    """The README ships the numbers of docs/snapshot/default.json (made with `make snapshot` after `make run`)."""
+    snapshot_path = "docs/snapshot/default.json"
+    snapshot = json.loads((ROOT / snapshot_path).read_text())
+    readme = (ROOT / "README.md").read_text()
+    assert readme_with(readme, readme_block(snapshot, snapshot_path), ROOT / "README.md") == readme

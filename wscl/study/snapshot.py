@@ -1,0 +1,106 @@
+"""Published numbers from one source [ours]: a results snapshot and the README table written from it.
+
+``wscl snapshot`` reads a finished study's ``tables/all_runs.csv`` and writes ``docs/snapshot/default.json``:
+every run's final figures, the machine the runs were made on and the git commit of the code that made them.
+``wscl readme-results`` writes the README's results table (between its two markers) from that snapshot, and
+``--check`` fails when the README says anything else (tests/test_snapshot.py runs it on the committed files).
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import statistics
+from pathlib import Path
+
+from wscl.core.errors import RunResultError
+from wscl.core.safe_io import atomic_write_text, read_result
+
+RUN_FIELDS = ("benchmark", "buffer", "method", "preset", "point", "fidelity", "seed", "device", "device_name",
+              "git_commit")
+FIGURES = ("class_il_final_avg_acc", "class_il_forgetting", "task_il_final_avg_acc")
+BEGIN, END = "<!-- results: begin", "<!-- results: end -->"
+README_PRESETS = {"base": "`base` (ER-ACE alone)", "authors": "`authors` (the authors' WSCL)",
+                  "full": "`full` (the paper's WSCL)"}
+FIDELITIES = ("reference", "corrected")
+AGGREGATE_FIRST = "run the study to its end first (`make run`), so that its aggregate rule writes it"
+
+
+def _one(values: set, what: str, runs_csv: Path):
+    """The single value every run shares: published numbers come from one commit and one machine."""
+    values = {v for v in values if v == v and v not in ("", None)}  # NaN and blanks are unknown, not different
+    if len(values) != 1:
+        raise RunResultError(f"{runs_csv}: the runs have {len(values)} {what}s ({', '.join(map(str, sorted(values)))}"
+                             f"); a snapshot needs every run from one {what}: rerun the study on one")
+    return values.pop()
+
+
+def make_snapshot(runs_csv: Path) -> dict:
+    """The snapshot of a study's runs (``tables/all_runs.csv``): per run its coordinates and final figures, and
+    the machine and commit they share."""
+    import pandas as pd
+    runs = pd.read_csv(io.BytesIO(read_result(runs_csv, AGGREGATE_FIRST)), keep_default_na=True)
+    runs = runs[runs.in_table] if "in_table" in runs else runs
+    rows = []
+    for record in runs.to_dict("records"):
+        row = {k: record.get(k) for k in RUN_FIELDS}
+        row["point"] = "" if row["point"] != row["point"] else row["point"]  # NaN: no sweep point
+        row.update({k: round(float(record[k]), 4) for k in FIGURES})
+        rows.append(row)
+    return {"git_commit": _one(set(runs.git_commit), "git commit", runs_csv),
+            "machine": {"device_name": _one(set(runs.device_name), "device name", runs_csv),
+                        "device": _one(set(runs.device), "device", runs_csv), "cpu_cores": os.cpu_count()},
+            "source": str(runs_csv), "runs": sorted(rows, key=lambda r: [str(r[k]) for k in RUN_FIELDS])}
+
+
+def write_snapshot(snapshot: dict, out: Path) -> None:
+    atomic_write_text(out, json.dumps(snapshot, indent=2, sort_keys=True) + "\n")
+
+
+def read_snapshot(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise RunResultError(f"{path} is missing: make it from a finished default study with "
+                             "`make snapshot` (docs/development.md, Published numbers)") from None
+    except (OSError, ValueError) as exc:
+        raise RunResultError(f"{path} cannot be read as JSON ({exc}): make it again with `make snapshot`") from None
+
+
+def _cell(runs: list[dict], preset: str, fidelity: str) -> str:
+    values = [r["class_il_final_avg_acc"] for r in runs if r["preset"] == preset and r["fidelity"] == fidelity
+              and not r["point"]]
+    if not values:
+        return "–"
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.1f} ± {sd:.1f}"
+
+
+def _seeds(runs: list[dict]) -> str:
+    seeds = sorted({int(r["seed"]) for r in runs})
+    consecutive = seeds == list(range(seeds[0], seeds[-1] + 1)) if seeds else False
+    return f"{seeds[0]}-{seeds[-1]}" if consecutive and len(seeds) > 1 else ", ".join(map(str, seeds))
+
+
+def readme_block(snapshot: dict, snapshot_path: str) -> str:
+    """The README's results table with the sentence that names its machine and commit, between the markers."""
+    runs, machine = snapshot["runs"], snapshot["machine"]
+    where = (f"**{machine['device_name']}, {machine['cpu_cores']} CPU cores**, no GPU" if machine["device"] == "cpu"
+             else f"**{machine['device_name']}**")
+    lines = [f"{BEGIN} (written by `wscl readme-results` from {snapshot_path}; do not edit) -->",
+             f"Class-IL final average accuracy, mean ± sd over seeds {_seeds(runs)}, from `make run` on {where}, "
+             f"commit `{snapshot['git_commit'][:10]}`:", "",
+             "| preset | `fidelity: reference` | `fidelity: corrected` |", "|---|---|---|"]
+    lines += [f"| {label} | " + " | ".join(_cell(runs, preset, f) for f in FIDELITIES) + " |"
+              for preset, label in README_PRESETS.items()]
+    return "\n".join(lines + [END])
+
+
+def readme_with(readme: str, block: str, readme_path: Path) -> str:
+    """``readme`` with the text between its results markers replaced by ``block``."""
+    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
+    if len(pattern.findall(readme)) != 1:
+        raise RunResultError(f"{readme_path} needs exactly one results block, from a line starting {BEGIN!r} to "
+                             f"{END!r}; put them back around the results table")
+    return pattern.sub(lambda _: block, readme)
