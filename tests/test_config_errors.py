@@ -46,11 +46,11 @@ def test_nan_loss_stops_with_task_epoch_and_step(tiny, tmp_path, monkeypatch):
     original = learners.ERACE.loss
     calls = {"n": 0}
 
-    def nan_at_step_5_of_task_1(self, inputs, labels, step, generator):
-        loss, out = original(self, inputs, labels, step, generator)
+    def nan_at_step_5_of_task_1(self, inputs, labels, replays):
+        loss, out = original(self, inputs, labels, replays)
         if self.task == 1:
             calls["n"] += 1
-            if step.index == 5:
+            if calls["n"] == 6:  # one loss per step (base: no trial copies): the sixth is step 5's
                 loss = loss * float("nan")
         return loss, out
 
@@ -65,8 +65,8 @@ def test_nan_loss_stops_with_task_epoch_and_step(tiny, tmp_path, monkeypatch):
 def test_nan_loss_from_cli_exits_nonzero_naming_where(tmp_path, capsys, monkeypatch):
     original = learners.ERACE.loss
 
-    def nan_loss(self, inputs, labels, step, generator):
-        loss, out = original(self, inputs, labels, step, generator)
+    def nan_loss(self, inputs, labels, replays):
+        loss, out = original(self, inputs, labels, replays)
         return loss * float("nan"), out
 
     monkeypatch.setattr(learners.ERACE, "loss", nan_loss)
