@@ -88,6 +88,18 @@ def test_the_pilot_fixes_each_groups_seeds_as_the_most_its_comparisons_need(tmp_
                        group("no_nrem"): [0, 1, 2]}
 
 
+def test_failed_pilot_seeds_leave_the_estimate_and_too_few_healthy_ones_ask_for_max(tmp_path):
+    study = precision_study(tmp_path)
+    group = "synthetic/buffer20/er_ace/{}/reference".format
+    # base's seed 1 failed: full - base over seeds 0 and 2 only (4 - 0, 1 - 0: sd 2.1213); no_nrem's seeds 0 and
+    # 1 failed: one difference left, no estimate
+    accuracy = {"base": [0.0, None, 0.0], "full": [4.0, 2.0, 1.0], "no_nrem": [None, None, 1.0]}
+    result = pilot_result(study, value_of=lambda run_dir: accuracy[run_dir.split("/")[-3]][int(run_dir[-1])])
+    assert result["pilot_sd"][f"{group('full')} - {group('base')}"] == pytest.approx(2.12132, abs=1e-5)
+    assert result["pilot_sd"][f"{group('full')} - {group('no_nrem')}"] == float("inf")
+    assert stein_seeds(float("inf"), Precision(pilot=3, half_width=2.0, max=15)) == (15, False)
+
+
 def test_precision_with_a_sweep_is_refused_naming_seeds():
     config = copy.deepcopy(SMOKE)
     config["seeds"] = {"pilot": 3, "half_width": 2.0, "max": 15}
@@ -115,7 +127,8 @@ def test_a_tiny_precision_study_pilots_plans_and_trains_only_the_missing_seeds(t
     assert "Comparisons: does each stage help?" in report and "paired over 2 seeds" in report
     assert planned_train_jobs(work)[0] == []
     # a target the pilot's spread cannot meet within max: only seed 2 of each preset trains, the pilot is kept
-    edit_smoke_config(work, {"seeds": {"pilot": 2, "half_width": 0.01, "max": 3}})
+    # (a target of 1e-6 points: two tiny pilot runs' differences may agree to a rounding error, as seen once)
+    edit_smoke_config(work, {"seeds": {"pilot": 2, "half_width": 1.0e-6, "max": 3}})
     jobs, text = planned_train_jobs(work)
     assert jobs == [("base", 2), ("full", 2)] and "rule pilot" not in text
     snakemake(work)
@@ -124,7 +137,7 @@ def test_a_tiny_precision_study_pilots_plans_and_trains_only_the_missing_seeds(t
     assert json.loads((tables / "pilot.json").read_text())["pilot"] == 2
     assert planned_train_jobs(work)[0] == []
     # a larger max: one more seed of each preset, nothing else trains
-    edit_smoke_config(work, {"seeds": {"pilot": 2, "half_width": 0.01, "max": 4}})
+    edit_smoke_config(work, {"seeds": {"pilot": 2, "half_width": 1.0e-6, "max": 4}})
     jobs, text = planned_train_jobs(work)
     assert jobs == [("base", 3), ("full", 3)] and "rule pilot" not in text
 

@@ -61,6 +61,8 @@ def t_quantile(df: int) -> float:
 def stein_seeds(pilot_sd: float, precision: Precision) -> tuple[int, bool]:
     """Stein's total seed count from the pilot's sd of the differences: the smallest n >= pilot with
     t(pilot - 1) * sd / sqrt(n) <= half_width, capped at max; and whether the target was met within max."""
+    if not math.isfinite(pilot_sd):  # too few healthy pilot seeds to estimate it: as many seeds as allowed
+        return precision.max, False
     needed = max(precision.pilot, math.ceil((t_quantile(precision.pilot - 1) * pilot_sd / precision.half_width) ** 2))
     return min(needed, precision.max), needed <= precision.max
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from wscl.core.safe_io import atomic_write_text
 from wscl.method.metrics import read_metrics
+from wscl.study.run_failures import failure_of
 from wscl.study.studies import Study
 
 METRIC = "class_il_final_avg_acc"  # what every comparison compares (the paper's headline figure)
@@ -22,16 +23,28 @@ METRIC = "class_il_final_avg_acc"  # what every comparison compares (the paper's
 def pilot_result(study: Study, value_of=None) -> dict:
     """``{"pilot": seeds, "pilot_sd": {"<group a> - <group b>": sd}}``; ``value_of(run_dir)`` gives a run's
     Class-IL final accuracy (default: read from its metrics.json)."""
-    value_of = value_of or (lambda run_dir: read_metrics(Path(run_dir) / "metrics.json")[0]["class_il"]
-                            ["final_avg_acc"])
+    value_of = value_of or healthy_accuracy(study.config.get("include_failed_runs", False))
     values = {}
     for key in study.pilot_runs():
-        values.setdefault(key.group, {})[key.seed] = float(value_of(study.run_dir(key)))
+        values.setdefault(key.group, {})[key.seed] = value_of(study.run_dir(key))
     sds = {}
     for _, a, b in study.comparisons():
-        diffs = [values[a][seed] - values[b][seed] for seed in study.seeds]
-        sds[f"{a} - {b}"] = float(np.std(diffs, ddof=1))
+        # a failed seed leaves the comparison, as in the tables; fewer than 2 left: no estimate (inf -> max seeds)
+        diffs = [values[a][s] - values[b][s] for s in study.seeds
+                 if values[a][s] is not None and values[b][s] is not None]
+        sds[f"{a} - {b}"] = float(np.std(diffs, ddof=1)) if len(diffs) > 1 else float("inf")
     return {"metric": METRIC, "pilot": len(study.seeds), "pilot_sd": sds}
+
+
+def healthy_accuracy(include_failed: bool):
+    """A run's Class-IL final accuracy from its metrics.json; None for a failed run (study/run_failures.py) unless
+    the study counts failed runs."""
+    def value_of(run_dir) -> float | None:
+        metrics = read_metrics(Path(run_dir) / "metrics.json")[0]
+        if failure_of(metrics) and not include_failed:
+            return None
+        return float(metrics["class_il"]["final_avg_acc"])
+    return value_of
 
 
 def write_pilot(result: dict, out: str | Path) -> None:
