@@ -126,8 +126,9 @@ def test_end_to_end_bench_reports_the_work_and_its_efficiency(tmp_path, capsys):
         assert r["images_trained"] > 0 and r["images_inferred"] > 0
         required = (r["images_trained"] / r["bare_train_images_per_second"]
                     + r["images_inferred"] / r["bare_inference_images_per_second"])
-        assert r["required_seconds"] == pytest.approx(required, abs=2e-3)
-        assert r["protocol_efficiency"] == pytest.approx(required / r["wall_seconds"], abs=2e-3)
+        # the rates are saved rounded to 0.01 img/s: on a slow (busy) machine that moves the sums by up to 0.1%
+        assert r["required_seconds"] == pytest.approx(required, rel=1e-3, abs=2e-3)
+        assert r["protocol_efficiency"] == pytest.approx(required / r["wall_seconds"], rel=1e-3, abs=2e-3)
         assert sum(r["phase_seconds"].values()) == pytest.approx(r["wall_seconds"], abs=0.05)
         assert r["hardware_fraction"] == pytest.approx(r["bare_train_gflops"] / saved["matmul_gflops"], abs=2e-3)
     base, wscl = saved["runs"]
