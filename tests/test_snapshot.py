@@ -16,7 +16,7 @@ ACC = {("base", "reference"): [40.0, 44.0, 48.0], ("base", "corrected"): [41.0, 
        ("full", "reference"): [70.0, 72.0, 74.0]}
 
 
-def all_runs(tmp_path, commits=("abc123",)) -> Path:
+def all_runs(tmp_path, commits=("abc123",), failures: dict | None = None) -> Path:
     rows = []
     for (preset, fidelity), values in ACC.items():
         for seed, acc in enumerate(values):
@@ -24,7 +24,7 @@ def all_runs(tmp_path, commits=("abc123",)) -> Path:
                          "point": float("nan"), "fidelity": fidelity, "seed": seed, "device": "cpu",
                          "device_name": "Some CPU (AVX2)", "git_commit": commits[seed % len(commits)],
                          "class_il_final_avg_acc": acc, "class_il_forgetting": 10.0, "task_il_final_avg_acc": 90.0,
-                         "in_table": True})
+                         "in_table": True, "failure": (failures or {}).get((preset, fidelity, seed), "")})
     path = tmp_path / "all_runs.csv"
     atomic_write_text(path, pd.DataFrame(rows).to_csv(index=False), sealed=True)
     return path
@@ -37,6 +37,12 @@ def test_the_readme_table_is_the_snapshots_means_and_sds_with_its_machine_and_co
     assert "| `base` (ER-ACE alone) | 44.0 ± 4.0 | 41.0 ± 0.0 |" in block
     assert "| `full` (the paper's WSCL) | 72.0 ± 2.0 | – |" in block
     assert "seeds 0-2" in block and "**Some CPU (AVX2)," in block and "commit `abc123`" in block
+
+
+def test_a_failed_seed_is_left_out_of_the_readme_cell_and_named(tmp_path):
+    snapshot = make_snapshot(all_runs(tmp_path, failures={("base", "reference", 2): "collapsed at task 3"}))
+    block = readme_block(snapshot, "snap.json")
+    assert "| `base` (ER-ACE alone) | 42.0 ± 2.8 (failed: seed 2) | 41.0 ± 0.0 |" in block
 
 
 def test_a_snapshot_needs_one_commit(tmp_path):

@@ -47,6 +47,8 @@ def make_snapshot(runs_csv: Path) -> dict:
         row = {k: record.get(k) for k in RUN_FIELDS}
         row["point"] = "" if row["point"] != row["point"] else row["point"]  # NaN: no sweep point
         row.update({k: round(float(record[k]), 4) for k in FIGURES})
+        failure = record.get("failure", "")
+        row["failure"] = "" if failure != failure else str(failure)  # NaN: no failure
         rows.append(row)
     return {"git_commit": _one(set(runs.git_commit), "git commit", runs_csv),
             "machine": {"device_name": _one(set(runs.device_name), "device name", runs_csv),
@@ -69,12 +71,16 @@ def read_snapshot(path: Path) -> dict:
 
 
 def _cell(runs: list[dict], preset: str, fidelity: str) -> str:
-    values = [r["class_il_final_avg_acc"] for r in runs if r["preset"] == preset and r["fidelity"] == fidelity
-              and not r["point"]]
+    """Mean ± sd of the healthy seeds, as the tables count them (docs/method.md, failed runs in a study); the
+    failed seeds are named."""
+    mine = [r for r in runs if r["preset"] == preset and r["fidelity"] == fidelity and not r["point"]]
+    values = [r["class_il_final_avg_acc"] for r in mine if not r.get("failure")]
+    failed = sorted(int(r["seed"]) for r in mine if r.get("failure"))
+    note = f" (failed: seed {', '.join(map(str, failed))})" if failed else ""
     if not values:
-        return "–"
+        return "–" + note
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.1f} ± {sd:.1f}"
+    return f"{statistics.mean(values):.1f} ± {sd:.1f}{note}"
 
 
 def _seeds(runs: list[dict]) -> str:
@@ -89,8 +95,8 @@ def readme_block(snapshot: dict, snapshot_path: str) -> str:
     where = (f"**{machine['device_name']}, {machine['cpu_cores']} CPU cores**, no GPU" if machine["device"] == "cpu"
              else f"**{machine['device_name']}**")
     lines = [f"{BEGIN} (written by `wscl readme-results` from {snapshot_path}; do not edit) -->",
-             f"Class-IL final average accuracy, mean ± sd over seeds {_seeds(runs)}, from `make run` on {where}, "
-             f"commit `{snapshot['git_commit'][:10]}`:", "",
+             f"Class-IL final average accuracy, mean ± sd over seeds {_seeds(runs)} (a failed seed, named, left out as "
+             f"in the study's tables), from `make run` on {where}, commit `{snapshot['git_commit'][:10]}`:", "",
              "| preset | `fidelity: reference` | `fidelity: corrected` |", "|---|---|---|"]
     lines += [f"| {label} | " + " | ".join(_cell(runs, preset, f) for f in FIDELITIES) + " |"
               for preset, label in README_PRESETS.items()]
