@@ -25,9 +25,9 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import tiny_config  # noqa: E402
 
+from wscl.core.provenance import cpu_description  # noqa: E402
 from wscl.data import benchmarks  # noqa: E402
 from wscl.method import learners  # noqa: E402
-from wscl.core.provenance import cpu_description  # noqa: E402
 from wscl.run.trainer import Run  # noqa: E402
 
 STEPS: list[dict] = []

@@ -5,10 +5,10 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import numbers
-from wscl.run import allocator
+
 from wscl import cli
+from wscl.run import allocator
 
 # A training step's pattern, in C so that no other allocation lands between its blocks: 32 activation-sized
 # blocks (2.4 MB) written, then freed. Left to itself, glibc gives the freed heap top back to the kernel

@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from wscl.core.safe_io import atomic_torch_save
-
 from wscl.run import checkpoint
 from wscl.run.trainer import Run
 

@@ -12,17 +12,17 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import numbers, tiny_config
 from disk_faults import flip_middle_bytes
-from wscl.run import checkpoint
+
 from wscl.cli import main
-from wscl.settings.config import fingerprint
 from wscl.core.errors import ExitCode
-from wscl.method.learners import Learner
-from wscl.settings.runtime import resolve_runtime
 from wscl.core.safe_io import atomic_torch_save, mount_point
+from wscl.method.learners import Learner
+from wscl.run import checkpoint
 from wscl.run.trainer import Run
+from wscl.settings.config import fingerprint
+from wscl.settings.runtime import resolve_runtime
 
 # Two tasks of three epochs: task 1's epoch 0 is the freezing trial, so both kinds of epoch are crossed.
 CFG = tiny_config(scenario={"n_tasks": 2}, training={"epochs": 3})

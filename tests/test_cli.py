@@ -13,9 +13,9 @@ import pytest
 
 import wscl
 from wscl.cli import build_parser, main
-from wscl.settings.config import CHOICES, METHODS, PRESETS, ConfigError, parse_set, resolve
 from wscl.core.errors import ExitCode, exit_code
 from wscl.core.safe_io import atomic_write_json
+from wscl.settings.config import CHOICES, METHODS, PRESETS, ConfigError, parse_set, resolve
 
 REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "pandas", "mlflow", "matplotlib", "torchvision")
@@ -97,10 +97,8 @@ def test_exit_codes_are_distinct_and_documented_in_help_and_readme(capsys):
 
 
 def test_runtime_failures_get_their_own_exit_codes():
-    from wscl.core.errors import DatasetError
+    from wscl.core.errors import DatasetError, NonFiniteLossError, TrackingError
     from wscl.method.scenario import ScenarioError
-    from wscl.core.errors import TrackingError
-    from wscl.core.errors import NonFiniteLossError
     assert exit_code(ConfigError("x")) == exit_code(ScenarioError("x")) == ExitCode.CONFIG
     assert exit_code(DatasetError("x")) == ExitCode.DATA
     assert exit_code(NonFiniteLossError("x")) == ExitCode.TRAINING_FAILED

@@ -5,8 +5,8 @@ import re
 
 import pytest
 import yaml
-
 from workflow_support import REPO, edit_smoke_config, snakemake, workflow_copy
+
 from wscl.settings.config import ConfigError
 from wscl.study.comparisons import Precision, paired, parse_seeds, stein_seeds
 from wscl.study.pilot import pilot_result, write_pilot
@@ -143,8 +143,9 @@ def test_a_tiny_precision_study_pilots_plans_and_trains_only_the_missing_seeds(t
 
 
 def test_the_ablation_study_plans_its_pilot_without_data(tmp_path):
-    from workflow_support import BIN, ENV, job_counts
     import subprocess
+
+    from workflow_support import BIN, ENV, job_counts
     work = workflow_copy(tmp_path / "ablation")
     done = subprocess.run([str(BIN / "snakemake"), "-n", "--configfile", "config/ablation.yaml"], cwd=work, env=ENV,
                           capture_output=True, text=True, check=True)
@@ -156,6 +157,7 @@ def test_the_ablation_study_plans_its_pilot_without_data(tmp_path):
 
 def test_the_study_schema_takes_seeds_as_a_list_a_count_or_a_precision(tmp_path):
     from snakemake.utils import validate
+
     from wscl.settings.schema import write_schemas
     path = write_schemas(REPO / "rules/config.schema.yaml", tmp_path)
     validate(yaml.safe_load((REPO / "config/ablation.yaml").read_text()), path)

@@ -2,10 +2,9 @@ import pytest
 
 import wscl.method.learners as learners
 from wscl.cli import main
-from wscl.settings.config import ConfigError, resolve
-from wscl.core.errors import ExitCode
+from wscl.core.errors import ExitCode, NonFiniteLossError
 from wscl.run.trainer import Run
-from wscl.core.errors import NonFiniteLossError
+from wscl.settings.config import ConfigError, resolve
 
 
 def test_unknown_key_names_the_key_and_the_nearest_valid_one():

@@ -63,6 +63,7 @@ def test_synthetic_takes_the_trainers_defaults_and_has_the_digest_of_its_prepare
 
 def test_memory_mapped_dataset_trains_to_the_same_numbers(tmp_path):
     from conftest import tiny_config
+
     from wscl.run.trainer import Run
     cfg = tiny_config(scenario={"n_tasks": 2})
     save(synthetic(**cfg["dataset"]["synthetic"]), tmp_path / "data" / "syn")

@@ -11,17 +11,13 @@ import pytest
 import torch
 
 import wscl.data.prepare as prepare_mod
-from wscl.data.benchmarks import seq_fashion_mnist
-from wscl.data.fakes import fake_cifar10, fake_cifar100, fake_imagenet, fake_tiny, write_tar, zip_folder
 from wscl.cli import main
-from wscl.core.errors import DatasetError
+from wscl.core.errors import DatasetError, ExitCode
+from wscl.data import cifar, fashion_mnist, imagenet, tinyimagenet
+from wscl.data.benchmarks import seq_fashion_mnist
 from wscl.data.canonical import load
-from wscl.data import cifar
-from wscl.data import fashion_mnist
-from wscl.data import imagenet
-from wscl.data import tinyimagenet
+from wscl.data.fakes import fake_cifar10, fake_cifar100, fake_imagenet, fake_tiny, write_tar, zip_folder
 from wscl.data.sources import ChecksumError, MissingSourceError, RawFile, fetch, md5_of
-from wscl.core.errors import ExitCode
 
 quiet = lambda *_: None  # noqa: E731
 
@@ -230,9 +226,9 @@ def test_paper_config_trains_on_a_prepared_benchmark(tmp_path, cifar_mirrors, de
     """A paper-grid run of seq-cifar10 (its settings from config/paper.yaml), shrunk to the fake's size."""
     import yaml
 
+    from wscl.run.trainer import Run
     from wscl.settings.config import deep_merge, resolve
     from wscl.study.studies import RunKey, Study
-    from wscl.run.trainer import Run
     prepare_mod.prepare("seq-cifar10", tmp_path / "data", cifar_mirrors, log=quiet)
     study = Study(yaml.safe_load((Path(__file__).parents[1] / "config/paper.yaml").read_text()))
     cfg = study.trainer_config(RunKey("seq-cifar10", 200, "er_ace", "full", "reference", 0))

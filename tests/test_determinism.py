@@ -6,8 +6,8 @@ import sys
 import time
 
 import pytest
-
 from conftest import numbers
+
 from wscl.method import sleep
 from wscl.run.trainer import Run
 

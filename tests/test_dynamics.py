@@ -2,10 +2,9 @@
 losses the trainer computed, reaches MLflow as step metrics, and recording it changes no number of the run."""
 import pytest
 import torch
-
 from conftest import numbers, tiny_config
-from wscl.method import dynamics
-from wscl.method import wake
+
+from wscl.method import dynamics, wake
 from wscl.run.trainer import Run
 
 # `full` trains every phase: wake, the freezing trial (tasks 2, 3), NREM and staged REM

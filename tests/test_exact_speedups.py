@@ -10,13 +10,13 @@ import pytest
 import torch
 
 import wscl.method.freezing as freezing
-from wscl.run.bench import CLASSES_PER_TASK
-from wscl.run.bench_e2e import SIZES, TASKS, run_end_to_end
 from wscl.method.evaluation import measure_layouts
 from wscl.method.failures import Where
 from wscl.method.freezing import TrialSpec, candidate_depths, run_trial, score
-from wscl.run.trainer import Run, seeds_for
 from wscl.method.wake import plan_epoch, run_epoch
+from wscl.run.bench import CLASSES_PER_TASK
+from wscl.run.bench_e2e import SIZES, TASKS, run_end_to_end
+from wscl.run.trainer import Run, seeds_for
 
 
 def sequential_trial(learner, pool, plan, spec):
@@ -149,6 +149,7 @@ def test_a_training_image_is_counted_at_about_three_forward_passes():
     """The FLOP count behind hardware_fraction: the backward pass costs about twice the forward (the stem
     needs no input gradient), so a trained image is 2.9-3 times an inferred one."""
     from torch.utils.flop_counter import FlopCounterMode
+
     from wscl.method.backbone import ResNet18
     from wscl.run.bench_e2e import BATCH, SIZE, WIDTH, replay_step_flops_per_image
     with FlopCounterMode(display=False) as counter, torch.no_grad():

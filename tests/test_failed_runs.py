@@ -4,8 +4,8 @@ import json
 
 import pandas as pd
 import pytest
-
 from workflow_support import edit_smoke_config, snakemake, workflow_copy
+
 from wscl.method.metrics import SUMMARY_KEYS
 from wscl.study.aggregate import counted, pretty, summary_table
 from wscl.study.run_failures import failed_seeds_text, failure_of
@@ -79,6 +79,7 @@ def test_a_study_with_a_diverging_sweep_point_and_preset_completes_and_names_the
 
 def test_wscl_train_alone_still_exits_5_and_records_the_failure_only_when_asked(tmp_path, capsys):
     from conftest import tiny_config
+
     from wscl.cli import main
     from wscl.method.metrics import read_metrics
     cfg = tiny_config(scenario={"n_tasks": 2}, training={"lr": 10.0}, runtime={"on_training_failure": "stop"})

@@ -10,12 +10,19 @@ import numpy as np
 import pytest
 
 from wscl.cli import main
-from wscl.core.errors import DatasetError
+from wscl.core.errors import DatasetError, ExitCode
+from wscl.core.safe_io import (
+    WriteError,
+    atomic_save_npy,
+    atomic_tar_gz,
+    atomic_torch_save,
+    atomic_write_json,
+    atomic_write_text,
+    save_figure,
+    seal_path,
+)
 from wscl.data.canonical import save
 from wscl.data.synthetic import synthetic
-from wscl.core.errors import ExitCode
-from wscl.core.safe_io import (WriteError, atomic_save_npy, atomic_tar_gz, atomic_torch_save, atomic_write_json,
-                          atomic_write_text, save_figure, seal_path)
 
 
 def figure():
@@ -205,8 +212,8 @@ def test_every_run_records_the_verified_dataset_sha256_in_metrics_and_mlflow(tmp
 
 
 def test_a_memory_mapped_dataset_is_hashed_once_until_a_file_changes(tmp_path, tiny, monkeypatch):
-    from wscl.data.benchmarks import from_config
     from wscl.data import verify
+    from wscl.data.benchmarks import from_config
     folder, cfg = prepared(tmp_path, tiny)
     calls = []
     real = verify.digests
@@ -235,7 +242,9 @@ def children(uri, experiment):
 
 def test_a_locked_store_past_the_retries_marks_the_run_pending_and_a_sync_logs_it_once(tmp_path, tiny,
                                                                                           monkeypatch, capsys):
-    from wscl.tracking import client as tracking_client, pending as tracking_pending, runs as tracking_runs
+    from wscl.tracking import client as tracking_client
+    from wscl.tracking import pending as tracking_pending
+    from wscl.tracking import runs as tracking_runs
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(tracking_client.time, "sleep", lambda s: None)
     real = tracking_runs._log_run
@@ -272,7 +281,9 @@ def test_a_locked_store_past_the_retries_marks_the_run_pending_and_a_sync_logs_i
 def test_a_pending_run_whose_metrics_are_damaged_is_named_and_keeps_its_marker(tmp_path, tiny, monkeypatch,
                                                                               capsys, damage, problem):
     """mlflow-sync of a pending run: a damaged metrics.json is the run's problem, not the store's."""
-    from wscl.tracking import client as tracking_client, pending as tracking_pending, runs as tracking_runs
+    from wscl.tracking import client as tracking_client
+    from wscl.tracking import pending as tracking_pending
+    from wscl.tracking import runs as tracking_runs
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(tracking_client.time, "sleep", lambda s: None)
     monkeypatch.setattr(tracking_runs, "_log_run", lambda *a, **k: pytest.fail("logged a damaged run"))
@@ -320,8 +331,10 @@ def test_a_tracking_server_stopped_mid_study_loses_no_run(tmp_path, tiny, monkey
     """Run a is logged; the server stops after run b's first task (logged live); b still succeeds, marked
     pending; once the server is back, the aggregation's sync logs b: one child run per folder, complete."""
     from workflow_support import free_port
+
     from wscl.tracking import live
-    from wscl.tracking import pending as tracking_pending, runs as tracking_runs
+    from wscl.tracking import pending as tracking_pending
+    from wscl.tracking import runs as tracking_runs
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail fast; the default backs off for minutes
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")

@@ -5,10 +5,9 @@ import pytest
 import torch
 
 from wscl.method.augment import Preprocess, random_crop_flip
+from wscl.run.trainer import Run
 from wscl.settings.config import METHODS, PRESETS, ConfigError, fingerprint
 from wscl.settings.runtime import resolve_runtime
-from wscl.run.trainer import Run
-
 
 
 def run(tiny, tmp_path, **overrides):
@@ -25,6 +24,7 @@ GPU_SWITCHES = {"bf16": True, "channels_last": True, "deterministic": True}
 @pytest.fixture(scope="module")
 def mapped_root(tmp_path_factory):
     from conftest import TINY
+
     from wscl.data.canonical import save
     from wscl.data.synthetic import synthetic
     from wscl.settings.config import defaults

@@ -10,8 +10,8 @@ import statistics
 
 import pytest
 
-from wscl.settings.config import PRESETS
 from wscl.run.trainer import Run
+from wscl.settings.config import PRESETS
 
 CHANCE_CLASS_IL = 100 / 6
 CHANCE_TASK_IL = 100 / 2

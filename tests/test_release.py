@@ -5,11 +5,11 @@ import json
 
 import pytest
 import torch
-
 from conftest import tiny_config
-from wscl.run import release
+
 from wscl.cli import main
 from wscl.core.errors import ExitCode
+from wscl.run import release
 
 CFG = tiny_config(scenario={"n_tasks": 2}, training={"epochs": 2})
 

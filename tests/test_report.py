@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-
 from workflow_support import snakemake
+
 from wscl.study.outputs import COMPARISONS, PLOTS
 from wscl.study.report import CAPTIONS
 
@@ -142,9 +142,8 @@ def test_the_reports_mlflow_links_open_the_model_training_view(study, tmp_path):
     import subprocess
     import time
 
-    from selenium.webdriver.common.by import By
-
     from conftest import wait_until_healthy
+    from selenium.webdriver.common.by import By
     from workflow_support import BIN, free_port
     port = free_port()
     store = f"sqlite:///{study / 'results/mlflow/mlflow.db'}"
@@ -262,8 +261,8 @@ def fake_runs(values: dict):
 
 def test_summary_compares_only_rows_of_one_fidelity_and_reuses_the_tables_verdicts():
     from wscl.study.aggregate import pretty, summary_table
-    from wscl.study.report import findings, row_id
     from wscl.study.comparisons import paired
+    from wscl.study.report import findings, row_id
     values = {("base", "reference"): [60.0, 62.0, 61.0], ("authors", "reference"): [70.0, 72.5, 71.0],
               ("full", "reference"): [66.0, 69.0, 67.5], ("no_nrem", "reference"): [64.0, 66.0, 65.5],
               ("base", "corrected"): [80.0, 81.0, 79.0], ("full", "corrected"): [75.0, 74.0, 76.0]}

@@ -38,8 +38,8 @@ def test_paper_values_are_looked_up_by_benchmark_buffer_method_and_preset():
 def test_tables_look_up_the_paper_under_the_benchmarks_reported_name():
     import pandas as pd
 
-    from wscl.study.aggregate import summary_table
     from wscl.method.metrics import SUMMARY_KEYS
+    from wscl.study.aggregate import summary_table
     runs = pd.DataFrame([{"method": "er_ace", "preset": preset, "fidelity": "reference", "buffer": 200, "seed": seed,
                           **{f"{s}_{m}": 70.0 + seed for s in ("class_il", "task_il") for m in SUMMARY_KEYS}}
                          for preset in ("base", "full") for seed in range(3)])

@@ -4,9 +4,9 @@ import dataclasses
 import numpy as np
 import pytest
 
+from wscl.data.synthetic import synthetic
 from wscl.method import scenario
 from wscl.settings.config import ConfigError, resolve
-from wscl.data.synthetic import synthetic
 
 DS = synthetic(classes=4, dream_classes=0, train_per_class=20, test_per_class=5, size=8)
 

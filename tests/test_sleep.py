@@ -3,15 +3,14 @@ import numpy as np
 import pytest
 import torch
 
-from wscl.method import nrem
-from wscl.method import rem
-from wscl.settings.config import ConfigError
-from wscl.data.synthetic import synthetic
-from wscl.method.memory import ReservoirMemory, ShortTermMemory
 from wscl.data.pool import ImageSource, Pool
+from wscl.data.synthetic import synthetic
+from wscl.method import nrem, rem
 from wscl.method.failures import FailurePolicy, LossChecks
+from wscl.method.memory import ReservoirMemory, ShortTermMemory
 from wscl.method.night import Night
 from wscl.run.trainer import Run
+from wscl.settings.config import ConfigError
 
 
 def quiet_run(tiny, tmp_path, **overrides) -> Run:

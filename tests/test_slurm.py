@@ -15,9 +15,19 @@ from pathlib import Path
 import psutil
 import pytest
 from mlflow.tracking import MlflowClient
-
-from workflow_support import (BARE_ENV, BIN, REPO, SMOKE_RUNS, assert_server_holds_study, gpu_study, metrics_path,
-                              port_in_use, results_without_timings, train_log, workflow_copy)
+from workflow_support import (
+    BARE_ENV,
+    BIN,
+    REPO,
+    SMOKE_RUNS,
+    assert_server_holds_study,
+    gpu_study,
+    metrics_path,
+    port_in_use,
+    results_without_timings,
+    train_log,
+    workflow_copy,
+)
 
 SCRIPT = REPO / "tests/slurm/cluster.sh"
 DAEMONS = ("munged", "slurmctld", "slurmd")

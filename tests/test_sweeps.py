@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from workflow_support import REPO, edit_smoke_config, snakemake, workflow_copy
+
 from wscl.settings.config import ConfigError, resolve
 from wscl.study.selection import select
 from wscl.study.studies import Study

@@ -2,12 +2,12 @@ import copy
 import shutil
 
 import pytest
+from conftest import tiny_config
 from mlflow.tracking import MlflowClient
 
-from conftest import tiny_config
 from wscl.cli import main
-from wscl.tracking.runs import log_run
 from wscl.run.trainer import Run
+from wscl.tracking.runs import log_run
 
 
 @pytest.fixture(scope="module")

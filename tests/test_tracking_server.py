@@ -3,11 +3,19 @@ import json
 import shutil
 
 from mlflow.tracking import MlflowClient
+from workflow_support import (
+    SMOKE_RUNS,
+    assert_server_holds_study,
+    children_by_run,
+    edit_smoke_config,
+    job_counts,
+    metrics_path,
+    snakemake,
+    train_log,
+    workflow_copy,
+)
 
 from wscl.core.safe_io import atomic_write_json
-
-from workflow_support import (SMOKE_RUNS, assert_server_holds_study, children_by_run, edit_smoke_config, job_counts,
-                              metrics_path, snakemake, train_log, workflow_copy)
 
 
 def test_parallel_local_jobs_log_every_run_to_the_server(local_server_study, mlflow_server, tmp_path):
@@ -41,9 +49,9 @@ def test_moving_a_finished_study_to_the_server_retrains_nothing(smoke, mlflow_se
 
 
 def test_sync_logs_what_is_missing_or_changed_and_nothing_else(tiny, tmp_path, monkeypatch):
+    from wscl.run.trainer import Run
     from wscl.tracking.parents import setup_study
     from wscl.tracking.sync import sync_runs
-    from wscl.run.trainer import Run
     monkeypatch.chdir(tmp_path)  # run keys are relative to the working directory, as in the workflow
     Run(tiny(scenario={"n_tasks": 2}), "runs/a", quiet=True, log=lambda *_: None).run()
     setup = setup_study("sqlite:///mlflow.db", "study", "artifacts", ["g"])

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import numbers, tiny_config
 from test_checkpoint_faults import stop_after_save
+
 from wscl.core.errors import ScenarioError
 from wscl.core.safe_io import atomic_write_json
 from wscl.data import benchmarks

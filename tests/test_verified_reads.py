@@ -6,13 +6,20 @@ import shutil
 
 import pytest
 import torch
-
 from disk_faults import flip_middle_bytes
+
 from wscl.cli import main
 from wscl.core.errors import ExitCode, RunResultError
+from wscl.core.safe_io import (
+    DamagedFile,
+    atomic_torch_save,
+    atomic_write_json,
+    atomic_write_text,
+    read_verified,
+    save_figure,
+    seal_path,
+)
 from wscl.method.metrics import read_metrics
-from wscl.core.safe_io import (DamagedFile, atomic_torch_save, atomic_write_json, atomic_write_text, read_verified,
-                          save_figure, seal_path)
 
 
 def write_figure(path):
@@ -48,6 +55,7 @@ def test_a_sealed_file_reads_back_and_a_changed_byte_of_unchanged_size_is_refuse
 def finished_run(tmp_path_factory):
     """A finished tiny run's folder (trained once for this module)."""
     from conftest import tiny_config
+
     from wscl.run.trainer import Run
     out = tmp_path_factory.mktemp("finished") / "run"
     Run(tiny_config(scenario={"n_tasks": 2}, training={"epochs": 1}), out, quiet=True, log=lambda *_: None).run()
@@ -121,7 +129,8 @@ def test_a_damaged_pending_marker_is_named_and_the_run_stays_for_the_studys_sync
                                                                                   monkeypatch, capsys):
     """A run finished while the store was unreachable carries a sealed marker; damaged, `mlflow-sync --run`
     names it (exit 9) instead of logging to wherever the damaged bytes point."""
-    from wscl.tracking import pending as tracking_pending, runs as tracking_runs
+    from wscl.tracking import pending as tracking_pending
+    from wscl.tracking import runs as tracking_runs
     monkeypatch.chdir(tmp_path)
     shutil.copytree(finished_run, "run")
     tracking_pending.mark_pending("run", {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "e"},

@@ -7,12 +7,12 @@ import time
 
 import psutil
 import yaml
-from mlflow.tracking import MlflowClient
-
 from disk_faults import flip_middle_bytes
+from mlflow.tracking import MlflowClient
+from workflow_support import BIN, ENV, assert_run_holds_metrics, job_counts, metrics_path, snakemake, workflow_copy
+from workflow_support import SMOKE_RUNS as RUNS
+
 from wscl.study.outputs import COMPARISONS, PLOTS
-from workflow_support import (BIN, ENV, SMOKE_RUNS as RUNS, assert_run_holds_metrics, job_counts, metrics_path,
-                              snakemake, workflow_copy)
 
 
 def test_smoke_study_produces_tables_plots_report_and_archive(smoke):

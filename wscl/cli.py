@@ -15,11 +15,20 @@ from pathlib import Path
 from typing import NoReturn
 
 from wscl import __version__
-from wscl.run import allocator
-from wscl.settings.config import (CHOICES, METHODS, PRESETS, ConfigError, check_settings, deep_merge, load_file,
-                                  parse_set, resolve)
 from wscl.core.errors import ExitCode, exit_code, exit_codes_help
 from wscl.core.safe_io import atomic_write_text
+from wscl.run import allocator
+from wscl.settings.config import (
+    CHOICES,
+    METHODS,
+    PRESETS,
+    ConfigError,
+    check_settings,
+    deep_merge,
+    load_file,
+    parse_set,
+    resolve,
+)
 
 
 def _train_parser(sub) -> None:

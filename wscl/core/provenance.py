@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+
 def dataset_identity(metrics: dict) -> dict:
     """name, sha256, source, verified (checksums of the raw files checked), generated (made in memory from
     settings: no raw files), digest (the SHA-256, or "unknown").

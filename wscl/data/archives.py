@@ -11,9 +11,9 @@ import shutil
 import tarfile
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 
 from wscl.data.sources import ChecksumError, MissingSourceError, RawFile, fetch, md5_of
 

@@ -10,9 +10,9 @@ a study's benchmark entry (wscl/study/studies.py).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 
 from wscl.data.archives import ArchiveSource, ensure_extracted
 from wscl.data.canonical import CanonicalDataset

@@ -19,7 +19,6 @@ from wscl.core.errors import DatasetError
 from wscl.data.layout import ARRAYS, FORMAT_VERSION, array_dtype, digests, fields_digest, meta_digests
 
 
-
 @dataclass
 class CanonicalDataset:
     name: str

@@ -9,9 +9,9 @@ Accepted layouts of ROOT (given with --mirror imagenet=ROOT):
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from collections.abc import Callable
 
 import numpy as np
 import yaml

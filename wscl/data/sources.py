@@ -12,9 +12,9 @@ import http.client
 import shutil
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 
 from wscl.core.errors import DatasetError
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 
 from wscl.core.errors import DatasetError
 from wscl.data.layout import ARRAYS, META, digests, fields_digest

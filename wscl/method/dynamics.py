@@ -15,7 +15,6 @@ import time
 
 import torch
 
-
 LOSS_PHASES = ("wake", "nrem", "rem")  # the phases of the loss-curve figure (the trial's winner joins wake)
 
 

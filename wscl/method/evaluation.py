@@ -5,20 +5,20 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from dataclasses import dataclass, field
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from wscl.method.augment import Preprocess
-from wscl.method.metrics import summary, to_json_matrix
-from wscl.settings.runtime import Runtime, synchronize, timed
 from wscl.core.safe_io import DamagedFile, atomic_write_text, read_verified
 from wscl.data.pool import ImageSource
+from wscl.method.augment import Preprocess
+from wscl.method.metrics import summary, to_json_matrix
 from wscl.method.scenario import Scenario
+from wscl.settings.runtime import Runtime, synchronize, timed
 
 SETTINGS = ("class_il", "task_il")
 TIMED_PASSES = 3

@@ -21,7 +21,6 @@ import torch
 
 from wscl.core.errors import NonFiniteLossError, TrainingFailedError
 
-
 # The settings to look at when a phase's loss or weights go wrong: those that size its updates.
 PHASE_SETTINGS = {
     "wake": "training.lr",

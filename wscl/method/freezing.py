@@ -15,17 +15,17 @@ from functools import partial
 import numpy as np
 import torch
 
+from wscl.data.pool import ImageSource, Pool
 from wscl.method.dynamics import EpochClock
 from wscl.method.evaluation import batch_cross_entropies
 from wscl.method.failures import LossChecks, Where
 from wscl.method.heads import HeadBook
 from wscl.method.learners import Learner
-from wscl.settings.runtime import timed
-from wscl.data.pool import ImageSource, Pool
 from wscl.method.scenario import Scenario
 from wscl.method.state import RunState
 from wscl.method.step import check_finite
 from wscl.method.wake import EpochPlan, LossMonitor, run_in_lockstep
+from wscl.settings.runtime import timed
 
 PROBE_IMAGES = 32  # validation images whose outputs must stay finite in every copy after the trial
 

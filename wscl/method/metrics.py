@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from wscl.core.errors import RunResultError
-from wscl.method.dynamics import peak_rss_mb, per_phase
 from wscl.core.provenance import run_provenance
 from wscl.core.safe_io import read_result
+from wscl.method.dynamics import peak_rss_mb, per_phase
 
 
 def final_average_accuracy(R: np.ndarray) -> float:

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from wscl.data.canonical import CanonicalDataset
 from wscl.core.errors import ScenarioError
+from wscl.data.canonical import CanonicalDataset
 
 STREAMS = ("tune", "freeze_buffer", "validation", "train", "test")
 

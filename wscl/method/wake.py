@@ -14,13 +14,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from wscl.data.pool import Pool
 from wscl.method.dynamics import EpochClock
 from wscl.method.failures import LossChecks, Where
 from wscl.method.learners import Learner, Step
 from wscl.method.memory import ShortTermMemory
-from wscl.settings.runtime import timed
-from wscl.data.pool import Pool
 from wscl.method.state import RunState
+from wscl.settings.runtime import timed
 
 
 @dataclass

@@ -16,15 +16,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from wscl.core.provenance import cpu_description, device_name
+from wscl.core.safe_io import atomic_write_json
 from wscl.method.augment import Preprocess
 from wscl.method.backbone import ResNet18
 from wscl.method.learners import build_learner
 from wscl.run.bench_overhead import measure_overhead
-from wscl.settings.config import resolve
-from wscl.core.provenance import cpu_description, device_name
-from wscl.core.safe_io import atomic_write_json
-from wscl.settings.runtime import resolve_runtime, synchronize
 from wscl.run.trainer import Run
+from wscl.settings.config import resolve
+from wscl.settings.runtime import resolve_runtime, synchronize
 
 BATCH, WIDTH, SIZE, CLASSES_PER_TASK, TASKS = 32, 20, 32, 2, 2
 

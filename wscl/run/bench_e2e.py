@@ -46,16 +46,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from wscl.run import allocator
-from wscl.method import evaluation
-from wscl.method import freezing
-from wscl.method import learners
-from wscl.run import trainer
+from wscl.core.safe_io import atomic_write_json
+from wscl.method import evaluation, freezing, learners
 from wscl.method.augment import Preprocess
 from wscl.method.backbone import ResNet18
+from wscl.run import allocator, trainer
 from wscl.run.bench import BATCH, CLASSES_PER_TASK, SIZE, WIDTH, bare_loop, environment, synthetic_config
 from wscl.settings.runtime import resolve_runtime, synchronize
-from wscl.core.safe_io import atomic_write_json
 
 TASKS = 5
 SIZES = {"full": {"train_per_class": 300, "test_per_class": 200, "dream_per_class": 30},

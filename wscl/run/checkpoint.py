@@ -24,8 +24,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wscl.core.safe_io import (RESUME, DamagedFile, atomic_torch_save, move_seal_with, read_verified, remove_quietly,
-                      remove_stale_temps, seal_path, temp_path, translated)
+from wscl.core.safe_io import (
+    RESUME,
+    DamagedFile,
+    atomic_torch_save,
+    move_seal_with,
+    read_verified,
+    remove_quietly,
+    remove_stale_temps,
+    seal_path,
+    temp_path,
+    translated,
+)
 from wscl.method.state import RunState
 
 FILE_NAME = "checkpoint.pt"

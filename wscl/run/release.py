@@ -25,11 +25,11 @@ import numpy as np
 import torch
 
 from wscl import __version__
+from wscl.core.errors import RunResultError
+from wscl.core.safe_io import RESUME, atomic_torch_save, read_result
 from wscl.method.augment import Preprocess
 from wscl.method.backbone import ResNet18
-from wscl.core.errors import RunResultError
 from wscl.method.evaluation import SETTINGS, TestTasks
-from wscl.core.safe_io import RESUME, atomic_torch_save, read_result
 
 FILE_NAME = "model.pt"
 FORMAT, FORMAT_VERSION = "wscl-model", 1
@@ -83,8 +83,8 @@ def evaluate(model: dict, dataset_root: str | None = None, device: str = "cpu") 
     (prepared under ``dataset_root``, else the run's ``dataset.root``): per setting the row, and whether it
     equals the row recorded when the run finished."""
     from wscl.data import benchmarks
-    from wscl.method import scenario as scenario_mod
     from wscl.data.pool import ImageSource
+    from wscl.method import scenario as scenario_mod
     cfg = {**model["config"], "dataset": {**model["config"]["dataset"]}}
     if dataset_root:
         cfg["dataset"]["root"] = dataset_root

@@ -20,15 +20,13 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from wscl.run import checkpoint
-from wscl.method import nrem, sleep
-from wscl.run import release
-from wscl.method import rem
+from wscl.core.errors import Preempted
+from wscl.core.safe_io import RESUME, atomic_write_json, atomic_write_text, translated
 from wscl.data import benchmarks
+from wscl.data.pool import ImageSource, Pool
+from wscl.method import nrem, rem, sleep
 from wscl.method import scenario as scenario_mod
 from wscl.method.augment import Preprocess
-from wscl.settings.config import fingerprint
-from wscl.core.errors import Preempted
 from wscl.method.backbone import compile_counts
 from wscl.method.evaluation import AccuracyMatrices, TestTasks, choose_layout, logits_of
 from wscl.method.failures import FailurePolicy, LossChecks, check_collapse
@@ -36,13 +34,13 @@ from wscl.method.freezing import task_trial
 from wscl.method.heads import HeadBook, assign_task, bind_dreams
 from wscl.method.learners import Learner, build_learner
 from wscl.method.metrics import run_metrics
-from wscl.settings.runtime import apply_determinism, resolve_runtime, share_compiled_code, timed
-from wscl.core.safe_io import RESUME, atomic_write_json, atomic_write_text, translated
-from wscl.data.pool import ImageSource, Pool
 from wscl.method.night import Night
 from wscl.method.state import RunState
 from wscl.method.step import check_finite
 from wscl.method.wake import MidTask, seeds_for, wake_phase
+from wscl.run import checkpoint, release
+from wscl.settings.config import fingerprint
+from wscl.settings.runtime import apply_determinism, resolve_runtime, share_compiled_code, timed
 
 PROBE_IMAGES = 32  # the probe batch's size: enough images for every BatchNorm channel to see several values
 

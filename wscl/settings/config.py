@@ -20,7 +20,6 @@ import yaml
 
 from wscl.core.errors import ConfigError
 
-
 # The presets, one registry: each named study's overrides of the defaults (`settings`), the claim it tests
 # (`about`, labelled), its `role` in the report (`baseline`: what WSCL is compared with; `wscl`: a WSCL, compared
 # with `baseline` of the same method and fidelity; `ablation`: one switch of `full`, compared with `full`) and

@@ -17,9 +17,20 @@ from typing import Any
 
 import yaml
 
-from wscl.settings.config import (AUTO_OR_NUMBER, CHOICES, METHODS, PATTERNS, PRESET_SPECS, PRESETS, RANGES, SECTIONS,
-                                  SETTINGS, defaults, flatten)
 from wscl.core.safe_io import atomic_write_json, atomic_write_text
+from wscl.settings.config import (
+    AUTO_OR_NUMBER,
+    CHOICES,
+    METHODS,
+    PATTERNS,
+    PRESET_SPECS,
+    PRESETS,
+    RANGES,
+    SECTIONS,
+    SETTINGS,
+    defaults,
+    flatten,
+)
 
 TRAINER_SCHEMA = "trainer.schema.json"
 # Settings whose allowed values have a name of their own, for the study schema to refer to.

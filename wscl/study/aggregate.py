@@ -2,22 +2,30 @@
 from __future__ import annotations
 
 import sys
-from importlib import resources
 from dataclasses import replace
+from importlib import resources
 from pathlib import Path
 
 import pandas as pd
 import yaml
 
-from wscl.method.metrics import SUMMARY_KEYS, read_metrics
-from wscl.method.dynamics import LOSS_PHASES, loss_curve
-from wscl.study.comparisons import Precision, comparison_pairs, paired
-from wscl.study.outputs import (ALL_RUNS, COMPARISONS, PLOTS, comparisons_table_file, plot_file, selection_table_file,
-                                sensitivity_plot, table_name)
 from wscl.core.provenance import dataset_identity
+from wscl.core.safe_io import atomic_write_text, translated
+from wscl.method.dynamics import LOSS_PHASES, loss_curve
+from wscl.method.metrics import SUMMARY_KEYS, read_metrics
+from wscl.study.comparisons import Precision, comparison_pairs, paired
+from wscl.study.outputs import (
+    ALL_RUNS,
+    COMPARISONS,
+    PLOTS,
+    comparisons_table_file,
+    plot_file,
+    selection_table_file,
+    sensitivity_plot,
+    table_name,
+)
 from wscl.study.reproduction import verdict
 from wscl.study.run_failures import failed_seeds_text, failure_of
-from wscl.core.safe_io import atomic_write_text, translated
 from wscl.study.selection import CRITERION, read_selection, tuning_figures
 from wscl.study.studies import FIXED_BUFFER, Study
 from wscl.study.sweeps import TUNED, variant
@@ -295,8 +303,8 @@ def aggregate(study: Study, tables_dir: Path, plots_dir: Path, mlflow_uri: str |
     runs["in_table"] = reported_runs(runs, selection)
     run_ids = {}
     if mlflow_uri:
-        from wscl.tracking.runs import child_run_ids
         from wscl.tracking.pending import sync_pending
+        from wscl.tracking.runs import child_run_ids
         # runs finished while the store was unreachable are logged now (their markers say where)
         sync_pending([study.run_dir(k) for k in study.runs()], log=lambda msg: print(msg, file=sys.stderr))
         try:

@@ -19,16 +19,32 @@ import pandas as pd
 import yaml
 
 from wscl.core.errors import ConfigError
-from wscl.settings.config import presets_of
-from wscl.study.aggregate import (pretty, pretty_comparisons, pretty_selection, reported_values, runs_for_table,
-                                  table_comparisons)
-from wscl.study.comparisons import Precision
-from wscl.study.outputs import (ALL_RUNS, CAPTIONED, COMPARISONS, PLOTS, comparisons_table_file, plot_file,
-                                selection_table_file, sensitivity_plot, table_file, table_name)
 from wscl.core.provenance import git_state, software_versions
 from wscl.core.safe_io import atomic_write_text, read_result
-from wscl.tracking.parents import SETUP_AGAIN
+from wscl.settings.config import presets_of
+from wscl.study.aggregate import (
+    pretty,
+    pretty_comparisons,
+    pretty_selection,
+    reported_values,
+    runs_for_table,
+    table_comparisons,
+)
+from wscl.study.comparisons import Precision
+from wscl.study.outputs import (
+    ALL_RUNS,
+    CAPTIONED,
+    COMPARISONS,
+    PLOTS,
+    comparisons_table_file,
+    plot_file,
+    selection_table_file,
+    sensitivity_plot,
+    table_file,
+    table_name,
+)
 from wscl.study.studies import Study
+from wscl.tracking.parents import SETUP_AGAIN
 
 ACC = "Class-IL acc"                    # the column of pretty() the summary reads
 # Each figure's caption: report/<plot>.rst, the files Snakemake's report shows with the figures. Read from the

@@ -10,16 +10,27 @@ and the sweeps: a coordinate key set in a ``trainer`` section is refused, since 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, replace
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from wscl.core.safe_io import read_json_result
 from wscl.data.benchmarks import task_structure
 from wscl.settings.config import PRESETS, ConfigError, check_settings, deep_merge, defaults, flatten, resolve
 from wscl.study.comparisons import comparison_pairs, parse_seeds, stein_seeds
-from wscl.study.outputs import (ALL_RUNS, COMPARISONS, PILOT, PLOTS, SELECTION, TABLE_FORMATS, comparisons_table_file,
-                                plot_file, selection_table_file, sensitivity_plot, table_file)
+from wscl.study.outputs import (
+    ALL_RUNS,
+    COMPARISONS,
+    PILOT,
+    PLOTS,
+    SELECTION,
+    TABLE_FORMATS,
+    comparisons_table_file,
+    plot_file,
+    selection_table_file,
+    sensitivity_plot,
+    table_file,
+)
 from wscl.study.sweeps import TUNED, Sweep, as_overrides, parse_sweeps, point_names, split_variant, variant
 
 # Presets that fix the replay buffer themselves: they run once per benchmark, at that buffer.

@@ -6,8 +6,6 @@ import os
 import time
 from pathlib import Path
 
-
-
 MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch call
 
 

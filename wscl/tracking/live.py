@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from contextlib import contextmanager
-
 from pathlib import Path
 
 from wscl.tracking.client import MAX_BATCH, mlflow_client, tracking_uri, unreachable, with_retries

@@ -8,9 +8,8 @@ from pathlib import Path
 
 from wscl.core.errors import TrackingError
 from wscl.core.safe_io import read_json_result
-from wscl.tracking.client import GROUP_TAG, mlflow_client, mark_model_training, with_retries
+from wscl.tracking.client import GROUP_TAG, mark_model_training, mlflow_client, with_retries
 from wscl.tracking.rows import dataset_input, parent_metrics, parent_tags
-
 
 # mlflow-setup finds the experiment and parents it created before, so writing setup.json again loses nothing
 SETUP_AGAIN = ("delete it and rerun the workflow (the mlflow_setup rule writes it again; runs logged before are "

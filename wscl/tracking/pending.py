@@ -15,7 +15,6 @@ from wscl.core.errors import RunResultError
 from wscl.tracking.client import unreachable
 from wscl.tracking.runs import log_run_marked, metrics_digest
 
-
 PENDING = "mlflow_pending.json"
 
 

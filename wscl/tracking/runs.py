@@ -8,9 +8,8 @@ import hashlib
 from pathlib import Path
 
 from wscl.method.metrics import read_metrics
-from wscl.tracking.client import MAX_BATCH, mlflow_client, mark_model_training, with_retries
+from wscl.tracking.client import MAX_BATCH, mark_model_training, mlflow_client, with_retries
 from wscl.tracking.rows import config_params, dataset_input, per_task_metrics, run_key
-
 
 DIGEST_TAG = "wscl.metrics_sha256"
 
@@ -60,9 +59,9 @@ def new_child_run(client, metrics: dict, out_dir, experiment_id: str, parent_run
 def _log_run(metrics: dict, out_dir: str | Path, uri: str, experiment: str | None,
              parent_run_id: str | None, run_name: str | None, run_id: str | None = None,
              tasks_logged: set[int] | frozenset = frozenset()) -> str:
-    from wscl.run.figures import run_accuracy_figure  # matplotlib (Agg): only when a run is logged
-
     import matplotlib.pyplot as plt
+
+    from wscl.run.figures import run_accuracy_figure  # matplotlib (Agg): only when a run is logged
 
     client = mlflow_client(uri)
     if run_id is None:
@@ -95,10 +94,10 @@ def log_model(uri: str, run_id: str, out_dir: Path) -> None:
     model.pt itself beside it (what ``wscl evaluate`` reads)."""
     import mlflow
     import mlflow.pytorch
-
-    from wscl.run.release import FILE_NAME, build_network, load_model
     import numpy as np
     import torch
+
+    from wscl.run.release import FILE_NAME, build_network, load_model
     model = load_model(out_dir / FILE_NAME)
     example = np.zeros((1, *model["image_shape"]), dtype=np.float32)  # a normalised batch: the signature
     mlflow.set_tracking_uri(uri)

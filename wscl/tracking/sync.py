@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from wscl.core.errors import RunResultError, TrackingError
+from wscl.method.metrics import read_metrics
 from wscl.tracking.client import unreachable
 from wscl.tracking.parents import parent_from_setup
 from wscl.tracking.pending import claimed, remove_pending
 from wscl.tracking.rows import run_key
-from wscl.method.metrics import read_metrics
 from wscl.tracking.runs import digest, log_run_marked, logged_digests
 
 

@@ -13,6 +13,7 @@ from wscl.data.canonical import CanonicalDataset, load
 from wscl.data.synthetic import synthetic
 from wscl.data.verify import verify_prepared
 
+
 def registry() -> dict[str, Benchmark]:
     """Every declared benchmark by name, in module-name order (imports each module of this folder once)."""
     found: dict[str, Benchmark] = {}
