@@ -95,18 +95,15 @@ def resolved_config(args) -> dict:
 
 
 def usable_out(folder: str) -> Path:
-    """``--out`` as a folder this process can write into, or one line saying why not and what to do."""
+    """``--out`` as a folder this process can write into, or one line saying why not and what to do. Nothing is
+    created here: a run stopped by a later check leaves no folder behind."""
     out = Path(folder)
     existing = next((p for p in (out, *out.parents) if p.exists()), None)
     if existing is not None and not existing.is_dir():
         raise ConfigError(f"--out {folder}: {existing} is a file, not a folder; choose another --out")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"--out {folder}: cannot create the folder ({exc.strerror}); choose a writable --out") \
-            from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise ConfigError(f"--out {folder}: the folder is not writable; choose a writable --out or fix its "
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        where = "the folder" if existing == out else f"{existing}, where it would be created,"
+        raise ConfigError(f"--out {folder}: {where} is not writable; choose a writable --out or fix its "
                           "permissions")
     return out
 
