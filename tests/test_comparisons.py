@@ -100,6 +100,16 @@ def test_failed_pilot_seeds_leave_the_estimate_and_too_few_healthy_ones_ask_for_
     assert stein_seeds(float("inf"), Precision(pilot=3, half_width=2.0, max=15)) == (15, False)
 
 
+def test_a_failed_pilot_seed_leaves_the_stein_interval_as_it_left_the_plan():
+    # seed 1 failed in b: the pilot is seeds 0 and 2 (differences 4 and 1: sd 2.1213), n = max(3, 22) capped at 6
+    a = {0: 4.0, 1: 2.0, 2: 1.0, 3: 3.0, 4: 3.0, 5: 3.0}
+    b = {0: 0.0, 2: 0.0, 3: 0.0, 4: 0.0, 5: 0.0}
+    found = paired(a, b, Precision(pilot=3, half_width=2.0, max=6))
+    assert found.seeds == 5 and found.difference == pytest.approx(14 / 5)
+    assert found.high - found.difference == pytest.approx(4.30265 * 2.12132 / 5 ** 0.5, abs=1e-4)
+    assert paired({0: 1.0, 1: 2.0, 2: 3.0}, {0: 0.0}, Precision(3, 2.0, 6)).answer == "too few seeds"
+
+
 def test_precision_with_a_sweep_is_refused_naming_seeds():
     config = copy.deepcopy(SMOKE)
     config["seeds"] = {"pilot": 3, "half_width": 2.0, "max": 15}

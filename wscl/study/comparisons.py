@@ -115,11 +115,14 @@ def paired(a: dict[int, float], b: dict[int, float], precision: Precision | None
     common = sorted(set(a) & set(b))
     if precision is None:
         return _t_interval(a, b, common)
-    if len(common) < precision.pilot:
-        return _too_few(a, b, common, precision)
-    pilot_sd = float(_differences(a, b, common[:precision.pilot]).std(ddof=1))
+    # The pilot is seeds 0..pilot-1, as planned (study/pilot.py): a failed one is missing here, as it was there;
+    # fewer than 2 healthy pilot seeds give no estimate (inf: max seeds were planned).
+    pilot = [seed for seed in common if seed < precision.pilot]
+    pilot_sd = float(_differences(a, b, pilot).std(ddof=1)) if len(pilot) > 1 else math.inf
     n, met = stein_seeds(pilot_sd, precision)
-    used = common[:n]
+    used = [seed for seed in common if seed < n]  # the planned seeds 0..n-1 that both presets have
+    if len(used) < 2 or not math.isfinite(pilot_sd):
+        return _too_few(a, b, used, precision)
     diffs = _differences(a, b, used)
     half = t_quantile(precision.pilot - 1) * pilot_sd / math.sqrt(len(used))
     mean = float(diffs.mean())
