@@ -47,7 +47,7 @@ def train_alone(tiny, tmp_path, mapped_root, preset, method, switches, mapped: b
     assert done.returncode == 0, done.stderr[-2000:]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     recorded = {k: v for k, v in metrics["runtime"].items() if not k.startswith("eval_")}  # less the eval layout
-    assert recorded == {"device": "cpu", **switches}
+    assert recorded == {"device": "cpu", "compile": False, "cuda_graphs": False, **switches}  # auto: eager on a CPU
     assert metrics["dataset_sha256"]  # the prepared dataset, not generated data
     accs = metrics["class_il"]["accuracy_matrix"]
     assert all(np.isfinite(v) for row in accs for v in row if v is not None)
