@@ -80,7 +80,7 @@ def test_a_damaged_mlflow_setup_stops_training_before_it_starts(tmp_path, capsys
                               "parents": {"g": "0123456789abcdef"}}, sealed=True)
     flip_middle_bytes(setup, n=2)
     code = main(["train", "--out", str(tmp_path / "run"), "--mlflow-setup", str(setup),
-                 "--mlflow-parent-group", "g", "--dataset", "synthetic"])
+                 "--mlflow-parent-group", "g", "--dataset", "synthetic", "--device", "cpu"])  # no GPU share line
     err = capsys.readouterr().err.strip()
     assert code == ExitCode.RUN_RESULT_INVALID and len(err.splitlines()) == 1
     assert f"{setup} differs from its digest" in err and "mlflow_setup rule writes it again" in err
