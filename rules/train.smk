@@ -50,7 +50,7 @@ rule train:
         group=lambda wc: STUDY.key(wc).group,
         tuned=tuned_args,
     shell:
-        "wscl train --config-json {params.trainer:q} --out {params.out} --threads {threads} --quiet "
+        "wscl train --study-settings {params.trainer:q} --out {params.out} --threads {threads} --quiet "
         "--record-failure --mlflow-setup {input.mlflow} --mlflow-parent-group {params.group:q} {params.tuned} "
         "> {log} 2>&1"
 

@@ -12,7 +12,6 @@ from wscl.data import benchmarks
 from wscl.data.canonical import load
 from wscl.data.prepare import prepare
 from wscl.run.trainer import Run
-from wscl.settings.config import resolve
 from wscl.study.studies import RunKey, Study
 
 quiet = lambda *_: None  # noqa: E731
@@ -75,18 +74,26 @@ def test_a_new_benchmark_in_one_file_prepares_from_its_fake_and_trains_above_cha
     assert ds.image_shape == (3, 12, 12) and len(ds.train_y) == 4 * 60 and len(ds.dream_y) == 2 * 80
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["augment"] is True and meta["checksums_verified"] is True
-    # A study names it; the declared task structure is its runs' scenario.
-    study = Study({"study": "toy", "seeds": [0], "data": {"root": str(tmp_path / "data")},
+    # Both routes apply the declaration: a study's run on it, and `wscl train --dataset` alone.
+    sizes = {"model": {"width": 8}, "training": {"epochs": 2, "batch_size": 16, "replay_batch_size": 16},
+             "runtime": {"device": "cpu", "progress": False}}
+    study = Study({"study": "toy", "seeds": [0], "data": {"root": str(tmp_path / "data")}, "trainer": sizes,
                    "benchmarks": {"toy": {"dataset": "toy-colours", "buffers": [20]}},
                    "grid": [{"methods": ["er_ace"], "presets": ["base"]}]})
-    cfg = tiny(**study.trainer_config(RunKey("toy", 20, "er_ace", "base", "reference", 0)))
-    assert (cfg["dataset"]["name"], cfg["scenario"]["n_tasks"], cfg["scenario"]["classes_per_task"]) == (
-        "toy-colours", 2, 2)
+    cfg = study.run_config(RunKey("toy", 20, "er_ace", "base", "reference", 0))
+    assert (cfg.dataset.name, cfg.scenario.n_tasks, cfg.scenario.classes_per_task) == ("toy-colours", 2, 2)
     run = Run(cfg, tmp_path / "run", quiet=True, log=quiet)
     assert run.dataset.crop_padding == 2  # the declared augmentation reaches the run
     metrics = run.run()
     assert len(metrics["class_il"]["accuracy_matrix"]) == 2
     assert metrics["class_il"]["final_avg_acc"] > 1.5 * 100 / 4 and metrics["task_il"]["final_avg_acc"] > 1.3 * 100 / 2
+    alone = tmp_path / "alone"
+    assert main(["train", "--dataset", "toy-colours", "--method", "er_ace", "--preset", "base", "--seed", "0",
+                     "--config-json", json.dumps({**sizes, "dataset": {"root": str(tmp_path / "data")}}),
+                     "--out", str(alone), "--quiet"]) == 0
+    trained = json.loads((alone / "metrics.json").read_text())
+    assert (trained["config"]["scenario"]["n_tasks"], trained["config"]["scenario"]["classes_per_task"]) == (2, 2)
+    assert trained["class_il"] == metrics["class_il"]  # the same run, whichever route built its configuration
 
 
 def test_a_study_may_override_the_declared_task_structure():
@@ -98,8 +105,8 @@ def test_a_study_may_override_the_declared_task_structure():
     study = Study(config)
     tasks = {}
     for name in ("tiny", "short", "own"):
-        scenario = resolve(study.trainer_config(RunKey(name, 200, "er", "base", "reference", 0)))["scenario"]
-        tasks[name] = scenario["n_tasks"], scenario["classes_per_task"]
+        scenario = study.run_config(RunKey(name, 200, "er", "base", "reference", 0)).scenario
+        tasks[name] = scenario.n_tasks, scenario.classes_per_task
     assert tasks == {"tiny": (5, 20), "short": (2, 20), "own": (5, 2)}  # own: no module declares it, the defaults
 
 

@@ -130,7 +130,7 @@ def test_set_parses_yaml_types_and_nested_keys():
     assert type(tree["training"]["lr"]) is float and type(tree["training"]["epochs"]) is int
     assert parse_set(["training.lr=1=2"]) == {"training": {"lr": "1=2"}}  # only the first = splits
     cfg = resolve(None, parse_set(["training.derpp.alpha=0.3", "seed=7"]))
-    assert cfg["training"]["derpp"] == {"alpha": 0.3, "beta": 0.5} and cfg["seed"] == 7
+    assert cfg.training.derpp.to_dict() == {"alpha": 0.3, "beta": 0.5} and cfg.seed == 7
 
 
 @pytest.mark.parametrize("item, message", [
@@ -213,7 +213,7 @@ except ConfigError as exc:
     rejected = "training.toy.gamma=2.0 is out of range" in str(exc)
 s = schema.trainer_schema()
 args = build_parser().parse_args(["train", "--out", "x", "--method", "toy"])
-print(json.dumps({"methods": config.METHODS, "gamma": cfg["training"]["toy"]["gamma"], "rejected": rejected,
+print(json.dumps({"methods": config.METHODS, "gamma": cfg.training.toy.gamma, "rejected": rejected,
                   "enum": s["$defs"]["method"]["enum"],
                   "schema": s["properties"]["training"]["properties"]["toy"]["properties"]["gamma"],
                   "cli": args.method}))

@@ -27,7 +27,7 @@ def test_bad_values_name_the_allowed_range_or_choices():
 
 def test_explicit_settings_beat_the_preset():
     cfg = resolve({"preset": "base", "wscl": {"nrem": {"enabled": True}}})
-    assert cfg["wscl"]["nrem"]["enabled"] is True and cfg["wscl"]["freezing"]["enabled"] is False
+    assert cfg.wscl.nrem.enabled is True and cfg.wscl.freezing.enabled is False
 
 
 def test_cli_exits_nonzero_with_the_message(tmp_path, capsys):

@@ -66,7 +66,7 @@ def test_memory_mapped_dataset_trains_to_the_same_numbers(tmp_path):
 
     from wscl.run.trainer import Run
     cfg = tiny_config(scenario={"n_tasks": 2})
-    save(synthetic(**cfg["dataset"]["synthetic"]), tmp_path / "data" / "syn")
+    save(synthetic(**cfg.dataset.synthetic.to_dict()), tmp_path / "data" / "syn")
     results = []
     for mmap_above_mb in (10**6, 0):  # in memory on the device, then memory-mapped and gathered per batch
         on_disk = tiny_config(scenario={"n_tasks": 2},

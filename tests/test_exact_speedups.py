@@ -41,7 +41,7 @@ def trial_inputs(run: Run, t: int, frozen: int):
     run.learner.task = t
     run.assign_heads(t, seeds_for(0, t)[1])
     pool = run.task_pool(t)
-    rng, seed = seeds_for(run.cfg["seed"], t)
+    rng, seed = seeds_for(run.cfg.seed, t)
     plan = plan_epoch(run.learner, pool, 16, 16, rng)
     def held_out(rows):
         return freezing.held_out(rows, run.train_y, run.book, run.device)

@@ -169,7 +169,7 @@ def test_verify_archive_of_a_missing_or_truncated_file_is_one_line(tmp_path, cap
 
 def prepared(tmp_path, tiny):
     cfg = tiny(scenario={"n_tasks": 2})
-    folder = save(synthetic(**cfg["dataset"]["synthetic"]), tmp_path / "data" / "syn")
+    folder = save(synthetic(**cfg.dataset.synthetic.to_dict()), tmp_path / "data" / "syn")
     return folder, lambda **d: tiny(scenario={"n_tasks": 2},
                                     dataset={"name": "syn", "root": str(tmp_path / "data"), **d})
 

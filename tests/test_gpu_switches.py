@@ -154,7 +154,7 @@ def test_memory_mapped_data_gives_the_metrics_of_in_memory_data(tiny, tmp_path):
 def test_runtime_auto_resolves_without_touching_the_config(tiny):
     cfg = tiny()
     rt = resolve_runtime(cfg)
-    assert cfg["runtime"]["bf16"] == "auto" and cfg["runtime"]["channels_last"] == "auto"
+    assert cfg.runtime.bf16 == "auto" and cfg.runtime.channels_last == "auto"
     assert (rt.bf16, rt.channels_last, rt.deterministic) == (False, False, True)  # cpu, reference
     assert resolve_runtime(tiny(fidelity="corrected")).deterministic is False
 

@@ -39,7 +39,8 @@ CASES = {
 
 
 def final(cfg, tmp_path) -> dict:
-    cfg["dataset"]["synthetic"]["train_per_class"] = 150  # enough data for stable numbers across methods
+    cfg = cfg.with_settings({"dataset": {"synthetic": {"train_per_class": 150}}},  # stable numbers across methods
+                            "the learning tests' data")
     return Run(cfg, tmp_path, quiet=True, log=lambda *_: None).run()
 
 

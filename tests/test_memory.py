@@ -50,7 +50,7 @@ def test_memory_holds_only_real_unaugmented_samples_after_training(tiny, tmp_pat
     run.run()
     stored = run.learner.memory.stored()
     ids = stored["sample_id"].numpy()
-    assert len(ids) == cfg["training"]["buffer_size"]
+    assert len(ids) == cfg.training.buffer_size
     assert (ids >= 0).all()  # dream samples carry id -1
     # Stored pixels are the dataset's pixels: no augmentation at storage time.
     assert torch.equal(stored["x"], torch.as_tensor(run.dataset.train_x[ids]))

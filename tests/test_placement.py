@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from wscl.run import placement
+from wscl.settings.config import resolve
 
 # A process that claims a share, reports it as one JSON line, then holds it until its stdin closes.
 HOLDER = """
@@ -21,6 +22,11 @@ share = placement.claim(gpus, int(sys.argv[2]), Path(sys.argv[3]))
 print(json.dumps(share.describe()), flush=True)
 sys.stdin.read()
 """
+
+
+def runtime(device: str, runs_per_gpu: int):
+    """A run's runtime section with this device and share count."""
+    return resolve({"runtime": {"device": device, "runs_per_gpu": runs_per_gpu}}).runtime
 
 
 def start_holder(gpus, k, folder):
@@ -139,7 +145,7 @@ def test_the_gpus_are_those_cuda_visible_devices_grants(machine, monkeypatch):
 def test_a_gpu_named_by_index_or_by_uuid_is_one_lock(machine, monkeypatch):
     fake_nvidia_smi(machine, monkeypatch, TWO_GPUS)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
-    held = placement.place_run({"runtime": {"device": "auto", "runs_per_gpu": 1}}, log=lambda m: None)
+    held = placement.place_run(runtime("auto", 1), log=lambda m: None)
     assert held.describe()["uuid"] == A and os.environ["CUDA_VISIBLE_DEVICES"] == f"GPU-{A}"
     for same_gpu in (f"GPU-{A}", "GPU-AAAA1111", "1,0"):  # its UUID, a prefix of it (as CUDA accepts), a list
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", same_gpu)
@@ -172,13 +178,14 @@ def test_the_cuda_query_lists_what_torch_reports():
 
 def test_explicit_cuda_devices_go_through_the_shares(machine, monkeypatch):
     fake_nvidia_smi(machine, monkeypatch, TWO_GPUS)
-    assert placement.place_run({"runtime": {"device": "cpu", "runs_per_gpu": 2}}) is None
-    cuda = placement.place_run({"runtime": {"device": "cuda", "runs_per_gpu": 1}}, log=lambda m: None)
+    assert placement.place_run(runtime("cpu", 2)) is None
+    cuda = placement.place_run(runtime("cuda", 1), log=lambda m: None)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
-    cfg = {"runtime": {"device": "cuda:1", "runs_per_gpu": 1}}
+    cfg = runtime("cuda:1", 1)
     second = placement.place_run(cfg, log=lambda m: None)
     assert (cuda.gpu.uuid, second.gpu.uuid) == (A, B)
-    assert cfg["runtime"]["device"] == "cuda" and os.environ["CUDA_VISIBLE_DEVICES"] == f"GPU-{B}"  # that GPU only
+    assert placement.device_in_share(cfg.device) == "cuda"
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == f"GPU-{B}"  # that GPU only
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     assert placement.try_claim(placement.gpus_for("cuda:1"), 1, placement.lock_dir()) is None  # its K shares only
     assert placement.gpus_for("cuda:0") == [placement.Gpu(f"GPU-{A}", A)]
@@ -197,7 +204,7 @@ def test_a_slurm_job_shares_its_granted_gpus_one_share_per_job_step(machine, mon
     steps = []
     for _ in range(2):  # two job steps, each in its own process with the job's CUDA_VISIBLE_DEVICES
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
-        steps.append(placement.place_run({"runtime": {"device": "auto", "runs_per_gpu": 1}}, log=lambda m: None))
+        steps.append(placement.place_run(runtime("auto", 1), log=lambda m: None))
     assert [s.describe()["uuid"] for s in steps] == ["222", "333"]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
     assert placement.try_claim(placement.visible_gpus(), 1, placement.lock_dir()) is None  # K = 1: both held
@@ -206,9 +213,9 @@ def test_a_slurm_job_shares_its_granted_gpus_one_share_per_job_step(machine, mon
 def test_slurm_jobs_that_cannot_read_uuids_do_not_take_each_others_gpu_0(machine, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # each job numbers its own GPU 0; no tool lists them here
     monkeypatch.setenv("SLURM_JOB_ID", "41")
-    first = placement.place_run({"runtime": {"device": "auto", "runs_per_gpu": 1}}, log=lambda m: None)
+    first = placement.place_run(runtime("auto", 1), log=lambda m: None)
     monkeypatch.setenv("SLURM_JOB_ID", "42")
-    second = placement.place_run({"runtime": {"device": "auto", "runs_per_gpu": 1}}, log=lambda m: None)
+    second = placement.place_run(runtime("auto", 1), log=lambda m: None)
     assert first.gpu.key != second.gpu.key and first.gpu.name == second.gpu.name == "0"
     monkeypatch.delenv("SLURM_JOB_ID")  # a workstation's GPU 0 is the machine's
     assert placement.visible_gpus() == [placement.Gpu("0", None)]

@@ -77,17 +77,17 @@ def test_a_subsets_size_changes_that_subset_only(reference):
 
 def test_authors_preset_is_freezing_and_interleaved_dreams_only():
     cfg = resolve({"preset": "authors"})
-    w = cfg["wscl"]
-    assert w["freezing"]["enabled"] and w["rem"]["source"] == "aux" and w["rem"]["schedule"] == "interleaved"
-    assert w["stm"]["size"] == 0 and not w["nrem"]["enabled"] and not w["plasticity"]["enabled"]
-    assert cfg["scenario"]["hold_out"] is True and cfg["scenario"]["head_assignment"] == "greedy"
+    w = cfg.wscl
+    assert w.freezing.enabled and w.rem.source == "aux" and w.rem.schedule == "interleaved"
+    assert w.stm.size == 0 and not w.nrem.enabled and not w.plasticity.enabled
+    assert cfg.scenario.hold_out is True and cfg.scenario.head_assignment == "greedy"
 
 
 @pytest.mark.parametrize("fidelity", ["reference", "corrected"])
 def test_plain_baseline_holds_nothing_out_and_keeps_heads_in_class_order(tiny, tmp_path, fidelity):
     from wscl.run.trainer import Run
     cfg = tiny(preset="base", fidelity=fidelity)
-    assert cfg["scenario"]["hold_out"] is False and cfg["scenario"]["head_assignment"] == "class_order"
+    assert cfg.scenario.hold_out is False and cfg.scenario.head_assignment == "class_order"
     run = Run(cfg, tmp_path, quiet=True, log=lambda *_: None)
     metrics = run.run()
     assert all(len(v) == 0 for v in run.scenario.val_idx + run.scenario.freeze_idx)

@@ -22,22 +22,25 @@ from wscl.settings.config import (
     CHOICES,
     METHODS,
     PRESETS,
+    Config,
     ConfigError,
-    check_settings,
-    deep_merge,
+    Layer,
     load_file,
     parse_set,
-    resolve,
 )
 
 
 def _train_parser(sub) -> None:
     p = sub.add_parser("train", help="train one run and write metrics.json (resumes from its checkpoint)",
                        description="Train one run. Settings, later wins: the defaults (config/README.md) -> preset "
+                                   "-> the benchmark's declared task structure -> --study-settings -> --point-from "
                                    "-> --config -> --config-json -> shortcuts -> --set.",
                        epilog=exit_codes_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="run configuration YAML (the trainer's keys: config/README.md or `wscl schema`)")
-    p.add_argument("--config-json", help="run configuration as a JSON object (what the workflow passes)")
+    p.add_argument("--config-json", help="run settings as a JSON object (applied after --config)")
+    p.add_argument("--study-settings", metavar="JSON",
+                   help="the run's settings from its study as a JSON object (what the workflow passes); they apply "
+                        "under --point-from, --config, --config-json and --set")
     p.add_argument("--out", required=True, help="output folder (metrics.json, checkpoint.pt)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any setting by its dotted path, e.g. training.lr=0.1 (repeatable; the value is "
@@ -68,30 +71,45 @@ def _train_parser(sub) -> None:
                         "and exit 0 (what a study's runs do: the study goes on and its tables name the failed seed)")
 
 
-def resolved_config(args) -> dict:
-    file_cfg = load_file(args.config) if args.config else {}
-    check_settings(file_cfg)  # each layer on its own: a merge with the next would hide `training: 5`
-    if args.config_json:
-        try:
-            given = json.loads(args.config_json)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"--config-json is not valid JSON: {exc}") from None
-        if not isinstance(given, dict):
-            raise ConfigError(f"--config-json must be a JSON object of settings, e.g. '{{\"training\": {{\"lr\": "
-                              f"0.1}}}}', not a {type(given).__name__}")
-        check_settings(given)
-        file_cfg = deep_merge(file_cfg, given)
-    if args.point_from:  # a point chosen on the tuning split, as the sweep layer of the run's settings
+def json_settings(text: str, option: str) -> dict:
+    try:
+        given = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{option} is not valid JSON: {exc}") from None
+    if not isinstance(given, dict):
+        raise ConfigError(f"{option} must be a JSON object of settings, e.g. '{{\"training\": {{\"lr\": "
+                          f"0.1}}}}', not a {type(given).__name__}")
+    return given
+
+
+def config_layers(args) -> list[Layer]:
+    """The layers of the run's settings that the command line gives (the builder orders them: study, tuned
+    selection, config file, JSON, then the shortcut options and --set)."""
+    layers = []
+    if args.study_settings:
+        layers.append(Layer("study", json_settings(args.study_settings, "--study-settings"), "--study-settings"))
+    if args.point_from:  # a point chosen on the tuning split
         from wscl.study.selection import read_selection
         from wscl.study.sweeps import as_overrides
         group = read_selection(args.point_from)["groups"].get(args.point_group)
         if group is None:
             raise ConfigError(f"--point-group {args.point_group!r} is not a swept group of {args.point_from}")
-        file_cfg = deep_merge(file_cfg, as_overrides(group["settings"]))
+        layers.append(Layer("tuned selection", as_overrides(group["settings"]), f"--point-from {args.point_from}"))
+    if args.config:
+        layers.append(Layer("config file", load_file(args.config), f"config file {args.config}"))
+    if args.config_json:
+        layers.append(Layer("json", json_settings(args.config_json, "--config-json"), "--config-json"))
     shortcuts = {"dataset.name": args.dataset, "preset": args.preset, "training.method": args.method,
                  "seed": args.seed, "fidelity": args.fidelity, "runtime.device": args.device}
-    sets = parse_set([f"{k}={v}" for k, v in shortcuts.items() if v is not None])
-    return resolve(file_cfg, deep_merge(sets, parse_set(args.set)))
+    layers.append(Layer("set", parse_set([f"{k}={v}" for k, v in shortcuts.items() if v is not None]),
+                        "the shortcut options (--dataset, --preset, ...)"))
+    layers.append(Layer("set", parse_set(args.set), "--set"))
+    return layers
+
+
+def resolved_config(args) -> Config:
+    from wscl.data.benchmarks import run_config
+    return run_config(config_layers(args))
 
 
 def usable_out(folder: str) -> Path:
@@ -120,7 +138,10 @@ def cmd_train(args) -> int:
     check_threads(args.threads)
     cfg = resolved_config(args)
     usable_out(args.out)
-    share = placement.place_run(cfg)  # before CUDA starts: the GPU share this run computes on, if any
+    share = placement.place_run(cfg.runtime)  # before CUDA starts: the GPU share this run computes on, if any
+    if share is not None and placement.device_in_share(cfg.runtime.device) != cfg.runtime.device:
+        cfg = cfg.with_settings({"runtime": {"device": placement.device_in_share(cfg.runtime.device)}},
+                                "the GPU share")
     import torch
 
     from wscl.run.memory_limit import named_out_of_memory
@@ -136,7 +157,7 @@ def cmd_train(args) -> int:
     live = live_run(cfg, args.out, uri, args.mlflow_experiment, parent)
     try:
         with (StopRequest().installed() as stop, live.system_metrics(cfg),  # SIGTERM/SIGUSR1: checkpoint, exit 75
-              named_out_of_memory(cfg, cfg["runtime"]["device"])):
+              named_out_of_memory(cfg, cfg.runtime.device)):
             metrics = train(cfg, args.out, quiet=args.quiet, stop=stop, gpu_share=share and share.describe(),
                             **live.kwargs)
     except Exception as exc:
@@ -157,14 +178,14 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _record_failure(cfg: dict, out: Path, message: str) -> int:
+def _record_failure(cfg: Config, out: Path, message: str) -> int:
     """A study's run that failed in training: a sealed metrics.json saying so, so that the study goes on and
     its tables, report and MLflow parents name the failed seed (wscl/study/run_failures.py)."""
     from wscl.core.provenance import run_provenance
     from wscl.core.safe_io import atomic_write_json
     from wscl.method.metrics import failed_run_metrics
     from wscl.settings.runtime import resolve_device
-    device = resolve_device(cfg["runtime"]["device"])
+    device = resolve_device(cfg.runtime.device)
     provenance = {"device": str(device), **run_provenance(device)}
     atomic_write_json(out / "metrics.json", failed_run_metrics(cfg, message, provenance), sealed=True)
     print(f"training failed: {message}\nrecorded as a failed run in {out / 'metrics.json'} (--record-failure); "

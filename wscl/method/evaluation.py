@@ -18,6 +18,7 @@ from wscl.data.pool import ImageSource
 from wscl.method.augment import Preprocess
 from wscl.method.metrics import summary, to_json_matrix
 from wscl.method.scenario import Scenario
+from wscl.settings.config import Config
 from wscl.settings.runtime import Runtime, synchronize, timed
 
 SETTINGS = ("class_il", "task_il")
@@ -82,15 +83,15 @@ def measure_layouts(net, image_shape, device: torch.device, batch_sizes: tuple[i
                       {f"{'channels_last' if c else 'contiguous'}/{b}": round(r, 1) for (c, b), r in rates.items()})
 
 
-def choose_layout(cfg: dict, runtime: Runtime, scenario: Scenario, net, image_shape, normalisation, out: Path,
+def choose_layout(cfg: Config, runtime: Runtime, scenario: Scenario, net, image_shape, normalisation, out: Path,
                   fingerprint: str, timings: dict) -> EvalLayout:
     """Memory format and batch size of evaluation and head assignment [ours]. reference: the training
     format and runtime.eval_batch_size, bit-identical to the authors' arithmetic (another format changes
     logits at float level). corrected: the fastest measured here (see ``measure_layouts``), unless measuring
     would cost over 5% of the run's inference; kept in the run folder, so a resumed run evaluates as the
     uninterrupted one."""
-    bs, cl = cfg["runtime"]["eval_batch_size"], runtime.channels_last
-    if cfg["fidelity"] == "reference":
+    bs, cl = cfg.runtime.eval_batch_size, runtime.channels_last
+    if cfg.fidelity == "reference":
         return EvalLayout(cl, bs, "reference: the training memory format and runtime.eval_batch_size")
     saved = out / LAYOUT_FILE
     if saved.exists():

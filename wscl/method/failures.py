@@ -97,8 +97,8 @@ class LossChecks:
     policy: FailurePolicy
 
     @classmethod
-    def from_config(cls, runtime: dict, n_heads: int, policy: FailurePolicy) -> LossChecks:
-        return cls(runtime["nan_check_every"], explosion_limit(n_heads, runtime["loss_explosion_factor"]), policy)
+    def from_config(cls, runtime, n_heads: int, policy: FailurePolicy) -> LossChecks:
+        return cls(runtime.nan_check_every, explosion_limit(n_heads, runtime.loss_explosion_factor), policy)
 
     def check(self, window: torch.Tensor, first_step: int, where: Where, exploded_before: bool) -> bool:
         """Check the losses of steps ``first_step``.. (one device sync); True once an explosion was reported

@@ -25,6 +25,7 @@ from wscl.method.scenario import Scenario
 from wscl.method.state import RunState
 from wscl.method.step import check_finite
 from wscl.method.wake import EpochPlan, LossMonitor, run_in_lockstep
+from wscl.settings.config import Config
 from wscl.settings.runtime import timed
 
 PROBE_IMAGES = 32  # validation images whose outputs must stay finite in every copy after the trial
@@ -110,14 +111,14 @@ def held_out(rows: np.ndarray, labels: np.ndarray, book: HeadBook, device: torch
     return HeldOut(rows, torch.as_tensor(book.heads_of(labels[rows]), device=device))
 
 
-def trial_spec(cfg: dict, source: ImageSource, labels: np.ndarray, book: HeadBook, scenario: Scenario, task: int,
+def trial_spec(cfg: Config, source: ImageSource, labels: np.ndarray, book: HeadBook, scenario: Scenario, task: int,
                task_seed: int, checks: LossChecks) -> TrialSpec:
     """The trial of task ``task`` as configured; ``task_seed`` is the task's device-generator seed."""
-    rt, reference = cfg["runtime"], cfg["fidelity"] == "reference"
-    score_batch_size = cfg["training"]["batch_size"] if reference else rt["eval_batch_size"]
+    rt, reference = cfg.runtime, cfg.fidelity == "reference"
+    score_batch_size = cfg.training.batch_size if reference else rt.eval_batch_size
     return TrialSpec(source, held_out(scenario.val_idx[task], labels, book, source.device),
                      held_out(scenario.freeze_idx[task - 1], labels, book, source.device),
-                     cfg["wscl"]["freezing"]["mode"], reference, score_batch_size, task_seed + 7919,
+                     cfg.wscl.freezing.mode, reference, score_batch_size, task_seed + 7919,
                      checks, Where(task, 0))
 
 
@@ -239,10 +240,10 @@ def adopt(learner: Learner, result: TrialResult, reference: bool) -> Learner:
     return learner
 
 
-def task_trial(state: RunState, cfg: dict, source: ImageSource, labels: np.ndarray, scenario: Scenario, task: int,
+def task_trial(state: RunState, cfg: Config, source: ImageSource, labels: np.ndarray, scenario: Scenario, task: int,
                task_seed: int, checks: LossChecks) -> Callable | None:
     """The trial of task ``task`` as ``wake.wake_phase`` runs it, in place of epoch 0; None: no trial."""
-    if not runs_trial(task, cfg["wscl"]["freezing"]["enabled"]):
+    if not runs_trial(task, cfg.wscl.freezing.enabled):
         return None
     return partial(trial_epoch, state, trial_spec(cfg, source, labels, state.book, scenario, task, task_seed, checks))
 

@@ -17,6 +17,7 @@ from wscl.method.augment import Preprocess
 from wscl.method.backbone import ResNet18
 from wscl.method.memory import ReservoirMemory
 from wscl.method.step import train_step
+from wscl.settings.config import Config
 
 
 @dataclass
@@ -163,11 +164,18 @@ class DERPP(Learner):
 LEARNERS = {cls.method: cls for cls in (ER, ERACE, DERPP)}
 
 
-def build_learner(cfg: dict, n_heads: int, image_shape, preprocess: Preprocess, device, bf16: bool = False) -> Learner:
-    t = cfg["training"]
-    cls = LEARNERS[t["method"]]
-    net = ResNet18(n_heads, in_channels=image_shape[0], width=cfg["model"]["width"]).to(device)
+def hyperparameters(training) -> dict:
+    """The method's own hyper-parameters (``training.<method>``) as keyword arguments; none for most."""
+    own = getattr(training, training.method, None)
+    return own.to_dict() if own is not None else {}
+
+
+def build_learner(cfg: Config, n_heads: int, image_shape, preprocess: Preprocess, device,
+                  bf16: bool = False) -> Learner:
+    t = cfg.training
+    cls = LEARNERS[t.method]
+    net = ResNet18(n_heads, in_channels=image_shape[0], width=cfg.model.width).to(device)
     if preprocess.memory_format == torch.channels_last:
         net = net.to(memory_format=torch.channels_last)
-    memory = ReservoirMemory(t["buffer_size"], image_shape, n_heads, device, store_logits=cls.stores_logits)
-    return cls(net, memory, preprocess, lr=t["lr"], n_heads=n_heads, bf16=bf16, **t.get(t["method"], {}))
+    memory = ReservoirMemory(t.buffer_size, image_shape, n_heads, device, store_logits=cls.stores_logits)
+    return cls(net, memory, preprocess, lr=t.lr, n_heads=n_heads, bf16=bf16, **hyperparameters(t))

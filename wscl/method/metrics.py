@@ -15,6 +15,7 @@ from wscl.core.errors import RunResultError
 from wscl.core.provenance import run_provenance
 from wscl.core.safe_io import read_result
 from wscl.method.dynamics import peak_rss_mb, per_phase
+from wscl.settings.config import Config
 
 
 def final_average_accuracy(R: np.ndarray) -> float:
@@ -69,14 +70,14 @@ def to_json_matrix(R: np.ndarray) -> list[list[float | None]]:
     return [[None if np.isnan(v) else round(float(v), 6) for v in row] for row in R]
 
 
-def run_metrics(cfg: dict, runtime, dataset, state, eval_layout) -> dict:
+def run_metrics(cfg: Config, runtime, dataset, state, eval_layout) -> dict:
     """metrics.json of a run (finished or so far): settings (with the evaluation layout), provenance, per
     setting the accuracy matrix with its summary (and under ``tune`` the same on the tuning split, or None),
     the per-task records and the time spent per phase."""
     from wscl.settings.runtime import native_bf16  # torch: imported by training, not by the readers of this module
-    reference = cfg["fidelity"] == "reference"
-    out = {"config": cfg, "fidelity": cfg["fidelity"], "seed": cfg["seed"], "dataset": dataset.name,
-           "method": cfg["training"]["method"], "preset": cfg["preset"], "device": str(runtime.device),
+    reference = cfg.fidelity == "reference"
+    out = {"config": cfg.to_dict(), "fidelity": cfg.fidelity, "seed": cfg.seed, "dataset": dataset.name,
+           "method": cfg.training.method, "preset": cfg.preset, "device": str(runtime.device),
            "runtime": {**runtime.describe(), **eval_layout.describe()}, **run_provenance(runtime.device),
            "native_bf16": native_bf16(runtime.device),  # what `runtime.bf16: auto` decided from (the hardware)
            "dataset_checksums_verified": bool(dataset.checksums_verified),
@@ -116,10 +117,10 @@ FAILED_RUN_KEYS = ("status", "failure", "config", "fidelity", "seed", "dataset",
                    "git_commit")
 
 
-def failed_run_metrics(cfg: dict, message: str, provenance: dict) -> dict:
+def failed_run_metrics(cfg: Config, message: str, provenance: dict) -> dict:
     """metrics.json of a run that stopped in training: its settings, provenance and why, no figures."""
-    return {"status": "failed", "failure": message, "config": cfg, "fidelity": cfg["fidelity"], "seed": cfg["seed"],
-            "dataset": cfg["dataset"]["name"], "method": cfg["training"]["method"], "preset": cfg["preset"],
+    return {"status": "failed", "failure": message, "config": cfg.to_dict(), "fidelity": cfg.fidelity, "seed": cfg.seed,
+            "dataset": cfg.dataset.name, "method": cfg.training.method, "preset": cfg.preset,
             **provenance, "training_failures": [], "tasks": [], "frozen_blocks_per_task": [], "wall_seconds": {}}
 
 

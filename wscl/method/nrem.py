@@ -30,7 +30,7 @@ from wscl.method.step import train_step
 
 def stm_size(wscl: dict) -> int:
     """[ours] The STM exists only for what reads it: NREM replay or plasticity's importance."""
-    return wscl["stm"]["size"] if (wscl["nrem"]["enabled"] or wscl["plasticity"]["enabled"]) else 0
+    return wscl.stm.size if (wscl.nrem.enabled or wscl.plasticity.enabled) else 0
 
 
 @dataclass(frozen=True)
@@ -46,18 +46,18 @@ class Passes:
 def sleep(night: Night, stm: ShortTermMemory, seen_heads: torch.Tensor, wscl: dict, batch_size: int) -> dict:
     """One night of NREM after task ``night.task``: replay (measuring importance), plasticity, then the
     STM->LTM merge, each checked for non-finite weights when it ends. Returns what the task's record notes."""
-    nrem, plast, task = wscl["nrem"], wscl["plasticity"], night.task
+    nrem, plast, task = wscl.nrem, wscl.plasticity, night.task
     info = {}
-    importance = Importance(night.learner.net) if plast["enabled"] else None
-    if nrem["enabled"] or plast["enabled"]:
-        epochs = nrem["epochs"] if nrem["enabled"] else 1  # plasticity alone: one measuring pass
-        fraction = 1.0 / (task + 1) if nrem["stm_fraction"] == "auto" else nrem["stm_fraction"]
-        replay_stm_ltm(night, stm, seen_heads, Passes(epochs, batch_size, fraction, nrem["enabled"]), importance)
-        if nrem["enabled"]:
+    importance = Importance(night.learner.net) if plast.enabled else None
+    if nrem.enabled or plast.enabled:
+        epochs = nrem.epochs if nrem.enabled else 1  # plasticity alone: one measuring pass
+        fraction = 1.0 / (task + 1) if nrem.stm_fraction == "auto" else nrem.stm_fraction
+        replay_stm_ltm(night, stm, seen_heads, Passes(epochs, batch_size, fraction, nrem.enabled), importance)
+        if nrem.enabled:
             night.check("NREM")
     if importance is not None and len(stm):
-        report = apply_plasticity(importance, plast["strengthen_frac"], plast["strengthen"], plast["weaken_frac"],
-                                  plast["weaken"])
+        report = apply_plasticity(importance, plast.strengthen_frac, plast.strengthen, plast.weaken_frac,
+                                  plast.weaken)
         info["plasticity_weights_scaled"] = sum(r["strengthened"] + r["weakened"] for r in report.values())
         night.check("plasticity")
     merge_stm_into_ltm(night.learner, night.pool, stm, night.rng)

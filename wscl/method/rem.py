@@ -50,17 +50,17 @@ class DreamSet:
 def dream_set(dataset: CanonicalDataset, rem: dict, n_heads: int, device: torch.device,
               rng: np.random.Generator) -> DreamSet:
     """The run's dreams by ``wscl.rem.source``: the dataset's auxiliary set, noise images, or none."""
-    if rem["source"] == "aux":
+    if rem.source == "aux":
         if len(dataset.dream_classes) == 0:
             raise ConfigError(f"wscl.rem.source=aux but dataset {dataset.name!r} has no dream set; "
                               "use source noise or none")
         labels = np.asarray(dataset.dream_y)
-        keep = subsample_per_class(labels, np.arange(len(dataset.dream_classes)), rem["dream_per_class"], rng)
+        keep = subsample_per_class(labels, np.arange(len(dataset.dream_classes)), rem.dream_per_class, rng)
         labels = np.where(np.isin(np.arange(len(labels)), keep), labels, -1)  # -1: never dreamt of
         return DreamSet(ImageSource(dataset.dream_x, device, dataset.memory_mapped), labels,
                         len(dataset.dream_classes))
-    if rem["source"] == "noise":
-        images, labels = noise_images(n_heads, rem["noise_per_class"], dataset.image_shape, rng)
+    if rem.source == "noise":
+        images, labels = noise_images(n_heads, rem.noise_per_class, dataset.image_shape, rng)
         return DreamSet(ImageSource(images, device, False), labels, n_heads)
     return DreamSet(None, np.zeros(0, np.int64), 0)
 
@@ -82,14 +82,14 @@ def dream_part(dreams: DreamSet, book: HeadBook):
 
 def interleaved_part(dreams: DreamSet, book: HeadBook, rem: dict):
     """[code] The dreams mixed into this task's wake epochs (None: none under this schedule)."""
-    if rem["source"] == "none" or rem["schedule"] != "interleaved":
+    if rem.source == "none" or rem.schedule != "interleaved":
         return None
     return dream_part(dreams, book)
 
 
 def staged_pool(dreams: DreamSet, book: HeadBook, rem: dict, device: torch.device) -> Pool | None:
     """[ours] The dreams of the separate REM stage after NREM (None: no stage this task)."""
-    if rem["source"] == "none" or rem["schedule"] != "staged" or not rem["epochs"]:
+    if rem.source == "none" or rem.schedule != "staged" or not rem.epochs:
         return None
     part = dream_part(dreams, book)
     return None if part is None else Pool([part], device)

@@ -20,6 +20,7 @@ import numpy as np
 
 from wscl.core.errors import ScenarioError
 from wscl.data.canonical import CanonicalDataset
+from wscl.settings.config import Config
 
 STREAMS = ("tune", "freeze_buffer", "validation", "train", "test")
 
@@ -158,11 +159,11 @@ def _check_room(ds: CanonicalDataset, cls: int, n_images: int, held: tuple[int, 
             + (f" + {n_tune} (scenario.tune_per_class)" if n_tune else ""))
 
 
-def from_config(ds: CanonicalDataset, cfg: dict) -> Scenario:
+def from_config(ds: CanonicalDataset, cfg: Config) -> Scenario:
     """The scenario of a run: ``build`` with its settings and seed. The tuning split is held out whatever
     ``hold_out`` says, so that every preset is scored on the same images."""
-    sc, held = cfg["scenario"], cfg["scenario"]["hold_out"]  # nothing held out for plain baselines [code]
-    sizes = Sizes(sc["n_tasks"], sc["classes_per_task"], sc["val_per_task"] if held else 0,
-                  sc["freeze_buffer_per_task"] if held else 0, sc["train_per_class"], sc["test_per_class"],
-                  sc.get("tune_per_class", 0))  # absent from a model released before it
-    return build(ds, sizes, cfg["seed"], reference=cfg["fidelity"] == "reference")
+    sc, held = cfg.scenario, cfg.scenario.hold_out  # nothing held out for plain baselines [code]
+    sizes = Sizes(sc.n_tasks, sc.classes_per_task, sc.val_per_task if held else 0,
+                  sc.freeze_buffer_per_task if held else 0, sc.train_per_class, sc.test_per_class,
+                  sc.tune_per_class)
+    return build(ds, sizes, cfg.seed, reference=cfg.fidelity == "reference")

@@ -199,15 +199,15 @@ def wake_phase(mid: MidTask, state: RunState, pool: Pool, training: dict, checks
     mid.record["wake_pool"] = {"real": pool.n_real, "dream": len(pool) - pool.n_real}
     mid.record.setdefault("freezing_scores", None)
     dynamics = mid.record.setdefault("dynamics", [])
-    for epoch in range(mid.epoch, tr["epochs"]):
+    for epoch in range(mid.epoch, tr.epochs):
         paused = mid.step > 0  # resumed inside this epoch: plan it again from the same generator state
         if paused:
             after_plan, rng.bit_generator.state = rng.bit_generator.state, mid.rng_plan
         else:
             mid.rng_plan = rng.bit_generator.state
-        plan = plan_epoch(state.learner, pool, tr["batch_size"], tr["replay_batch_size"], rng)
+        plan = plan_epoch(state.learner, pool, tr.batch_size, tr.replay_batch_size, rng)
         in_trial, where = trial is not None and epoch == 0, Where(mid.task, epoch)
-        progress.set_description(f"{title} {'freezing trial' if in_trial else 'wake'} epoch {epoch + 1}/{tr['epochs']}")
+        progress.set_description(f"{title} {'freezing trial' if in_trial else 'wake'} epoch {epoch + 1}/{tr.epochs}")
         if paused:
             rng.bit_generator.state = after_plan
         elif epoch == 0 and mid.stm.size:

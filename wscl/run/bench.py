@@ -23,7 +23,7 @@ from wscl.method.backbone import ResNet18
 from wscl.method.learners import build_learner
 from wscl.run.bench_overhead import measure_overhead
 from wscl.run.trainer import Run
-from wscl.settings.config import resolve
+from wscl.settings.config import Config, resolve
 from wscl.settings.runtime import resolve_runtime, synchronize
 
 BATCH, WIDTH, SIZE, CLASSES_PER_TASK, TASKS = 32, 20, 32, 2, 2
@@ -110,13 +110,13 @@ def measure(preset: str, steps: int, device: str, width: int = WIDTH, image_size
             "wall_seconds": metrics["wall_seconds"]}
 
 
-def overhead(cfg: dict, steps: int) -> dict:
+def overhead(cfg: Config, steps: int) -> dict:
     """Per phase, eager and compiled: host syncs and operators per step, images/s (wscl/run/bench_overhead.py)."""
     runtime = resolve_runtime(cfg)
-    compiled = "reduce-overhead" if runtime.device.type == "cuda" and cfg["runtime"]["cuda_graphs"] is not False \
+    compiled = "reduce-overhead" if runtime.device.type == "cuda" and cfg.runtime.cuda_graphs is not False \
         else "default"
-    n_heads = cfg["scenario"]["n_tasks"] * cfg["scenario"]["classes_per_task"]
-    shape = (3, cfg["dataset"]["synthetic"]["size"], cfg["dataset"]["synthetic"]["size"])
+    n_heads = cfg.scenario.n_tasks * cfg.scenario.classes_per_task
+    shape = (3, cfg.dataset.synthetic.size, cfg.dataset.synthetic.size)
     out = {}
     for name, mode in (("eager", None), ("compiled", compiled)):
         torch.manual_seed(0)
@@ -133,7 +133,7 @@ def run_bench(device: str | dict = "auto", out: str | Path = "results/bench.json
     out = Path(out)
     cfg = bench_config("base", steps, device, width, image_size)
     results = {"setup": {"image": [3, image_size, image_size], "batch": BATCH, "width": width, "tasks": TASKS,
-                         "steps_per_task": steps, "compile": cfg["runtime"]["compile"]},
+                         "steps_per_task": steps, "compile": cfg.runtime.compile},
                **environment(resolve_runtime(cfg).device), "runs": []}
     for preset in ("base", "full"):
         r = measure(preset, steps, device, width, image_size)

@@ -182,7 +182,7 @@ def measure(preset: str, size: str, device: str | dict, width: int = WIDTH, imag
     phases = {k: round(v, 3) for k, v in metrics["wall_seconds"].items()}
     phases["other"] = round(wall - sum(metrics["wall_seconds"].values()), 3)
     required_s = work.trained / train_rate + work.inferred / infer_rate
-    return {"preset": preset, "method": "er_ace", "fidelity": cfg["fidelity"], "wall_seconds": round(wall, 3),
+    return {"preset": preset, "method": "er_ace", "fidelity": cfg.fidelity, "wall_seconds": round(wall, 3),
             "phase_seconds": phases, "images_trained": work.trained, "images_inferred": work.inferred,
             # per training phase, from the run's metrics.json: images/s (stream images, each trial copy's
             # counted) and peak device memory (MB; None on the CPU)
@@ -247,8 +247,8 @@ def run_end_to_end(device: str | dict = "auto", out: str | Path = "results/bench
     dev = resolve_runtime(cfg).device
     results = {"setup": {"image": [3, image_size, image_size], "width": width, "tasks": TASKS,
                          "classes_per_task": CLASSES_PER_TASK, "batch": BATCH, "buffer": 200, "epochs": 1,
-                         "size": size, "compile": cfg["runtime"]["compile"],
-                         "cuda_graphs": cfg["runtime"]["cuda_graphs"], **SIZES[size]},
+                         "size": size, "compile": cfg.runtime.compile,
+                         "cuda_graphs": cfg.runtime.cuda_graphs, **SIZES[size]},
                **environment(dev), "allocator_retains_freed_memory": allocator.retaining,
                "device_warm_up_seconds": round(warm_up(dev, size, width, image_size), 3), "runs": []}
     n, repeats = (1024, 3) if size == "quick" else (2048, 50 if dev.type == "cuda" else 10)

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 import torch
 
 from wscl.core.errors import OutOfMemoryError
+from wscl.settings.config import Config
 
 # The settings whose values set how much memory a run needs, in the order a user would look at them.
 SIZING = ("model.width", "training.batch_size", "training.replay_batch_size", "training.buffer_size",
@@ -25,20 +26,20 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and any(text in str(exc) for text in CPU_ALLOCATOR_FAILURES)
 
 
-def sizing_settings(cfg: dict) -> str:
+def sizing_settings(cfg: Config) -> str:
     """``key=value`` of every setting that sizes the run, as one comma-separated text."""
-    paths = SIZING + (SYNTHETIC_SIZING if cfg["dataset"]["name"] == "synthetic" else ())
+    paths = SIZING + (SYNTHETIC_SIZING if cfg.dataset.name == "synthetic" else ())
     values = []
     for path in paths:
         node = cfg
         for key in path.split("."):
-            node = node[key]
+            node = getattr(node, key)
         values.append(f"{path}={node}")
     return ", ".join(values)
 
 
 @contextmanager
-def named_out_of_memory(cfg: dict, device: str) -> Iterator[None]:
+def named_out_of_memory(cfg: Config, device: str) -> Iterator[None]:
     """Turn an allocation failure inside the block into ``OutOfMemoryError`` naming the sizing settings."""
     try:
         yield

@@ -226,27 +226,30 @@ def claim(gpus: list[Gpu], runs_per_gpu: int, folder: Path | None = None, log=No
         time.sleep(POLL_SECONDS)
 
 
-def place_run(cfg: dict, log=lambda msg: print(msg, file=sys.stderr)) -> Share | None:
-    """Claim a GPU share for a run on a GPU device (auto, cuda, cuda:N) of a machine with GPUs, and make that
-    GPU the only one the process sees (a cuda:N run then computes on ``cuda``, which is that GPU). None, and
-    nothing changed, for a run on the CPU or without GPUs."""
-    device = str(cfg["runtime"]["device"])
-    gpus = gpus_for(device)
+def place_run(runtime, log=lambda msg: print(msg, file=sys.stderr)) -> Share | None:
+    """Claim a GPU share for a run on a GPU device (``runtime.device`` auto, cuda, cuda:N) of a machine with GPUs,
+    ``runtime.runs_per_gpu`` per GPU, and make that GPU the only one the process sees (a cuda:N run then
+    computes on ``cuda``, which is that GPU: ``device_in_share``). None, and nothing changed, for a run on the
+    CPU or without GPUs."""
+    gpus = gpus_for(str(runtime.device))
     if not gpus:
         return None
-    share = claim(gpus, int(cfg["runtime"]["runs_per_gpu"]), log=log)
+    share = claim(gpus, int(runtime.runs_per_gpu), log=log)
     os.environ["CUDA_VISIBLE_DEVICES"] = share.gpu.name  # before CUDA starts: the run's cuda:0 is this GPU
-    if device.startswith("cuda:"):
-        cfg["runtime"]["device"] = "cuda"
     log(f"GPU share: GPU {share.gpu.name}, share {share.slot + 1} of {share.runs_per_gpu}")
     return share
 
 
-def announce(cfg: dict, log=lambda msg: print(msg, file=sys.stderr)) -> None:
+def device_in_share(device: str) -> str:
+    """The device a run computes on once its share is claimed: its one visible GPU is ``cuda``."""
+    return "cuda" if str(device).startswith("cuda:") else str(device)
+
+
+def announce(cfg, log=lambda msg: print(msg, file=sys.stderr)) -> None:
     """Say where the job runs: its Slurm job, and whether a granted GPU is usable (else the run uses the CPU)."""
     import torch
     if os.environ.get("SLURM_JOB_ID"):
         log(f"Slurm job {os.environ['SLURM_JOB_ID']} on node {os.environ.get('SLURMD_NODENAME', '?')}")
     granted = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-    if granted and cfg["runtime"]["device"] == "auto" and not torch.cuda.is_available():
+    if granted and cfg.runtime.device == "auto" and not torch.cuda.is_available():
         log(f"a GPU was granted (CUDA_VISIBLE_DEVICES={granted}) but CUDA is unavailable: running on the CPU")

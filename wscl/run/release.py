@@ -30,17 +30,18 @@ from wscl.core.safe_io import RESUME, atomic_torch_save, read_result
 from wscl.method.augment import Preprocess
 from wscl.method.backbone import ResNet18
 from wscl.method.evaluation import SETTINGS, TestTasks
+from wscl.settings.config import Config, Layer, build
 
 FILE_NAME = "model.pt"
 FORMAT, FORMAT_VERSION = "wscl-model", 1
 
 
-def save_model(path: Path, cfg: dict, net: ResNet18, class_to_head: np.ndarray, normalisation, image_shape,
+def save_model(path: Path, cfg: Config, net: ResNet18, class_to_head: np.ndarray, normalisation, image_shape,
                training_channels_last: bool, eval_layout, final_rows: dict[str, list[float]]) -> None:
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    model = {"format": FORMAT, "format_version": FORMAT_VERSION, "wscl_version": __version__, "config": cfg,
+    model = {"format": FORMAT, "format_version": FORMAT_VERSION, "wscl_version": __version__, "config": cfg.to_dict(),
              "architecture": {"name": "ResNet18", "n_heads": net.classifier.out_features,
-                              "in_channels": int(image_shape[0]), "width": cfg["model"]["width"]},
+                              "in_channels": int(image_shape[0]), "width": cfg.model.width},
              "state_dict": state, "class_to_head": [int(h) for h in class_to_head],
              "normalisation": {"mean": [float(m) for m in normalisation[0]],
                                "std": [float(s) for s in normalisation[1]]},
@@ -85,14 +86,13 @@ def evaluate(model: dict, dataset_root: str | None = None, device: str = "cpu") 
     from wscl.data import benchmarks
     from wscl.data.pool import ImageSource
     from wscl.method import scenario as scenario_mod
-    cfg = {**model["config"], "dataset": {**model["config"]["dataset"]}}
-    if dataset_root:
-        cfg["dataset"]["root"] = dataset_root
+    cfg = build([Layer("config file", model["config"], "the model's configuration"),
+                 Layer("set", {"dataset": {"root": dataset_root}} if dataset_root else {}, "--dataset-root")])
     device = torch.device(device)
     ds = benchmarks.from_config(cfg)
     scenario = scenario_mod.from_config(ds, cfg)
     norm, layout = model["normalisation"], model["eval"]
-    augment = ds.augment if cfg["scenario"]["augment"] == "auto" else cfg["scenario"]["augment"]
+    augment = ds.augment if cfg.scenario.augment == "auto" else cfg.scenario.augment
     preprocess = Preprocess(norm["mean"], norm["std"], augment, device, layout["channels_last"], ds.crop_padding)
     tests = TestTasks(ImageSource(ds.test_x, device, ds.memory_mapped), scenario.test_idx, np.asarray(ds.test_y),
                       scenario.task_classes, preprocess, layout["batch_size"])

@@ -39,7 +39,7 @@ from wscl.method.state import RunState
 from wscl.method.step import check_finite
 from wscl.method.wake import MidTask, seeds_for, wake_phase
 from wscl.run import checkpoint, release
-from wscl.settings.config import fingerprint
+from wscl.settings.config import Config, fingerprint
 from wscl.settings.runtime import apply_determinism, resolve_runtime, share_compiled_code, timed
 
 PROBE_IMAGES = 32  # the probe batch's size: enough images for every BatchNorm channel to see several values
@@ -48,7 +48,7 @@ PROBE_IMAGES = 32  # the probe batch's size: enough images for every BatchNorm c
 class Run:
     """The task loop of one run, resumable from its checkpoint (written after a task or inside one)."""
 
-    def __init__(self, cfg: dict, out_dir: str | Path, quiet: bool = False, log=print, on_task_end=None,
+    def __init__(self, cfg: Config, out_dir: str | Path, quiet: bool = False, log=print, on_task_end=None,
                  stop=None, gpu_share: dict | None = None):
         self.cfg, self.out, self.log = cfg, Path(out_dir), log
         self.gpu_share = gpu_share  # the GPU share the job claimed (run/placement.py); None without one
@@ -57,7 +57,7 @@ class Run:
         # stop() names a received stop signal (SIGTERM, SIGUSR1) or is None; the CLI installs the handlers
         self.stop = stop or (lambda: None)
         self.checkpoint_path = self.out / checkpoint.FILE_NAME
-        self.checkpoint_every = 60 * cfg["runtime"]["checkpoint_every_minutes"]
+        self.checkpoint_every = 60 * cfg.runtime.checkpoint_every_minutes
         self.clock = time.monotonic
         self.last_checkpoint = self.clock()
         self.runtime = resolve_runtime(cfg)
@@ -65,32 +65,32 @@ class Run:
         apply_determinism(self.runtime)
         if self.runtime.compile:
             share_compiled_code()
-        self.quiet = quiet or not cfg["runtime"]["progress"]
+        self.quiet = quiet or not cfg.runtime.progress
         self.on_task_end = on_task_end  # called with (metrics so far, task) after each task's checkpoint
-        self.wscl, self.reference = cfg["wscl"], cfg["fidelity"] == "reference"
+        self.wscl, self.reference = cfg.wscl, cfg.fidelity == "reference"
         self.fingerprint = fingerprint(cfg, self.runtime.describe())
         # failure warnings go to stderr, like every warning of the CLI, unless the caller routes the log
-        self.failures = FailurePolicy(cfg["runtime"]["on_training_failure"], None if log is print else log)
+        self.failures = FailurePolicy(cfg.runtime.on_training_failure, None if log is print else log)
         self.compose()
 
     def compose(self) -> None:
         """Build the run's parts from its configuration, each random draw from its own seeded generator: data,
         the initial state, how it evaluates (the layout) and the random network's test logits."""
-        cfg, device, sc = self.cfg, self.device, self.cfg["scenario"]
-        torch.manual_seed(cfg["seed"])
+        cfg, device, sc = self.cfg, self.device, self.cfg.scenario
+        torch.manual_seed(cfg.seed)
         self.dataset = ds = benchmarks.from_config(cfg)
         self.scenario = scenario_mod.from_config(ds, cfg)
         self.train_source = ImageSource(ds.train_x, device, ds.memory_mapped)
         self.train_y, test_y = np.asarray(ds.train_y), np.asarray(ds.test_y)
-        augment = ds.augment if sc["augment"] == "auto" else sc["augment"]
+        augment = ds.augment if sc.augment == "auto" else sc.augment
         # the training images' own statistics when the dataset fixes none: once
         self.mean_std = mean_std = ds.normalisation()
         preprocess = Preprocess(*mean_std, augment, device, self.runtime.channels_last, ds.crop_padding)
         n_heads = self.scenario.n_heads
-        self.loss_checks = LossChecks.from_config(cfg["runtime"], n_heads, self.failures)
-        self.dreams = rem.dream_set(ds, cfg["wscl"]["rem"], n_heads, device, np.random.default_rng([cfg["seed"], 2]))
-        book = HeadBook(self.scenario.n_tasks * sc["classes_per_task"], n_heads,
-                        bind_dreams(n_heads, self.dreams.n_classes, np.random.default_rng([cfg["seed"], 3])))
+        self.loss_checks = LossChecks.from_config(cfg.runtime, n_heads, self.failures)
+        self.dreams = rem.dream_set(ds, cfg.wscl.rem, n_heads, device, np.random.default_rng([cfg.seed, 2]))
+        book = HeadBook(self.scenario.n_tasks * sc.classes_per_task, n_heads,
+                        bind_dreams(n_heads, self.dreams.n_classes, np.random.default_rng([cfg.seed, 3])))
         learner = build_learner(cfg, n_heads, ds.image_shape, preprocess, device, bf16=self.runtime.bf16)
         learner.net.compile_mode = self.runtime.compile_mode  # copies and checkpoints keep it with the network
         self.compiled_before = compile_counts()
@@ -137,8 +137,8 @@ class Run:
                 raise self.preempted(f"after task {t + 1} of {T}")
         metrics = self.metrics()
         self.release()
-        atomic_write_text(self.out / "resolved_config.yaml", yaml.safe_dump(self.cfg, sort_keys=False), RESUME,
-                          sealed=True)
+        resolved = yaml.safe_dump(self.cfg.to_dict(), sort_keys=False)
+        atomic_write_text(self.out / "resolved_config.yaml", resolved, RESUME, sealed=True)
         atomic_write_json(self.out / "metrics.json", metrics, RESUME, sealed=True)
         checkpoint.discard_previous(self.checkpoint_path)
         return metrics
@@ -160,9 +160,9 @@ class Run:
         if saved.get("position") is None:
             self.log(f"resuming {self.out} after task {self.state.next_task} of {T}")
             return None
-        mid = MidTask.start(saved["position"]["task"], self.cfg["seed"], nrem.stm_size(self.wscl), self.device)
+        mid = MidTask.start(saved["position"]["task"], self.cfg.seed, nrem.stm_size(self.wscl), self.device)
         mid.load_state_dict(saved["position"])
-        self.log(f"resuming {self.out} inside task {mid.task + 1} of {T} ({mid.where(self.cfg['training']['epochs'])})")
+        self.log(f"resuming {self.out} inside task {mid.task + 1} of {T} ({mid.where(self.cfg.training.epochs)})")
         return mid
 
     def save(self, mid: MidTask | None = None) -> None:
@@ -176,7 +176,7 @@ class Run:
             self.save(mid)
             if paused or self.stop():
                 raise self.preempted(f"inside task {mid.task + 1} of {self.scenario.n_tasks} "
-                                     f"({mid.where(self.cfg['training']['epochs'])})")
+                                     f"({mid.where(self.cfg.training.epochs)})")
 
     def preempted(self, where: str) -> Preempted:
         return Preempted(f"stopped by {self.stop()}: checkpoint {self.checkpoint_path} written {where}; {RESUME}")
@@ -184,7 +184,7 @@ class Run:
     def task(self, t: int, mid: MidTask | None = None) -> dict:
         """Every phase of task t (from where ``mid`` stands, if given); returns the task's record."""
         state, T = self.state, self.scenario.n_tasks
-        gen_seed = seeds_for(self.cfg["seed"], t)[1]
+        gen_seed = seeds_for(self.cfg.seed, t)[1]
         self.learner.task = t
         mid = mid or self.before_training(t, gen_seed)
         self.failures.records = mid.record.setdefault("training_failures", [])
@@ -193,7 +193,7 @@ class Run:
         with tqdm(total=None, desc=f"task {t + 1}/{T}", unit="step", disable=self.quiet, leave=False) as progress:
             trial = task_trial(state, self.cfg, self.train_source, self.train_y, self.scenario, t, gen_seed,
                                self.loss_checks)
-            wake_phase(mid, state, pool, self.cfg["training"], self.loss_checks, trial, self.pause_point, self.stop,
+            wake_phase(mid, state, pool, self.cfg.training, self.loss_checks, trial, self.pause_point, self.stop,
                        progress, f"task {t + 1}/{T}")
             check_finite(state.learner, probe, t, "wake")
             progress.set_description(f"task {t + 1}/{T} sleep (NREM, plasticity, REM)")
@@ -217,13 +217,13 @@ class Run:
             if self.tune is not None:
                 for j in range(t + 1):
                     self.state.tune.record(t, j, self.tune.evaluate(self.learner.net, j, self.book.heads_of))
-        n_classes_seen = (t + 1) * self.cfg["scenario"]["classes_per_task"]
-        check_collapse(self.failures, head_counts.cpu(), n_classes_seen, self.cfg["runtime"]["collapse_share"], t)
+        n_classes_seen = (t + 1) * self.cfg.scenario.classes_per_task
+        check_collapse(self.failures, head_counts.cpu(), n_classes_seen, self.cfg.runtime.collapse_share, t)
 
     def before_training(self, t: int, gen_seed: int) -> MidTask:
         """Task t's start: its heads, the random network's baseline on it and, for t > 0, its pre-training
         accuracy (docs/method.md §4); the same on the tuning split, if there is one."""
-        mid, state = MidTask.start(t, self.cfg["seed"], nrem.stm_size(self.wscl), self.device), self.state
+        mid, state = MidTask.start(t, self.cfg.seed, nrem.stm_size(self.wscl), self.device), self.state
         with timed(state.timings, "assignment", self.device):
             heads = self.assign_heads(t, gen_seed)
         mid.record.update({"task": t, "heads": heads.tolist(),
@@ -249,7 +249,7 @@ class Run:
                                self.tests.batch_size, generator)
             return logits.argmax(1).cpu().numpy(), self.train_y[rows]
 
-        return assign_task(self.book, self.cfg["scenario"]["head_assignment"], self.scenario.task_classes(t), t == 0,
+        return assign_task(self.book, self.cfg.scenario.head_assignment, self.scenario.task_classes(t), t == 0,
                            predict)
 
     def probe(self, t: int) -> torch.Tensor:
@@ -261,7 +261,7 @@ class Run:
     def task_pool(self, t: int) -> Pool:
         rows = self.scenario.train_idx[t]
         parts = [(self.train_source, rows, self.book.heads_of(self.train_y[rows]), rows)]
-        dreams = rem.interleaved_part(self.dreams, self.book, self.wscl["rem"])
+        dreams = rem.interleaved_part(self.dreams, self.book, self.wscl.rem)
         return Pool(parts if dreams is None else parts + [dreams], self.device)
 
     def metrics(self) -> dict:
@@ -275,6 +275,6 @@ class Run:
         return {"mode": self.runtime.compile_mode, **{k: now[k] - self.compiled_before[k] for k in now}}
 
 
-def train(cfg: dict, out_dir: str | Path, quiet: bool = False, on_task_end=None, stop=None,
+def train(cfg: Config, out_dir: str | Path, quiet: bool = False, on_task_end=None, stop=None,
           gpu_share: dict | None = None) -> dict:
     return Run(cfg, out_dir, quiet=quiet, on_task_end=on_task_end, stop=stop, gpu_share=gpu_share).run()

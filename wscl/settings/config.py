@@ -6,12 +6,16 @@ An explicit setting therefore always beats a preset (docs/method.md §2b.5).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
 import functools
 import hashlib
 import json
 import math
+import operator
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -175,6 +179,53 @@ def defaults() -> dict:
     return copy.deepcopy(_defaults_tree())
 
 
+class Section:
+    """A frozen section of the configuration: each setting an attribute, typed as declared in defaults.yaml."""
+
+    def to_dict(self) -> dict:
+        """The section as plain nested dicts (what metrics.json, the checkpoint and MLflow record)."""
+        return dataclasses.asdict(self)
+
+
+def _setting_type(setting: dict) -> Any:
+    """The Python type a setting's values have: its default's, with the types of its choices ("auto")."""
+    kinds = {type(setting["default"])} | {type(c) for c in setting.get("choices", ())}
+    if setting["default"] == "auto" and "range" in setting:
+        kinds |= {float, int}
+    return functools.reduce(operator.or_, sorted(kinds, key=lambda k: k.__name__))
+
+
+def _section_class(name: str, tree: dict, prefix: str) -> type:
+    """A frozen dataclass for one section of the defaults' tree, its subsections dataclasses of their own."""
+    fields = []
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        kind = _section_class(key, value, path + ".") if isinstance(value, dict) else _setting_type(SETTINGS[path])
+        fields.append((key, kind))
+    title = "".join(part.title() for part in name.split("_"))
+    return dataclasses.make_dataclass(title or "Config", fields, bases=(Section,), frozen=True)
+
+
+def _build_sections(cls: type, tree: dict):
+    values = {}
+    for f in dataclasses.fields(cls):
+        value = tree[f.name]
+        values[f.name] = _build_sections(f.type, value) if dataclasses.is_dataclass(f.type) else value
+    return cls(**values)
+
+
+class Config(_section_class("", _defaults_tree(), "")):
+    """A run's resolved configuration, frozen: ``cfg.training.lr``; built only by ``build``."""
+
+    @classmethod
+    def from_tree(cls, tree: dict) -> Config:
+        return _build_sections(cls, tree)
+
+    def with_settings(self, settings: dict, name: str) -> Config:
+        """This configuration with ``settings`` (named ``name`` in messages) on top, built and validated again."""
+        return build([Layer("config file", self.to_dict(), "the resolved configuration"), Layer("set", settings, name)])
+
+
 def deep_merge(base: dict, override: dict) -> dict:
     out = copy.deepcopy(base)
     for key, value in override.items():
@@ -303,23 +354,62 @@ def _check_held_out_sizes(cfg: dict) -> None:
                           "scenario.freeze_buffer_per_task is 0; raise it or use mode training")
 
 
-def check_settings(tree: dict) -> None:
-    """Keys and values of a partial configuration (e.g. a study's trainer section), before any merge."""
+def check_settings(tree: dict, where: str = "") -> None:
+    """Keys and values of a partial configuration (one layer, e.g. a study's trainer section), before any merge;
+    ``where`` names the layer in the message."""
     base = defaults()
-    _check_keys(tree, base)
-    reference = flatten(base)
-    for path, value in flatten(tree).items():
-        if not isinstance(value, dict):  # an empty section
-            _check_value(path, value, reference[path])
+    try:
+        _check_keys(tree, base)
+        reference = flatten(base)
+        for path, value in flatten(tree).items():
+            if not isinstance(value, dict):  # an empty section
+                _check_value(path, value, reference[path])
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}" if where else str(exc)) from None
 
 
-def resolve(file_config: dict | None = None, sets: dict | None = None) -> dict:
-    """Build the resolved configuration: defaults, then preset, then file, then --set values."""
+# The layers a run's configuration is built from, in the order they apply (later wins): the declared defaults,
+# the preset's settings, the benchmark's declared task structure, the study's trainer sections (study-wide, the
+# benchmark's entry, its overrides), the sweep point, the point chosen on the tuning split, a config file, JSON
+# and --set. The preset is the one named by the last layer that names one.
+LAYER_KINDS = ("defaults", "preset", "benchmark", "study", "sweep point", "tuned selection", "config file", "json",
+               "set")
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One named source of settings: ``kind`` is one of LAYER_KINDS, ``name`` what the messages call it."""
+    kind: str
+    settings: dict
+    name: str = ""
+
+    def __post_init__(self):
+        if self.kind not in LAYER_KINDS:
+            raise ValueError(f"unknown layer kind {self.kind!r}; kinds: {', '.join(LAYER_KINDS)}")
+        if not isinstance(self.settings, dict):
+            raise ConfigError(f"{self.label}: settings must be a mapping, not {type(self.settings).__name__}")
+
+    @property
+    def label(self) -> str:
+        return self.name or self.kind
+
+
+def build(layers: list[Layer], declared: Callable[[str], dict] | None = None) -> Config:
+    """The one builder of a run's configuration: each layer checked on its own (a merge would hide
+    `training: 5`), applied in LAYER_KINDS order after the defaults and the preset, validated and resolved once.
+    ``declared(dataset name)`` gives a benchmark's declared task structure (the data layer's registry), which
+    then applies as the `benchmark` layer whichever route the layers came by."""
     base = defaults()
-    for layer in (file_config or {}, sets or {}):  # each layer on its own: a merge would hide `training: 5`
-        _check_keys(layer, base)
-    user = deep_merge(file_config or {}, sets or {})
-    _check_keys(user, base)
+    for layer in layers:
+        check_settings(layer.settings, layer.label)
+    ordered = sorted(layers, key=lambda layer: LAYER_KINDS.index(layer.kind))
+    user: dict = {}
+    for layer in ordered:
+        user = deep_merge(user, layer.settings)
+    if declared is not None and not any(layer.kind == "benchmark" for layer in layers):
+        dataset = user.get("dataset", {}).get("name", base["dataset"]["name"])
+        ordered.insert(0, Layer("benchmark", declared(dataset), f"benchmark {dataset}"))
+        user = deep_merge(ordered[0].settings, user)  # the declaration comes before every later layer
     preset = user.get("preset", base["preset"])
     if not isinstance(preset, str) or preset not in PRESETS:
         _check_value("preset", preset, base["preset"])
@@ -329,7 +419,12 @@ def resolve(file_config: dict | None = None, sets: dict | None = None) -> dict:
         _check_value(path, value, reference[path])
     _resolve_plain_baseline(cfg)
     _check_consistency(cfg)
-    return cfg
+    return Config.from_tree(cfg)
+
+
+def resolve(file_config: dict | None = None, sets: dict | None = None) -> Config:
+    """``build`` of a config file's settings and --set values (the settings alone: no benchmark declaration)."""
+    return build([Layer("config file", file_config or {}), Layer("set", sets or {})])
 
 
 def is_plain_baseline(cfg: dict) -> bool:
@@ -369,9 +464,9 @@ def load_file(path: str | Path) -> dict:
     return data
 
 
-def fingerprint(cfg: dict, runtime: dict) -> str:
+def fingerprint(cfg: Config, runtime: dict) -> str:
     """A hash of everything that changes the numbers: the settings (runtime display settings excluded) and
     the resolved device, precision, memory format and determinism (``auto`` resolves per machine)."""
-    relevant = {k: v for k, v in cfg.items() if k != "runtime"}
+    relevant = {k: v for k, v in cfg.to_dict().items() if k != "runtime"}
     relevant["runtime"] = runtime
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]

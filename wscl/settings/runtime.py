@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from wscl.settings.config import ConfigError
+from wscl.settings.config import Config, ConfigError
 
 
 @dataclass(frozen=True)
@@ -64,9 +64,9 @@ def cpu_has_bf16() -> bool:
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
-def resolve_runtime(cfg: dict) -> Runtime:
-    rt, reference = cfg["runtime"], cfg["fidelity"] == "reference"
-    device = resolve_device(str(rt["device"]))
+def resolve_runtime(cfg: Config) -> Runtime:
+    rt, reference = cfg.runtime, cfg.fidelity == "reference"
+    device = resolve_device(str(rt.device))
     auto = {
         "channels_last": device.type == "cuda",
         # [code] the authors train in fp32: reference runs use bf16 only when a run asks for it explicitly.
@@ -78,9 +78,9 @@ def resolve_runtime(cfg: dict) -> Runtime:
         # sizes measured (docs/performance.md, "Compiled steps").
         "compile": device.type == "cuda" and not reference,
     }
-    chosen = {key: auto[key] if rt[key] == "auto" else bool(rt[key]) for key in auto}
+    chosen = {key: auto[key] if getattr(rt, key) == "auto" else bool(getattr(rt, key)) for key in auto}
     # CUDA graphs need a compiled step on a GPU: on by default there, never on a CPU.
-    graphs = rt["cuda_graphs"]
+    graphs = rt.cuda_graphs
     chosen["cuda_graphs"] = chosen["compile"] and device.type == "cuda" and (graphs == "auto" or bool(graphs))
     return Runtime(device, **chosen)
 

@@ -15,8 +15,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from wscl.core.safe_io import read_json_result
-from wscl.data.benchmarks import task_structure
-from wscl.settings.config import PRESETS, ConfigError, check_settings, deep_merge, defaults, flatten, resolve
+from wscl.data.benchmarks import run_config
+from wscl.settings.config import (
+    PRESETS,
+    Config,
+    ConfigError,
+    Layer,
+    check_settings,
+    deep_merge,
+    defaults,
+    flatten,
+)
 from wscl.study.comparisons import comparison_pairs, parse_seeds, stein_seeds
 from wscl.study.outputs import (
     ALL_RUNS,
@@ -67,16 +76,6 @@ def check_trainer_sections(config: dict) -> None:
             check_settings(tree)
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
-
-
-def declared_task_structure(dataset: str) -> dict:
-    """The task structure that ``dataset``'s declaration states (wscl/data/benchmarks/), where it differs from the
-    trainer's defaults: what equals them is left to them, so that a run's configuration (and Snakemake's record of
-    it) stays the same whether a value comes from the defaults or from a declaration that repeats them."""
-    default = defaults()["scenario"]
-    differs = {key: value for key, value in task_structure(dataset).get("scenario", {}).items()
-               if value != default[key]}
-    return {"scenario": differs} if differs else {}
 
 
 @dataclass(frozen=True, order=True)
@@ -249,7 +248,7 @@ class Study:
         found: dict[str, dict] = {}
         for sweep in self.sweeps:
             if sweep.applies(plain.coordinates):
-                resolved = flatten(resolve(self.trainer_config(plain)))
+                resolved = flatten(self.run_config(plain).to_dict())
                 if not resolved.get("scenario.tune_per_class"):
                     raise ConfigError(f"a sweep expands {plain.group}, but its runs hold out no tuning split: a "
                                       "point is chosen on it, never on test; set trainer.scenario.tune_per_class > 0")
@@ -303,23 +302,37 @@ class Study:
         dataset = self.config["benchmarks"][benchmark]["dataset"]
         return [] if dataset == "synthetic" else [f"{self.data_root()}/{dataset}/meta.json"]
 
-    def trainer_config(self, key: RunKey) -> dict:
+    def trainer_layers(self, key: RunKey) -> list[Layer]:
+        """The layers of a run's settings that the study gives, in order: its trainer section, the benchmark's,
+        each matching override, the sweep point and the run's coordinates."""
         bench = self.config["benchmarks"][key.benchmark]
-        cfg = deep_merge(declared_task_structure(bench["dataset"]), self.config.get("trainer", {}))
-        cfg = deep_merge(cfg, bench.get("trainer", {}))
-        for rule in self.config.get("overrides", []):
-            match = rule["match"]
-            if all(getattr(key, field) == value for field, value in match.items()):
-                cfg = deep_merge(cfg, rule["trainer"])
+        layers = [Layer("study", self.config.get("trainer", {}), "the study's trainer section"),
+                  Layer("study", bench.get("trainer", {}), f"benchmarks.{key.benchmark}.trainer")]
+        for i, rule in enumerate(self.config.get("overrides", [])):
+            if all(getattr(key, field) == value for field, value in rule["match"].items()):
+                layers.append(Layer("study", rule["trainer"], f"overrides[{i}].trainer"))
         if key.point and key.point != TUNED:
-            cfg = deep_merge(cfg, as_overrides(self.point_settings(key.point)))
-        cfg = deep_merge(cfg, {
+            point = as_overrides(self.point_settings(key.point))
+            layers.append(Layer("sweep point", point, f"sweep point {key.point}"))
+        layers.append(Layer("sweep point", {  # last: a run's coordinates are never swept
             "dataset": {"name": bench["dataset"], "root": self.data_root()},
             "training": {"method": key.method, "buffer_size": key.buffer},
-            "preset": key.preset, "seed": key.seed, "fidelity": key.fidelity,
-        })
-        resolve(cfg)  # fail at planning time, naming the setting, rather than in a job
-        return cfg
+            "preset": key.preset, "seed": key.seed, "fidelity": key.fidelity}, "the run's coordinates"))
+        return layers
+
+    def trainer_config(self, key: RunKey) -> dict:
+        """The study's settings of a run as one mapping: what its job passes to `wscl train --study-settings`."""
+        layers = self.trainer_layers(key)
+        run_config(layers)  # fail at planning time, naming the setting, rather than in a job
+        merged: dict = {}
+        for layer in layers:
+            merged = deep_merge(merged, layer.settings)
+        return merged
+
+    def run_config(self, key: RunKey) -> Config:
+        """A run's whole configuration, built as its job builds it (the benchmark's declaration included): at
+        planning time a bad setting fails here, naming it, rather than in a job."""
+        return run_config(self.trainer_layers(key))
 
     def runs_per_gpu(self) -> int:
         """Training runs per local GPU: the study's ``trainer.runtime.runs_per_gpu``, else the trainer's default."""

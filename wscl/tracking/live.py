@@ -6,6 +6,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+from wscl.settings.config import Config
 from wscl.tracking.client import MAX_BATCH, mlflow_client, tracking_uri, unreachable, with_retries
 from wscl.tracking.parents import find_parent, load_setup, parent_from_setup
 from wscl.tracking.rows import task_metrics
@@ -18,14 +19,14 @@ def live_tracking(uri: str | None) -> bool:
     return bool(uri) and uri.split(":", 1)[0] in ("http", "https")
 
 
-def start_live_run(cfg: dict, out_dir: str | Path, uri: str, experiment: str | None = None,
+def start_live_run(cfg: Config, out_dir: str | Path, uri: str, experiment: str | None = None,
                    parent_run_id: str | None = None) -> str:
     """Open the child run of a run about to train (status RUNNING; :func:`log_run` finishes it)."""
     from wscl.core.provenance import git_commit
-    header = {"dataset": cfg["dataset"]["name"], "method": cfg["training"]["method"], "preset": cfg["preset"],
-              "seed": cfg["seed"], "fidelity": cfg["fidelity"], "config": cfg, "git_commit": git_commit(),
-              "device": str(cfg.get("runtime", {}).get("device", "")),
-              "dataset_checksums_verified": cfg.get("data", {}).get("verify_checksums", True)}
+    header = {"dataset": cfg.dataset.name, "method": cfg.training.method, "preset": cfg.preset,
+              "seed": cfg.seed, "fidelity": cfg.fidelity, "config": cfg.to_dict(), "git_commit": git_commit(),
+              "device": str(cfg.runtime.device),
+              "dataset_checksums_verified": True}  # the trainer verifies every prepared dataset it reads
 
     def start() -> str:
         client = mlflow_client(uri)
@@ -65,10 +66,10 @@ class LiveRun:
         self.kwargs = {"on_task_end": self.on_task_end} if run_id else {}
 
     @contextmanager
-    def system_metrics(self, cfg: dict):
+    def system_metrics(self, cfg: Config):
         """MLflow's system metrics (CPU, memory, GPU) sampled into the live run while training, when
         ``runtime.mlflow_system_metrics_every`` (seconds; 0 = off) asks for them."""
-        every = cfg["runtime"]["mlflow_system_metrics_every"]
+        every = cfg.runtime.mlflow_system_metrics_every
         if not (self.run_id and every):
             yield
             return
@@ -88,10 +89,10 @@ class LiveRun:
             print(f"MLflow: task {task} not logged live ({exc}); it is logged when the run ends", file=sys.stderr)
 
 
-def live_run(cfg: dict, out_dir: str | Path, uri: str | None, experiment: str | None, parent: str | None) -> LiveRun:
+def live_run(cfg: Config, out_dir: str | Path, uri: str | None, experiment: str | None, parent: str | None) -> LiveRun:
     """A live MLflow run when there is a tracking server (a SQLite store gets the run once, at the end, unless
     ``runtime.mlflow_system_metrics_every`` asks for system metrics, which are sampled while the run trains)."""
-    if not (live_tracking(uri) or (uri and cfg["runtime"]["mlflow_system_metrics_every"])):
+    if not (live_tracking(uri) or (uri and cfg.runtime.mlflow_system_metrics_every)):
         return LiveRun()
     try:
         return LiveRun(start_live_run(cfg, out_dir, uri, experiment, parent), uri)

@@ -12,6 +12,7 @@ from wscl.data.benchmark import Benchmark
 from wscl.data.canonical import CanonicalDataset, load
 from wscl.data.synthetic import synthetic
 from wscl.data.verify import verify_prepared
+from wscl.settings.config import Config, Layer, build
 
 
 def registry() -> dict[str, Benchmark]:
@@ -46,6 +47,12 @@ def task_structure(name: str) -> dict:
     return declared.task_structure if declared else {}
 
 
+def run_config(layers: list[Layer]) -> Config:
+    """A run's configuration from its layers, with the declared task structure of the benchmark it names as the
+    `benchmark` layer: `wscl train --dataset NAME` and a study's runs on NAME alike."""
+    return build(layers, declared=task_structure)
+
+
 # The smallest image side the ResNet trains on in batches of any size: it halves an image three times, and
 # BatchNorm needs more than one value per channel, so 8 pixels (a 1 x 1 last stage) fail on a one-image batch
 # (docs/method.md, assumptions). dataset.synthetic.size starts here too.
@@ -59,17 +66,17 @@ def check_image_side(ds: CanonicalDataset, folder: Path) -> None:
                            f"{MIN_IMAGE_SIDE} pixels (a one-image batch fails below that): prepare it larger")
 
 
-def from_config(cfg: dict) -> CanonicalDataset:
+def from_config(cfg: Config) -> CanonicalDataset:
     """The dataset a run trains on: generated for `synthetic`, else loaded from ``dataset.root``."""
-    d = cfg["dataset"]
-    if d["name"] == "synthetic":
-        return synthetic(**d["synthetic"])
-    folder = Path(d["root"]) / d["name"]
-    sha256 = verify_prepared(folder, d["mmap_above_mb"])  # stops the run on damaged data, naming the file
-    ds = load(folder, mmap_above_mb=d["mmap_above_mb"])
+    d = cfg.dataset
+    if d.name == "synthetic":
+        return synthetic(**d.synthetic.to_dict())
+    folder = Path(d.root) / d.name
+    sha256 = verify_prepared(folder, d.mmap_above_mb)  # stops the run on damaged data, naming the file
+    ds = load(folder, mmap_above_mb=d.mmap_above_mb)
     ds.sha256 = sha256 or ds.sha256
     check_image_side(ds, folder)
-    declared = registry().get(d["name"])
+    declared = registry().get(d.name)
     if declared and declared.augment and declared.augment.padding is not None:
         ds.crop_padding = declared.augment.padding  # meta.json does not record it; the declaration does
     return ds
