@@ -26,6 +26,7 @@ from wscl.method.backbone import ResNet18
 from wscl.method.memory import ReservoirMemory
 from wscl.method.step import train_step
 from wscl.settings.config import LEARNER_SPECS, METHODS
+from wscl.settings.declarations import shown
 
 
 @dataclass
@@ -111,8 +112,8 @@ class Learner:
 def _learner_of(module: str) -> type[Learner]:
     """The one Learner class that module ``module`` of this folder defines, checked against its name and its
     declared hyper-parameters."""
-    where = Path(__file__).parent / f"{module}.py"
     loaded = importlib.import_module(f"{__name__}.{module}")
+    where = shown(Path(loaded.__file__))
     classes = [obj for obj in vars(loaded).values()
                if isinstance(obj, type) and issubclass(obj, Learner) and obj.__module__ == loaded.__name__]
     if len(classes) != 1:
@@ -134,8 +135,9 @@ def _learner_of(module: str) -> type[Learner]:
 def _discover() -> dict[str, type[Learner]]:
     """Every learner of this folder by method, in the settings' order of METHODS (imports each module once)."""
     modules = sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
-    if sorted(modules) != sorted(METHODS):  # both list this folder; they differ only if it changed meanwhile
-        raise ValueError(f"{Path(__file__).parent}: modules {modules} but declared methods {list(METHODS)}")
+    if modules != sorted(METHODS):  # both list this folder; they differ only if it changed meanwhile
+        raise ValueError(f"{shown(Path(__file__).parent)}: modules {modules}, but the settings read the methods "
+                         f"{list(METHODS)} from it")
     return {method: _learner_of(method) for method in METHODS}
 
 
