@@ -192,18 +192,23 @@ def test_schema_command_prints_the_generated_schema(tmp_path, capsys):
     assert json.loads((tmp_path / "s.json").read_text()) == trainer_schema()
 
 
-def test_a_learner_declared_in_learners_yaml_reaches_config_schema_and_cli(tmp_path):
-    """A new learner is its class plus an entry in learners.yaml: no other list needs an edit."""
+def test_a_learner_declared_in_its_own_file_reaches_config_schema_and_cli(tmp_path):
+    """A new learner is one file in wscl/method/learners/: no other list needs an edit."""
     package = tmp_path / "wscl"
     shutil.copytree(REPO / "wscl", package, ignore=shutil.ignore_patterns("__pycache__"))
-    with (package / "settings" / "learners.yaml").open("a") as f:
-        f.write("toy:\n  about: a test learner\n  hparams:\n"
-                "    gamma: {default: 0.3, range: [0.0, 1.0], about: '[ours] a weight'}\n")
+    (package / "method" / "learners" / "toy.py").write_text(
+        "from wscl.method.learners.er import ER\n\n"
+        "DECLARATION = {'about': 'a test learner', 'hparams': {\n"
+        "    'gamma': {'default': 0.3, 'range': [0.0, 1.0], 'about': '[ours] a weight'}}}\n\n\n"
+        "class Toy(ER):\n    method = 'toy'\n\n"
+        "    def __init__(self, *args, gamma: float, **kwargs):\n"
+        "        super().__init__(*args, **kwargs)\n        self.gamma = gamma\n")
     code = """
 import json
 from wscl.settings import config
 from wscl.settings import schema
 from wscl.cli import build_parser
+from wscl.method.learners import LEARNERS
 from wscl.settings.config import ConfigError, resolve
 cfg = resolve({"training": {"method": "toy", "toy": {"gamma": 0.5}}})
 try:
@@ -216,12 +221,12 @@ args = build_parser().parse_args(["train", "--out", "x", "--method", "toy"])
 print(json.dumps({"methods": config.METHODS, "gamma": cfg.training.toy.gamma, "rejected": rejected,
                   "enum": s["$defs"]["method"]["enum"],
                   "schema": s["properties"]["training"]["properties"]["toy"]["properties"]["gamma"],
-                  "cli": args.method}))
+                  "cli": args.method, "class": LEARNERS["toy"].__name__}))
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
                           env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
-    assert out["methods"][-1] == "toy" and "toy" in out["enum"] and out["cli"] == "toy"
+    assert out["methods"][-1] == "toy" and "toy" in out["enum"] and out["cli"] == "toy" and out["class"] == "Toy"
     assert out["gamma"] == 0.5 and out["rejected"]
     assert out["schema"]["minimum"] == 0.0 and out["schema"]["maximum"] == 1.0

@@ -1,8 +1,8 @@
 import pytest
 
-import wscl.method.learners as learners
 from wscl.cli import main
 from wscl.core.errors import ExitCode, NonFiniteLossError
+from wscl.method.learners.er_ace import ERACE
 from wscl.run.trainer import Run
 from wscl.settings.config import ConfigError, resolve
 
@@ -42,7 +42,7 @@ def test_cli_exits_nonzero_with_the_message(tmp_path, capsys):
 
 
 def test_nan_loss_stops_with_task_epoch_and_step(tiny, tmp_path, monkeypatch):
-    original = learners.ERACE.loss
+    original = ERACE.loss
     calls = {"n": 0}
 
     def nan_at_step_5_of_task_1(self, inputs, labels, replays):
@@ -53,7 +53,7 @@ def test_nan_loss_stops_with_task_epoch_and_step(tiny, tmp_path, monkeypatch):
                 loss = loss * float("nan")
         return loss, out
 
-    monkeypatch.setattr(learners.ERACE, "loss", nan_at_step_5_of_task_1)
+    monkeypatch.setattr(ERACE, "loss", nan_at_step_5_of_task_1)
     cfg = tiny(preset="base")
     with pytest.raises(NonFiniteLossError, match=r"at task 1, epoch 0, step 5"):
         Run(cfg, tmp_path, quiet=True, log=lambda *_: None).run()
@@ -62,13 +62,13 @@ def test_nan_loss_stops_with_task_epoch_and_step(tiny, tmp_path, monkeypatch):
 
 
 def test_nan_loss_from_cli_exits_nonzero_naming_where(tmp_path, capsys, monkeypatch):
-    original = learners.ERACE.loss
+    original = ERACE.loss
 
     def nan_loss(self, inputs, labels, replays):
         loss, out = original(self, inputs, labels, replays)
         return loss * float("nan"), out
 
-    monkeypatch.setattr(learners.ERACE, "loss", nan_loss)
+    monkeypatch.setattr(ERACE, "loss", nan_loss)
     code = main(["train", "--out", str(tmp_path), "--quiet", "--preset", "base", "--set", "runtime.device=cpu"])
     err = capsys.readouterr().err
     assert code == ExitCode.TRAINING_FAILED

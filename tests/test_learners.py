@@ -3,7 +3,7 @@ import torch.nn.functional as F
 
 from wscl.method.augment import Preprocess
 from wscl.method.backbone import ResNet18
-from wscl.method.learners import ERACE, ace_mask
+from wscl.method.learners.er_ace import ERACE, ace_mask
 from wscl.method.memory import ReservoirMemory
 
 

@@ -1,4 +1,5 @@
 import copy
+import difflib
 import json
 import re
 from pathlib import Path
@@ -118,8 +119,12 @@ def test_config_readme_is_what_make_docs_writes():
     from wscl.settings.schema import README_COMMAND, config_readme
     current = README.read_text()
     expected = config_readme(current, yaml.safe_load(STUDY_SCHEMA.read_text()))
+    changed = next((line for line in difflib.unified_diff(current.splitlines(), expected.splitlines(), lineterm="", n=0)
+                    if line[:1] in "+-" and line[:3] not in ("+++", "---")), "")
     assert current == expected, (f"config/README.md is not current: run `{README_COMMAND}` (wscl schema --readme "
-                                 "config/README.md) and commit it")
+                                 "config/README.md) and commit it; its tables follow wscl/settings/defaults.yaml, "
+                                 "the files of wscl/method/learners/ and wscl/settings/presets/ and "
+                                 f"rules/config.schema.yaml (first changed line: {changed[:200]!r})")
 
 
 def test_config_readme_follows_a_changed_default_range_preset_and_study_key(monkeypatch):

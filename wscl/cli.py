@@ -474,7 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", help="also write the result as JSON to this file")
     sc = sub.add_parser("schema", help="print the JSON schema of the trainer settings",
                         description="JSON schema (draft 2020-12) of a trainer configuration, generated from "
-                                    "wscl/settings/defaults.yaml, wscl/settings/learners.yaml and the presets; the "
+                                    "wscl/settings/defaults.yaml, the learners' declarations and the presets; the "
                                     "workflow validates a study's trainer sections against it. With --readme, write "
                                     "config/README.md's tables instead (make docs).")
     sc.add_argument("--out", help="write it to this file instead of standard output")

@@ -23,58 +23,20 @@ from typing import Any
 import yaml
 
 from wscl.core.errors import ConfigError
+from wscl.settings.declarations import (
+    PRESET_ROLES,
+    learner_declarations,
+    learner_file,
+    preset_declarations,
+    preset_file,
+)
 
 # The presets, one registry: each named study's overrides of the defaults (`settings`), the claim it tests
-# (`about`, labelled), its `role` in the report (`baseline`: what WSCL is compared with; `wscl`: a WSCL, compared
-# with `baseline` of the same method and fidelity; `ablation`: one switch of `full`, compared with `full`) and
-# its `colour` in every figure (Paul Tol's colour-blind safe "muted" scheme). The report's findings, the figures,
-# validation, the schema and the workflow's wildcards follow it: a new ablation is one entry here.
-PRESET_ROLES = ("baseline", "wscl", "ablation")
-PRESET_SPECS: dict[str, dict[str, Any]] = {
-    "base": {
-        "role": "baseline", "colour": "#332288",
-        "about": "[code] the base learner alone, no WSCL component: like the authors' plain sequential datasets, "
-                 "it holds nothing out and keeps heads in class order",
-        "settings": {"wscl": {"freezing": {"enabled": False}, "stm": {"size": 0}, "nrem": {"enabled": False},
-                              "plasticity": {"enabled": False}, "rem": {"source": "none"}}}},
-    "authors": {
-        "role": "wscl", "colour": "#CC6677",
-        "about": "[code] what the authors' public code runs: dynamic freezing, dreams interleaved into every wake "
-                 "epoch through the free heads, greedy head assignment; no STM, NREM, plasticity or STM->LTM merge. "
-                 "The paper's reported numbers came from this code",
-        "settings": {"wscl": {"stm": {"size": 0}, "nrem": {"enabled": False}, "plasticity": {"enabled": False}}}},
-    "full": {
-        "role": "wscl", "colour": "#117733",
-        "about": "[paper] the paper's described method: authors plus STM, NREM, plasticity and the merge, with this "
-                 "project's rules for them [ours]; the ablations are defined on it",
-        "settings": {}},
-    "no_freezing": {
-        "role": "ablation", "colour": "#88CCEE",
-        "about": "[ours] full without dynamic freezing: does freezing help?",
-        "settings": {"wscl": {"freezing": {"enabled": False}}}},
-    "no_nrem": {
-        "role": "ablation", "colour": "#DDCC77",
-        "about": "[ours] full without NREM consolidation: does replay in sleep help?",
-        "settings": {"wscl": {"nrem": {"enabled": False}}}},
-    "no_plasticity": {
-        "role": "ablation", "colour": "#AA4499",
-        "about": "[ours] full without synaptic plasticity: does strengthening and weakening help?",
-        "settings": {"wscl": {"plasticity": {"enabled": False}}}},
-    "no_rem": {
-        "role": "ablation", "colour": "#44AA99",
-        "about": "[ours] full without dreaming: does REM help?",
-        "settings": {"wscl": {"rem": {"source": "none"}}}},
-    "rem_noise": {
-        "role": "ablation", "colour": "#999933",
-        "about": "[ours] full dreaming of noise images instead of the auxiliary dataset: does what is dreamt matter?",
-        "settings": {"wscl": {"rem": {"source": "noise"}}}},
-    "wake_rem": {
-        "role": "ablation", "colour": "#882255",
-        "about": "[paper] buffer-free Wake+REM: no long- or short-term memory, hence no replay, NREM or plasticity; "
-                 "runs once per benchmark, at buffer 0",
-        "settings": {"training": {"buffer_size": 0},
-                     "wscl": {"stm": {"size": 0}, "nrem": {"enabled": False}, "plasticity": {"enabled": False}}}},
-}
+# (`about`, labelled), its `role` in the report (declarations.PRESET_ROLES) and its `colour` in every figure (Paul
+# Tol's colour-blind safe "muted" scheme). Each is one YAML file of wscl/settings/presets/ (name = the file's
+# stem), in role order, then by name. The report's findings, the figures, validation, the schema and the
+# workflow's wildcards follow it: a new ablation is one file there (then `make docs`).
+PRESET_SPECS: dict[str, dict[str, Any]] = preset_declarations()
 # Name -> overrides of the defaults.
 PRESETS: dict[str, dict[str, Any]] = {name: spec["settings"] for name, spec in PRESET_SPECS.items()}
 NO_COLOUR = "#777777"  # a row whose preset has no colour (none in the registry)
@@ -95,12 +57,15 @@ def _package_yaml(name: str) -> dict:
     return yaml.safe_load(resources.files("wscl.settings").joinpath(name).read_text())
 
 
-# The base learners and the hyper-parameters each owns (training.<method>.<name>), declared once.
-LEARNER_SPECS: dict[str, dict[str, Any]] = _package_yaml("learners.yaml")
+# The base learners and the hyper-parameters each owns (training.<method>.<name>), declared once: each module of
+# wscl/method/learners/ declares its own (DECLARATION = {...}; the method = the file's stem). The settings layer
+# never imports the method layer, so declarations.py reads each DECLARATION from the file's source, statically
+# (ast.literal_eval), without importing the module; ordered by its `order`.
+LEARNER_SPECS: dict[str, dict[str, Any]] = learner_declarations()
 METHODS = tuple(LEARNER_SPECS)
 
 # Every setting, declared once in defaults.yaml as {default, range, choices, pattern, about}; a section may have
-# an `about` of its own. A preset's and a method's choices come from PRESET_SPECS and learners.yaml.
+# an `about` of its own. A preset's and a method's choices come from the presets' and the learners' files.
 SETTING_FIELDS = ("default", "range", "choices", "pattern", "about")
 DERIVED_CHOICES = {"preset": tuple(PRESETS), "training.method": METHODS}
 
@@ -109,26 +74,26 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _read_settings(tree: dict, prefix: str, settings: dict, sections: dict) -> None:
+def _read_settings(tree: dict, prefix: str, settings: dict, sections: dict, source: str = "defaults.yaml") -> None:
     for key, node in tree.items():
         path = f"{prefix}{key}"
         if key == "about" and isinstance(node, str):
             sections[prefix.rstrip(".")] = node
         elif not isinstance(node, dict):
-            raise ValueError(f"defaults.yaml: {path} must be a setting {{default, ..., about}} or a section")
+            raise ValueError(f"{source}: {path} must be a setting {{default, ..., about}} or a section")
         elif "default" in node:
             unknown = set(node) - set(SETTING_FIELDS)
             if unknown:
-                raise ValueError(f"defaults.yaml: {path} has unknown fields {sorted(unknown)}; "
+                raise ValueError(f"{source}: {path} has unknown fields {sorted(unknown)}; "
                                  f"a setting has {', '.join(SETTING_FIELDS)}")
             if not node.get("about"):
-                raise ValueError(f"defaults.yaml: {path} has no `about`")
+                raise ValueError(f"{source}: {path} has no `about`")
             numeric = _is_number(node["default"]) or (node["default"] == "auto" and "range" in node)
             if numeric != ("range" in node):
-                raise ValueError(f"defaults.yaml: {path}: every number has a `range` and nothing else does")
+                raise ValueError(f"{source}: {path}: every number has a `range` and nothing else does")
             settings[path] = dict(node)
         else:
-            _read_settings(node, path + ".", settings, sections)
+            _read_settings(node, path + ".", settings, sections, source)
 
 
 def _settings() -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
@@ -140,16 +105,30 @@ def _settings() -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
     # Each learner's hyper-parameters follow the training section's own settings.
     last = max(i for i, path in enumerate(settings) if path.startswith("training."))
     items = list(settings.items())
-    hparams = [(f"training.{method}.{name}", dict(hp)) for method, spec in LEARNER_SPECS.items()
-               for name, hp in spec.get("hparams", {}).items()]
+    hparams: dict[str, dict[str, Any]] = {}
     for method, spec in LEARNER_SPECS.items():
-        if spec.get("hparams"):
+        if any(path == f"training.{method}" or path.startswith(f"training.{method}.") for path in settings):
+            raise ValueError(f"{learner_file(method)}: the method's name {method!r} is a key of training in "
+                             "defaults.yaml, where its hyper-parameters would go; rename the file")
+        _read_settings({method: spec["hparams"]}, "training.", hparams, {}, learner_file(method))
+        if spec["hparams"]:
             sections[f"training.{method}"] = f"hyper-parameters of {method}: {spec['about']}"
-    return dict(items[: last + 1] + hparams + items[last + 1:]), sections
+    return dict(items[: last + 1] + list(hparams.items()) + items[last + 1:]), sections
 
 
 # Setting path -> its declaration (learners' hyper-parameters included); section path -> its `about`.
 SETTINGS, SECTIONS = _settings()
+
+
+def _check_preset_settings() -> None:
+    """Each preset's settings are trainer settings (run once this module has loaded: see its end)."""
+    for name, spec in PRESET_SPECS.items():
+        if "preset" in spec["settings"]:
+            raise ValueError(f"{preset_file(name)}: settings set `preset`; a preset's settings are the others")
+        try:
+            check_settings(spec["settings"])
+        except ConfigError as exc:
+            raise ValueError(f"{preset_file(name)}: its settings are not trainer settings: {exc}") from None
 # Allowed values of every setting that is not free-form: choices (None: a free-form string with a PATTERN).
 CHOICES = {path: (tuple(s["choices"]) if "choices" in s else None) for path, s in SETTINGS.items()
            if "choices" in s or "pattern" in s}
@@ -470,3 +449,7 @@ def fingerprint(cfg: Config, runtime: dict) -> str:
     relevant = {k: v for k, v in cfg.to_dict().items() if k != "runtime"}
     relevant["runtime"] = runtime
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# A preset file with settings the trainer refuses stops the package loading, naming the file.
+_check_preset_settings()

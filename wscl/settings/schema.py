@@ -1,6 +1,7 @@
 """The trainer's JSON schema and config/README.md, generated from the one source of each setting:
-wscl/settings/defaults.yaml (keys, types, defaults, ranges, choices, descriptions), wscl/settings/learners.yaml
-(methods and their hyper-parameters) and config.py's PRESET_SPECS (presets).
+wscl/settings/defaults.yaml (keys, types, defaults, ranges, choices, descriptions), the learners' files in
+wscl/method/learners/ (methods and their hyper-parameters) and the presets' files in wscl/settings/presets/ (both
+read by config.py through declarations.py).
 
 The study schema (rules/config.schema.yaml) refers to it for every trainer section and for the method,
 preset and fidelity enums; ``write_schemas`` puts both side by side so that Snakemake's ``validate``
@@ -83,10 +84,10 @@ def trainer_schema() -> dict:
     schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "WSCL trainer settings",
               **_object(defaults()),
               "description": "Settings of one training run; every key is optional (defaults: "
-                             "wscl/settings/defaults.yaml and wscl/settings/learners.yaml)."}
+                             "wscl/settings/defaults.yaml and the DECLARATION of each file of wscl/method/learners/)."}
     schema["$defs"] = {
-        "method": {"enum": list(METHODS), "description": "a base learner of wscl/settings/learners.yaml"},
-        "preset": {"enum": list(PRESETS), "description": "a named study of wscl/settings/config.py PRESET_SPECS"},
+        "method": {"enum": list(METHODS), "description": "a base learner, one file of wscl/method/learners/"},
+        "preset": {"enum": list(PRESETS), "description": "a named study, one file of wscl/settings/presets/"},
         "fidelity": {"enum": list(CHOICES["fidelity"]), "description": SETTINGS["fidelity"]["about"]},
     }
     return schema
@@ -105,7 +106,8 @@ def write_schemas(study_schema: str | Path, folder: str | Path) -> str:
 
 
 # config/README.md: a hand-written introduction, then this marker, then tables generated from the study schema,
-# defaults.yaml, learners.yaml and the preset registry (`make docs`; a test checks that they are current).
+# defaults.yaml, the learners' and the presets' files (`make docs`; a test checks that they are current, and a
+# changed declaration needs `make docs` to refresh them).
 README_MARKER = "<!-- generated: do not edit below; make docs -->"
 README_COMMAND = "make docs"
 
@@ -138,7 +140,7 @@ def _allowed(path: str, default: Any) -> str:
 
 def trainer_settings_markdown() -> str:
     """The table of every trainer setting: key, default, allowed values and what it does (defaults.yaml's
-    `about`, learners.yaml's for the hyper-parameters)."""
+    `about`, each learner's DECLARATION's for its hyper-parameters)."""
     rows = ["| key | default | allowed | about |", "|---|---|---|---|"]
     sections_done = set()
     for path, default in flatten(defaults()).items():
@@ -152,7 +154,8 @@ def trainer_settings_markdown() -> str:
 
 
 def presets_markdown() -> str:
-    """The table of the presets of config.PRESET_SPECS: name, role, what it sets and what it tests."""
+    """The table of the presets (config.PRESET_SPECS, one file each in wscl/settings/presets/): name, role, what
+    it sets and what it tests."""
     rows = ["| preset | role | sets | about |", "|---|---|---|---|"]
     for name, spec in PRESET_SPECS.items():
         sets = ", ".join(f"`{k}={v if isinstance(v, str) else json.dumps(v)}`"
@@ -201,10 +204,10 @@ def config_readme(current: str, study_schema: dict) -> str:
         "## Study keys\n\nFrom the descriptions and defaults of `rules/config.schema.yaml`.",
         study_keys_markdown(study_schema),
         "## Trainer settings\n\nEvery key a `trainer` section may set, from `wscl/settings/defaults.yaml` and, for "
-        "each method's hyper-parameters (`training.<method>.<name>`), `wscl/settings/learners.yaml`. Ranges are "
-        "inclusive.",
+        "each method's hyper-parameters (`training.<method>.<name>`), the `DECLARATION` of its file in "
+        "`wscl/method/learners/`. Ranges are inclusive.",
         trainer_settings_markdown(),
-        "## Presets\n\nThe named studies of `PRESET_SPECS` in `wscl/settings/config.py`: `baseline` is what WSCL is "
+        "## Presets\n\nThe named studies, one YAML file each in `wscl/settings/presets/`: `baseline` is what WSCL is "
         "compared with, each `wscl` preset is compared with it, each `ablation` with `full`. A preset's settings "
         "apply on top of the defaults; an explicit setting beats them.",
         presets_markdown(),

@@ -2,22 +2,31 @@
 
 A learner owns everything that learns: the network, its optimiser, the replay memory (LTM) and, for
 ER-ACE, the record of heads seen so far. The dynamic-freezing trial copies whole learners.
-Each learner's name and hyper-parameters (with their defaults and ranges) are declared in
-wscl/settings/learners.yaml; ``build_learner`` passes ``training.<method>.*`` to its constructor.
+
+A learner is one module of this folder, found by listing the folder: adding a learner is adding one file. The
+file's name is the method's name (`er.py` is `er`); it holds the learner's class (a ``Learner`` whose ``method``
+is that name) and its ``DECLARATION``, a literal dict: its ``about`` line, its place in the lists of methods
+(``order``) and its hyper-parameters (``hparams``: each a default, range and about). The settings read that
+declaration from the file's source without importing it (wscl/settings/declarations.py); ``build_learner``
+passes ``training.<method>.*`` to the class's constructor as keyword arguments.
 """
 from __future__ import annotations
 
+import importlib
+import inspect
+import pkgutil
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from wscl.method.augment import Preprocess
 from wscl.method.backbone import ResNet18
 from wscl.method.memory import ReservoirMemory
 from wscl.method.step import train_step
-from wscl.settings.config import Config
+from wscl.settings.config import LEARNER_SPECS, METHODS, Config
+from wscl.settings.declarations import shown
 
 
 @dataclass
@@ -100,68 +109,40 @@ class Learner:
         self.task = state["task"]
 
 
-class ER(Learner):
-    """Experience replay: incoming and replayed samples in one batch, one cross-entropy."""
-    method = "er"
-
-    def loss(self, inputs, labels, replays):
-        if replays:
-            buf_x, buf_y, _ = replays[0]
-            inputs, labels = torch.cat([inputs, buf_x]), torch.cat([labels, buf_y])
-        return F.cross_entropy(self.forward(inputs), labels), None
-
-
-def ace_mask(labels: torch.Tensor, seen_heads: torch.Tensor, n_heads: int) -> torch.Tensor:
-    """Heads whose logits stay unmasked in ER-ACE's incoming-batch loss [code]: the heads present in
-    the batch, plus every head from the highest seen so far upward unless that is the last head."""
-    present = torch.zeros(n_heads, dtype=torch.bool, device=labels.device)
-    present[labels] = True
-    seen = seen_heads | present
-    heads = torch.arange(n_heads, device=labels.device)
-    highest = torch.where(seen, heads, torch.zeros_like(heads)).max()
-    upward = (heads >= highest) & (highest < n_heads - 1)
-    return present | upward
-
-
-class ERACE(Learner):
-    """ER-ACE: asymmetric cross-entropy; absent heads masked on the incoming batch for t > 0."""
-    method = "er_ace"
-    replays_from_first_task = False
-
-    def loss(self, inputs, labels, replays):
-        logits = self.forward(inputs)
-        if self.task > 0:
-            keep = ace_mask(labels, self.seen_heads, self.n_heads)
-            logits = logits.masked_fill(~keep, torch.finfo(logits.dtype).min)
-        loss = F.cross_entropy(logits, labels)
-        if replays:
-            buf_x, buf_y, _ = replays[0]
-            loss = loss + F.cross_entropy(self.forward(buf_x), buf_y)
-        return loss, None
+def _learner_of(module: str) -> type[Learner]:
+    """The one Learner class that module ``module`` of this folder defines, checked against its name and its
+    declared hyper-parameters."""
+    loaded = importlib.import_module(f"{__name__}.{module}")
+    where = shown(Path(loaded.__file__))
+    classes = [obj for obj in vars(loaded).values()
+               if isinstance(obj, type) and issubclass(obj, Learner) and obj.__module__ == loaded.__name__]
+    if len(classes) != 1:
+        raise ValueError(f"{where}: defines {len(classes)} Learner classes "
+                         f"({', '.join(c.__name__ for c in classes) or 'none'}); a learner's file defines one")
+    cls = classes[0]
+    if cls.method != module:
+        raise ValueError(f"{where}: class {cls.__name__} has method = {cls.method!r}, but the file's name makes it "
+                         f"{module!r}; the file's name is the method's name: set method = {module!r} or rename the "
+                         "file")
+    declared = set(LEARNER_SPECS[module].get("hparams", {}))
+    taken = {p.name for p in inspect.signature(cls.__init__).parameters.values() if p.kind is p.KEYWORD_ONLY}
+    if declared != taken:
+        raise ValueError(f"{where}: DECLARATION's hparams are {sorted(declared)}, but {cls.__name__}.__init__ takes "
+                         f"the keyword-only arguments {sorted(taken)}; each hyper-parameter is one of them")
+    return cls
 
 
-class DERPP(Learner):
-    """DER++: cross-entropy + alpha * MSE on stored logits + beta * cross-entropy on stored labels."""
-    method = "derpp"
-    replay_draws = 2
-    stores_logits = True
-
-    def __init__(self, *args, alpha: float, beta: float, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.alpha, self.beta = alpha, beta
-
-    def loss(self, inputs, labels, replays):
-        outputs = self.forward(inputs)
-        loss = F.cross_entropy(outputs, labels)
-        if replays:
-            buf_x, _, buf_logits = replays[0]
-            loss = loss + self.alpha * F.mse_loss(self.forward(buf_x).float(), buf_logits)
-            buf_x, buf_y, _ = replays[1]
-            loss = loss + self.beta * F.cross_entropy(self.forward(buf_x), buf_y)
-        return loss, outputs
+def _discover() -> dict[str, type[Learner]]:
+    """Every learner of this folder by method, in the settings' order of METHODS (imports each module once)."""
+    modules = sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+    if modules != sorted(METHODS):  # both list this folder; they differ only if it changed meanwhile
+        raise ValueError(f"{shown(Path(__file__).parent)}: modules {modules}, but the settings read the methods "
+                         f"{list(METHODS)} from it")
+    return {method: _learner_of(method) for method in METHODS}
 
 
-LEARNERS = {cls.method: cls for cls in (ER, ERACE, DERPP)}
+# Method -> its class, from the modules of this folder.
+LEARNERS: dict[str, type[Learner]] = _discover()
 
 
 def hyperparameters(training) -> dict:
