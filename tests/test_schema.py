@@ -25,7 +25,7 @@ def test_trainer_schema_accepts_the_defaults_and_every_preset():
     jsonschema.Draft202012Validator.check_schema(schema)
     jsonschema.validate(defaults(), schema)
     for preset in PRESETS:
-        jsonschema.validate(resolve({"preset": preset}), schema)
+        jsonschema.validate(resolve({"preset": preset}).to_dict(), schema)
     assert schema["$defs"]["method"]["enum"] == list(METHODS)
     assert schema["$defs"]["preset"]["enum"] == list(PRESETS)
     assert schema["$defs"]["fidelity"]["enum"] == list(CHOICES["fidelity"])
