@@ -28,7 +28,7 @@ from conftest import tiny_config  # noqa: E402
 from wscl.core.provenance import cpu_description  # noqa: E402
 from wscl.data import benchmarks  # noqa: E402
 from wscl.method import learners  # noqa: E402
-from wscl.run.trainer import Run  # noqa: E402
+from wscl.run.trainer import Process, Run  # noqa: E402
 
 STEPS: list[dict] = []
 
@@ -134,11 +134,11 @@ def main() -> None:
     if args.method == "derpp":
         learners.DERPP.loss = traced_derpp_loss
     cfg = tiny_config(preset=args.preset, seed=args.seed, training={"method": args.method})
-    cfg["dataset"]["synthetic"]["train_per_class"] = args.train_per_class
+    cfg = cfg.with_settings({"dataset": {"synthetic": {"train_per_class": args.train_per_class}}}, "--train-per-class")
     ends = []
     with tempfile.TemporaryDirectory() as d:
         run = Run(cfg, d, quiet=True, log=lambda *_: None,
-                  on_task_end=lambda _m, t: ends.append(task_end_report(run, t)))
+                  process=Process(on_task_end=lambda _m, t: ends.append(task_end_report(run, t))))
         m = run.run()
     out = {"machine": cpu_description(), "torch": torch.__version__, "method": args.method, "preset": args.preset,
            "seed": args.seed, "crop_padding": run.dataset.crop_padding,

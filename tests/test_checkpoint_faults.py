@@ -192,7 +192,7 @@ def test_a_timed_checkpoint_at_a_wake_epoch_boundary_resumes_exactly(tmp_path, m
     ticks = iter(range(0, 10**6, 60))
     cfg = tiny_config(scenario={"n_tasks": 2}, training={"epochs": 3}, runtime={"checkpoint_every_minutes": 1})
     run = Run(cfg, tmp_path, quiet=True, log=lambda *_: None)
-    run.clock = lambda: next(ticks)
+    run.checkpoints.clock = lambda: next(ticks)
     with pytest.raises(KeyboardInterrupt):
         run.run()
     # task 0: epochs 1, 2, 3 end; task 0's end; task 1: the trial (epoch 1), epochs 2, 3 end

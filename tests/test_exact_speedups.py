@@ -13,7 +13,7 @@ import wscl.method.freezing as freezing
 from wscl.method.evaluation import measure_layouts
 from wscl.method.failures import Where
 from wscl.method.freezing import TrialSpec, candidate_depths, run_trial, score
-from wscl.method.wake import plan_epoch, run_epoch
+from wscl.method.wake import LossMonitor, Trainee, plan_epoch, run_epoch, step_losses
 from wscl.run.bench import CLASSES_PER_TASK
 from wscl.run.bench_e2e import SIZES, TASKS, run_end_to_end
 from wscl.run.trainer import Run, seeds_for
@@ -26,9 +26,9 @@ def sequential_trial(learner, pool, plan, spec):
         candidate = copy.deepcopy(learner)
         candidate.freeze_through(depth)
         generator = torch.Generator(device=pool.device).manual_seed(spec.generator_seed)
-        run_epoch(candidate, pool, plan, generator, spec.checks, spec.where)
-        scores.append(score(candidate, spec.source, spec.validation, spec.freeze_buffer, spec.mode, spec.reference,
-                            spec.score_batch_size, spec.generator_seed + 1))
+        monitor = LossMonitor(step_losses(len(plan.steps), pool.device), spec.checks, spec.where)
+        run_epoch(Trainee(candidate, generator, monitor), pool, plan)
+        scores.append(score(candidate, spec))
         depths.append(depth)
         copies.append(candidate)
     return depths, scores, copies
@@ -106,7 +106,7 @@ def test_reference_evaluates_in_the_training_layout_and_records_it(tiny, tmp_pat
 def test_measured_layout_is_the_fastest_candidate_by_a_margin_or_the_training_one(training_channels_last):
     from wscl.method.backbone import ResNet18
     from wscl.method.evaluation import SWITCH_MARGIN
-    layout = measure_layouts(ResNet18(4, 3, 8), (3, 12, 12), torch.device("cpu"), (8, 16), (0.5,) * 3, (0.2,) * 3,
+    layout = measure_layouts(ResNet18(4, 3, 8), (3, 12, 12), ((0.5,) * 3, (0.2,) * 3), torch.device("cpu"), (8, 16),
                              training_channels_last)
     rates = layout.images_per_second
     assert set(rates) == {"contiguous/8", "contiguous/16", "channels_last/8", "channels_last/16"}

@@ -185,8 +185,8 @@ def test_merge_into_a_memory_of_capacity_zero_only_empties_the_stm():
 def test_staged_rem_trains_the_free_heads_on_their_dreams_only(tiny, tmp_path, monkeypatch):
     run = quiet_run(tiny, tmp_path, wscl={"rem": {"schedule": "staged", "epochs": 2}})
     run.assign_heads(0, 0)
-    assert rem.interleaved_part(run.dreams, run.book, run.wscl["rem"]) is None  # no dreams during wake
-    dreams = rem.staged_pool(run.dreams, run.book, run.wscl["rem"], run.device)
+    assert rem.interleaved_part(run.dreams, run.book, run.wscl.rem) is None  # no dreams during wake
+    dreams = rem.staged_pool(run.dreams, run.book, run.wscl.rem, run.device)
     free = run.book.free_heads
     assert len(dreams) == free.sum() * 20 and set(dreams.labels.tolist()) == set(np.flatnonzero(free).tolist())
     head = run.learner.net.classifier
@@ -202,7 +202,7 @@ def test_staged_rem_trains_the_free_heads_on_their_dreams_only(tiny, tmp_path, m
 def test_no_staged_rem_stage_unless_scheduled(tiny, tmp_path, rem_cfg):
     run = quiet_run(tiny, tmp_path, wscl={"rem": rem_cfg})
     run.assign_heads(0, 0)
-    assert rem.staged_pool(run.dreams, run.book, run.wscl["rem"], run.device) is None
+    assert rem.staged_pool(run.dreams, run.book, run.wscl.rem, run.device) is None
 
 
 def test_noise_dreams_are_seeded_uint8_blocks_one_per_free_head(tiny, tmp_path):

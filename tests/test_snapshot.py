@@ -71,3 +71,50 @@ def test_the_readme_matches_its_committed_snapshot():
     snapshot = json.loads((ROOT / snapshot_path).read_text())
     readme = (ROOT / "README.md").read_text()
     assert readme_with(readme, readme_block(snapshot, snapshot_path), ROOT / "README.md") == readme
+
+
+# -- the sweep paragraph (wscl/study/sweep_summary.py) ----------------------------------------------------------
+
+SWEPT = {"defaults": {"wscl.stm.size": 200, "wscl.nrem.epochs": 1},
+         "stm_size~400": {"wscl.stm.size": 400, "wscl.nrem.epochs": 1},
+         "nrem_epochs~2": {"wscl.stm.size": 200, "wscl.nrem.epochs": 2}}
+TUNING_MEANS = {"defaults": 60.0, "stm_size~400": 58.0, "nrem_epochs~2": 64.0}
+
+
+def sweep_snapshot(failed_seed: int | None = None) -> dict:
+    """A sweep of `full` over three points, `base` beside it and one ablation at the tuned point, 3 seeds."""
+    test = {("full", "nrem_epochs~2"): [70.0, 71.0, 72.0], ("full", "defaults"): [66.0, 67.0, 68.0],
+            ("full", "stm_size~400"): [60.0, 61.0, 65.0], ("base", ""): [50.0, 52.0, 51.0],
+            ("no_nrem", "tuned"): [69.0, 69.5, 73.0]}
+    runs = [{"preset": preset, "point": point, "seed": seed, "fidelity": "reference", "class_il_final_avg_acc": acc,
+             "failure": "collapsed" if (preset, seed) == ("base", failed_seed) else ""}
+            for (preset, point), values in test.items() for seed, acc in enumerate(values)]
+    points = {name: {"settings": settings, "failed": [], "seeds": 3,
+                     "tune_class_il_final_avg_acc_mean": TUNING_MEANS[name]} for name, settings in SWEPT.items()}
+    machine = {"device": "cpu", "device_name": "Some CPU (AVX2)", "cpu_cores": 2}
+    return {"git_commit": "abcdef1234567", "machine": machine,
+            "runs": runs, "selection": {"s/buffer200/er_ace/full/reference": {
+                "points": points, "selected": "nrem_epochs~2", "settings": SWEPT["nrem_epochs~2"]}}}
+
+
+def test_the_sweep_paragraph_says_what_was_chosen_and_the_paired_differences():
+    from wscl.study.comparisons import paired
+    from wscl.study.sweep_summary import sweep_block
+    text = " ".join(sweep_block(sweep_snapshot(), "sweep.json").split())
+    assert "chose `wscl.nrem.epochs: 2` (tuning 64.0; the defaults 60.0)" in text
+    assert "tuned `full` **71.0 ± 1.0**" in text and "`base` 51.0 ± 1.0" in text
+    vs_base = paired({0: 70.0, 1: 71.0, 2: 72.0}, {0: 50.0, 1: 52.0, 2: 51.0})
+    assert f"+20.0 [{vs_base.low:+.1f}, {vs_base.high:+.1f}] (helps)" in text and vs_base.answer == "helps"
+    assert "minus `no_nrem` +0.5" in text and "weakest point on the tuning split: `wscl.stm.size: 400`" in text
+    assert "Some CPU (AVX2), 2 CPU cores" in text and "`abcdef1234`" in text and "seeds 0-2" in text
+    failed = " ".join(sweep_block(sweep_snapshot(failed_seed=1), "sweep.json").split())
+    assert "Failed runs, left out: base seed 1." in failed and "`base` 50.5 ± 0.7" in failed
+
+
+def test_the_readme_matches_its_committed_sweep_snapshot():
+    """The README's sweep paragraph is docs/snapshot/sweep.json's (made with `make snapshot-sweep`)."""
+    from wscl.study.sweep_summary import readme_with_sweep, sweep_block
+    snapshot_path = "docs/snapshot/sweep.json"
+    snapshot = json.loads((ROOT / snapshot_path).read_text())
+    readme = (ROOT / "README.md").read_text()
+    assert readme_with_sweep(readme, sweep_block(snapshot, snapshot_path), ROOT / "README.md") == readme

@@ -146,7 +146,7 @@ def cmd_train(args) -> int:
 
     from wscl.run.memory_limit import named_out_of_memory
     from wscl.run.preemption import StopRequest
-    from wscl.run.trainer import train
+    from wscl.run.trainer import Process, train
     from wscl.tracking.live import live_run, mlflow_destination
     from wscl.tracking.pending import log_finished
     if args.threads:
@@ -158,8 +158,8 @@ def cmd_train(args) -> int:
     try:
         with (StopRequest().installed() as stop, live.system_metrics(cfg),  # SIGTERM/SIGUSR1: checkpoint, exit 75
               named_out_of_memory(cfg, cfg.runtime.device)):
-            metrics = train(cfg, args.out, quiet=args.quiet, stop=stop, gpu_share=share and share.describe(),
-                            **live.kwargs)
+            metrics = train(cfg, args.out, quiet=args.quiet,
+                            process=Process(stop, live.task_end, share and share.describe()))
     except Exception as exc:
         if not args.record_failure or exit_code(exc) != ExitCode.TRAINING_FAILED:
             raise
@@ -348,7 +348,7 @@ def cmd_schema(args) -> int:
 
 def cmd_snapshot(args) -> int:
     from wscl.study.snapshot import make_snapshot, write_snapshot
-    snapshot = make_snapshot(Path(args.runs))
+    snapshot = make_snapshot(Path(args.runs), Path(args.selection) if args.selection else None)
     write_snapshot(snapshot, Path(args.out))
     print(f"{args.out}: {len(snapshot['runs'])} runs, commit {snapshot['git_commit']}, "
           f"{snapshot['machine']['device_name']}")
@@ -357,9 +357,14 @@ def cmd_snapshot(args) -> int:
 
 def cmd_readme_results(args) -> int:
     from wscl.study.snapshot import read_snapshot, readme_block, readme_with
+    from wscl.study.sweep_summary import readme_with_sweep, sweep_block
     readme = Path(args.readme)
     text = readme.read_text()
-    wanted = readme_with(text, readme_block(read_snapshot(Path(args.snapshot)), args.snapshot), readme)
+    snapshot = read_snapshot(Path(args.snapshot))
+    if "selection" in snapshot:  # a sweep's snapshot: the README's sweep paragraph
+        wanted = readme_with_sweep(text, sweep_block(snapshot, args.snapshot), readme)
+    else:
+        wanted = readme_with(text, readme_block(snapshot, args.snapshot), readme)
     if args.check:
         if wanted != text:
             print(f"{readme}: its results table differs from {args.snapshot}; write it with "
@@ -378,7 +383,10 @@ def _snapshot_parsers(sub) -> None:
     sn.add_argument("--runs", default="results/tables/all_runs.csv",
                     help="the study's all_runs.csv (default: %(default)s)")
     sn.add_argument("--out", default="docs/snapshot/default.json", help="the snapshot to write (default: %(default)s)")
-    rr = sub.add_parser("readme-results", help="write the README's results table from a results snapshot")
+    sn.add_argument("--selection", help="a sweep study's tables/selection.json: its points on the tuning split and "
+                                        "the one chosen go into the snapshot (the README's sweep paragraph)")
+    rr = sub.add_parser("readme-results", help="write the README's results table (or, from a sweep's snapshot, its "
+                                               "sweep paragraph) from a results snapshot")
     rr.add_argument("--snapshot", default="docs/snapshot/default.json", help="default: %(default)s")
     rr.add_argument("--readme", default="README.md", help="default: %(default)s")
     rr.add_argument("--check", action="store_true", help="write nothing; exit 9 when the README differs")

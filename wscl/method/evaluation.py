@@ -57,7 +57,7 @@ def logits_of(net, source: ImageSource, rows: np.ndarray, preprocess: Preprocess
                  preprocess, generator)
 
 
-def measure_layouts(net, image_shape, device: torch.device, batch_sizes: tuple[int, ...], mean, std,
+def measure_layouts(net, image_shape, normalisation, device: torch.device, batch_sizes: tuple[int, ...],
                     default_channels_last: bool) -> EvalLayout:
     """The fastest (memory format, batch size) for eval-mode inference of ``net``, timed here on random
     images: per candidate one warm-up batch, then the best of ``TIMED_PASSES``. Another layout than the
@@ -65,7 +65,7 @@ def measure_layouts(net, image_shape, device: torch.device, batch_sizes: tuple[i
     noise does not switch the layout, and with it the logits at float level, between reruns of a run."""
     rates = {}
     for channels_last in (False, True):
-        pre = Preprocess(mean, std, False, device, channels_last)
+        pre = Preprocess(*normalisation, False, device, channels_last)
         for bs in batch_sizes:
             raw = torch.randint(0, 256, (bs, *image_shape), dtype=torch.uint8, device=device)
             infer(net, [raw], pre)  # warm-up
@@ -83,8 +83,24 @@ def measure_layouts(net, image_shape, device: torch.device, batch_sizes: tuple[i
                       {f"{'channels_last' if c else 'contiguous'}/{b}": round(r, 1) for (c, b), r in rates.items()})
 
 
-def choose_layout(cfg: Config, runtime: Runtime, scenario: Scenario, net, image_shape, normalisation, out: Path,
-                  fingerprint: str, timings: dict) -> EvalLayout:
+@dataclass(frozen=True)
+class NetInputs:
+    """What the network is given: images of this shape, normalised with these (mean, std)."""
+    image_shape: tuple
+    normalisation: tuple
+
+
+@dataclass(frozen=True)
+class KeptLayout:
+    """Where a run keeps its chosen layout (its folder), the fingerprint the choice is tied to, and the timings
+    that count the measuring."""
+    folder: Path
+    fingerprint: str
+    timings: dict
+
+
+def choose_layout(cfg: Config, runtime: Runtime, scenario: Scenario, net, inputs: NetInputs,
+                  kept: KeptLayout) -> EvalLayout:
     """Memory format and batch size of evaluation and head assignment [ours]. reference: the training
     format and runtime.eval_batch_size, bit-identical to the authors' arithmetic (another format changes
     logits at float level). corrected: the fastest measured here (see ``measure_layouts``), unless measuring
@@ -93,7 +109,7 @@ def choose_layout(cfg: Config, runtime: Runtime, scenario: Scenario, net, image_
     bs, cl = cfg.runtime.eval_batch_size, runtime.channels_last
     if cfg.fidelity == "reference":
         return EvalLayout(cl, bs, "reference: the training memory format and runtime.eval_batch_size")
-    saved = out / LAYOUT_FILE
+    saved, fingerprint = kept.folder / LAYOUT_FILE, kept.fingerprint
     if saved.exists():
         try:
             found = json.loads(read_verified(saved))
@@ -106,8 +122,8 @@ def choose_layout(cfg: Config, runtime: Runtime, scenario: Scenario, net, image_
     required = n_scored * (T + 3) / 2 + sum(len(r) for r in scenario.train_idx[1:])
     if 2 * (1 + TIMED_PASSES) * (bs + 2 * bs) > 0.05 * required:  # 2 formats x passes x 2 batch sizes
         return EvalLayout(cl, bs, "default: too little inference to be worth measuring")
-    with timed(timings, "eval_layout", runtime.device):
-        layout = measure_layouts(net, image_shape, runtime.device, (bs, 2 * bs), *normalisation, cl)
+    with timed(kept.timings, "eval_layout", runtime.device):
+        layout = measure_layouts(net, inputs.image_shape, inputs.normalisation, runtime.device, (bs, 2 * bs), cl)
     atomic_write_text(saved, json.dumps({"fingerprint": fingerprint, "layout": vars(layout)}), sealed=True)
     return layout
 
@@ -122,12 +138,23 @@ def accuracies(logits: torch.Tensor, target_heads: torch.Tensor, task_heads: tor
     return 100.0 * float(class_il), 100.0 * float(task_il)
 
 
-def batch_cross_entropies(net, source: ImageSource, rows: np.ndarray, heads: torch.Tensor, preprocess: Preprocess,
-                          batch_size: int, reference: bool,
+@dataclass(frozen=True)
+class Scored:
+    """Images a score is computed on: rows of a source with their heads, how they are prepared, the batch size."""
+    source: ImageSource
+    rows: np.ndarray
+    heads: torch.Tensor
+    preprocess: Preprocess
+    batch_size: int
+
+
+def batch_cross_entropies(net, scored: Scored, reference: bool,
                           generator: torch.Generator | None) -> tuple[list[float], int]:
-    """Mean cross-entropy of every batch of ``rows`` (in order) and the number of images, for the freezing
+    """Mean cross-entropy of every batch of ``scored.rows`` (in order) and the number of images, for the freezing
     score. ``reference`` reproduces the authors' scoring [code, docs/method.md §2b.2-3]: training mode (BatchNorm
     uses and updates batch statistics), gradients enabled and augmented images."""
+    source, rows, heads, preprocess, batch_size = (scored.source, scored.rows, scored.heads, scored.preprocess,
+                                                   scored.batch_size)
     net.train(reference)
     ctx = contextlib.nullcontext() if reference else torch.no_grad()
     losses = []
@@ -206,3 +233,39 @@ class AccuracyMatrices:
                           "random_init_accuracy": [round(float(v), 6) for v in self.random_init[setting]],
                           **summary(self.R[setting], self.random_init[setting], reference)}
                 for setting in SETTINGS}
+
+
+class Scoreboard:
+    """What a run is scored on before and after every task: the test tasks and, when there is one, the tuning
+    split [ours], each with its accuracy matrices and the randomly initialised network's logits (FWT's
+    baselines b_j, computed here, before anything trains)."""
+
+    def __init__(self, boards: list[tuple[AccuracyMatrices, TestTasks]], net, timings: dict, device):
+        self.boards, self.timings, self.device = boards, timings, device
+        n_tasks = len(boards[0][1].rows)
+        with timed(timings, "eval_random_init", device):
+            self.random_logits = [[tasks.logits(net, j).cpu() for j in range(n_tasks)] for _, tasks in boards]
+
+    def before_task(self, t: int, net, head_of: Callable, reference: bool) -> None:
+        """The random network's baseline on task t and, for t > 0, the accuracy on it before training it
+        (docs/method.md §4)."""
+        for (matrices, tasks), random_logits in zip(self.boards, self.random_logits):
+            matrices.record_baseline(t, tasks.baseline(random_logits[t], t, head_of, reference))
+            if t > 0:
+                with timed(self.timings, "eval", self.device):
+                    matrices.record(t - 1, t, tasks.evaluate(net, t, head_of))
+
+    def after_task(self, t: int, net, head_of: Callable, n_heads: int) -> torch.Tensor:
+        """The accuracy on every task seen after training task t; returns how many test images each head
+        predicts (for the collapse check)."""
+        head_counts = torch.zeros(n_heads, dtype=torch.long, device=self.device)
+        with timed(self.timings, "eval", self.device):
+            (test_matrices, tests), *tuning = self.boards
+            for j in range(t + 1):
+                logits = tests.logits(net, j)
+                test_matrices.record(t, j, tests.accuracies(logits, j, head_of))
+                head_counts += torch.bincount(logits.argmax(1), minlength=n_heads)
+            for matrices, tasks in tuning:
+                for j in range(t + 1):
+                    matrices.record(t, j, tasks.evaluate(net, j, head_of))
+        return head_counts

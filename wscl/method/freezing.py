@@ -17,14 +17,14 @@ import torch
 
 from wscl.data.pool import ImageSource, Pool
 from wscl.method.dynamics import EpochClock
-from wscl.method.evaluation import batch_cross_entropies
+from wscl.method.evaluation import Scored, batch_cross_entropies
 from wscl.method.failures import LossChecks, Where
 from wscl.method.heads import HeadBook
 from wscl.method.learners import Learner
-from wscl.method.scenario import Scenario
 from wscl.method.state import RunState
 from wscl.method.step import check_finite
-from wscl.method.wake import EpochPlan, LossMonitor, run_in_lockstep
+from wscl.method.task import TaskContext
+from wscl.method.wake import EpochPlan, LossMonitor, Trainee, run_in_lockstep, step_losses
 from wscl.settings.config import Config
 from wscl.settings.runtime import timed
 
@@ -70,8 +70,7 @@ def candidate_depths(learner: Learner) -> list[int]:
     return list(range(learner.frozen_blocks, learner.net.N_FREEZABLE_BLOCKS + 1))
 
 
-def score(learner: Learner, source: ImageSource, validation: HeldOut, freeze_buffer: HeldOut, mode: str,
-          reference: bool, batch_size: int, generator_seed: int) -> float:
+def score(learner: Learner, spec: TrialSpec) -> float:
     """Held-out cross-entropy of one trial copy; lower is better.
 
     reference [code, docs/method.md §2.3]: the previous task's freezing buffer is scored first, then the current
@@ -79,13 +78,15 @@ def score(learner: Learner, source: ImageSource, validation: HeldOut, freeze_buf
     the mean of per-batch mean losses; the validation loss and the combined score are rounded to 2
     decimals (Python's ``round``, as the authors). corrected [ours]: per-image means, unrounded.
     """
+    mode, reference, batch_size = spec.mode, spec.reference, spec.score_batch_size
+
     def losses(held: HeldOut) -> tuple[list[float], int]:
-        gen = torch.Generator(device=source.device).manual_seed(generator_seed)
-        return batch_cross_entropies(learner.net, source, held.rows, held.heads, learner.preprocess, batch_size,
-                                     reference, gen)
+        gen = torch.Generator(device=spec.source.device).manual_seed(spec.generator_seed + 1)
+        scored = Scored(spec.source, held.rows, held.heads, learner.preprocess, batch_size)
+        return batch_cross_entropies(learner.net, scored, reference, gen)
 
     parts = {}
-    for name, held in (("buffer", freeze_buffer), ("training", validation)):  # [code] order: buffer first
+    for name, held in (("buffer", spec.freeze_buffer), ("training", spec.validation)):  # [code] buffer first
         if mode in (name, "training_and_buff"):
             batch_means, n = losses(held)
             if reference:
@@ -111,15 +112,15 @@ def held_out(rows: np.ndarray, labels: np.ndarray, book: HeadBook, device: torch
     return HeldOut(rows, torch.as_tensor(book.heads_of(labels[rows]), device=device))
 
 
-def trial_spec(cfg: Config, source: ImageSource, labels: np.ndarray, book: HeadBook, scenario: Scenario, task: int,
-               task_seed: int, checks: LossChecks) -> TrialSpec:
-    """The trial of task ``task`` as configured; ``task_seed`` is the task's device-generator seed."""
-    rt, reference = cfg.runtime, cfg.fidelity == "reference"
-    score_batch_size = cfg.training.batch_size if reference else rt.eval_batch_size
-    return TrialSpec(source, held_out(scenario.val_idx[task], labels, book, source.device),
-                     held_out(scenario.freeze_idx[task - 1], labels, book, source.device),
-                     cfg.wscl.freezing.mode, reference, score_batch_size, task_seed + 7919,
-                     checks, Where(task, 0))
+def trial_spec(ctx: TaskContext, cfg: Config) -> TrialSpec:
+    """The trial of task ``ctx.task`` as configured."""
+    reference, images, task = cfg.fidelity == "reference", ctx.images, ctx.task
+    score_batch_size = cfg.training.batch_size if reference else cfg.runtime.eval_batch_size
+    return TrialSpec(images.source, held_out(images.scenario.val_idx[task], images.labels, ctx.state.book,
+                                             images.source.device),
+                     held_out(images.scenario.freeze_idx[task - 1], images.labels, ctx.state.book,
+                              images.source.device),
+                     cfg.wscl.freezing.mode, reference, score_batch_size, ctx.seed + 7919, ctx.checks, Where(task, 0))
 
 
 class PrefixTape:
@@ -191,20 +192,19 @@ def train_copies(copies: list[Learner], pool: Pool, plan: EpochPlan, spec: Trial
         tape = PrefixTape(shared[0].net, max(c.frozen_blocks for c in shared), verify=device.type == "cpu")
         for c in shared:
             c.net = FromPrefix(c.net, tape, c.frozen_blocks)
-    generators = [torch.Generator(device=device).manual_seed(spec.generator_seed) for _ in copies]
-    monitors = [LossMonitor(len(plan.steps), spec.checks, device, spec.where.of_copy(i), progress)
-                for i in range(len(copies))]
+    trainees = [Trainee(c, torch.Generator(device=device).manual_seed(spec.generator_seed),
+                        LossMonitor(step_losses(len(plan.steps), device), spec.checks, spec.where.of_copy(i), progress))
+                for i, c in enumerate(copies)]
     try:
-        images, _ = run_in_lockstep(copies, generators, monitors, pool, plan,
-                                    before_step=tape.new_step if tape else None)
+        images, _ = run_in_lockstep(trainees, pool, plan, before_step=tape.new_step if tape else None)
     finally:
         for c in copies:
             if isinstance(c.net, FromPrefix):
                 c.net = c.net.net
                 tape.copy_statistics(c.net, c.frozen_blocks)
     task = spec.where.task
-    return [clock.entry("freezing_trial", task, 0, m.losses[: len(plan.steps)], images, copy=i)
-            for i, m in enumerate(monitors)]
+    return [clock.entry("freezing_trial", task, 0, t.monitor.losses[: len(plan.steps)], images, copy=i)
+            for i, t in enumerate(trainees)]
 
 
 def run_trial(learner: Learner, pool: Pool, plan: EpochPlan, spec: TrialSpec, progress=None) -> TrialResult:
@@ -221,8 +221,7 @@ def run_trial(learner: Learner, pool: Pool, plan: EpochPlan, spec: TrialSpec, pr
         check_finite(candidate, probe, spec.where.task, f"freezing trial (copy {i})")
     best, best_score, scores = None, None, []
     for candidate in copies:  # scored one by one, as each copy's score changes only its own BatchNorm statistics
-        s = score(candidate, spec.source, spec.validation, spec.freeze_buffer, spec.mode, spec.reference,
-                  spec.score_batch_size, spec.generator_seed + 1)
+        s = score(candidate, spec)
         scores.append(s)
         if best is None or s < best_score:  # strict: ties keep the least freezing
             best, best_score = candidate, s
@@ -240,12 +239,11 @@ def adopt(learner: Learner, result: TrialResult, reference: bool) -> Learner:
     return learner
 
 
-def task_trial(state: RunState, cfg: Config, source: ImageSource, labels: np.ndarray, scenario: Scenario, task: int,
-               task_seed: int, checks: LossChecks) -> Callable | None:
-    """The trial of task ``task`` as ``wake.wake_phase`` runs it, in place of epoch 0; None: no trial."""
-    if not runs_trial(task, cfg.wscl.freezing.enabled):
+def task_trial(ctx: TaskContext, cfg: Config) -> Callable | None:
+    """The trial of task ``ctx.task`` as ``wake.wake_phase`` runs it, in place of epoch 0; None: no trial."""
+    if not runs_trial(ctx.task, cfg.wscl.freezing.enabled):
         return None
-    return partial(trial_epoch, state, trial_spec(cfg, source, labels, state.book, scenario, task, task_seed, checks))
+    return partial(trial_epoch, ctx.state, trial_spec(ctx, cfg))
 
 
 def trial_epoch(state: RunState, spec: TrialSpec, pool: Pool, plan: EpochPlan,

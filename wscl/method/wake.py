@@ -18,8 +18,7 @@ from wscl.data.pool import Pool
 from wscl.method.dynamics import EpochClock
 from wscl.method.failures import LossChecks, Where
 from wscl.method.learners import Learner, Step
-from wscl.method.memory import ShortTermMemory
-from wscl.method.state import RunState
+from wscl.method.task import TaskContext
 from wscl.settings.runtime import timed
 
 
@@ -69,11 +68,8 @@ def plan_epoch(learner: Learner, pool: Pool, batch_size: int, replay_batch_size:
 class LossMonitor:
     """Keeps step losses on the device and checks them every ``checks.every`` steps (one sync per check)."""
 
-    def __init__(self, n_steps: int, checks: LossChecks, device, where: Where, progress=None, start: int = 0,
-                 earlier: torch.Tensor | None = None):
-        self.losses = torch.zeros(max(n_steps, 1), device=device)
-        if earlier is not None:  # the losses of the steps before ``start``, run before a pause
-            self.losses[: len(earlier)] = earlier.to(device)
+    def __init__(self, losses: torch.Tensor, checks: LossChecks, where: Where, progress=None, start: int = 0):
+        self.losses = losses  # one per planned step (``step_losses``)
         self.checks, self.where, self.progress = checks, where, progress
         self.checked = start  # steps before ``start`` ran in an earlier process (a resumed epoch)
         self.exploded = False
@@ -98,22 +94,35 @@ class LossMonitor:
         self.checked = upto
 
 
-def run_epoch(learner: Learner, pool: Pool, plan: EpochPlan, generator: torch.Generator, checks: LossChecks,
-              where: Where, progress=None, start: int = 0, stop=None) -> tuple[int, int]:
+def step_losses(n_steps: int, device, earlier: torch.Tensor | None = None) -> torch.Tensor:
+    """Room for an epoch's step losses on the device, holding ``earlier``'s (the steps run before a pause)."""
+    losses = torch.zeros(max(n_steps, 1), device=device)
+    if earlier is not None:
+        losses[: len(earlier)] = earlier.to(device)
+    return losses
+
+
+@dataclass
+class Trainee:
+    """One learner of a lockstep epoch, with its own generator and loss monitor."""
+    learner: Learner
+    generator: torch.Generator
+    monitor: LossMonitor
+
+
+def run_epoch(trainee: Trainee, pool: Pool, plan: EpochPlan, start: int = 0, stop=None) -> tuple[int, int]:
     """Execute a planned epoch from step ``start``; returns (stream images trained on, steps done).
 
     ``stop()`` is asked after every step; when true, the epoch pauses there (steps done < the plan's): the
     memory's stream count stays at the epoch's start, so that the same plan, made again from the same host
     generator state, continues it."""
-    monitor = LossMonitor(len(plan.steps), checks, pool.device, where, progress, start)
-    return run_in_lockstep([learner], [generator], [monitor], pool, plan, start, stop)
+    return run_in_lockstep([trainee], pool, plan, start, stop)
 
 
-def run_in_lockstep(learners: list[Learner], generators: list[torch.Generator], monitors: list[LossMonitor],
-                    pool: Pool, plan: EpochPlan, start: int = 0, stop=None,
+def run_in_lockstep(trainees: list[Trainee], pool: Pool, plan: EpochPlan, start: int = 0, stop=None,
                     before_step: Callable[[], None] | None = None) -> tuple[int, int]:
-    """The planned steps from ``start``, each batch read once and observed by every learner in turn, each
-    with its own generator and loss monitor (one learner: a wake epoch; several: the freezing trial's
+    """The planned steps from ``start``, each batch read once and observed by every trainee in turn, each
+    with its own generator and loss monitor (one trainee: a wake epoch; several: the freezing trial's
     copies). ``before_step()`` runs before each step's first learner. Returns (stream images, steps done);
     ``stop`` as in ``run_epoch``."""
     n_images, done = 0, len(plan.steps)
@@ -121,17 +130,17 @@ def run_in_lockstep(learners: list[Learner], generators: list[torch.Generator], 
     for step, rows, (raw, labels, sample_ids) in zip(plan.steps[start:], plan.host_rows[start:], batches):
         if before_step is not None:
             before_step()
-        for learner, generator, monitor in zip(learners, generators, monitors):
-            monitor.record(step.index, learner.observe(raw, labels, sample_ids, step, generator), len(rows))
+        for t in trainees:
+            t.monitor.record(step.index, t.learner.observe(raw, labels, sample_ids, step, t.generator), len(rows))
         n_images += len(rows)
         if stop is not None and step.index + 1 < len(plan.steps) and stop():
             done = step.index + 1
             break
     batches.close()  # a paused epoch: stop reading ahead
-    for learner, monitor in zip(learners, monitors):
-        monitor.check(done)
+    for t in trainees:
+        t.monitor.check(done)
         if done == len(plan.steps):
-            learner.memory.num_seen = plan.num_seen_after
+            t.learner.memory.num_seen = plan.num_seen_after
     return n_images, done
 
 
@@ -141,97 +150,51 @@ def real_rows_in_order(plan: EpochPlan, n_real: int) -> np.ndarray:
     return rows[rows < n_real]
 
 
-def seeds_for(seed: int, task: int) -> tuple[np.random.Generator, int]:
-    """Host generator and device-generator seed for task ``task`` (independent of earlier tasks)."""
-    seq = np.random.SeedSequence([seed, task])
-    return np.random.default_rng(seq), int(seq.generate_state(1)[0])
-
-
-@dataclass
-class MidTask:
-    """Task ``task`` under way: what it has built so far and where its wake phase stands. Saved whole as the
-    ``position`` of a checkpoint written inside the task."""
-    task: int
-    record: dict                    # the task's record so far (heads, dream binding, freezing scores)
-    stm: ShortTermMemory
-    rng: np.random.Generator        # the task's host generator
-    generator: torch.Generator      # the task's wake augmentation and replay generator
-    epoch: int = 0                  # the wake epoch under way (== training.epochs: wake is done)
-    step: int = 0                   # steps of that epoch done (0: not started)
-    rng_plan: dict | None = None    # the host generator's state before that epoch was planned
-    epoch_losses: torch.Tensor | None = None  # the step losses of that epoch so far (its dynamics entry)
-
-    @classmethod
-    def start(cls, task: int, seed: int, stm_size: int, device: torch.device) -> MidTask:
-        """Task ``task`` before anything: an empty STM and the task's generators, seeded by (seed, task)."""
-        rng, generator_seed = seeds_for(seed, task)
-        return cls(task, {}, ShortTermMemory(stm_size), rng, torch.Generator(device=device).manual_seed(generator_seed))
-
-    def where(self, epochs: int) -> str:
-        """Where the task stands, for the log, of ``epochs`` wake epochs."""
-        if self.epoch == epochs:
-            return "wake done"
-        return f"wake epoch {self.epoch + 1}" + (f", step {self.step}" if self.step else "")
-
-    def state_dict(self) -> dict:
-        return {"task": self.task, "record": self.record, "stm": self.stm.state_dict(),
-                "rng": self.rng.bit_generator.state, "generator": self.generator.get_state(),
-                "epoch": self.epoch, "step": self.step, "rng_plan": self.rng_plan, "epoch_losses": self.epoch_losses}
-
-    def load_state_dict(self, saved: dict) -> None:
-        self.record, self.epoch, self.step, self.rng_plan = saved["record"], saved["epoch"], saved["step"], \
-            saved["rng_plan"]
-        self.stm.load_state_dict(saved["stm"])
-        self.rng.bit_generator.state = saved["rng"]
-        self.generator.set_state(saved["generator"].cpu())
-        self.epoch_losses = saved.get("epoch_losses")
-
-
-def wake_phase(mid: MidTask, state: RunState, pool: Pool, training: dict, checks: LossChecks,
-               trial: Callable | None, pause_point: Callable[[MidTask, bool], None], stop: Callable,
-               progress, title: str) -> None:
-    """The wake epochs of task ``mid.task`` from where ``mid`` stands; the pool's size and the freezing
-    scores go into the task's record. ``trial(pool, plan, progress)``, when given, takes the place of epoch 0
-    and returns those scores. A stop request pauses a wake epoch after its current step (the trial, not
-    interruptible, runs to its end); ``pause_point(mid, paused)`` is called at the pause and at the end of
-    every epoch, and checkpoints or stops the run there."""
-    tr, rng = training, mid.rng
+def wake_phase(ctx: TaskContext, training, trial: Callable | None) -> None:
+    """The wake epochs of task ``ctx.task`` from where ``ctx.mid`` stands (``training``: the configuration's
+    section); the pool's size and the freezing scores go into the task's record. ``trial(pool, plan, progress)``,
+    when given, takes the place of epoch 0 and returns those scores. A stop request pauses a wake epoch after its
+    current step (the trial, not interruptible, runs to its end); ``ctx.pause_point(mid, paused)`` is called at
+    the pause and at the end of every epoch, and checkpoints or stops the run there."""
+    mid, pool, rng = ctx.mid, ctx.pool, ctx.mid.rng
     mid.record["wake_pool"] = {"real": pool.n_real, "dream": len(pool) - pool.n_real}
     mid.record.setdefault("freezing_scores", None)
     dynamics = mid.record.setdefault("dynamics", [])
-    for epoch in range(mid.epoch, tr.epochs):
+    for epoch in range(mid.epoch, training.epochs):
         paused = mid.step > 0  # resumed inside this epoch: plan it again from the same generator state
         if paused:
             after_plan, rng.bit_generator.state = rng.bit_generator.state, mid.rng_plan
         else:
             mid.rng_plan = rng.bit_generator.state
-        plan = plan_epoch(state.learner, pool, tr.batch_size, tr.replay_batch_size, rng)
-        in_trial, where = trial is not None and epoch == 0, Where(mid.task, epoch)
-        progress.set_description(f"{title} {'freezing trial' if in_trial else 'wake'} epoch {epoch + 1}/{tr.epochs}")
+        plan = plan_epoch(ctx.state.learner, pool, training.batch_size, training.replay_batch_size, rng)
+        in_trial = trial is not None and epoch == 0
+        ctx.describe(f"{'freezing trial' if in_trial else 'wake'} epoch {epoch + 1}/{training.epochs}")
         if paused:
             rng.bit_generator.state = after_plan
         elif epoch == 0 and mid.stm.size:
             mid.stm.observe(real_rows_in_order(plan, pool.n_real), rng)
         if in_trial:
-            mid.record["freezing_scores"], entries = trial(pool, plan, progress)
+            mid.record["freezing_scores"], entries = trial(pool, plan, ctx.progress)
             dynamics.extend(entries)
-        elif not wake_epoch(state, pool, plan, mid, checks, where, stop, progress):
-            pause_point(mid, True)
+        elif not wake_epoch(ctx, plan, Where(mid.task, epoch)):
+            ctx.pause_point(mid, True)
         mid.epoch, mid.step = epoch + 1, 0
-        pause_point(mid, False)
+        ctx.pause_point(mid, False)
 
 
-def wake_epoch(state: RunState, pool: Pool, plan: EpochPlan, mid: MidTask, checks: LossChecks, where: Where,
-               stop: Callable, progress) -> bool:
-    """Run the planned epoch from ``mid.step``; False when a stop request paused it (at ``mid.step``). A
+def wake_epoch(ctx: TaskContext, plan: EpochPlan, where: Where) -> bool:
+    """Run the planned epoch from ``ctx.mid.step``; False when a stop request paused it (at ``mid.step``). A
     finished epoch adds its dynamics entry to the task's record (a paused one keeps its losses in ``mid``)."""
+    mid, state, device = ctx.mid, ctx.state, ctx.pool.device
     if mid.step == 0:
         state.wake_steps["replay"] += plan.replay_steps
         state.wake_steps["plain"] += len(plan.steps) - plan.replay_steps
-    clock = EpochClock(pool.device)
-    monitor = LossMonitor(len(plan.steps), checks, pool.device, where, progress, mid.step, mid.epoch_losses)
-    with timed(state.timings, "wake", pool.device):
-        images, mid.step = run_in_lockstep([state.learner], [mid.generator], [monitor], pool, plan, mid.step, stop)
+    clock = EpochClock(device)
+    losses = step_losses(len(plan.steps), device, mid.epoch_losses)
+    monitor = LossMonitor(losses, ctx.checks, where, ctx.progress, mid.step)
+    with timed(state.timings, "wake", device):
+        images, mid.step = run_epoch(Trainee(state.learner, mid.generator, monitor), ctx.pool, plan, mid.step,
+                                     ctx.stop)
     state.wake_images += images
     if mid.step < len(plan.steps):
         mid.epoch_losses = monitor.losses[: mid.step].cpu()

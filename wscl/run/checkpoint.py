@@ -152,3 +152,24 @@ def mismatch(saved, current, where: str = "state") -> str | None:
     elif isinstance(saved, torch.Tensor) and (saved.shape != current.shape or saved.dtype != current.dtype):
         return f"{where} has shape {tuple(saved.shape)}, expected {tuple(current.shape)}"
     return None
+
+
+class Schedule:
+    """When a run writes its checkpoint (``path``, tied to ``fingerprint``): after every task, at the end of a
+    wake epoch when ``every_seconds`` have passed since the last one (0: never), and when stopped."""
+
+    def __init__(self, path: Path, fingerprint: str, every_seconds: float):
+        self.path, self.fingerprint, self.every = path, fingerprint, every_seconds
+        self.clock = time.monotonic
+        self.last = self.clock()
+
+    def save(self, state: RunState, position: dict | None = None) -> None:
+        save(state, self.path, self.fingerprint, position)
+        self.last = self.clock()
+
+    def due(self) -> bool:
+        return 0 < self.every <= self.clock() - self.last
+
+    def restart(self) -> None:
+        """Count from now (a run starting or resuming)."""
+        self.last = self.clock()

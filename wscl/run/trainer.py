@@ -12,7 +12,8 @@ so a run resumed from it continues exactly too.
 """
 from __future__ import annotations
 
-import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,15 @@ from wscl.method import nrem, rem, sleep
 from wscl.method import scenario as scenario_mod
 from wscl.method.augment import Preprocess
 from wscl.method.backbone import compile_counts
-from wscl.method.evaluation import AccuracyMatrices, TestTasks, choose_layout, logits_of
+from wscl.method.evaluation import (
+    AccuracyMatrices,
+    KeptLayout,
+    NetInputs,
+    Scoreboard,
+    TestTasks,
+    choose_layout,
+    logits_of,
+)
 from wscl.method.failures import FailurePolicy, LossChecks, check_collapse
 from wscl.method.freezing import task_trial
 from wscl.method.heads import HeadBook, assign_task, bind_dreams
@@ -37,7 +46,8 @@ from wscl.method.metrics import run_metrics
 from wscl.method.night import Night
 from wscl.method.state import RunState
 from wscl.method.step import check_finite
-from wscl.method.wake import MidTask, seeds_for, wake_phase
+from wscl.method.task import MidTask, TaskContext, TrainingImages, seeds_for
+from wscl.method.wake import wake_phase
 from wscl.run import checkpoint, release
 from wscl.settings.config import Config, fingerprint
 from wscl.settings.runtime import apply_determinism, resolve_runtime, share_compiled_code, timed
@@ -45,30 +55,36 @@ from wscl.settings.runtime import apply_determinism, resolve_runtime, share_comp
 PROBE_IMAGES = 32  # the probe batch's size: enough images for every BatchNorm channel to see several values
 
 
+@dataclass(frozen=True)
+class Process:
+    """What the process around a run attaches to it (the CLI installs the handlers)."""
+    stop: Callable[[], str | None] = lambda: None  # names a received stop signal (SIGTERM, SIGUSR1), else None
+    on_task_end: Callable[[dict, int], None] | None = None  # (metrics so far, task), after each task's checkpoint
+    gpu_share: dict | None = None  # the GPU share the job claimed (run/placement.py); None without one
+
+
 class Run:
     """The task loop of one run, resumable from its checkpoint (written after a task or inside one)."""
 
-    def __init__(self, cfg: Config, out_dir: str | Path, quiet: bool = False, log=print, on_task_end=None,
-                 stop=None, gpu_share: dict | None = None):
+    def __init__(self, cfg: Config, out_dir: str | Path, quiet: bool = False, log=print,
+                 process: Process | None = None):
         self.cfg, self.out, self.log = cfg, Path(out_dir), log
-        self.gpu_share = gpu_share  # the GPU share the job claimed (run/placement.py); None without one
+        process = process or Process()
+        self.gpu_share = process.gpu_share
         with translated(self.out, RESUME):
             self.out.mkdir(parents=True, exist_ok=True)
-        # stop() names a received stop signal (SIGTERM, SIGUSR1) or is None; the CLI installs the handlers
-        self.stop = stop or (lambda: None)
-        self.checkpoint_path = self.out / checkpoint.FILE_NAME
-        self.checkpoint_every = 60 * cfg.runtime.checkpoint_every_minutes
-        self.clock = time.monotonic
-        self.last_checkpoint = self.clock()
+        self.stop = process.stop
         self.runtime = resolve_runtime(cfg)
         self.device = self.runtime.device
         apply_determinism(self.runtime)
         if self.runtime.compile:
             share_compiled_code()
         self.quiet = quiet or not cfg.runtime.progress
-        self.on_task_end = on_task_end  # called with (metrics so far, task) after each task's checkpoint
+        self.on_task_end = process.on_task_end
         self.wscl, self.reference = cfg.wscl, cfg.fidelity == "reference"
         self.fingerprint = fingerprint(cfg, self.runtime.describe())
+        self.checkpoints = checkpoint.Schedule(self.out / checkpoint.FILE_NAME, self.fingerprint,
+                                               60 * cfg.runtime.checkpoint_every_minutes)
         # failure warnings go to stderr, like every warning of the CLI, unless the caller routes the log
         self.failures = FailurePolicy(cfg.runtime.on_training_failure, None if log is print else log)
         self.compose()
@@ -82,6 +98,7 @@ class Run:
         self.scenario = scenario_mod.from_config(ds, cfg)
         self.train_source = ImageSource(ds.train_x, device, ds.memory_mapped)
         self.train_y, test_y = np.asarray(ds.train_y), np.asarray(ds.test_y)
+        self.images = TrainingImages(self.train_source, self.train_y, self.scenario)
         augment = ds.augment if sc.augment == "auto" else sc.augment
         # the training images' own statistics when the dataset fixes none: once
         self.mean_std = mean_std = ds.normalisation()
@@ -97,18 +114,18 @@ class Run:
         T = self.scenario.n_tasks
         self.state = RunState(learner, book, AccuracyMatrices.empty(T),
                               tune=AccuracyMatrices.empty(T) if self.scenario.has_tune else None)
-        self.eval_layout = layout = choose_layout(cfg, self.runtime, self.scenario, learner.net, ds.image_shape,
-                                                  mean_std, self.out, self.fingerprint, self.state.timings)
+        self.eval_layout = layout = choose_layout(cfg, self.runtime, self.scenario, learner.net,
+                                                  NetInputs(ds.image_shape, mean_std),
+                                                  KeptLayout(self.out, self.fingerprint, self.state.timings))
         test_preprocess = Preprocess(*mean_std, augment, device, layout.channels_last, ds.crop_padding)
         self.tests = TestTasks(ImageSource(ds.test_x, device, ds.memory_mapped), self.scenario.test_idx, test_y,
                                self.scenario.task_classes, test_preprocess, layout.batch_size)
         # The tuning split [ours]: training images never trained on, scored like the test images (no augmentation)
         self.tune = TestTasks(self.train_source, self.scenario.tune_idx, self.train_y, self.scenario.task_classes,
                               test_preprocess, layout.batch_size) if self.scenario.has_tune else None
-        # The randomly initialised network's test (and tuning) logits: FWT's baselines b_j.
-        with timed(self.state.timings, "eval_random_init", device):
-            self.random_logits = [self.tests.logits(learner.net, j).cpu() for j in range(T)]
-            self.random_tune_logits = [self.tune.logits(learner.net, j).cpu() for j in range(T)] if self.tune else []
+        boards = [(self.state.accuracy, self.tests)] + ([(self.state.tune, self.tune)] if self.tune else [])
+        self.scores = Scoreboard(boards, learner.net, self.state.timings, device)
+        self.random_logits = self.scores.random_logits[0]
 
     @property
     def learner(self) -> Learner:
@@ -121,13 +138,13 @@ class Run:
     def run(self) -> dict:
         T = self.scenario.n_tasks
         mid = self.resume()
-        self.last_checkpoint = self.clock()
+        self.checkpoints.restart()
         for t in range(self.state.next_task, T):
             record, mid = self.task(t, mid), None
             record["wall_seconds"] = self.state.task_seconds()
             self.state.history.append(record)
             self.state.next_task = t + 1
-            self.save()
+            self.checkpoints.save(self.state)
             if self.on_task_end is not None:
                 self.on_task_end(self.metrics(), t)
             if not self.quiet:
@@ -140,7 +157,7 @@ class Run:
         resolved = yaml.safe_dump(self.cfg.to_dict(), sort_keys=False)
         atomic_write_text(self.out / "resolved_config.yaml", resolved, RESUME, sealed=True)
         atomic_write_json(self.out / "metrics.json", metrics, RESUME, sealed=True)
-        checkpoint.discard_previous(self.checkpoint_path)
+        checkpoint.discard_previous(self.checkpoints.path)
         return metrics
 
     def release(self) -> None:
@@ -154,7 +171,7 @@ class Run:
     def resume(self) -> MidTask | None:
         """Load the checkpoint, if any; the task under way when it was written inside one."""
         T = self.scenario.n_tasks
-        saved = checkpoint.restore(self.state, self.checkpoint_path, self.fingerprint, self.device, self.log)
+        saved = checkpoint.restore(self.state, self.checkpoints.path, self.fingerprint, self.device, self.log)
         if saved is None:
             return None
         if saved.get("position") is None:
@@ -165,21 +182,17 @@ class Run:
         self.log(f"resuming {self.out} inside task {mid.task + 1} of {T} ({mid.where(self.cfg.training.epochs)})")
         return mid
 
-    def save(self, mid: MidTask | None = None) -> None:
-        checkpoint.save(self.state, self.checkpoint_path, self.fingerprint, None if mid is None else mid.state_dict())
-        self.last_checkpoint = self.clock()
-
     def pause_point(self, mid: MidTask, paused: bool) -> None:
         """Inside a task: a paused wake epoch, or the end of one. Writes a checkpoint when paused, stopped or
         due (``runtime.checkpoint_every_minutes``), and ends the run when paused or stopped."""
-        if paused or self.stop() or 0 < self.checkpoint_every <= self.clock() - self.last_checkpoint:
-            self.save(mid)
+        if paused or self.stop() or self.checkpoints.due():
+            self.checkpoints.save(self.state, mid.state_dict())
             if paused or self.stop():
                 raise self.preempted(f"inside task {mid.task + 1} of {self.scenario.n_tasks} "
                                      f"({mid.where(self.cfg.training.epochs)})")
 
     def preempted(self, where: str) -> Preempted:
-        return Preempted(f"stopped by {self.stop()}: checkpoint {self.checkpoint_path} written {where}; {RESUME}")
+        return Preempted(f"stopped by {self.stop()}: checkpoint {self.checkpoints.path} written {where}; {RESUME}")
 
     def task(self, t: int, mid: MidTask | None = None) -> dict:
         """Every phase of task t (from where ``mid`` stands, if given); returns the task's record."""
@@ -191,12 +204,11 @@ class Run:
         pool, probe = self.task_pool(t), self.probe(t)
         # The bar is cleared however the task ends (a stop, a NaN): an error message then starts its own line.
         with tqdm(total=None, desc=f"task {t + 1}/{T}", unit="step", disable=self.quiet, leave=False) as progress:
-            trial = task_trial(state, self.cfg, self.train_source, self.train_y, self.scenario, t, gen_seed,
-                               self.loss_checks)
-            wake_phase(mid, state, pool, self.cfg.training, self.loss_checks, trial, self.pause_point, self.stop,
-                       progress, f"task {t + 1}/{T}")
+            ctx = TaskContext(mid, state, self.images, pool, self.loss_checks, gen_seed, progress, self.stop,
+                              self.pause_point)
+            wake_phase(ctx, self.cfg.training, task_trial(ctx, self.cfg))
             check_finite(state.learner, probe, t, "wake")
-            progress.set_description(f"task {t + 1}/{T} sleep (NREM, plasticity, REM)")
+            ctx.describe("sleep (NREM, plasticity, REM)")
             night = Night(t, state.learner, pool, mid.rng, torch.Generator(device=self.device).manual_seed(
                 gen_seed + 104729), self.loss_checks, probe, mid.record["dynamics"])
             mid.record.update(sleep.sleep_phase(night, state, mid.stm, self.dreams, self.cfg))
@@ -206,36 +218,21 @@ class Run:
                 "avg_acc_task_il": state.accuracy.average("task_il", t)}
 
     def evaluate_seen(self, t: int) -> None:
-        """Accuracy on every task seen after training task t, then the collapse check on those predictions (of
-        the test images); and the accuracy on the tuning split of every seen task, if there is one."""
-        head_counts = torch.zeros(self.scenario.n_heads, dtype=torch.long, device=self.device)
-        with timed(self.state.timings, "eval", self.device):
-            for j in range(t + 1):
-                logits = self.tests.logits(self.learner.net, j)
-                self.state.accuracy.record(t, j, self.tests.accuracies(logits, j, self.book.heads_of))
-                head_counts += torch.bincount(logits.argmax(1), minlength=self.scenario.n_heads)
-            if self.tune is not None:
-                for j in range(t + 1):
-                    self.state.tune.record(t, j, self.tune.evaluate(self.learner.net, j, self.book.heads_of))
+        """Accuracy on every task seen after training task t (test images, and the tuning split if any), then
+        the collapse check on the test images' predictions."""
+        head_counts = self.scores.after_task(t, self.learner.net, self.book.heads_of, self.scenario.n_heads)
         n_classes_seen = (t + 1) * self.cfg.scenario.classes_per_task
         check_collapse(self.failures, head_counts.cpu(), n_classes_seen, self.cfg.runtime.collapse_share, t)
 
     def before_training(self, t: int, gen_seed: int) -> MidTask:
         """Task t's start: its heads, the random network's baseline on it and, for t > 0, its pre-training
         accuracy (docs/method.md §4); the same on the tuning split, if there is one."""
-        mid, state = MidTask.start(t, self.cfg.seed, nrem.stm_size(self.wscl), self.device), self.state
-        with timed(state.timings, "assignment", self.device):
+        mid = MidTask.start(t, self.cfg.seed, nrem.stm_size(self.wscl), self.device)
+        with timed(self.state.timings, "assignment", self.device):
             heads = self.assign_heads(t, gen_seed)
         mid.record.update({"task": t, "heads": heads.tolist(),
                            "dream_binding": {str(h): d for h, d in self.book.dreaming_heads()}})
-        scored = [(state.accuracy, self.tests, self.random_logits)]
-        if self.tune is not None:
-            scored.append((state.tune, self.tune, self.random_tune_logits))
-        for matrices, tasks, random_logits in scored:
-            matrices.record_baseline(t, tasks.baseline(random_logits[t], t, self.book.heads_of, self.reference))
-            if t > 0:
-                with timed(state.timings, "eval", self.device):
-                    matrices.record(t - 1, t, tasks.evaluate(self.learner.net, t, self.book.heads_of))
+        self.scores.before_task(t, self.learner.net, self.book.heads_of, self.reference)
         return mid
 
     def assign_heads(self, t: int, gen_seed: int) -> np.ndarray:
@@ -266,15 +263,15 @@ class Run:
 
     def metrics(self) -> dict:
         return {**run_metrics(self.cfg, self.runtime, self.dataset, self.state, self.eval_layout),
-                "gpu_share": self.gpu_share, "compile": self.compile_record()}
-
-    def compile_record(self) -> dict:
-        """Whether the run compiled its training steps, how, and torch.compile's counts during the run (in this
-        process: a resumed run counts its last part)."""
-        now = compile_counts()
-        return {"mode": self.runtime.compile_mode, **{k: now[k] - self.compiled_before[k] for k in now}}
+                "gpu_share": self.gpu_share, "compile": compile_record(self.runtime, self.compiled_before)}
 
 
-def train(cfg: Config, out_dir: str | Path, quiet: bool = False, on_task_end=None, stop=None,
-          gpu_share: dict | None = None) -> dict:
-    return Run(cfg, out_dir, quiet=quiet, on_task_end=on_task_end, stop=stop, gpu_share=gpu_share).run()
+def compile_record(runtime, before: dict) -> dict:
+    """Whether the run compiled its training steps, how, and torch.compile's counts during the run (in this
+    process: a resumed run counts its last part)."""
+    now = compile_counts()
+    return {"mode": runtime.compile_mode, **{k: now[k] - before[k] for k in now}}
+
+
+def train(cfg: Config, out_dir: str | Path, quiet: bool = False, process: Process | None = None) -> dict:
+    return Run(cfg, out_dir, quiet=quiet, process=process).run()

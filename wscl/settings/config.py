@@ -1,7 +1,9 @@
-"""Run configuration: defaults, presets, overrides and validation.
+"""A run's configuration: the declarations, one builder of named layers, validation, and the frozen result.
 
-Resolution order (later wins): package defaults -> preset -> config file -> ``--set``.
-An explicit setting therefore always beats a preset (docs/method.md §2b.5).
+``build`` applies the layers in LAYER_KINDS order (later wins): the defaults, the preset, the benchmark's declared
+task structure, the study, the sweep point, the tuned selection, a config file, JSON and ``--set``. An explicit
+setting therefore always beats a preset (docs/method.md §2b.5). The result is a ``Config``: frozen, typed, each
+section a dataclass generated from defaults.yaml and the learners' declarations, read as ``cfg.training.lr``.
 """
 from __future__ import annotations
 

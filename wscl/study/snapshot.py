@@ -20,6 +20,7 @@ from wscl.core.safe_io import atomic_write_text, read_result
 RUN_FIELDS = ("benchmark", "buffer", "method", "preset", "point", "fidelity", "seed", "device", "device_name",
               "git_commit")
 FIGURES = ("class_il_final_avg_acc", "class_il_forgetting", "task_il_final_avg_acc")
+TUNING_FIGURE = "tune_class_il_final_avg_acc"  # a study with a tuning split; None without one
 BEGIN, END = "<!-- results: begin", "<!-- results: end -->"
 README_PRESETS = {"base": "`base` (ER-ACE alone)", "authors": "`authors` (the authors' WSCL)",
                   "full": "`full` (the paper's WSCL)"}
@@ -36,9 +37,10 @@ def _one(values: set, what: str, runs_csv: Path):
     return values.pop()
 
 
-def make_snapshot(runs_csv: Path) -> dict:
+def make_snapshot(runs_csv: Path, selection: Path | None = None) -> dict:
     """The snapshot of a study's runs (``tables/all_runs.csv``): per run its coordinates and final figures, and
-    the machine and commit they share."""
+    the machine and commit they share; with a sweep's ``selection`` (tables/selection.json), each swept group's
+    points on the tuning split and the one chosen."""
     import pandas as pd
     runs = pd.read_csv(io.BytesIO(read_result(runs_csv, AGGREGATE_FIRST)), keep_default_na=True)
     runs = runs[runs.in_table] if "in_table" in runs else runs
@@ -47,13 +49,19 @@ def make_snapshot(runs_csv: Path) -> dict:
         row = {k: record.get(k) for k in RUN_FIELDS}
         row["point"] = "" if row["point"] != row["point"] else row["point"]  # NaN: no sweep point
         row.update({k: round(float(record[k]), 4) for k in FIGURES})
+        tuning = float(record.get(TUNING_FIGURE, float("nan")))
+        if tuning == tuning:  # NaN: no tuning split
+            row[TUNING_FIGURE] = round(tuning, 4)
         failure = record.get("failure", "")
         row["failure"] = "" if failure != failure else str(failure)  # NaN: no failure
         rows.append(row)
-    return {"git_commit": _one(set(runs.git_commit), "git commit", runs_csv),
+    found = {"git_commit": _one(set(runs.git_commit), "git commit", runs_csv),
             "machine": {"device_name": _one(set(runs.device_name), "device name", runs_csv),
                         "device": _one(set(runs.device), "device", runs_csv), "cpu_cores": os.cpu_count()},
             "source": str(runs_csv), "runs": sorted(rows, key=lambda r: [str(r[k]) for k in RUN_FIELDS])}
+    if selection is not None:
+        found["selection"] = json.loads(read_result(selection, AGGREGATE_FIRST))["groups"]
+    return found
 
 
 def write_snapshot(snapshot: dict, out: Path) -> None:

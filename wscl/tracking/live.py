@@ -63,7 +63,7 @@ class LiveRun:
 
     def __init__(self, run_id: str | None = None, uri: str | None = None):
         self.run_id, self.uri, self.tasks = run_id, uri, set()
-        self.kwargs = {"on_task_end": self.on_task_end} if run_id else {}
+        self.task_end = self.on_task_end if run_id else None  # what the trainer calls after each task
 
     @contextmanager
     def system_metrics(self, cfg: Config):

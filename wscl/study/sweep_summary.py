@@ -1,0 +1,115 @@
+"""The README's sweep paragraph [ours], written from a sweep study's results snapshot (``wscl snapshot
+--selection``): which point the tuning split chose, how tuned `full` compares with `base` and `authors` on
+test, and what each ablation costs at the tuned point; every difference paired over seeds
+(wscl/study/comparisons.py). ``wscl readme-results`` writes it between its markers in the README."""
+from __future__ import annotations
+
+import re
+import statistics
+from collections import Counter
+
+from wscl.core.errors import RunResultError
+from wscl.study.comparisons import paired
+from wscl.study.sweeps import TUNED
+
+BEGIN, END = "<!-- sweep: begin", "<!-- sweep: end -->"
+FIGURE = "class_il_final_avg_acc"
+TUNING = "tune_class_il_final_avg_acc_mean"
+
+
+def _values(runs: list[dict], preset: str, point: str) -> dict[int, float]:
+    """{seed: Class-IL final accuracy on test} of one preset at one point, healthy seeds only."""
+    return {int(r["seed"]): r[FIGURE] for r in runs
+            if r["preset"] == preset and r["point"] == point and not r.get("failure")}
+
+
+def _mean_sd(values) -> str:
+    values = list(values)
+    if not values:
+        return "–"
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.1f} ± {sd:.1f}"
+
+
+def _centre(points: dict) -> dict:
+    """Each swept setting's most common value over the points: the defaults a one-at-a-time sweep varies around."""
+    names = next(iter(points.values()))["settings"]
+    return {name: Counter(repr(p["settings"][name]) for p in points.values()).most_common(1)[0][0]
+            for name in names}
+
+
+def _describe(point: dict, centre: dict) -> str:
+    changed = [f"`{name}: {value}`" for name, value in point["settings"].items() if repr(value) != centre[name]]
+    return ", ".join(changed) or "the defaults"
+
+
+def _difference(a: dict[int, float], b: dict[int, float]) -> str:
+    found = paired(a, b)
+    if found.answer == "too few seeds":
+        return f"{found.difference:+.1f} (too few seeds)"
+    return f"{found.difference:+.1f} [{found.low:+.1f}, {found.high:+.1f}] ({found.answer})"
+
+
+def sweep_block(snapshot: dict, snapshot_path: str) -> str:
+    """The README's sweep paragraph between its markers."""
+    runs, machine = snapshot["runs"], snapshot["machine"]
+    groups = snapshot.get("selection", {})
+    full = [g for name, g in groups.items() if "/full/" in f"/{name}/"]
+    if len(full) != 1:
+        raise RunResultError(f"{snapshot_path}: the sweep paragraph needs one swept group of `full`, found "
+                             f"{len(full)}; "
+                             "make the snapshot of config/sweep.yaml's study with --selection")
+    group = full[0]
+    points, chosen = group["points"], group["selected"]
+    centre = _centre(points)
+    default = next((name for name, p in points.items() if _describe(p, centre) == "the defaults"), None)
+    weakest = min(points, key=lambda name: points[name][TUNING])
+    tuned = _values(runs, "full", chosen)
+    where = (f"**{machine['device_name']}, {machine['cpu_cores']} CPU cores**, no GPU" if machine["device"] == "cpu"
+             else f"**{machine['device_name']}**")
+    seeds = sorted({int(r["seed"]) for r in runs})
+    consecutive = seeds == list(range(seeds[0], seeds[-1] + 1))
+    seeds_text = f"{seeds[0]}-{seeds[-1]}" if consecutive else ", ".join(map(str, seeds))
+    fidelities = sorted({r["fidelity"] for r in runs})
+    text = [f"Measured on {where}, commit `{snapshot['git_commit'][:10]}` ({len(runs)} runs, "
+            f"`fidelity: {', '.join(fidelities)}`, seeds {seeds_text}), Class-IL final accuracy on "
+            "test, mean ± sd; differences paired over seeds, with 95% t intervals.",
+            f"The tuning split chose {_describe(points[chosen], centre)} (tuning "
+            f"{points[chosen][TUNING]:.1f}" + (f"; the defaults {points[default][TUNING]:.1f}" if default else "")
+            + f"); tuned `full` **{_mean_sd(tuned.values())}**"]
+    for other in ("base", "authors"):
+        values = _values(runs, other, "")
+        if values:
+            text[-1] += f", against `{other}` {_mean_sd(values.values())}: {_difference(tuned, values)}"
+    text[-1] += "."
+    ablations = sorted({r["preset"] for r in runs if r["point"] == TUNED})
+    if ablations:
+        text.append("At the tuned point, `full` minus " + "; minus ".join(
+            f"`{preset}` {_difference(tuned, _values(runs, preset, TUNED))}" for preset in ablations) + ".")
+    text.append(f"The weakest point on the tuning split: {_describe(points[weakest], centre)} "
+                f"(tuning {points[weakest][TUNING]:.1f}; on test {_mean_sd(_values(runs, 'full', weakest).values())}).")
+    failed = sorted(f"{r['preset']}{'@' + r['point'] if r['point'] else ''} seed {r['seed']}" for r in runs
+                    if r.get("failure"))
+    if failed:
+        text.append(f"Failed runs, left out: {'; '.join(failed)}.")
+    return "\n".join([f"{BEGIN} (written by `wscl readme-results` from {snapshot_path}; do not edit) -->",
+                      _wrapped(" ".join(text)), END])
+
+
+def _wrapped(text: str, width: int = 115) -> str:
+    lines, line = [], ""
+    for word in text.split(" "):
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    return "\n".join(lines + [line])
+
+
+def readme_with_sweep(readme: str, block: str, readme_path) -> str:
+    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
+    if len(pattern.findall(readme)) != 1:
+        raise RunResultError(f"{readme_path} needs exactly one sweep block, from a line starting {BEGIN!r} to "
+                             f"{END!r}; put them around the sweep paragraph")
+    return pattern.sub(lambda _: block, readme)
