@@ -15,10 +15,10 @@ from functools import partial
 import numpy as np
 import torch
 
-from wscl.data.pool import ImageSource, Pool
 from wscl.method.dynamics import EpochClock
 from wscl.method.evaluation import batch_cross_entropies
 from wscl.method.failures import LossChecks, Where
+from wscl.method.feed import ImageSource, Pool
 from wscl.method.heads import HeadBook
 from wscl.method.learners import Learner
 from wscl.method.scenario import Scenario

@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from wscl.core.errors import NonFiniteLossError
-from wscl.data.pool import Pool
 from wscl.method.dynamics import EpochClock
 from wscl.method.failures import PHASE_SETTINGS, Where
+from wscl.method.feed import Pool
 from wscl.method.learners import Learner
 from wscl.method.memory import ShortTermMemory
 from wscl.method.night import Night

@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 
 from wscl.data.canonical import CanonicalDataset
-from wscl.data.pool import ImageSource, Pool
 from wscl.method.dynamics import EpochClock
 from wscl.method.failures import Where
+from wscl.method.feed import ImageSource, Pool
 from wscl.method.heads import HeadBook
 from wscl.method.learners import Learner
 from wscl.method.night import Night

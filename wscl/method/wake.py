@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from wscl.data.pool import Pool
 from wscl.method.dynamics import EpochClock
 from wscl.method.failures import LossChecks, Where
+from wscl.method.feed import Pool
 from wscl.method.learners import Learner, Step
 from wscl.method.memory import ShortTermMemory
 from wscl.method.state import RunState

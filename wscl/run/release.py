@@ -83,8 +83,8 @@ def evaluate(model: dict, dataset_root: str | None = None, device: str = "cpu") 
     (prepared under ``dataset_root``, else the run's ``dataset.root``): per setting the row, and whether it
     equals the row recorded when the run finished."""
     from wscl.data import benchmarks
-    from wscl.data.pool import ImageSource
     from wscl.method import scenario as scenario_mod
+    from wscl.method.feed import ImageSource
     cfg = {**model["config"], "dataset": {**model["config"]["dataset"]}}
     if dataset_root:
         cfg["dataset"]["root"] = dataset_root

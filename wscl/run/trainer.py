@@ -23,13 +23,13 @@ from tqdm import tqdm
 from wscl.core.errors import Preempted
 from wscl.core.safe_io import RESUME, atomic_write_json, atomic_write_text, translated
 from wscl.data import benchmarks
-from wscl.data.pool import ImageSource, Pool
 from wscl.method import nrem, rem, sleep
 from wscl.method import scenario as scenario_mod
 from wscl.method.augment import Preprocess
 from wscl.method.backbone import compile_counts
 from wscl.method.evaluation import AccuracyMatrices, TestTasks, choose_layout, logits_of
 from wscl.method.failures import FailurePolicy, LossChecks, check_collapse
+from wscl.method.feed import ImageSource, Pool
 from wscl.method.freezing import task_trial
 from wscl.method.heads import HeadBook, assign_task, bind_dreams
 from wscl.method.learners import Learner, build_learner
