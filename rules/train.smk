@@ -70,5 +70,6 @@ rule mlflow_sync:
     params:
         study=lambda wc: json.dumps(config, sort_keys=True),
     shell:
-        # Training jobs log their own runs; this logs those the destination lacks, e.g. after a move.
+        # Training jobs log their own runs; this logs those the destination lacks (a run finished while the
+        # store was unreachable, a study moved to another store), before the aggregation reads the run ids.
         "wscl mlflow-sync --study-json {params.study:q} --setup {input.setup} --out {output} > {log} 2>&1"

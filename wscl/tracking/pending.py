@@ -1,9 +1,9 @@
 """A finished run that could not be logged (tracking server down, SQLite locked past the retries).
 
 Its metrics.json is already written, so the job still succeeds; `mlflow_pending.json` in the run folder
-marks it as not yet logged and says where it goes. `wscl mlflow-sync` and the next `wscl aggregate` log it,
-once: a run folder has one child run (found by its run key), and a marker being logged is first renamed to
-a claim that a second process leaves alone."""
+marks it as not yet logged and says where it goes. `wscl mlflow-sync` (the workflow's `mlflow_sync` rule,
+which runs before the aggregation) logs it, once: a run folder has one child run (found by its run key),
+and a marker being logged is first renamed to a claim that a second process leaves alone."""
 from __future__ import annotations
 
 import json
@@ -105,7 +105,7 @@ def log_finished(metrics_file: str | Path, destination: dict, run_id: str | None
     except Exception as exc:  # noqa: BLE001 - any tracking failure: the finished run must not be lost
         marker = mark_pending(out_dir, destination, exc)
         log(f"warning: {unreachable(destination['tracking_uri'], exc)}; the run is complete in {metrics_file} and "
-            f"marked as not yet logged ({marker}): `wscl mlflow-sync` or the next `wscl aggregate` logs it")
+            f"marked as not yet logged ({marker}): `wscl mlflow-sync` (the workflow's mlflow_sync rule) logs it")
         return None
     remove_pending(out_dir)
     return run_id
