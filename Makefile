@@ -12,7 +12,7 @@ CORES ?= all
 # Workflow jobs call the `wscl` command: put the environment's bin/ first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run test test-gpu setup lint lock bench mlflow-ui archive docs snapshot readme-results
+.PHONY: run test test-gpu setup lint lock speed bench mlflow-ui archive docs snapshot readme-results
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -61,8 +61,10 @@ snapshot: $(VENV)/.installed-workflow
 readme-results: $(VENV)/.installed-workflow
 	$(BIN)/python -m wscl readme-results --snapshot docs/snapshot/default.json --readme README.md
 
-bench: $(VENV)/.installed-workflow
-	$(BIN)/python -m wscl bench --out results/bench.json
+speed: $(VENV)/.installed-workflow
+	$(BIN)/python -m wscl speed --out results/speed.json
+
+bench: speed  # the earlier name
 
 mlflow-ui: $(VENV)/.installed-workflow
 	@echo "MLflow UI: http://127.0.0.1:5000/#/experiments?workflowType=machine_learning (the Model training view)"

@@ -11,7 +11,7 @@ rule select:
     log:
         f"{R}/logs/select.log",
     benchmark:
-        f"{R}/benchmarks/select.tsv"
+        f"{R}/job_usage/select.tsv"
     conda:
         "../envs/wscl.yaml"
     params:
@@ -30,7 +30,7 @@ checkpoint pilot:
     log:
         f"{R}/logs/pilot.log",
     benchmark:
-        f"{R}/benchmarks/pilot.tsv"
+        f"{R}/job_usage/pilot.tsv"
     conda:
         "../envs/wscl.yaml"
     params:
@@ -54,7 +54,7 @@ rule aggregate:
     log:
         f"{R}/logs/aggregate.log",
     benchmark:
-        f"{R}/benchmarks/aggregate.tsv"
+        f"{R}/job_usage/aggregate.tsv"
     conda:
         "../envs/wscl.yaml"
     params:
@@ -80,7 +80,7 @@ rule report:
     log:
         f"{R}/logs/report.log",
     benchmark:
-        f"{R}/benchmarks/report.tsv"
+        f"{R}/job_usage/report.tsv"
     conda:
         "../envs/wscl.yaml"
     params:

@@ -10,7 +10,7 @@ rule mlflow_setup:
     log:
         f"{R}/logs/mlflow_setup.log",
     benchmark:
-        f"{R}/benchmarks/mlflow_setup.tsv"
+        f"{R}/job_usage/mlflow_setup.tsv"
     conda:
         "../envs/wscl.yaml"
     params:
@@ -35,7 +35,7 @@ rule train:
     log:
         f"{R}/logs/train/{{benchmark}}/buffer{{buffer}}/{{method}}/{{variant}}/{{fidelity}}/seed{{seed}}.log",
     benchmark:
-        f"{R}/benchmarks/train/{{benchmark}}/buffer{{buffer}}/{{method}}/{{variant}}/{{fidelity}}/seed{{seed}}.tsv"
+        f"{R}/job_usage/train/{{benchmark}}/buffer{{buffer}}/{{method}}/{{variant}}/{{fidelity}}/seed{{seed}}.tsv"
     conda:
         "../envs/wscl.yaml"
     threads: config["resources"]["train"]["threads"]
@@ -64,7 +64,7 @@ rule mlflow_sync:
     log:
         f"{R}/logs/mlflow_sync.log",
     benchmark:
-        f"{R}/benchmarks/mlflow_sync.tsv"
+        f"{R}/job_usage/mlflow_sync.tsv"
     conda:
         "../envs/wscl.yaml"
     params:

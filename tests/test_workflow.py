@@ -32,7 +32,7 @@ def test_smoke_study_produces_tables_plots_report_and_archive(smoke):
     for preset, seed in RUNS:
         assert metrics_path(smoke, preset, seed).exists()
         assert (results / f"logs/train/synthetic/buffer20/er_ace/{preset}/reference/seed{seed}.log").exists()
-        assert (results / f"benchmarks/train/synthetic/buffer20/er_ace/{preset}/reference/seed{seed}.tsv").exists()
+        assert (results / f"job_usage/train/synthetic/buffer20/er_ace/{preset}/reference/seed{seed}.tsv").exists()
 
 
 def test_mlflow_holds_every_run_with_its_metrics(smoke):

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     from torch.profiler import ProfilerActivity, profile, schedule
 
     from wscl.method import learners
-    from wscl.run.bench import synthetic_config
+    from wscl.run.speed import synthetic_config
     from wscl.run.trainer import Run
     from wscl.settings.runtime import synchronize
 

@@ -42,7 +42,7 @@ SIZES = {"full": {"per_class": {"train_per_class": 200, "test_per_class": 100, "
 
 
 def run_config(size: str) -> dict:
-    from wscl.run.bench import synthetic_config
+    from wscl.run.speed import synthetic_config
     s = SIZES[size]
     return synthetic_config("base", "auto", 5, s["per_class"], val_per_task=s["val_per_task"], epochs=1,
                             width=s["width"], image_size=s["image_size"], fidelity="reference")

@@ -1,4 +1,4 @@
-"""Throughput benchmark: trainer images/s and its efficiency against a bare training loop.
+"""Speed (``wscl speed``): trainer images/s and its efficiency against a bare training loop.
 
 Fixed setup [ours]: synthetic 32x32x3 images, batch 32, ResNet-18 width 20, 2 tasks x 2 classes, one
 epoch per task of ``steps`` steps (``width`` and ``image_size``: another network width and image side).
@@ -21,7 +21,7 @@ from wscl.core.safe_io import atomic_write_json
 from wscl.method.augment import Preprocess
 from wscl.method.backbone import ResNet18
 from wscl.method.learners import build_learner
-from wscl.run.bench_overhead import measure_overhead
+from wscl.run.speed_overhead import measure_overhead
 from wscl.run.trainer import Run
 from wscl.settings.config import resolve
 from wscl.settings.runtime import resolve_runtime, synchronize
@@ -31,11 +31,12 @@ BATCH, WIDTH, SIZE, CLASSES_PER_TASK, TASKS = 32, 20, 32, 2, 2
 
 def synthetic_config(preset: str, device: str | dict, tasks: int, per_class: dict, val_per_task: int, epochs: int,
                      width: int = WIDTH, image_size: int = SIZE, **settings) -> dict:
-    """The benchmarks' fixed setup [ours]: synthetic 32x32x3 images in ``tasks`` tasks of 2 classes (as many
+    """The speed measurements' fixed setup [ours]: synthetic 32x32x3 images in ``tasks`` tasks of 2 classes (as many
     dream classes), ResNet-18 width 20, ER-ACE with batch 32 and a 200-image buffer; ``per_class``: the
     synthetic dataset's train/test/dream images per class; ``width``, ``image_size``: another network width or
     image side (``image_size`` x ``image_size`` x 3); ``settings``: further top-level settings. ``device``: a
-    device name, or runtime settings (e.g. ``{"device": "cuda", "compile": "true"}``), as every benchmark takes it."""
+    device name, or runtime settings (e.g. ``{"device": "cuda", "compile": "true"}``), as every speed
+    measurement takes it."""
     runtime = {"device": device} if isinstance(device, str) else device
     classes = tasks * CLASSES_PER_TASK
     return resolve({
@@ -51,7 +52,7 @@ def synthetic_config(preset: str, device: str | dict, tasks: int, per_class: dic
     })
 
 
-def bench_config(preset: str, steps: int, device: str, width: int = WIDTH, image_size: int = SIZE) -> dict:
+def speed_config(preset: str, steps: int, device: str, width: int = WIDTH, image_size: int = SIZE) -> dict:
     per_class = {"train_per_class": steps * BATCH // CLASSES_PER_TASK + 20, "test_per_class": 20,
                  "dream_per_class": 50}
     return synthetic_config(preset, device, TASKS, per_class, val_per_task=20, epochs=2, width=width,
@@ -95,7 +96,7 @@ def bare_loop(device: torch.device, n_heads: int, plain_steps: int, replay_steps
 
 
 def measure(preset: str, steps: int, device: str, width: int = WIDTH, image_size: int = SIZE) -> dict:
-    cfg = bench_config(preset, steps, device, width, image_size)
+    cfg = speed_config(preset, steps, device, width, image_size)
     with tempfile.TemporaryDirectory() as tmp:
         run = Run(cfg, tmp, quiet=True, log=lambda *_: None)
         metrics = run.run()
@@ -111,7 +112,7 @@ def measure(preset: str, steps: int, device: str, width: int = WIDTH, image_size
 
 
 def overhead(cfg: dict, steps: int) -> dict:
-    """Per phase, eager and compiled: host syncs and operators per step, images/s (wscl/run/bench_overhead.py)."""
+    """Per phase, eager and compiled: host syncs and operators per step, images/s (wscl/run/speed_overhead.py)."""
     runtime = resolve_runtime(cfg)
     compiled = "reduce-overhead" if runtime.device.type == "cuda" and cfg["runtime"]["cuda_graphs"] is not False \
         else "default"
@@ -127,11 +128,11 @@ def overhead(cfg: dict, steps: int) -> dict:
     return out
 
 
-def run_bench(device: str | dict = "auto", out: str | Path = "results/bench.json", steps: int = 60,
+def run_speed(device: str | dict = "auto", out: str | Path = "results/speed.json", steps: int = 60,
               width: int = WIDTH, image_size: int = SIZE) -> dict:
-    """The benchmark; its JSON is written after every measurement, so a run stopped early keeps what it measured."""
+    """The measurement; its JSON is written after every measurement, so a run stopped early keeps what it measured."""
     out = Path(out)
-    cfg = bench_config("base", steps, device, width, image_size)
+    cfg = speed_config("base", steps, device, width, image_size)
     results = {"setup": {"image": [3, image_size, image_size], "batch": BATCH, "width": width, "tasks": TASKS,
                          "steps_per_task": steps, "compile": cfg["runtime"]["compile"]},
                **environment(resolve_runtime(cfg).device), "runs": []}

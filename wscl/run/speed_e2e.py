@@ -1,4 +1,5 @@
-"""End-to-end benchmark [ours]: a whole fixed run against the work its protocol requires.
+"""End-to-end speed (``wscl speed --end-to-end``) [ours]: a whole fixed run against the work its protocol
+requires.
 
 Two runs (base ER-ACE and ER-ACE + WSCL as the authors' code runs it, fidelity reference) on synthetic
 32x32x3 images, ResNet-18 width 20, 5 tasks x 2 classes, one epoch (``width`` and ``image_size`` set another
@@ -51,7 +52,7 @@ from wscl.method import evaluation, freezing, learners
 from wscl.method.augment import Preprocess
 from wscl.method.backbone import ResNet18
 from wscl.run import allocator, trainer
-from wscl.run.bench import BATCH, CLASSES_PER_TASK, SIZE, WIDTH, bare_loop, environment, synthetic_config
+from wscl.run.speed import BATCH, CLASSES_PER_TASK, SIZE, WIDTH, bare_loop, environment, synthetic_config
 from wscl.settings.runtime import resolve_runtime, synchronize
 
 TASKS = 5
@@ -238,9 +239,9 @@ def exit_medians(device: str | dict, repeats: int) -> dict:
     return {path: round(statistics.median(secs), 3) for path, secs in times.items()}
 
 
-def run_end_to_end(device: str | dict = "auto", out: str | Path = "results/bench_end_to_end.json",
+def run_end_to_end(device: str | dict = "auto", out: str | Path = "results/speed_end_to_end.json",
                    size: str = "full", width: int = WIDTH, image_size: int = SIZE, exit_probe: bool = True) -> dict:
-    """The benchmark at ``size`` (quick or full), network ``width`` and ``image_size`` x ``image_size`` inputs;
+    """The measurement at ``size`` (quick or full), network ``width`` and ``image_size`` x ``image_size`` inputs;
     ``exit_probe``: also time the exit of a training process (at the default width and image size)."""
     out = Path(out)
     cfg = e2e_config("base", size, device, width, image_size)
@@ -258,7 +259,7 @@ def run_end_to_end(device: str | dict = "auto", out: str | Path = "results/bench
         r = measure(preset, size, device, width, image_size)
         r["hardware_fraction"] = round(r["bare_train_gflops"] / results["matmul_gflops"], 3)
         results["runs"].append(r)
-        atomic_write_json(out, results)  # each run as soon as it is measured: a bench stopped early keeps it
+        atomic_write_json(out, results)  # each run as soon as it is measured: a measurement stopped early keeps it
         phases = ", ".join(f"{k} {v:.1f}" for k, v in r["phase_seconds"].items() if v)
         rates = ", ".join(f"{k} {v['images_per_second']:.0f} img/s" for k, v in r["phases"].items()
                           if v["images_per_second"])
