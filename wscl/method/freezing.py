@@ -15,7 +15,7 @@ from functools import partial
 import numpy as np
 import torch
 
-from wscl.method.dynamics import EpochClock
+from wscl.method.dynamics import EpochClock, PhaseEpoch
 from wscl.method.evaluation import batch_cross_entropies
 from wscl.method.failures import LossChecks, Where
 from wscl.method.feed import ImageSource, Pool
@@ -202,7 +202,7 @@ def train_copies(copies: list[Learner], pool: Pool, plan: EpochPlan, spec: Trial
                 c.net = c.net.net
                 tape.copy_statistics(c.net, c.frozen_blocks)
     task = spec.where.task
-    return [clock.entry("freezing_trial", task, 0, m.losses[: len(plan.steps)], images, copy=i)
+    return [clock.entry(PhaseEpoch("freezing_trial", task, 0, copy=i), m.losses[: len(plan.steps)], images)
             for i, m in enumerate(monitors)]
 
 

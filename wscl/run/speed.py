@@ -12,6 +12,7 @@ import platform
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -29,24 +30,50 @@ from wscl.settings.runtime import resolve_runtime, synchronize
 BATCH, WIDTH, SIZE, CLASSES_PER_TASK, TASKS = 32, 20, 32, 2, 2
 
 
-def synthetic_config(preset: str, device: str | dict, tasks: int, per_class: dict, val_per_task: int, epochs: int,
-                     width: int = WIDTH, image_size: int = SIZE, **settings) -> dict:
-    """The speed measurements' fixed setup [ours]: synthetic 32x32x3 images in ``tasks`` tasks of 2 classes (as many
-    dream classes), ResNet-18 width 20, ER-ACE with batch 32 and a 200-image buffer; ``per_class``: the
-    synthetic dataset's train/test/dream images per class; ``width``, ``image_size``: another network width or
-    image side (``image_size`` x ``image_size`` x 3); ``settings``: further top-level settings. ``device``: a
-    device name, or runtime settings (e.g. ``{"device": "cuda", "compile": "true"}``), as every speed
-    measurement takes it."""
+class ModelShape(NamedTuple):
+    """The measured ResNet-18's width and the side of its square 3-channel input images."""
+    width: int = WIDTH
+    image_size: int = SIZE
+
+
+FIXED_SHAPE = ModelShape()  # the fixed setup's: width 20, 32x32 images
+
+
+class Workload(NamedTuple):
+    """What a measured run trains: ``tasks`` tasks of 2 classes (as many dream classes); ``per_class``: the
+    synthetic dataset's train/test/dream images per class; ``val_per_task`` held-out images per task;
+    ``epochs`` per task."""
+    tasks: int
+    per_class: dict
+    val_per_task: int
+    epochs: int
+
+
+class BareStep(NamedTuple):
+    """One step of the bare loop: forward, backward and SGD of a fresh ResNet-18 with ``n_heads`` outputs on a
+    random batch of 32, in the run's memory format (``channels_last``) and precision (``bf16``)."""
+    n_heads: int
+    channels_last: bool
+    bf16: bool
+    shape: ModelShape = FIXED_SHAPE
+
+
+def synthetic_config(preset: str, device: str | dict, work: Workload, shape: ModelShape = FIXED_SHAPE,
+                     **settings) -> dict:
+    """The speed measurements' fixed setup [ours]: synthetic 32x32x3 images, ResNet-18 width 20, ER-ACE with
+    batch 32 and a 200-image buffer, training ``work``; ``shape``: another network width or image side;
+    ``settings``: further top-level settings. ``device``: a device name, or runtime settings (e.g.
+    ``{"device": "cuda", "compile": "true"}``), as every speed measurement takes it."""
     runtime = {"device": device} if isinstance(device, str) else device
-    classes = tasks * CLASSES_PER_TASK
+    classes = work.tasks * CLASSES_PER_TASK
     return resolve({
         "preset": preset, "seed": 0, **settings,
-        "dataset": {"synthetic": {"classes": classes, "dream_classes": classes, "size": image_size, "channels": 3,
-                                  **per_class}},
-        "scenario": {"n_tasks": tasks, "classes_per_task": CLASSES_PER_TASK, "val_per_task": val_per_task,
+        "dataset": {"synthetic": {"classes": classes, "dream_classes": classes, "size": shape.image_size,
+                                  "channels": 3, **work.per_class}},
+        "scenario": {"n_tasks": work.tasks, "classes_per_task": CLASSES_PER_TASK, "val_per_task": work.val_per_task,
                      "freeze_buffer_per_task": 20},
-        "model": {"width": width},
-        "training": {"method": "er_ace", "epochs": epochs, "batch_size": BATCH, "replay_batch_size": BATCH,
+        "model": {"width": shape.width},
+        "training": {"method": "er_ace", "epochs": work.epochs, "batch_size": BATCH, "replay_batch_size": BATCH,
                      "buffer_size": 200},
         "runtime": {**runtime, "progress": False},
     })
@@ -55,8 +82,8 @@ def synthetic_config(preset: str, device: str | dict, tasks: int, per_class: dic
 def speed_config(preset: str, steps: int, device: str, width: int = WIDTH, image_size: int = SIZE) -> dict:
     per_class = {"train_per_class": steps * BATCH // CLASSES_PER_TASK + 20, "test_per_class": 20,
                  "dream_per_class": 50}
-    return synthetic_config(preset, device, TASKS, per_class, val_per_task=20, epochs=2, width=width,
-                            image_size=image_size)
+    return synthetic_config(preset, device, Workload(TASKS, per_class, val_per_task=20, epochs=2),
+                            ModelShape(width, image_size))
 
 
 def environment(device: torch.device) -> dict:
@@ -66,20 +93,20 @@ def environment(device: torch.device) -> dict:
             "device": device_name(device) if device.type == "cuda" else cpu}
 
 
-def bare_loop(device: torch.device, n_heads: int, plain_steps: int, replay_steps: int, channels_last: bool,
-              bf16: bool, width: int = WIDTH, image_size: int = SIZE) -> float:
+def bare_loop(device: torch.device, bare: BareStep, plain_steps: int, replay_steps: int) -> float:
     """Stream images/s of forward+backward+SGD alone (replay steps add the replay batch's forward)."""
-    net = ResNet18(n_heads, 3, width).to(device)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    net = ResNet18(bare.n_heads, 3, bare.shape.width).to(device)
+    fmt = torch.channels_last if bare.channels_last else torch.contiguous_format
     net = net.to(memory_format=fmt)
     opt = torch.optim.SGD(net.parameters(), lr=0.03)
-    x = torch.randn(BATCH, 3, image_size, image_size, device=device).contiguous(memory_format=fmt)
-    y = torch.randint(0, n_heads, (BATCH,), device=device)
+    size = bare.shape.image_size
+    x = torch.randn(BATCH, 3, size, size, device=device).contiguous(memory_format=fmt)
+    y = torch.randint(0, bare.n_heads, (BATCH,), device=device)
 
     def step(replay: bool) -> None:
         opt.zero_grad(set_to_none=True)
         # As the learners: the network under autocast, the losses in fp32.
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bare.bf16):
             logits = [net(x) for _ in range(2 if replay else 1)]
         loss = sum(F.cross_entropy(out.float(), y) for out in logits)
         loss.backward()
@@ -103,8 +130,8 @@ def measure(preset: str, steps: int, device: str, width: int = WIDTH, image_size
     runtime = run.runtime
     steps = metrics["wake_steps"]  # the bare loop repeats exactly the trainer's wake steps
     # Best of two bare runs: a conservative (lower) efficiency ratio on a noisy machine.
-    bare = max(bare_loop(runtime.device, run.scenario.n_heads, steps["plain"], steps["replay"],
-                         runtime.channels_last, runtime.bf16, width, image_size) for _ in range(2))
+    spec = BareStep(run.scenario.n_heads, runtime.channels_last, runtime.bf16, ModelShape(width, image_size))
+    bare = max(bare_loop(runtime.device, spec, steps["plain"], steps["replay"]) for _ in range(2))
     trainer = metrics["train_images_per_second"]
     return {"preset": preset, "method": "er_ace", "trainer_images_per_second": trainer,
             "bare_loop_images_per_second": round(bare, 2), "efficiency_ratio": round(trainer / bare, 3),

@@ -147,9 +147,9 @@ class Run:
         """The final network as a released model (wscl/run/release.py), with the accuracy row it scored."""
         T = self.scenario.n_tasks
         rows = {s: [float(v) for v in self.state.accuracy.R[s][T - 1, :T]] for s in self.state.accuracy.R}
-        release.save_model(self.out / release.FILE_NAME, self.cfg, self.learner.net, self.book.class_to_head,
-                           self.mean_std, self.dataset.image_shape, self.runtime.channels_last,
-                           self.eval_layout, rows)
+        release.save_model(self.out / release.FILE_NAME, release.ReleasedModel(
+            self.cfg, self.learner.net, self.book.class_to_head, self.mean_std, self.dataset.image_shape,
+            self.runtime.channels_last, self.eval_layout, rows))
 
     def resume(self) -> MidTask | None:
         """Load the checkpoint, if any; the task under way when it was written inside one."""
