@@ -12,7 +12,7 @@ CORES ?= all
 # Workflow jobs call the `wscl` command: put the environment's bin/ first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run test test-gpu setup lint lock bench mlflow-ui archive docs snapshot snapshot-sweep readme-results
+.PHONY: run test test-gpu setup lint lock speed bench mlflow-ui archive docs snapshot snapshot-sweep readme-results
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -66,8 +66,10 @@ readme-results: $(VENV)/.installed-workflow
 snapshot-sweep: $(VENV)/.installed-workflow
 	$(BIN)/python -m wscl snapshot --runs results/sweep/tables/all_runs.csv --selection results/sweep/tables/selection.json --out docs/snapshot/sweep.json
 
-bench: $(VENV)/.installed-workflow
-	$(BIN)/python -m wscl bench --out results/bench.json
+speed: $(VENV)/.installed-workflow
+	$(BIN)/python -m wscl speed --out results/speed.json
+
+bench: speed  # the earlier name
 
 mlflow-ui: $(VENV)/.installed-workflow
 	@echo "MLflow UI: http://127.0.0.1:5000/#/experiments?workflowType=machine_learning (the Model training view)"

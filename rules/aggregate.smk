@@ -11,7 +11,7 @@ rule select:
     log:
         f"{R}/logs/select.log",
     benchmark:
-        f"{R}/benchmarks/select.tsv"
+        f"{R}/job_usage/select.tsv"
     conda:
         "../envs/wscl.yaml"
     params:
@@ -30,7 +30,7 @@ checkpoint pilot:
     log:
         f"{R}/logs/pilot.log",
     benchmark:
-        f"{R}/benchmarks/pilot.tsv"
+        f"{R}/job_usage/pilot.tsv"
     conda:
         "../envs/wscl.yaml"
     params:
@@ -44,6 +44,9 @@ rule aggregate:
         metrics=planned_metrics,
         pilot=pilot_input,
         selection=[STUDY.selection_file()] if STUDY.sweeps else [],
+        # Every finished run is in MLflow first (rule mlflow_sync), so all_runs.csv holds every run id; a later
+        # sync alone (a move to another store) does not redo the tables.
+        mlflow=ancient(f"{R}/mlflow/sync.json"),
     output:
         tables=reported_tables(),
         plots=reported_plots(),
@@ -51,7 +54,7 @@ rule aggregate:
     log:
         f"{R}/logs/aggregate.log",
     benchmark:
-        f"{R}/benchmarks/aggregate.tsv"
+        f"{R}/job_usage/aggregate.tsv"
     conda:
         "../envs/wscl.yaml"
     params:
@@ -77,7 +80,7 @@ rule report:
     log:
         f"{R}/logs/report.log",
     benchmark:
-        f"{R}/benchmarks/report.tsv"
+        f"{R}/job_usage/report.tsv"
     conda:
         "../envs/wscl.yaml"
     params:

@@ -12,7 +12,7 @@ rule archive:
     log:
         f"{R}/logs/archive.log",
     benchmark:
-        f"{R}/benchmarks/archive.tsv"
+        f"{R}/job_usage/archive.tsv"
     conda:
         "../envs/wscl.yaml"
     params:

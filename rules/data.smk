@@ -7,7 +7,7 @@ rule prepare_dataset:
     log:
         f"{R}/logs/data/{{dataset}}.log",
     benchmark:
-        f"{R}/benchmarks/data/{{dataset}}.tsv"
+        f"{R}/job_usage/data/{{dataset}}.tsv"
     conda:
         "../envs/wscl.yaml"
     params:

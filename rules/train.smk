@@ -10,7 +10,7 @@ rule mlflow_setup:
     log:
         f"{R}/logs/mlflow_setup.log",
     benchmark:
-        f"{R}/benchmarks/mlflow_setup.tsv"
+        f"{R}/job_usage/mlflow_setup.tsv"
     conda:
         "../envs/wscl.yaml"
     params:
@@ -35,7 +35,7 @@ rule train:
     log:
         f"{R}/logs/train/{{benchmark}}/buffer{{buffer}}/{{method}}/{{variant}}/{{fidelity}}/seed{{seed}}.log",
     benchmark:
-        f"{R}/benchmarks/train/{{benchmark}}/buffer{{buffer}}/{{method}}/{{variant}}/{{fidelity}}/seed{{seed}}.tsv"
+        f"{R}/job_usage/train/{{benchmark}}/buffer{{buffer}}/{{method}}/{{variant}}/{{fidelity}}/seed{{seed}}.tsv"
     conda:
         "../envs/wscl.yaml"
     threads: config["resources"]["train"]["threads"]
@@ -64,11 +64,12 @@ rule mlflow_sync:
     log:
         f"{R}/logs/mlflow_sync.log",
     benchmark:
-        f"{R}/benchmarks/mlflow_sync.tsv"
+        f"{R}/job_usage/mlflow_sync.tsv"
     conda:
         "../envs/wscl.yaml"
     params:
         study=lambda wc: json.dumps(config, sort_keys=True),
     shell:
-        # Training jobs log their own runs; this logs those the destination lacks, e.g. after a move.
+        # Training jobs log their own runs; this logs those the destination lacks (a run finished while the
+        # store was unreachable, a study moved to another store), before the aggregation reads the run ids.
         "wscl mlflow-sync --study-json {params.study:q} --setup {input.setup} --out {output} > {log} 2>&1"

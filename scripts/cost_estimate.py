@@ -4,11 +4,11 @@
                                   [--runs-per-gpu K] [--gpus 1 8]      # measured
   python scripts/cost_estimate.py [--gpu-tflops 15] [--gpus 8 64]      # estimated from an assumed rate
 
-Measured (``--bench``: JSON files of ``wscl bench --end-to-end``, e.g. ``--width 64 --image-size 32`` and
+Measured (``--bench``: JSON files of ``wscl speed --end-to-end``, e.g. ``--width 64 --image-size 32`` and
 ``--width 64 --image-size 256``; ``bash scripts/gpu/check.sh`` makes both). From each file:
 
 - R, images trained per second: the base ER-ACE run's images trained (incoming and replayed, counted by the
-  benchmark) / the seconds of its wake phase;
+  speed measurement) / the seconds of its wake phase;
 - O, the protocol's overhead factor: a run's whole wall time / that base run's wake seconds; O_base from the
   base run, O_wscl from the ER-ACE + WSCL run (``authors``: the whole protocol as the authors' code runs
   it).
@@ -17,7 +17,7 @@ A paper run trains E x N x r images (E epochs, N training images of the benchmar
 buffer: each stream batch comes with an equally sized replay batch; r = 1 for the buffer-free wake_rem),
 and takes E x N x r / R seconds of wake training alone (the lower figure of each range) and E x N x r / R x O
 for its whole protocol (the upper figure: O_base for preset base, O_wscl for every other preset). The
-benchmark's JSON measures at one epoch per task, so evaluation and the freezing trial (one epoch per task)
+speed JSON measures at one epoch per task, so evaluation and the freezing trial (one epoch per task)
 weigh more there than in a paper run of E epochs: the upper figure errs high. Each benchmark takes R and O
 from the file at its resolution and width; without one, from the file at the nearest resolution, R scaled
 by the ratio of forward multiply-accumulates (said in the table). ER-ACE's rates stand for ER and DER++,
@@ -113,7 +113,7 @@ def grid(config: Path) -> list[Runs]:
 
 @dataclass
 class Bench:
-    """What one `wscl bench --end-to-end` JSON measured."""
+    """What one `wscl speed --end-to-end` JSON measured."""
     path: str
     image_size: int
     width: int
@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=str(ROOT / "config" / "paper.yaml"), help="the study (default: the "
                         "paper grid)")
     parser.add_argument("--bench", nargs="+", metavar="FILE",
-                        help="`wscl bench --end-to-end` JSON files: measured rates (else the assumed --gpu-tflops)")
+                        help="`wscl speed --end-to-end` JSON files: measured rates (else the assumed --gpu-tflops)")
     parser.add_argument("--gpu-tflops", type=float, default=15.0, help="without --bench: assumed sustained "
                         "training rate (default: %(default)s)")
     parser.add_argument("--gpus", type=int, nargs="+", help="wall time on this many GPUs (default: 1 8 with "

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wscl.data.benchmark import Benchmark, CropFlip
+from wscl.data.declaration import Benchmark, CropFlip
 from wscl.data.sources import RawFile
 
 FILES = [RawFile("colours.npz", url=None)]  # no download: a mirror holds it

@@ -8,7 +8,7 @@ import torch
 
 from wscl.method import backbone
 from wscl.method.backbone import RECOMPILE_LIMIT, ResNet18
-from wscl.run.bench_overhead import count_per_step, phase_steps
+from wscl.run.speed_overhead import count_per_step, phase_steps
 from wscl.run.trainer import Run
 from wscl.settings.runtime import resolve_runtime
 

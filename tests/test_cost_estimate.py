@@ -27,7 +27,7 @@ def paper(cost):
 
 def bench_json(path: Path, image_size: int, images_trained: int = 10_000, wake: float = 10.0, base_wall: float = 15.0,
                wscl_wall: float = 30.0, width: int = 64) -> str:
-    """A `wscl bench --end-to-end` JSON as it is saved (the keys the script reads, and more)."""
+    """A `wscl speed --end-to-end` JSON as it is saved (the keys the script reads, and more)."""
     def run(preset, wall, trained):
         return {"preset": preset, "method": "er_ace", "fidelity": "reference", "wall_seconds": wall,
                 "phase_seconds": {"wake": wake if preset == "base" else 1.0, "eval": 1.0},

@@ -51,8 +51,8 @@ def test_resume_on_cuda_ends_with_the_uninterrupted_metrics(tiny, tmp_path, monk
     assert resumed["class_il"]["accuracy_matrix"] == whole["class_il"]["accuracy_matrix"]
 
 
-def test_bench_runs_on_cuda(tmp_path):
-    from wscl.run.bench import run_bench
-    results = run_bench(device="cuda", out=tmp_path / "bench.json", steps=10)
-    assert json.loads((tmp_path / "bench.json").read_text())["runs"] == results["runs"]
+def test_speed_runs_on_cuda(tmp_path):
+    from wscl.run.speed import run_speed
+    results = run_speed(device="cuda", out=tmp_path / "speed.json", steps=10)
+    assert json.loads((tmp_path / "speed.json").read_text())["runs"] == results["runs"]
     assert all(r["trainer_images_per_second"] > 0 for r in results["runs"])

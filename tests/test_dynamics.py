@@ -59,8 +59,8 @@ def test_recording_the_dynamics_changes_no_number(recorded, tmp_path, monkeypatc
     """The same run with the epoch records made without ever reading a loss: every number is the same."""
     metrics, _ = recorded
 
-    def blind(self, phase, task, epoch, losses, images, copy=None, timed_images=None):
-        return {"phase": phase, "task": task, "epoch": epoch, "copy": copy, "steps": 0, "images": 0,
+    def blind(self, which, losses, images, timed_images=None):
+        return {**which._asdict(), "steps": 0, "images": 0,
                 "mean_loss": None, "seconds": 0.0, "images_per_second": None, "peak_memory_mb": None}
 
     monkeypatch.setattr(dynamics.EpochClock, "entry", blind)
@@ -85,12 +85,12 @@ def test_epochs_reach_mlflow_as_step_metrics(recorded, tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
     from wscl.core.safe_io import atomic_write_json
-    from wscl.tracking.runs import log_run
+    from wscl.tracking.runs import Destination, log_run
     metrics, _ = recorded
     monkeypatch.chdir(tmp_path)
     atomic_write_json("run/metrics.json", metrics, sealed=True)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    run_id = log_run(metrics, "run", uri, experiment="dynamics")
+    run_id = log_run(metrics, "run", Destination(uri, "dynamics"))
     history = MlflowClient(uri).get_metric_history(run_id, "dynamics/wake/mean_loss")
     wake_entries = [e for t in metrics["tasks"] for e in t["dynamics"] if e["phase"] == "wake"]
     assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == \

@@ -14,8 +14,8 @@ from wscl.method.evaluation import measure_layouts
 from wscl.method.failures import Where
 from wscl.method.freezing import TrialSpec, candidate_depths, run_trial, score
 from wscl.method.wake import LossMonitor, Trainee, plan_epoch, run_epoch, step_losses
-from wscl.run.bench import CLASSES_PER_TASK
-from wscl.run.bench_e2e import SIZES, TASKS, run_end_to_end
+from wscl.run.speed import CLASSES_PER_TASK
+from wscl.run.speed_e2e import SIZES, TASKS, run_end_to_end
 from wscl.run.trainer import Run, seeds_for
 
 
@@ -116,7 +116,7 @@ def test_measured_layout_is_the_fastest_candidate_by_a_margin_or_the_training_on
     assert expected == f"{'channels_last' if layout.channels_last else 'contiguous'}/{layout.batch_size}"
 
 
-def test_end_to_end_bench_reports_the_work_and_its_efficiency(tmp_path, capsys):
+def test_end_to_end_speed_reports_the_work_and_its_efficiency(tmp_path, capsys):
     torch.set_num_threads(2)
     out = tmp_path / "e2e.json"
     run_end_to_end(device="cpu", out=out, size="quick")
@@ -151,7 +151,7 @@ def test_a_training_image_is_counted_at_about_three_forward_passes():
     from torch.utils.flop_counter import FlopCounterMode
 
     from wscl.method.backbone import ResNet18
-    from wscl.run.bench_e2e import BATCH, SIZE, WIDTH, replay_step_flops_per_image
+    from wscl.run.speed_e2e import BATCH, SIZE, WIDTH, replay_step_flops_per_image
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         ResNet18(10, 3, WIDTH)(torch.randn(BATCH, 3, SIZE, SIZE))
     forward = counter.get_total_flops() / BATCH

@@ -329,7 +329,7 @@ def stop_server(server):
 
 def test_a_tracking_server_stopped_mid_study_loses_no_run(tmp_path, tiny, monkeypatch, capsys):
     """Run a is logged; the server stops after run b's first task (logged live); b still succeeds, marked
-    pending; once the server is back, the aggregation's sync logs b: one child run per folder, complete."""
+    pending; once the server is back, a sync logs b: one child run per folder, complete."""
     from workflow_support import free_port
 
     from wscl.tracking import live
@@ -361,7 +361,7 @@ def test_a_tracking_server_stopped_mid_study_loses_no_run(tmp_path, tiny, monkey
         assert "marked as not yet logged" in err and "Traceback" not in err
         assert (tmp_path / "runs/b/metrics.json").exists() and (tmp_path / "runs/b" / tracking_pending.PENDING).exists()
         server = start_server(tmp_path, port)
-        done = tracking_pending.sync_pending(["runs/a", "runs/b"], log=lambda *_: None)  # what `wscl aggregate` does
+        done = tracking_pending.sync_pending(["runs/a", "runs/b"], log=lambda *_: None)  # `wscl mlflow-sync --run`
         assert done == {"logged": ["runs/b"], "failed": [], "busy": [], "invalid": []}
         assert tracking_pending.sync_pending(["runs/a", "runs/b"], log=lambda *_: None)["logged"] == []
         by_key = {}

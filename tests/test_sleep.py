@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from wscl.data.pool import ImageSource, Pool
 from wscl.data.synthetic import synthetic
 from wscl.method import nrem, rem
 from wscl.method.failures import FailurePolicy, LossChecks
+from wscl.method.feed import ImageSource, Pool
 from wscl.method.memory import ReservoirMemory, ShortTermMemory
 from wscl.method.night import Night
 from wscl.run.trainer import Run

@@ -7,7 +7,7 @@ from mlflow.tracking import MlflowClient
 
 from wscl.cli import main
 from wscl.run.trainer import Run
-from wscl.tracking.runs import log_run
+from wscl.tracking.runs import Destination, OpenRun, log_run
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def test_run_is_logged_with_params_per_task_metrics_tags_and_artifacts(finished,
     client = MlflowClient(tracking_uri=uri)
     exp = client.create_experiment("study", artifact_location=str(tmp_path / "artifacts"))
     parent = client.create_run(exp).info.run_id
-    run_id = log_run(metrics, tmp_path / "run", uri, parent_run_id=parent)
+    run_id = log_run(metrics, tmp_path / "run", Destination(uri, parent_run_id=parent))
     run = client.get_run(run_id)
     assert run.data.params["training.method"] == "er_ace" and run.data.params["fidelity"] == "reference"
     assert run.data.tags["mlflow.parentRunId"] == parent
@@ -39,7 +39,7 @@ def test_run_is_logged_with_params_per_task_metrics_tags_and_artifacts(finished,
     artifacts = {a.path for a in client.list_artifacts(run_id)}
     assert artifacts == {"metrics.json", "accuracy_matrix.png"}
     # Logging the same run folder again replaces the record instead of adding a second child.
-    log_run(metrics, tmp_path / "run", uri, parent_run_id=parent)
+    log_run(metrics, tmp_path / "run", Destination(uri, parent_run_id=parent))
     children = client.search_runs([exp], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'")
     assert len(children) == 1
 
@@ -73,7 +73,7 @@ def test_live_per_task_metrics_then_the_finished_run_without_duplicates(finished
     assert client.get_run(run_id).info.status == "RUNNING"
     log_task(run_id, uri, metrics, 0)  # as the trainer would after task 1
     assert [m.step for m in client.get_metric_history(run_id, "class_il/avg_acc")] == [0]
-    assert log_run(metrics, tmp_path / "run", uri, parent_run_id=parent, run_id=run_id, tasks_logged={0}) == run_id
+    assert log_run(metrics, tmp_path / "run", Destination(uri, parent_run_id=parent), OpenRun(run_id, {0})) == run_id
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.tags["mlflow.parentRunId"] == parent
     for key in ("class_il/avg_acc", "class_il/acc_task_0", "frozen_blocks"):

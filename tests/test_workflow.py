@@ -32,7 +32,7 @@ def test_smoke_study_produces_tables_plots_report_and_archive(smoke):
     for preset, seed in RUNS:
         assert metrics_path(smoke, preset, seed).exists()
         assert (results / f"logs/train/synthetic/buffer20/er_ace/{preset}/reference/seed{seed}.log").exists()
-        assert (results / f"benchmarks/train/synthetic/buffer20/er_ace/{preset}/reference/seed{seed}.tsv").exists()
+        assert (results / f"job_usage/train/synthetic/buffer20/er_ace/{preset}/reference/seed{seed}.tsv").exists()
 
 
 def test_mlflow_holds_every_run_with_its_metrics(smoke):
@@ -73,9 +73,10 @@ def test_changing_one_preset_parameter_reruns_exactly_its_jobs(smoke, tmp_path):
     assert resolved["wscl"]["nrem"]["epochs"] == 2
 
 
-def test_a_damaged_metrics_file_stops_the_aggregation_naming_it_and_its_rewrite_restores_the_run(smoke, tmp_path):
-    """A metrics.json changed on disk: the aggregation fails naming the file and what to do; doing it (delete,
-    rerun the workflow) resumes the finished run from its checkpoint and writes the same numbers again."""
+def test_a_damaged_metrics_file_stops_the_study_naming_it_and_its_rewrite_restores_the_run(smoke, tmp_path):
+    """A metrics.json changed on disk: the MLflow sync, the first step after training, fails naming the file
+    and what to do, and no table is made from it; doing it (delete, rerun the workflow) resumes the finished
+    run from its checkpoint and writes the same numbers again."""
     from conftest import numbers
     workdir = workflow_copy(tmp_path / "damaged")
     shutil.copytree(smoke / "results", workdir / "results")
@@ -83,9 +84,12 @@ def test_a_damaged_metrics_file_stops_the_aggregation_naming_it_and_its_rewrite_
     damaged = metrics_path(workdir, "full", 1)
     original = json.loads(damaged.read_text())
     flip_middle_bytes(damaged, n=8)  # what a disk does: the size unchanged
+    table = workdir / "results/tables/synthetic_buffer20.csv"
+    table_written = table.stat().st_mtime_ns
     failed = snakemake(workdir, "all", check=False)
     assert failed.returncode != 0
-    log = (workdir / "results/logs/aggregate.log").read_text()
+    assert table.stat().st_mtime_ns == table_written
+    log = (workdir / "results/logs/mlflow_sync.log").read_text()
     assert f"{damaged.relative_to(workdir)} differs from its digest in metrics.json.sha256" in log
     assert "delete it and rerun the workflow" in log
     assert "Traceback" not in log

@@ -1,4 +1,4 @@
-"""Command line: ``python -m wscl {train,bench,data,verify-archive,...}``.
+"""Command line: ``python -m wscl {train,speed,data,verify-archive,...}``.
 
 Only light modules are imported before the arguments are parsed: ``wscl --help`` loads no torch, pandas
 or MLflow. Each command imports what it needs.
@@ -193,17 +193,17 @@ def _record_failure(cfg: Config, out: Path, message: str) -> int:
     return ExitCode.OK
 
 
-def cmd_bench(args) -> int:
+def cmd_speed(args) -> int:
     switch = {"auto": "auto", "true": True, "false": False}
     device = {"device": args.device, "compile": switch[args.compile], "cuda_graphs": switch[args.cuda_graphs]}
     if args.end_to_end:
-        from wscl.run.bench_e2e import run_end_to_end
-        run_end_to_end(device=device, out=args.out or "results/bench_end_to_end.json",
+        from wscl.run.speed_e2e import run_end_to_end
+        run_end_to_end(device=device, out=args.out or "results/speed_end_to_end.json",
                        size="quick" if args.quick else "full", width=args.width, image_size=args.image_size,
                        exit_probe=not args.no_exit_probe)
         return 0
-    from wscl.run.bench import run_bench
-    run_bench(device=device, out=args.out or "results/bench.json", steps=args.steps, width=args.width,
+    from wscl.run.speed import run_speed
+    run_speed(device=device, out=args.out or "results/speed.json", steps=args.steps, width=args.width,
               image_size=args.image_size)
     return 0
 
@@ -399,15 +399,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _train_parser(sub)
-    b = sub.add_parser("bench", help="trainer throughput and efficiency ratio on a fixed synthetic setup")
+    # `bench`: the command's earlier name, kept for scripts and habits
+    b = sub.add_parser("speed", aliases=["bench"],
+                       help="trainer throughput and efficiency ratio on a fixed synthetic setup")
     b.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
-    b.add_argument("--out", help="result JSON (default: results/bench.json, with --end-to-end "
-                                 "results/bench_end_to_end.json)")
+    b.add_argument("--out", help="result JSON (default: results/speed.json, with --end-to-end "
+                                 "results/speed_end_to_end.json)")
     b.add_argument("--steps", type=int, default=60, help="training steps per measured task (default: %(default)s)")
     b.add_argument("--end-to-end", action="store_true",
                    help="whole runs (base ER-ACE, ER-ACE + WSCL) against the work their protocol requires")
     b.add_argument("--quick", action="store_true", help="with --end-to-end: a tiny size, for tests")
-    # the defaults are wscl/run/bench.py's WIDTH and SIZE (not imported here: they would load torch)
+    # the defaults are wscl/run/speed.py's WIDTH and SIZE (not imported here: they would load torch)
     b.add_argument("--width", type=int, default=20,
                    help="ResNet-18 width (model.width; the paper's is 64) (default: %(default)s)")
     b.add_argument("--image-size", type=int, default=32,
@@ -494,9 +496,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = {"train": cmd_train, "bench": cmd_bench, "data": cmd_data, "mlflow-setup": cmd_mlflow_setup,
-            "mlflow-sync": cmd_mlflow_sync, "pilot": cmd_pilot, "select": cmd_select, "aggregate": cmd_aggregate,
-            "report": cmd_report,
+COMMANDS = {"train": cmd_train, "speed": cmd_speed, "bench": cmd_speed, "data": cmd_data,
+            "mlflow-setup": cmd_mlflow_setup, "mlflow-sync": cmd_mlflow_sync, "pilot": cmd_pilot, "select": cmd_select,
+            "aggregate": cmd_aggregate, "report": cmd_report,
             "archive": cmd_archive, "verify-archive": cmd_verify_archive, "evaluate": cmd_evaluate,
             "schema": cmd_schema, "snapshot": cmd_snapshot, "readme-results": cmd_readme_results}
 
@@ -517,7 +519,7 @@ def run_cli() -> NoReturn:
     """The ``wscl`` executable and ``python -m wscl``: ``main``, then exit with its code.
 
     Freezing the garbage collector's objects spares the interpreter's collections at exit a walk over
-    every object that torch and its compiler stack created (0.7 s after a small training in ``wscl bench
+    every object that torch and its compiler stack created (0.7 s after a small training in ``wscl speed
     --end-to-end``); exit handlers (logging, MLflow, temporary folders) still run. The rule this sets for
     all code under ``main``: when it returns, every file is written and closed (``with`` blocks, explicit
     cleanup), since objects left in reference cycles are no longer finalized at exit. Before ``main``, the

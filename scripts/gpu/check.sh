@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check behind docs/gpu.md and docs/performance.md ("GPU shares and the cost of the paper grid"): one
 # script for a GPU machine lent for at most 8 minutes a command, on that machine's own Python (torch, pytest,
-# numpy, yaml; no mlflow, snakemake or jsonschema: the train and bench commands import none of them).
+# numpy, yaml; no mlflow, snakemake or jsonschema: the train and speed commands import none of them).
 #
 #   bash scripts/gpu/check.sh                       # on the GPU machine: about 7 minutes
 #   DEVICE=cpu QUICK=1 bash scripts/gpu/check.sh    # dry check on the CPU: every step at a tiny size
@@ -10,14 +10,14 @@
 # less than BUDGET_S, the rest is the margin for packing and start-up; a step that would overrun the budget
 # gets what is left, a step with under 10 s left is skipped, and so recorded):
 #   environment      nvidia-smi, Python, torch, the GPU;
-#   bench_*          wscl bench --end-to-end at the paper's width 64, 32x32 (base ER-ACE and the authors'
+#   bench_*          wscl speed --end-to-end at the paper's width 64, 32x32 (base ER-ACE and the authors'
 #                    WSCL): eager (--compile false), compiled with CUDA graphs (--compile true) and compiled
 #                    without them (--compile true --cuda-graphs false);
 #   shares           K = 1, 2, 4, 8 concurrent `wscl train` runs on GPU 0 through the GPU shares
 #                    (scripts/gpu/shares.py), then the packed runs' numbers against the run alone;
 #   train_authors_*  one `wscl train` of the authors' configuration (preset authors, ER-ACE) at width 64,
 #                    --set runtime.compile=false, then =true (scripts/gpu/train_authors.py);
-#   bench_eager_256  the end-to-end bench at 256x256 (FG-ImageNet-shaped, quick size), for the cost table;
+#   bench_eager_256  the end-to-end speed at 256x256 (FG-ImageNet-shaped, quick size), for the cost table;
 #   shares_mps       the K runs again under NVIDIA MPS, when nvidia-cuda-mps-control exists;
 #   pytest_cuda      pytest -m cuda on the test modules that use the cuda mark (they import on that Python);
 #   cost             the paper grid's cost from these measurements (scripts/cost_estimate.py).
@@ -164,18 +164,18 @@ for name in ('mlflow', 'snakemake', 'jsonschema'):
         __import__(name)
         print(name, 'importable')
     except ImportError:
-        print(name, 'not importable (not needed by train and bench)')\""
+        print(name, 'not importable (not needed by train and speed)')\""
 if [[ $DEVICE == cuda ]] && ! "$PYTHON" -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then
   say "CUDA is not available to $PYTHON: stopping (DEVICE=cpu QUICK=1 runs the dry check on the CPU)"
   pack
   exit 2
 fi
 
-# Compiled against eager, with and without CUDA graphs: the end-to-end bench at the paper's width.
+# Compiled against eager, with and without CUDA graphs: the end-to-end speed at the paper's width.
 bench() {
   local name=$1 compile=$2
   shift 2
-  step "$name" "$PYTHON" -m wscl bench --end-to-end --device "$DEVICE" --compile "$compile" "$@" \
+  step "$name" "$PYTHON" -m wscl speed --end-to-end --device "$DEVICE" --compile "$compile" "$@" \
     "${BENCH_SIZE[@]}" --no-exit-probe --out "$WORK/$name.json"
 }
 bench bench_eager false
@@ -200,11 +200,11 @@ authors_run() {
 authors_run train_authors_eager false
 authors_run train_authors_compiled true
 
-# The FG-ImageNet-shaped benchmark (256x256, quick size) for the cost table's largest benchmark.
+# The end-to-end speed at FG-ImageNet's shape (256x256, quick size) for the cost table's largest benchmark.
 if [[ $QUICK == 1 ]]; then
-  skip bench_eager_256 "QUICK=1 (the 32x32 benchmark checks the same command)"
+  skip bench_eager_256 "QUICK=1 (the 32x32 measurement checks the same command)"
 else
-  step bench_eager_256 "$PYTHON" -m wscl bench --end-to-end --device "$DEVICE" --compile false --width 64 \
+  step bench_eager_256 "$PYTHON" -m wscl speed --end-to-end --device "$DEVICE" --compile false --width 64 \
     --image-size 256 --quick --no-exit-probe --out "$WORK/bench_eager_256.json"
 fi
 
@@ -253,7 +253,7 @@ if [[ -s $WORK/bench_eager.json ]]; then
   step cost "$PYTHON" scripts/cost_estimate.py --bench "${benches[@]}" ${shares[@]+"${shares[@]}"}
   cp "$WORK/logs/cost.log" "$WORK/cost.md"
 else
-  skip cost "no benchmark JSON was written"
+  skip cost "no speed JSON was written"
 fi
 
 say "GPU check done in $(( $(date +%s) - START )) s (budget $BUDGET_S s); $ARCHIVE holds:"

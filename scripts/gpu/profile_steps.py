@@ -42,14 +42,14 @@ def main(argv: list[str] | None = None) -> int:
     from torch.profiler import ProfilerActivity, profile, schedule
 
     from wscl.method import learners
-    from wscl.run.bench import synthetic_config
+    from wscl.run.speed import ModelShape, Workload, synthetic_config
     from wscl.run.trainer import Run
     from wscl.settings.runtime import synchronize
 
     width, size = (8, 16) if args.quick else (64, 32)
     per_class = {"train_per_class": 250, "test_per_class": 20, "dream_per_class": 6}  # 15 steps in task 0
-    cfg = synthetic_config("base", args.device, 2, per_class, val_per_task=20, epochs=1, width=width,
-                           image_size=size, fidelity="reference",
+    cfg = synthetic_config("base", args.device, Workload(2, per_class, val_per_task=20, epochs=1),
+                           ModelShape(width, size), fidelity="reference",
                            runtime={"device": args.device, "progress": False,
                                     "deterministic": args.deterministic == "on"})
     prefix = Path(args.out)

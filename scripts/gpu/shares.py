@@ -42,10 +42,10 @@ SIZES = {"full": {"per_class": {"train_per_class": 200, "test_per_class": 100, "
 
 
 def run_config(size: str) -> dict:
-    from wscl.run.bench import synthetic_config
+    from wscl.run.speed import ModelShape, Workload, synthetic_config
     s = SIZES[size]
-    return synthetic_config("base", "auto", 5, s["per_class"], val_per_task=s["val_per_task"], epochs=1,
-                            width=s["width"], image_size=s["image_size"], fidelity="reference")
+    return synthetic_config("base", "auto", Workload(5, s["per_class"], val_per_task=s["val_per_task"], epochs=1),
+                            ModelShape(s["width"], s["image_size"]), fidelity="reference")
 
 
 def launch(k: int, cfg: dict, runs: Path, logs: Path, locks: Path, threads: int) -> list[tuple[subprocess.Popen, Path]]:

@@ -30,10 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (default: %(default)s)")
     args = parser.parse_args(argv)
     from wscl.cli import main as wscl
-    from wscl.run.bench import synthetic_config
+    from wscl.run.speed import ModelShape, Workload, synthetic_config
     s = SIZES["quick" if args.quick else "full"]
-    cfg = synthetic_config("authors", args.device, 5, s["per_class"], val_per_task=s["val_per_task"], epochs=1,
-                           width=s["width"], image_size=s["image_size"], fidelity="reference")
+    cfg = synthetic_config("authors", args.device, Workload(5, s["per_class"], val_per_task=s["val_per_task"],
+                                                            epochs=1),
+                           ModelShape(s["width"], s["image_size"]), fidelity="reference")
     return wscl(["train", "--config-json", json.dumps(cfg), "--set", f"runtime.compile={args.compile}", "--quiet",
                  "--threads", str(args.threads), "--mlflow-uri", "none", "--out", args.out])
 

@@ -16,7 +16,7 @@ import numpy as np
 from wscl.core.safe_io import translated
 from wscl.data import benchmarks
 from wscl.data import canonical as data
-from wscl.data.benchmark import Context
+from wscl.data.declaration import Context
 
 
 def prepare(name: str, root: str | Path, mirrors: dict[str, list[Path]] | None = None, verify: bool = True,

@@ -12,10 +12,19 @@ from __future__ import annotations
 import resource
 import sys
 import time
+from typing import NamedTuple
 
 import torch
 
 LOSS_PHASES = ("wake", "nrem", "rem")  # the phases of the loss-curve figure (the trial's winner joins wake)
+
+
+class PhaseEpoch(NamedTuple):
+    """Which epoch an entry records: its phase, task and epoch, and the freezing trial's candidate copy."""
+    phase: str
+    task: int
+    epoch: int
+    copy: int | None = None
 
 
 class EpochClock:
@@ -27,15 +36,15 @@ class EpochClock:
             torch.cuda.reset_peak_memory_stats(self.device)
         self.t0 = time.perf_counter()
 
-    def entry(self, phase: str, task: int, epoch: int, losses: torch.Tensor, images: int,
-              copy: int | None = None, timed_images: int | None = None) -> dict:
+    def entry(self, which: PhaseEpoch, losses: torch.Tensor, images: int, timed_images: int | None = None) -> dict:
         """The epoch's record; reading the mean loss waits for the device, so the time is the epoch's own.
         ``timed_images``: the images trained since this clock started, when fewer than the epoch's
         ``images`` (an epoch resumed inside: its first part ran in an earlier process)."""
         mean_loss = float(losses.double().mean()) if losses.numel() else None
         seconds = time.perf_counter() - self.t0
         peak = torch.cuda.max_memory_allocated(self.device) / 2 ** 20 if self.device.type == "cuda" else None
-        return {"phase": phase, "task": task, "epoch": epoch, "copy": copy, "steps": int(losses.numel()),
+        return {"phase": which.phase, "task": which.task, "epoch": which.epoch, "copy": which.copy,
+                "steps": int(losses.numel()),
                 "images": images, "mean_loss": None if mean_loss is None else round(mean_loss, 6),
                 "seconds": round(seconds, 4),
                 "images_per_second": round((images if timed_images is None else timed_images) / seconds, 2)

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from wscl.core.safe_io import DamagedFile, atomic_write_text, read_verified
-from wscl.data.pool import ImageSource
 from wscl.method.augment import Preprocess
+from wscl.method.feed import ImageSource
 from wscl.method.metrics import summary, to_json_matrix
 from wscl.method.scenario import Scenario
 from wscl.settings.config import Config

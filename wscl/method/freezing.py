@@ -15,10 +15,10 @@ from functools import partial
 import numpy as np
 import torch
 
-from wscl.data.pool import ImageSource, Pool
-from wscl.method.dynamics import EpochClock
+from wscl.method.dynamics import EpochClock, PhaseEpoch
 from wscl.method.evaluation import Scored, batch_cross_entropies
 from wscl.method.failures import LossChecks, Where
+from wscl.method.feed import ImageSource, Pool
 from wscl.method.heads import HeadBook
 from wscl.method.learners import Learner
 from wscl.method.state import RunState
@@ -203,7 +203,7 @@ def train_copies(copies: list[Learner], pool: Pool, plan: EpochPlan, spec: Trial
                 c.net = c.net.net
                 tape.copy_statistics(c.net, c.frozen_blocks)
     task = spec.where.task
-    return [clock.entry("freezing_trial", task, 0, t.monitor.losses[: len(plan.steps)], images, copy=i)
+    return [clock.entry(PhaseEpoch("freezing_trial", task, 0, copy=i), t.monitor.losses[: len(plan.steps)], images)
             for i, t in enumerate(trainees)]
 
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from wscl.data.pool import Pool
 from wscl.method.failures import LossChecks
+from wscl.method.feed import Pool
 from wscl.method.learners import Learner
 from wscl.method.step import check_finite
 

@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from wscl.core.errors import NonFiniteLossError
-from wscl.data.pool import Pool
-from wscl.method.dynamics import EpochClock
+from wscl.method.dynamics import EpochClock, PhaseEpoch
 from wscl.method.failures import PHASE_SETTINGS, Where
+from wscl.method.feed import Pool
 from wscl.method.learners import Learner
 from wscl.method.memory import ShortTermMemory
 from wscl.method.night import Night
@@ -118,7 +118,8 @@ def replay_stm_ltm(night: Night, stm: ShortTermMemory, seen_heads: torch.Tensor,
         n_images += epoch_images
         night.checks.check(losses, 0, Where(task, epoch, phase="NREM" if update else "importance"), False)
         if night.dynamics is not None:
-            night.dynamics.append(clock.entry("nrem" if update else "importance", task, epoch, losses, epoch_images))
+            which = PhaseEpoch("nrem" if update else "importance", task, epoch)
+            night.dynamics.append(clock.entry(which, losses, epoch_images))
     learner.opt.zero_grad(set_to_none=True)
     return n_images
 

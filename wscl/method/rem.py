@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 
 from wscl.data.canonical import CanonicalDataset
-from wscl.data.pool import ImageSource, Pool
-from wscl.method.dynamics import EpochClock
+from wscl.method.dynamics import EpochClock, PhaseEpoch
 from wscl.method.failures import Where
+from wscl.method.feed import ImageSource, Pool
 from wscl.method.heads import HeadBook
 from wscl.method.learners import Learner
 from wscl.method.night import Night
@@ -124,7 +124,7 @@ def run_staged_rem(night: Night, dream_pool: Pool, free_heads: torch.Tensor, epo
         n_images += epoch_images
         night.checks.check(losses, 0, Where(task, epoch, phase="staged REM"), False)
         if night.dynamics is not None:
-            night.dynamics.append(clock.entry("rem", task, epoch, losses, epoch_images))
+            night.dynamics.append(clock.entry(PhaseEpoch("rem", task, epoch), losses, epoch_images))
     if epochs:
         night.check("staged REM")
     return n_images

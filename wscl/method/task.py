@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from wscl.data.pool import ImageSource, Pool
 from wscl.method.failures import LossChecks
+from wscl.method.feed import ImageSource, Pool
 from wscl.method.memory import ShortTermMemory
 from wscl.method.scenario import Scenario
 from wscl.method.state import RunState

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from wscl.data.pool import Pool
-from wscl.method.dynamics import EpochClock
+from wscl.method.dynamics import EpochClock, PhaseEpoch
 from wscl.method.failures import LossChecks, Where
+from wscl.method.feed import Pool
 from wscl.method.learners import Learner, Step
 from wscl.method.task import TaskContext
 from wscl.settings.runtime import timed
@@ -200,7 +200,7 @@ def wake_epoch(ctx: TaskContext, plan: EpochPlan, where: Where) -> bool:
         mid.epoch_losses = monitor.losses[: mid.step].cpu()
         return False
     epoch_images = sum(len(rows) for rows in plan.host_rows)  # images/s: of the part run in this process
-    mid.record["dynamics"].append(clock.entry("wake", where.task, where.epoch, monitor.losses[: mid.step],
+    mid.record["dynamics"].append(clock.entry(PhaseEpoch("wake", where.task, where.epoch), monitor.losses[: mid.step],
                                               epoch_images, timed_images=images))
     mid.epoch_losses = None
     return True

@@ -4,7 +4,7 @@ Every training step frees and allocates the same activation and gradient buffers
 malloc, left to itself, returns the freed top of its heap to the kernel once it exceeds a threshold that
 follows the largest mapped block freed so far (``M_TRIM_THRESHOLD``, twice the dynamic ``M_MMAP_THRESHOLD``),
 so the next step touches fresh pages: about 1.9 million page faults and 3-4 s of kernel time in a
-160-step ER-ACE run on 32x32 images (``wscl bench --end-to-end`` shows the effect). Fixing both
+160-step ER-ACE run on 32x32 images (``wscl speed --end-to-end`` shows the effect). Fixing both
 thresholds keeps freed memory in the process for reuse. Allocation does not enter the arithmetic (torch
 aligns every CPU buffer to 64 bytes whatever malloc returns), so no number changes.
 """

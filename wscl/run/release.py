@@ -19,6 +19,7 @@ on the machine kind that trained it, the row is the recorded one exactly.
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,26 +30,42 @@ from wscl.core.errors import RunResultError
 from wscl.core.safe_io import RESUME, atomic_torch_save, read_result
 from wscl.method.augment import Preprocess
 from wscl.method.backbone import ResNet18
-from wscl.method.evaluation import SETTINGS, TestTasks
+from wscl.method.evaluation import SETTINGS, EvalLayout, TestTasks
 from wscl.settings.config import Config, Layer, build
 
 FILE_NAME = "model.pt"
 FORMAT, FORMAT_VERSION = "wscl-model", 1
 
 
-def save_model(path: Path, cfg: Config, net: ResNet18, class_to_head: np.ndarray, normalisation, image_shape,
-               training_channels_last: bool, eval_layout, final_rows: dict[str, list[float]]) -> None:
+@dataclass(frozen=True)
+class ReleasedModel:
+    """What a finished run releases: its settings (``cfg``), final network and head assignment, the inputs it
+    took (``normalisation``: per-channel mean and std; ``image_shape``), the memory formats and batch size it
+    ran with (``training_channels_last``; ``eval_layout``, chosen by ``evaluation.choose_layout``) and its last
+    accuracy row per setting (``final_rows``)."""
+    cfg: Config
+    net: ResNet18
+    class_to_head: np.ndarray
+    normalisation: tuple
+    image_shape: tuple
+    training_channels_last: bool
+    eval_layout: EvalLayout
+    final_rows: dict[str, list[float]]
+
+
+def save_model(path: Path, released: ReleasedModel) -> None:
+    net, cfg, layout = released.net, released.cfg, released.eval_layout
+    mean, std = released.normalisation
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     model = {"format": FORMAT, "format_version": FORMAT_VERSION, "wscl_version": __version__, "config": cfg.to_dict(),
              "architecture": {"name": "ResNet18", "n_heads": net.classifier.out_features,
-                              "in_channels": int(image_shape[0]), "width": cfg.model.width},
-             "state_dict": state, "class_to_head": [int(h) for h in class_to_head],
-             "normalisation": {"mean": [float(m) for m in normalisation[0]],
-                               "std": [float(s) for s in normalisation[1]]},
-             "image_shape": [int(d) for d in image_shape],
-             "eval": {"training_channels_last": bool(training_channels_last),
-                      "channels_last": bool(eval_layout.channels_last), "batch_size": int(eval_layout.batch_size)},
-             "final_accuracy": final_rows}
+                              "in_channels": int(released.image_shape[0]), "width": cfg.model.width},
+             "state_dict": state, "class_to_head": [int(h) for h in released.class_to_head],
+             "normalisation": {"mean": [float(m) for m in mean], "std": [float(s) for s in std]},
+             "image_shape": [int(d) for d in released.image_shape],
+             "eval": {"training_channels_last": bool(released.training_channels_last),
+                      "channels_last": bool(layout.channels_last), "batch_size": int(layout.batch_size)},
+             "final_accuracy": released.final_rows}
     atomic_torch_save(model, path, RESUME, sealed=True)
 
 
@@ -84,8 +101,8 @@ def evaluate(model: dict, dataset_root: str | None = None, device: str = "cpu") 
     (prepared under ``dataset_root``, else the run's ``dataset.root``): per setting the row, and whether it
     equals the row recorded when the run finished."""
     from wscl.data import benchmarks
-    from wscl.data.pool import ImageSource
     from wscl.method import scenario as scenario_mod
+    from wscl.method.feed import ImageSource
     cfg = build([Layer("config file", model["config"], "the model's configuration"),
                  Layer("set", {"dataset": {"root": dataset_root}} if dataset_root else {}, "--dataset-root")])
     device = torch.device(device)

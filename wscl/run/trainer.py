@@ -24,7 +24,6 @@ from tqdm import tqdm
 from wscl.core.errors import Preempted
 from wscl.core.safe_io import RESUME, atomic_write_json, atomic_write_text, translated
 from wscl.data import benchmarks
-from wscl.data.pool import ImageSource, Pool
 from wscl.method import nrem, rem, sleep
 from wscl.method import scenario as scenario_mod
 from wscl.method.augment import Preprocess
@@ -39,6 +38,7 @@ from wscl.method.evaluation import (
     logits_of,
 )
 from wscl.method.failures import FailurePolicy, LossChecks, check_collapse
+from wscl.method.feed import ImageSource, Pool
 from wscl.method.freezing import task_trial
 from wscl.method.heads import HeadBook, assign_task, bind_dreams
 from wscl.method.learners import Learner, build_learner
@@ -164,9 +164,9 @@ class Run:
         """The final network as a released model (wscl/run/release.py), with the accuracy row it scored."""
         T = self.scenario.n_tasks
         rows = {s: [float(v) for v in self.state.accuracy.R[s][T - 1, :T]] for s in self.state.accuracy.R}
-        release.save_model(self.out / release.FILE_NAME, self.cfg, self.learner.net, self.book.class_to_head,
-                           self.mean_std, self.dataset.image_shape, self.runtime.channels_last,
-                           self.eval_layout, rows)
+        release.save_model(self.out / release.FILE_NAME, release.ReleasedModel(
+            self.cfg, self.learner.net, self.book.class_to_head, self.mean_std, self.dataset.image_shape,
+            self.runtime.channels_last, self.eval_layout, rows))
 
     def resume(self) -> MidTask | None:
         """Load the checkpoint, if any; the task under way when it was written inside one."""

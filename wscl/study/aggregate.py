@@ -294,7 +294,8 @@ def comparison_rows(found: pd.DataFrame) -> dict[str, list[dict]]:
 
 def aggregate(study: Study, tables_dir: Path, plots_dir: Path, mlflow_uri: str | None = None) -> None:
     """Tables and plots; with an MLflow URI also each run's MLflow run id (all_runs.csv) and the seed
-    statistics and verdicts on every parent run."""
+    statistics and verdicts on every parent run. Logging runs to MLflow is not its job: the workflow's
+    `mlflow_sync` rule (`wscl mlflow-sync`) logs every finished run the store lacks before this runs."""
     for folder in (tables_dir, plots_dir):
         with translated(folder):  # a read-only results folder: one line, not a traceback
             folder.mkdir(parents=True, exist_ok=True)
@@ -303,10 +304,7 @@ def aggregate(study: Study, tables_dir: Path, plots_dir: Path, mlflow_uri: str |
     runs["in_table"] = reported_runs(runs, selection)
     run_ids = {}
     if mlflow_uri:
-        from wscl.tracking.pending import sync_pending
         from wscl.tracking.runs import child_run_ids
-        # runs finished while the store was unreachable are logged now (their markers say where)
-        sync_pending([study.run_dir(k) for k in study.runs()], log=lambda msg: print(msg, file=sys.stderr))
         try:
             run_ids = child_run_ids(mlflow_uri, study.config["study"])
         except Exception as exc:  # the tables do not depend on the tracking store being reachable

@@ -31,7 +31,7 @@ def start_live_run(cfg: Config, out_dir: str | Path, uri: str, experiment: str |
     def start() -> str:
         client = mlflow_client(uri)
         experiment_id = experiment_for(client, header, experiment, parent_run_id)
-        return new_child_run(client, header, out_dir, experiment_id, parent_run_id, None, with_dataset=False)
+        return new_child_run(client, header, out_dir, experiment_id, parent_run_id, with_dataset=False)
     return with_retries(start)
 
 

@@ -1,9 +1,9 @@
 """A finished run that could not be logged (tracking server down, SQLite locked past the retries).
 
 Its metrics.json is already written, so the job still succeeds; `mlflow_pending.json` in the run folder
-marks it as not yet logged and says where it goes. `wscl mlflow-sync` and the next `wscl aggregate` log it,
-once: a run folder has one child run (found by its run key), and a marker being logged is first renamed to
-a claim that a second process leaves alone."""
+marks it as not yet logged and says where it goes. `wscl mlflow-sync` (the workflow's `mlflow_sync` rule,
+which runs before the aggregation) logs it, once: a run folder has one child run (found by its run key),
+and a marker being logged is first renamed to a claim that a second process leaves alone."""
 from __future__ import annotations
 
 import json
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from wscl.core.errors import RunResultError
 from wscl.tracking.client import unreachable
-from wscl.tracking.runs import log_run_marked, metrics_digest
+from wscl.tracking.runs import Destination, OpenRun, log_run_marked, metrics_digest
 
 PENDING = "mlflow_pending.json"
 
@@ -100,12 +100,12 @@ def log_finished(metrics_file: str | Path, destination: dict, run_id: str | None
     yet logged (mlflow_pending.json) and say so in one line instead of failing. Returns the run id or None."""
     out_dir = Path(metrics_file).parent
     try:
-        run_id = log_run_marked(metrics_file, destination["tracking_uri"], destination.get("parent_run_id"),
-                                run_id=run_id, tasks_logged=tasks_logged, experiment=destination.get("experiment"))
+        to = Destination(destination["tracking_uri"], destination.get("experiment"), destination.get("parent_run_id"))
+        run_id = log_run_marked(metrics_file, to, None if run_id is None else OpenRun(run_id, tasks_logged))
     except Exception as exc:  # noqa: BLE001 - any tracking failure: the finished run must not be lost
         marker = mark_pending(out_dir, destination, exc)
         log(f"warning: {unreachable(destination['tracking_uri'], exc)}; the run is complete in {metrics_file} and "
-            f"marked as not yet logged ({marker}): `wscl mlflow-sync` or the next `wscl aggregate` logs it")
+            f"marked as not yet logged ({marker}): `wscl mlflow-sync` (the workflow's mlflow_sync rule) logs it")
         return None
     remove_pending(out_dir)
     return run_id
@@ -135,8 +135,8 @@ def sync_pending(run_dirs: list[str | Path], log=print) -> dict:
                     continue
                 if claim is None:
                     continue  # logged meanwhile by another process
-                log_run_marked(Path(out_dir) / "metrics.json", uri, claim.get("parent_run_id"),
-                               experiment=claim.get("experiment"))
+                log_run_marked(Path(out_dir) / "metrics.json",
+                               Destination(uri, claim.get("experiment"), claim.get("parent_run_id")))
         except RunResultError as exc:
             report["invalid"].append(str(out_dir))
             log(str(exc))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import NamedTuple
 
 from wscl.method.metrics import read_metrics
 from wscl.tracking.client import MAX_BATCH, mark_model_training, mlflow_client, with_retries
@@ -17,13 +18,24 @@ DIGEST_TAG = "wscl.metrics_sha256"
 DATASET_TAG = "dataset_sha256"
 
 
-def log_run(metrics: dict, out_dir: str | Path, uri: str, experiment: str | None = None,
-            parent_run_id: str | None = None, run_name: str | None = None, run_id: str | None = None,
-            tasks_logged: set[int] | frozenset = frozenset()) -> str:
-    """Log a finished run as a child of ``parent_run_id``. ``run_id``: the run :func:`start_live_run` opened;
-    the per-task metrics of ``tasks_logged`` were logged live by :func:`log_task` and are not logged twice."""
-    return with_retries(lambda: _log_run(metrics, out_dir, uri, experiment, parent_run_id, run_name, run_id,
-                                         tasks_logged))
+class Destination(NamedTuple):
+    """Where a run is logged: the tracking URI, the experiment by name (None: ``wscl-<dataset>``; a parent's
+    experiment wins) and the parent run (None: a top-level run)."""
+    uri: str
+    experiment: str | None = None
+    parent_run_id: str | None = None
+
+
+class OpenRun(NamedTuple):
+    """The child run :func:`wscl.tracking.live.start_live_run` opened while the run trained, and the tasks whose
+    metrics :func:`wscl.tracking.live.log_task` logged to it already (they are not logged twice)."""
+    run_id: str
+    tasks_logged: set[int] | frozenset = frozenset()
+
+
+def log_run(metrics: dict, out_dir: str | Path, to: Destination, opened: OpenRun | None = None) -> str:
+    """Log a finished run to ``to``, into the run ``opened`` while it trained if there is one."""
+    return with_retries(lambda: _log_run(metrics, out_dir, to, opened))
 
 
 def experiment_for(client, metrics: dict, experiment: str | None, parent_run_id: str | None) -> str:
@@ -37,7 +49,7 @@ def experiment_for(client, metrics: dict, experiment: str | None, parent_run_id:
 
 
 def new_child_run(client, metrics: dict, out_dir, experiment_id: str, parent_run_id: str | None,
-                  run_name: str | None, with_dataset: bool = True) -> str:
+                  with_dataset: bool = True) -> str:
     """A fresh child run for this run folder (earlier records of the same folder are deleted), with its
     dataset input (``with_dataset``; a run opened before training knows its data's digest only at the end)."""
     from wscl.core.provenance import dataset_identity
@@ -50,26 +62,26 @@ def new_child_run(client, metrics: dict, out_dir, experiment_id: str, parent_run
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
     run = client.create_run(experiment_id, tags=tags,
-                            run_name=run_name or f"{metrics['method']}-{metrics['preset']}-seed{metrics['seed']}")
+                            run_name=f"{metrics['method']}-{metrics['preset']}-seed{metrics['seed']}")
     if with_dataset:
         client.log_inputs(run.info.run_id, datasets=[dataset_input(dataset_identity(metrics))])
     return run.info.run_id
 
 
-def _log_run(metrics: dict, out_dir: str | Path, uri: str, experiment: str | None,
-             parent_run_id: str | None, run_name: str | None, run_id: str | None = None,
-             tasks_logged: set[int] | frozenset = frozenset()) -> str:
+def _log_run(metrics: dict, out_dir: str | Path, to: Destination, opened: OpenRun | None = None) -> str:
     import matplotlib.pyplot as plt
 
     from wscl.run.figures import run_accuracy_figure  # matplotlib (Agg): only when a run is logged
 
+    uri = to.uri
     client = mlflow_client(uri)
-    if run_id is None:
-        experiment_id = experiment_for(client, metrics, experiment, parent_run_id)
-        run_id = new_child_run(client, metrics, out_dir, experiment_id, parent_run_id, run_name)
+    if opened is None:
+        experiment_id = experiment_for(client, metrics, to.experiment, to.parent_run_id)
+        run_id = new_child_run(client, metrics, out_dir, experiment_id, to.parent_run_id)
         tasks_logged = frozenset()
     else:  # the run opened live: its dataset input, now that the run has read (and digested) its data
         from wscl.core.provenance import dataset_identity
+        run_id, tasks_logged = opened
         client.log_inputs(run_id, datasets=[dataset_input(dataset_identity(metrics))])
     params = config_params(metrics["config"])
     for i in range(0, len(params), 100):
@@ -123,15 +135,13 @@ def metrics_digest(metrics_file: str | Path) -> str | None:
         return None
 
 
-def log_run_marked(metrics_file: str | Path, uri: str, parent_run_id: str | None, run_id: str | None = None,
-                   tasks_logged: set[int] | frozenset = frozenset(), experiment: str | None = None,
+def log_run_marked(metrics_file: str | Path, to: Destination, opened: OpenRun | None = None,
                    read: tuple[dict, bytes] | None = None) -> str:
     """Log a finished run and tag it with its metrics.json digest, so a later sync can skip it. ``read``: the
     file's ``read_metrics`` result when the caller has it already."""
     metrics, content = read or read_metrics(metrics_file)  # read once: the tag names exactly what was logged
-    run_id = log_run(metrics, Path(metrics_file).parent, uri, experiment=experiment,
-                     parent_run_id=parent_run_id, run_id=run_id, tasks_logged=tasks_logged)
-    with_retries(lambda: mlflow_client(uri).set_tag(run_id, DIGEST_TAG, digest(content)))
+    run_id = log_run(metrics, Path(metrics_file).parent, to, opened)
+    with_retries(lambda: mlflow_client(to.uri).set_tag(run_id, DIGEST_TAG, digest(content)))
     return run_id
 
 

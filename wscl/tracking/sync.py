@@ -10,7 +10,7 @@ from wscl.tracking.client import unreachable
 from wscl.tracking.parents import parent_from_setup
 from wscl.tracking.pending import claimed, remove_pending
 from wscl.tracking.rows import run_key
-from wscl.tracking.runs import digest, log_run_marked, logged_digests
+from wscl.tracking.runs import Destination, digest, log_run_marked, logged_digests
 
 
 def sync_runs(setup: dict, runs: list[tuple[str, str]], log=print) -> dict:
@@ -45,7 +45,7 @@ def sync_runs(setup: dict, runs: list[tuple[str, str]], log=print) -> dict:
                     continue
                 parent = parent_from_setup(setup, group)
                 try:
-                    log_run_marked(metrics_file, uri, parent, read=read)
+                    log_run_marked(metrics_file, Destination(uri, parent_run_id=parent), read=read)
                 except RunResultError:
                     raise  # the run's own file is broken, not the store: its message says how to write it again
                 except Exception as exc:

@@ -1,5 +1,5 @@
 """The benchmarks, one declaration per module of this folder (``BENCHMARK = Benchmark(...)``, see
-wscl/data/benchmark.py), found by listing the folder: adding a benchmark is adding one file. And the dataset a
+wscl/data/declaration.py), found by listing the folder: adding a benchmark is adding one file. And the dataset a
 run trains on (``from_config``)."""
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pkgutil
 from pathlib import Path
 
 from wscl.core.errors import DatasetError
-from wscl.data.benchmark import Benchmark
 from wscl.data.canonical import CanonicalDataset, load
+from wscl.data.declaration import Benchmark
 from wscl.data.synthetic import synthetic
 from wscl.data.verify import verify_prepared
 from wscl.settings.config import Config, Layer, build

@@ -2,8 +2,8 @@
 generates them from its ``dataset.synthetic`` settings; ``wscl data prepare synthetic`` writes the default ones."""
 from __future__ import annotations
 
-from wscl.data.benchmark import Benchmark, Context, CropFlip
 from wscl.data.canonical import CanonicalDataset
+from wscl.data.declaration import Benchmark, Context, CropFlip
 from wscl.data.synthetic import synthetic
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from wscl.data import cifar
-from wscl.data.benchmark import Benchmark, Context, CropFlip
 from wscl.data.canonical import CanonicalDataset
+from wscl.data.declaration import Benchmark, Context, CropFlip
 from wscl.data.fakes import fake_cifar10, fake_cifar100
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from wscl.data import cifar, imagenet
-from wscl.data.benchmark import Benchmark, Context, CropFlip
 from wscl.data.canonical import CanonicalDataset
+from wscl.data.declaration import Benchmark, Context, CropFlip
 from wscl.data.fakes import fake_cifar100, fake_imagenet
 
 

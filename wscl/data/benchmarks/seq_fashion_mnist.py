@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from wscl.data import fashion_mnist
-from wscl.data.benchmark import Benchmark, Context
 from wscl.data.canonical import CanonicalDataset
+from wscl.data.declaration import Benchmark, Context
 from wscl.data.fakes import idx_gz
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from wscl.data import imagenet
-from wscl.data.benchmark import Benchmark, Context
 from wscl.data.canonical import CanonicalDataset
+from wscl.data.declaration import Benchmark, Context
 from wscl.data.fakes import fake_imagenet
 
 

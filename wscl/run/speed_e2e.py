@@ -1,4 +1,5 @@
-"""End-to-end benchmark [ours]: a whole fixed run against the work its protocol requires.
+"""End-to-end speed (``wscl speed --end-to-end``) [ours]: a whole fixed run against the work its protocol
+requires.
 
 Two runs (base ER-ACE and ER-ACE + WSCL as the authors' code runs it, fidelity reference) on synthetic
 32x32x3 images, ResNet-18 width 20, 5 tasks x 2 classes, one epoch (``width`` and ``image_size`` set another
@@ -51,7 +52,18 @@ from wscl.method import evaluation, freezing, learners
 from wscl.method.augment import Preprocess
 from wscl.method.backbone import ResNet18
 from wscl.run import allocator, trainer
-from wscl.run.bench import BATCH, CLASSES_PER_TASK, SIZE, WIDTH, bare_loop, environment, synthetic_config
+from wscl.run.speed import (
+    BATCH,
+    CLASSES_PER_TASK,
+    SIZE,
+    WIDTH,
+    BareStep,
+    ModelShape,
+    Workload,
+    bare_loop,
+    environment,
+    synthetic_config,
+)
 from wscl.settings.runtime import resolve_runtime, synchronize
 
 TASKS = 5
@@ -61,8 +73,8 @@ RUNS = ("base", "authors")
 
 
 def e2e_config(preset: str, size: str, device: str | dict, width: int = WIDTH, image_size: int = SIZE) -> dict:
-    return synthetic_config(preset, device, TASKS, SIZES[size], val_per_task=20 if size == "quick" else 100,
-                            epochs=1, width=width, image_size=image_size, fidelity="reference")
+    work = Workload(TASKS, SIZES[size], val_per_task=20 if size == "quick" else 100, epochs=1)
+    return synthetic_config(preset, device, work, ModelShape(width, image_size), fidelity="reference")
 
 
 class Work:
@@ -102,11 +114,10 @@ class Work:
             learners.Learner.observe, evaluation.infer, freezing.batch_cross_entropies = observe, infer, scores
 
 
-def bare_training(device: torch.device, n_heads: int, channels_last: bool, bf16: bool, steps: int,
-                  width: int = WIDTH, image_size: int = SIZE) -> float:
+def bare_training(device: torch.device, bare: BareStep, steps: int) -> float:
     """Images/s trained by ER-ACE replay steps on the bare model: two batch-32 forwards, one backward, SGD."""
     # bare_loop counts stream images
-    return 2 * bare_loop(device, n_heads, 0, steps, channels_last, bf16, width, image_size)
+    return 2 * bare_loop(device, bare, 0, steps)
 
 
 def replay_step_flops_per_image(n_heads: int, width: int = WIDTH, image_size: int = SIZE) -> float:
@@ -173,9 +184,9 @@ def measure(preset: str, size: str, device: str | dict, width: int = WIDTH, imag
         wall, faults = time.perf_counter() - start, minor_page_faults() - faults
     runtime, n_heads = run.runtime, run.scenario.n_heads
     shape = {"width": width, "image_size": image_size}
-    train_rate = max(bare_training(runtime.device, n_heads, runtime.channels_last, runtime.bf16, 3 if quick else 30,
-                                   **shape)
-                     for _ in range(2))  # best of two: a conservative (lower) efficiency on a noisy machine
+    bare = BareStep(n_heads, runtime.channels_last, runtime.bf16, ModelShape(width, image_size))
+    # best of two: a conservative (lower) efficiency on a noisy machine
+    train_rate = max(bare_training(runtime.device, bare, 3 if quick else 30) for _ in range(2))
     infer_rate = max(bare_inference(runtime.device, n_heads, run.eval_layout, 2 if quick else 12, **shape)
                      for _ in range(2))
     train_gflops = train_rate * replay_step_flops_per_image(n_heads, **shape) / 1e9
@@ -204,8 +215,8 @@ def warm_up(device: torch.device, size: str, width: int = WIDTH, image_size: int
     """Seconds of the process's first work on ``device`` (CUDA context, cuDNN and cuBLAS set-up): paid once
     per training job, reported apart so that the runs measure the protocol, not the process start."""
     start = time.perf_counter()
-    bare_training(device, TASKS * CLASSES_PER_TASK, device.type == "cuda", False, 3 if size == "quick" else 10,
-                  width, image_size)
+    bare = BareStep(TASKS * CLASSES_PER_TASK, device.type == "cuda", False, ModelShape(width, image_size))
+    bare_training(device, bare, 3 if size == "quick" else 10)
     return time.perf_counter() - start
 
 
@@ -238,9 +249,9 @@ def exit_medians(device: str | dict, repeats: int) -> dict:
     return {path: round(statistics.median(secs), 3) for path, secs in times.items()}
 
 
-def run_end_to_end(device: str | dict = "auto", out: str | Path = "results/bench_end_to_end.json",
+def run_end_to_end(device: str | dict = "auto", out: str | Path = "results/speed_end_to_end.json",
                    size: str = "full", width: int = WIDTH, image_size: int = SIZE, exit_probe: bool = True) -> dict:
-    """The benchmark at ``size`` (quick or full), network ``width`` and ``image_size`` x ``image_size`` inputs;
+    """The measurement at ``size`` (quick or full), network ``width`` and ``image_size`` x ``image_size`` inputs;
     ``exit_probe``: also time the exit of a training process (at the default width and image size)."""
     out = Path(out)
     cfg = e2e_config("base", size, device, width, image_size)
@@ -258,7 +269,7 @@ def run_end_to_end(device: str | dict = "auto", out: str | Path = "results/bench
         r = measure(preset, size, device, width, image_size)
         r["hardware_fraction"] = round(r["bare_train_gflops"] / results["matmul_gflops"], 3)
         results["runs"].append(r)
-        atomic_write_json(out, results)  # each run as soon as it is measured: a bench stopped early keeps it
+        atomic_write_json(out, results)  # each run as soon as it is measured: a measurement stopped early keeps it
         phases = ", ".join(f"{k} {v:.1f}" for k, v in r["phase_seconds"].items() if v)
         rates = ", ".join(f"{k} {v['images_per_second']:.0f} img/s" for k, v in r["phases"].items()
                           if v["images_per_second"])

@@ -1,4 +1,4 @@
-"""`wscl bench --end-to-end` at another width and image size: the settings in its JSON, per-phase rates."""
+"""`wscl speed --end-to-end` at another width and image size: the settings in its JSON, per-phase rates."""
 import importlib.util
 import json
 import sys
@@ -8,15 +8,17 @@ import pytest
 import torch
 
 from wscl.cli import main
-from wscl.run import bench
+from wscl.run import speed
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
-def test_bench_options_default_to_the_benchmarks_fixed_setup():
-    from wscl.cli import build_parser
-    args = build_parser().parse_args(["bench", "--end-to-end"])
-    assert (args.width, args.image_size, args.no_exit_probe) == (bench.WIDTH, bench.SIZE, False)
+@pytest.mark.parametrize("command", ["speed", "bench"])  # bench: the command's earlier name, still accepted
+def test_speed_options_default_to_the_fixed_setup(command):
+    from wscl.cli import COMMANDS, build_parser
+    args = build_parser().parse_args([command, "--end-to-end"])
+    assert (args.width, args.image_size, args.no_exit_probe) == (speed.WIDTH, speed.SIZE, False)
+    assert COMMANDS[args.command] is COMMANDS["speed"]
 
 
 @pytest.fixture
@@ -28,9 +30,9 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def test_end_to_end_bench_at_a_small_width_and_image_size_records_them(tmp_path, capsys, monkeypatch, one_thread):
+def test_end_to_end_speed_at_a_small_width_and_image_size_records_them(tmp_path, capsys, monkeypatch, one_thread):
     out = tmp_path / "e2e.json"
-    assert main(["bench", "--end-to-end", "--quick", "--device", "cpu", "--width", "8", "--image-size", "16",
+    assert main(["speed", "--end-to-end", "--quick", "--device", "cpu", "--width", "8", "--image-size", "16",
                  "--no-exit-probe", "--out", str(out)]) == 0
     saved = json.loads(out.read_text())
     assert saved["setup"]["image"] == [3, 16, 16] and saved["setup"]["width"] == 8
@@ -58,6 +60,6 @@ def test_end_to_end_bench_at_a_small_width_and_image_size_records_them(tmp_path,
 
 def test_the_bare_models_work_follows_width_and_image_size(one_thread):
     """Four times the pixels: four times the FLOPs of a trained image (all layers but the small classifier)."""
-    from wscl.run.bench_e2e import replay_step_flops_per_image
+    from wscl.run.speed_e2e import replay_step_flops_per_image
     small, large = replay_step_flops_per_image(4, width=8, image_size=16), replay_step_flops_per_image(4, 8, 32)
     assert large / small == pytest.approx(4.0, rel=0.01)
