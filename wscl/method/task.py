@@ -67,12 +67,26 @@ class MidTask:
         self.epoch_losses = saved.get("epoch_losses")
 
 
+PROBE_IMAGES = 32  # the probe batch's size: enough images for every BatchNorm channel to see several values
+
+
 @dataclass(frozen=True)
 class TrainingImages:
     """A run's training images: the source, their labels and the scenario that splits them into tasks."""
     source: ImageSource
     labels: np.ndarray
     scenario: Scenario
+
+    def pool(self, task: int, heads_of: Callable, dreams: tuple | None) -> Pool:
+        """What task ``task``'s wake phase trains on: its training images, with the interleaved dreams if any."""
+        rows = self.scenario.train_idx[task]
+        parts = [(self.source, rows, heads_of(self.labels[rows]), rows)]
+        return Pool(parts if dreams is None else parts + [dreams], self.source.device)
+
+    def probe(self, task: int, preprocess) -> torch.Tensor:
+        """Task ``task``'s first training images, prepared without augmentation: the batch whose outputs must
+        stay finite after every phase (wscl/method/step.py, ``check_finite``)."""
+        return preprocess(self.source.take(self.scenario.train_idx[task][:PROBE_IMAGES]), None, train=False)
 
 
 @dataclass

@@ -50,9 +50,7 @@ from wscl.method.task import MidTask, TaskContext, TrainingImages, seeds_for
 from wscl.method.wake import wake_phase
 from wscl.run import checkpoint, release
 from wscl.settings.config import Config, fingerprint
-from wscl.settings.runtime import apply_determinism, resolve_runtime, share_compiled_code, timed
-
-PROBE_IMAGES = 32  # the probe batch's size: enough images for every BatchNorm channel to see several values
+from wscl.settings.runtime import prepare_runtime, timed
 
 
 @dataclass(frozen=True)
@@ -69,18 +67,13 @@ class Run:
     def __init__(self, cfg: Config, out_dir: str | Path, quiet: bool = False, log=print,
                  process: Process | None = None):
         self.cfg, self.out, self.log = cfg, Path(out_dir), log
-        process = process or Process()
-        self.gpu_share = process.gpu_share
+        self.process = process = process or Process()
         with translated(self.out, RESUME):
             self.out.mkdir(parents=True, exist_ok=True)
         self.stop = process.stop
-        self.runtime = resolve_runtime(cfg)
+        self.runtime = prepare_runtime(cfg)
         self.device = self.runtime.device
-        apply_determinism(self.runtime)
-        if self.runtime.compile:
-            share_compiled_code()
         self.quiet = quiet or not cfg.runtime.progress
-        self.on_task_end = process.on_task_end
         self.wscl, self.reference = cfg.wscl, cfg.fidelity == "reference"
         self.fingerprint = fingerprint(cfg, self.runtime.describe())
         self.checkpoints = checkpoint.Schedule(self.out / checkpoint.FILE_NAME, self.fingerprint,
@@ -145,8 +138,8 @@ class Run:
             self.state.history.append(record)
             self.state.next_task = t + 1
             self.checkpoints.save(self.state)
-            if self.on_task_end is not None:
-                self.on_task_end(self.metrics(), t)
+            if self.process.on_task_end is not None:
+                self.process.on_task_end(self.metrics(), t)
             if not self.quiet:
                 self.log(f"task {t + 1}/{T}: Class-IL {record['avg_acc_class_il']:.2f}  "
                          f"Task-IL {record['avg_acc_task_il']:.2f}  frozen blocks {record['frozen_blocks']}")
@@ -201,7 +194,7 @@ class Run:
         self.learner.task = t
         mid = mid or self.before_training(t, gen_seed)
         self.failures.records = mid.record.setdefault("training_failures", [])
-        pool, probe = self.task_pool(t), self.probe(t)
+        pool, probe = self.task_pool(t), self.images.probe(t, self.tests.preprocess)
         # The bar is cleared however the task ends (a stop, a NaN): an error message then starts its own line.
         with tqdm(total=None, desc=f"task {t + 1}/{T}", unit="step", disable=self.quiet, leave=False) as progress:
             ctx = TaskContext(mid, state, self.images, pool, self.loss_checks, gen_seed, progress, self.stop,
@@ -249,21 +242,12 @@ class Run:
         return assign_task(self.book, self.cfg.scenario.head_assignment, self.scenario.task_classes(t), t == 0,
                            predict)
 
-    def probe(self, t: int) -> torch.Tensor:
-        """Task t's first training images, prepared without augmentation: the batch whose outputs must stay
-        finite after every phase (wscl/method/step.py, ``check_finite``)."""
-        rows = self.scenario.train_idx[t][:PROBE_IMAGES]
-        return self.tests.preprocess(self.train_source.take(rows), None, train=False)
-
     def task_pool(self, t: int) -> Pool:
-        rows = self.scenario.train_idx[t]
-        parts = [(self.train_source, rows, self.book.heads_of(self.train_y[rows]), rows)]
-        dreams = rem.interleaved_part(self.dreams, self.book, self.wscl.rem)
-        return Pool(parts if dreams is None else parts + [dreams], self.device)
+        return self.images.pool(t, self.book.heads_of, rem.interleaved_part(self.dreams, self.book, self.wscl.rem))
 
     def metrics(self) -> dict:
         return {**run_metrics(self.cfg, self.runtime, self.dataset, self.state, self.eval_layout),
-                "gpu_share": self.gpu_share, "compile": compile_record(self.runtime, self.compiled_before)}
+                "gpu_share": self.process.gpu_share, "compile": compile_record(self.runtime, self.compiled_before)}
 
 
 def compile_record(runtime, before: dict) -> dict:

@@ -85,6 +85,16 @@ def resolve_runtime(cfg: Config) -> Runtime:
     return Runtime(device, **chosen)
 
 
+def prepare_runtime(cfg: Config) -> Runtime:
+    """The run's runtime, resolved for this machine, with its determinism applied and, when it compiles, the
+    study's shared cache of compiled code."""
+    runtime = resolve_runtime(cfg)
+    apply_determinism(runtime)
+    if runtime.compile:
+        share_compiled_code()
+    return runtime
+
+
 def apply_determinism(runtime: Runtime) -> None:
     """Process-wide switches; ``warn_only`` so an op without a deterministic kernel warns instead of failing."""
     if runtime.deterministic and runtime.device.type == "cuda":
