@@ -46,7 +46,7 @@ if [[ $QUICK == 1 ]]; then
   BUDGET_S=${BUDGET_S:-55}
   declare -A PLAN=([environment]=15 [bench_eager]=8 [bench_compiled]=4 [bench_compiled_no_graphs]=1 [shares]=6
     [train_authors_eager]=4 [train_authors_compiled]=3 [bench_eager_256]=1 [shares_mps]=1 [pytest_cuda]=1 [cost]=1)
-  BENCH_SIZE=(--quick --width 4 --image-size 8); KS=(1 2); SHARES_SIZE=(--quick)
+  BENCH_SIZE=(--quick --width 4 --image-size 9); KS=(1 2); SHARES_SIZE=(--quick)
 else
   BUDGET_S=${BUDGET_S:-420}
   declare -A PLAN=([environment]=15 [bench_eager]=40 [bench_compiled]=65 [bench_compiled_no_graphs]=35

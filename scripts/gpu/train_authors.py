@@ -3,7 +3,7 @@ width 64 on CIFAR-shaped synthetic data (32x32x3, 5 tasks x 2 classes, 1 epoch),
 
   python scripts/gpu/train_authors.py --out DIR --compile {false,true} [--device cuda] [--quick] [--threads 2]
 
-``--compile`` is passed as ``--set runtime.compile=VALUE``; ``--quick`` is a tiny size (width 4, 8x8) for a
+``--compile`` is passed as ``--set runtime.compile=VALUE``; ``--quick`` is a tiny size (width 4, 9x9) for a
 dry check on the CPU. The run's metrics.json lands in DIR.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 SIZES = {"full": {"per_class": {"train_per_class": 200, "test_per_class": 100, "dream_per_class": 20},
                   "val_per_task": 100, "width": 64, "image_size": 32},
          "quick": {"per_class": {"train_per_class": 40, "test_per_class": 10, "dream_per_class": 4},
-                   "val_per_task": 10, "width": 4, "image_size": 8}}
+                   "val_per_task": 10, "width": 4, "image_size": 9}}
 
 
 def main(argv: list[str] | None = None) -> int:
