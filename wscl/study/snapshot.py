@@ -43,7 +43,8 @@ def make_snapshot(runs_csv: Path, selection: Path | None = None) -> dict:
     points on the tuning split and the one chosen."""
     import pandas as pd
     runs = pd.read_csv(io.BytesIO(read_result(runs_csv, AGGREGATE_FIRST)), keep_default_na=True)
-    runs = runs[runs.in_table] if "in_table" in runs else runs
+    if "in_table" in runs and selection is None:  # a sweep's snapshot keeps every point's runs
+        runs = runs[runs.in_table]
     rows = []
     for record in runs.to_dict("records"):
         row = {k: record.get(k) for k in RUN_FIELDS}
