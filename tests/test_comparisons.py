@@ -49,6 +49,8 @@ def test_steins_interval_keeps_the_pilot_sd_and_degrees_of_freedom():
     # 6 seeds: mean 16/6 = 2.66667, half-width 4.30265 * 1.52753 / sqrt(6) = 2.68321: contains 0
     assert stopped.seeds == 6 and (stopped.low, stopped.high) == pytest.approx((-0.01651, 5.34984), abs=1e-4)
     assert stopped.stopped == "max seeds" and stopped.answer == "undecided at max seeds"
+    lost = paired({k: v for k, v in A.items() if k != 4}, B, Precision(pilot=3, half_width=2.0, max=6))
+    assert lost.seeds == 5 and lost.stopped == "1 of 6 planned seeds failed"  # not max seeds: a seed failed
     # differences 0.5, -0.5, 0: sd 0.5 -> the pilot suffices; 0 +- 4.30265 * 0.5 / sqrt(3) = +-1.24207
     small = paired({0: 0.5, 1: -0.5, 2: 0.0}, {0: 0.0, 1: 0.0, 2: 0.0}, Precision(3, 2.0, 15))
     assert small.seeds == 3 and small.answer == "no effect larger than ±1.3"

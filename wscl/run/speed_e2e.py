@@ -102,9 +102,9 @@ class Work:
                     yield batch
             return infer(net, counted(batches), *args, **kwargs)
 
-        def counted_scores(net, source, rows, *args, **kwargs):
-            self.inferred += len(rows)
-            return scores(net, source, rows, *args, **kwargs)
+        def counted_scores(net, scored, *args, **kwargs):
+            self.inferred += len(scored.rows)
+            return scores(net, scored, *args, **kwargs)
 
         learners.Learner.observe, evaluation.infer, freezing.batch_cross_entropies = \
             counted_observe, counted_infer, counted_scores

@@ -80,6 +80,7 @@ class Comparison:
     target_met: bool | None  # None for a fixed seed count
     answer: str
     rule: str
+    planned: int | None = None  # the seeds Stein's procedure asked for; None for a fixed seed count
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -90,7 +91,10 @@ class Comparison:
 
     @property
     def stopped(self) -> str:
-        """Why the comparison has its seed count: the target met, `max` reached, or the study's fixed count."""
+        """Why the comparison has its seed count: the target met, `max` reached, seeds lost to failed runs, or the
+        study's fixed count."""
+        if self.planned is not None and self.seeds < self.planned:
+            return f"{self.planned - self.seeds} of {self.planned} planned seeds failed"
         return "fixed seed count" if self.target_met is None else "target met" if self.target_met else "max seeds"
 
 
@@ -122,14 +126,14 @@ def paired(a: dict[int, float], b: dict[int, float], precision: Precision | None
     n, met = stein_seeds(pilot_sd, precision)
     used = [seed for seed in common if seed < n]  # the planned seeds 0..n-1 that both presets have
     if len(used) < 2 or not math.isfinite(pilot_sd):
-        return _too_few(a, b, used, precision)
+        return _too_few(a, b, used, precision, n)
     diffs = _differences(a, b, used)
     half = t_quantile(precision.pilot - 1) * pilot_sd / math.sqrt(len(used))
     mean = float(diffs.mean())
     met = met and len(used) == n
     return Comparison(_mean(a, used), _mean(b, used), len(used), mean, mean - half, mean + half,
                       precision.half_width, met, answer(mean - half, mean + half, len(used), met),
-                      f"Stein's two-stage interval, pilot {precision.pilot} seeds, paired")
+                      f"Stein's two-stage interval, pilot {precision.pilot} seeds, paired", n)
 
 
 def _t_interval(a: dict[int, float], b: dict[int, float], seeds: list[int]) -> Comparison:
@@ -142,10 +146,10 @@ def _t_interval(a: dict[int, float], b: dict[int, float], seeds: list[int]) -> C
                       answer(mean - half, mean + half, len(seeds), None), "paired t interval")
 
 
-def _too_few(a, b, seeds, precision) -> Comparison:
+def _too_few(a, b, seeds, precision, planned: int | None = None) -> Comparison:
     diff = float(_differences(a, b, seeds).mean()) if seeds else math.nan
     return Comparison(_mean(a, seeds), _mean(b, seeds), len(seeds), diff, math.nan, math.nan,
-                      precision.half_width if precision else None, None, "too few seeds", "paired")
+                      precision.half_width if precision else None, None, "too few seeds", "paired", planned)
 
 
 def _differences(a: dict[int, float], b: dict[int, float], seeds: list[int]) -> np.ndarray:
