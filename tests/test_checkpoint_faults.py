@@ -41,7 +41,7 @@ def no_mlflow(monkeypatch):
 
 
 def train(out: Path, cfg: dict = CFG) -> int:
-    return main(["train", "--config-json", json.dumps(cfg), "--out", str(out), "--quiet"])
+    return main(["train", "--config-json", json.dumps(cfg.to_dict()), "--out", str(out), "--quiet"])
 
 
 def finished(out: Path) -> dict:
@@ -210,7 +210,7 @@ def test_sigterm_to_a_training_process_requeues_and_the_rerun_ends_with_the_unin
     """A real `wscl train` process gets SIGTERM once its progress bar shows wake epoch 2 of task 1."""
     out = tmp_path / "run"
     cfg = tiny_config(scenario={"n_tasks": 2}, training={"epochs": 3}, runtime={"progress": True})
-    args = [sys.executable, "-m", "wscl", "train", "--config-json", json.dumps(cfg), "--out", str(out)]
+    args = [sys.executable, "-m", "wscl", "train", "--config-json", json.dumps(cfg.to_dict()), "--out", str(out)]
     env = {**os.environ, "MLFLOW_TRACKING_URI": "", "PYTHONPATH": str(Path(__file__).parents[1])}
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     seen, deadline = b"", time.time() + 300

@@ -55,8 +55,9 @@ def launch(k: int, cfg: dict, runs: Path, logs: Path, locks: Path, threads: int)
     for i in range(k):
         out = runs / f"k{k}" / f"run{i}"
         out.mkdir(parents=True)
-        argv = [sys.executable, "-m", "wscl", "train", "--quiet", "--out", str(out), "--config-json", json.dumps(cfg),
-                "--set", f"runtime.runs_per_gpu={k}", "--threads", str(threads), "--mlflow-uri", "none"]
+        argv = [sys.executable, "-m", "wscl", "train", "--quiet", "--out", str(out),
+                "--config-json", json.dumps(cfg.to_dict()), "--set", f"runtime.runs_per_gpu={k}",
+                "--threads", str(threads), "--mlflow-uri", "none"]
         log = open(logs / f"k{k}_run{i}.log", "w")
         # in this process's group: a `timeout` that ends this script ends them too
         procs.append((subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT), out))

@@ -35,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = synthetic_config("authors", args.device, Workload(5, s["per_class"], val_per_task=s["val_per_task"],
                                                             epochs=1),
                            ModelShape(s["width"], s["image_size"]), fidelity="reference")
-    return wscl(["train", "--config-json", json.dumps(cfg), "--set", f"runtime.compile={args.compile}", "--quiet",
-                 "--threads", str(args.threads), "--mlflow-uri", "none", "--out", args.out])
+    return wscl(["train", "--config-json", json.dumps(cfg.to_dict()), "--set", f"runtime.compile={args.compile}",
+                 "--quiet", "--threads", str(args.threads), "--mlflow-uri", "none", "--out", args.out])
 
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ class BareStep(NamedTuple):
 
 
 def synthetic_config(preset: str, device: str | dict, work: Workload, shape: ModelShape = FIXED_SHAPE,
-                     **settings) -> dict:
+                     **settings) -> Config:
     """The speed measurements' fixed setup [ours]: synthetic 32x32x3 images, ResNet-18 width 20, ER-ACE with
     batch 32 and a 200-image buffer, training ``work``; ``shape``: another network width or image side;
     ``settings``: further top-level settings. ``device``: a device name, or runtime settings (e.g.
@@ -79,7 +79,7 @@ def synthetic_config(preset: str, device: str | dict, work: Workload, shape: Mod
     })
 
 
-def speed_config(preset: str, steps: int, device: str, width: int = WIDTH, image_size: int = SIZE) -> dict:
+def speed_config(preset: str, steps: int, device: str, width: int = WIDTH, image_size: int = SIZE) -> Config:
     per_class = {"train_per_class": steps * BATCH // CLASSES_PER_TASK + 20, "test_per_class": 20,
                  "dream_per_class": 50}
     return synthetic_config(preset, device, Workload(TASKS, per_class, val_per_task=20, epochs=2),

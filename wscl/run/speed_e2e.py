@@ -64,6 +64,7 @@ from wscl.run.speed import (
     environment,
     synthetic_config,
 )
+from wscl.settings.config import Config
 from wscl.settings.runtime import resolve_runtime, synchronize
 
 TASKS = 5
@@ -72,7 +73,7 @@ SIZES = {"full": {"train_per_class": 300, "test_per_class": 200, "dream_per_clas
 RUNS = ("base", "authors")
 
 
-def e2e_config(preset: str, size: str, device: str | dict, width: int = WIDTH, image_size: int = SIZE) -> dict:
+def e2e_config(preset: str, size: str, device: str | dict, width: int = WIDTH, image_size: int = SIZE) -> Config:
     work = Workload(TASKS, SIZES[size], val_per_task=20 if size == "quick" else 100, epochs=1)
     return synthetic_config(preset, device, work, ModelShape(width, image_size), fidelity="reference")
 
@@ -229,7 +230,8 @@ EXITS = {"run_cli": "from wscl.cli import run_cli; run_cli()",
 def exit_seconds(exit_path: str, device: str | dict) -> float:
     """Seconds from the last line of a small ``wscl train`` process (the quick size) to its exit."""
     with tempfile.TemporaryDirectory() as tmp:
-        argv = ["train", "--quiet", "--out", tmp, "--config-json", json.dumps(e2e_config("base", "quick", device))]
+        settings = json.dumps(e2e_config("base", "quick", device).to_dict())
+        argv = ["train", "--quiet", "--out", tmp, "--config-json", settings]
         env = dict(os.environ, PYTHONUNBUFFERED="1", MLFLOW_TRACKING_URI="")  # no MLflow in the timing
         proc = subprocess.Popen([sys.executable, "-c", EXITS[exit_path], *argv], stdout=subprocess.PIPE,
                                 text=True, env=env)
