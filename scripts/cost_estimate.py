@@ -48,7 +48,7 @@ import torch
 import yaml
 
 from wscl.method.backbone import ResNet18
-from wscl.settings.config import defaults, resolve
+from wscl.settings.config import defaults
 from wscl.study.studies import Study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,12 +101,12 @@ def grid(config: Path) -> list[Runs]:
         study = Study(yaml.safe_load(f))
     out: dict[str, Runs] = {}
     for key in study.runs():
-        cfg = resolve(study.trainer_config(key))
+        cfg = study.run_config(key)
         n, size = TRAIN_IMAGES[key.benchmark]
-        runs = out.setdefault(key.benchmark, Runs(key.benchmark, size, cfg["model"]["width"], [], []))
-        if cfg["model"]["width"] != runs.width:
+        runs = out.setdefault(key.benchmark, Runs(key.benchmark, size, cfg.model.width, [], []))
+        if cfg.model.width != runs.width:
             sys.exit(f"{key.benchmark}: runs of different widths; the cost model takes one per benchmark")
-        runs.images.append(cfg["training"]["epochs"] * n * (2 if key.buffer > 0 else 1))
+        runs.images.append(cfg.training.epochs * n * (2 if key.buffer > 0 else 1))
         runs.wscl.append(key.preset != "base")
     return list(out.values())
 

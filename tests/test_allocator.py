@@ -77,7 +77,7 @@ def test_a_run_with_the_allocator_setting_gives_the_same_numbers_and_weights(tmp
     defaults (any glibc tunables in the environment, even none, turn it off): identical metrics and final
     weights."""
     import torch
-    cfg = json.dumps(tiny(seed=3))
+    cfg = json.dumps(tiny(seed=3).to_dict())
     runs = {}
     for name, env in [("retained", clean_env()), ("default", clean_env(GLIBC_TUNABLES=""))]:
         out = tmp_path / name

@@ -29,7 +29,7 @@ def recorded(tmp_path_factory):
 
 def test_every_epoch_of_every_phase_has_an_entry(recorded):
     metrics, _ = recorded
-    T, epochs = CFG["scenario"]["n_tasks"], CFG["training"]["epochs"]
+    T, epochs = CFG.scenario.n_tasks, CFG.training.epochs
     for t, task in enumerate(metrics["tasks"]):
         kinds = [(e["phase"], e["epoch"], e["copy"]) for e in task["dynamics"]]
         copies = len(task["freezing_scores"] or {})
@@ -74,11 +74,11 @@ def test_recording_the_dynamics_changes_no_number(recorded, tmp_path, monkeypatc
 def test_the_loss_curve_follows_the_adopted_copy_through_the_freezing_trial(recorded):
     metrics, _ = recorded
     curve = dynamics.loss_curve(metrics["tasks"], "wake")
-    assert len(curve) == CFG["scenario"]["n_tasks"] * CFG["training"]["epochs"]
+    assert len(curve) == CFG.scenario.n_tasks * CFG.training.epochs
     task = metrics["tasks"][1]
     winner = list(task["freezing_scores"]).index(str(task["frozen_blocks"]))
     trial = [e for e in task["dynamics"] if e["phase"] == "freezing_trial"]
-    assert curve[CFG["training"]["epochs"]] == trial[winner]["mean_loss"]
+    assert curve[CFG.training.epochs] == trial[winner]["mean_loss"]
 
 
 def test_epochs_reach_mlflow_as_step_metrics(recorded, tmp_path, monkeypatch):
@@ -96,7 +96,7 @@ def test_epochs_reach_mlflow_as_step_metrics(recorded, tmp_path, monkeypatch):
     assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == \
         [(i, e["mean_loss"]) for i, e in enumerate(wake_entries)]
     copy0 = MlflowClient(uri).get_metric_history(run_id, "dynamics/freezing_trial/copy0/mean_loss")
-    assert len(copy0) == CFG["scenario"]["n_tasks"] - 1
+    assert len(copy0) == CFG.scenario.n_tasks - 1
     assert torch.isfinite(torch.tensor([m.value for m in history])).all()
 
 
@@ -111,7 +111,7 @@ def test_system_metrics_on_request_are_sampled_into_the_run_while_it_trains(tmp_
     # long enough for several 1-second samples (MLflow drops a sample cut short by the run's end)
     cfg = tiny_config(scenario={"n_tasks": 2}, training={"epochs": 12}, preset="base",
                       runtime={"mlflow_system_metrics_every": 1})
-    assert main(["train", "--config-json", json.dumps(cfg), "--out", "run", "--quiet", "--mlflow-uri", uri,
+    assert main(["train", "--config-json", json.dumps(cfg.to_dict()), "--out", "run", "--quiet", "--mlflow-uri", uri,
                  "--mlflow-experiment", "system"]) == 0
     client = MlflowClient(uri)
     (run,) = client.search_runs([client.get_experiment_by_name("system").experiment_id])

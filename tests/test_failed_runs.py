@@ -83,7 +83,7 @@ def test_wscl_train_alone_still_exits_5_and_records_the_failure_only_when_asked(
     from wscl.cli import main
     from wscl.method.metrics import read_metrics
     cfg = tiny_config(scenario={"n_tasks": 2}, training={"lr": 10.0}, runtime={"on_training_failure": "stop"})
-    args = ["train", "--config-json", json.dumps(cfg), "--quiet", "--mlflow-uri", "none"]
+    args = ["train", "--config-json", json.dumps(cfg.to_dict()), "--quiet", "--mlflow-uri", "none"]
     assert main([*args, "--out", str(tmp_path / "alone")]) == 5
     assert not (tmp_path / "alone/metrics.json").exists()
     assert main([*args, "--out", str(tmp_path / "study"), "--record-failure"]) == 0

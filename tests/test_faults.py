@@ -187,7 +187,7 @@ def test_a_damaged_prepared_array_stops_the_run_naming_the_file_and_the_rebuild(
     folder, cfg = prepared(tmp_path, tiny)
     flip_4k(folder / "train_x.npy")
     out = tmp_path / "run"
-    code = main(["train", "--config-json", json.dumps(cfg()), "--out", str(out), "--quiet"])
+    code = main(["train", "--config-json", json.dumps(cfg().to_dict()), "--out", str(out), "--quiet"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == ExitCode.DATA and len(err) == 1
     assert err[0] == (f"wscl train: error: {folder / 'train_x.npy'} does not match the content sha256 in "
@@ -201,7 +201,7 @@ def test_every_run_records_the_verified_dataset_sha256_in_metrics_and_mlflow(tmp
     folder, cfg = prepared(tmp_path, tiny)
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    assert main(["train", "--config-json", json.dumps(cfg()), "--out", "run", "--quiet", "--mlflow-uri", uri,
+    assert main(["train", "--config-json", json.dumps(cfg().to_dict()), "--out", "run", "--quiet", "--mlflow-uri", uri,
                  "--mlflow-experiment", "e"]) == 0
     sha = json.loads((folder / "meta.json").read_text())["sha256"]
     assert json.loads((tmp_path / "run/metrics.json").read_text())["dataset_sha256"] == sha
@@ -253,7 +253,7 @@ def test_a_locked_store_past_the_retries_marks_the_run_pending_and_a_sync_logs_i
         raise RuntimeError("(sqlite3.OperationalError) database is locked")
     monkeypatch.setattr(tracking_runs, "_log_run", locked)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    argv = ["train", "--config-json", json.dumps(tiny(scenario={"n_tasks": 2})), "--out", "run", "--quiet",
+    argv = ["train", "--config-json", json.dumps(tiny(scenario={"n_tasks": 2}).to_dict()), "--out", "run", "--quiet",
             "--mlflow-uri", uri, "--mlflow-experiment", "e"]
     assert main(argv) == 0
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning")]
@@ -342,7 +342,7 @@ def test_a_tracking_server_stopped_mid_study_loses_no_run(tmp_path, tiny, monkey
     uri = f"http://127.0.0.1:{port}"
     server = start_server(tmp_path, port)
     try:
-        cfg = json.dumps(tiny(scenario={"n_tasks": 2}))
+        cfg = json.dumps(tiny(scenario={"n_tasks": 2}).to_dict())
 
         def train(out):
             return main(["train", "--config-json", cfg, "--out", out, "--quiet", "--mlflow-uri", uri,

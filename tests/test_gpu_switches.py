@@ -42,7 +42,7 @@ def train_alone(tiny, tmp_path, mapped_root, preset, method, switches, mapped: b
     import sys
     cfg = tiny(preset=preset, training={"method": method}, scenario={"n_tasks": 2}, runtime=switches,
                dataset={"name": "syn", "root": str(mapped_root), "mmap_above_mb": 0 if mapped else 2048})
-    done = subprocess.run([sys.executable, "-m", "wscl", "train", "--config-json", json.dumps(cfg), "--quiet",
+    done = subprocess.run([sys.executable, "-m", "wscl", "train", "--config-json", json.dumps(cfg.to_dict()), "--quiet",
                            "--out", str(tmp_path)], capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
@@ -142,7 +142,7 @@ def test_memory_mapped_data_gives_the_metrics_of_in_memory_data(tiny, tmp_path):
     from wscl.data.canonical import save
     from wscl.data.synthetic import synthetic
     from wscl.settings.config import defaults
-    syn = defaults()["dataset"]["synthetic"] | tiny()["dataset"]["synthetic"]
+    syn = defaults()["dataset"]["synthetic"] | tiny().dataset.synthetic.to_dict()
     syn.pop("seed")
     save(synthetic(**syn), tmp_path / "data/syn")
     common = dict(preset="full", dataset={"name": "syn", "root": str(tmp_path / "data")})

@@ -35,7 +35,7 @@ def test_the_model_file_loads_without_pickled_code_and_holds_what_it_documents(t
         assert model["final_accuracy"][setting] == pytest.approx(metrics[setting]["accuracy_matrix"][T - 1],
                                                                  abs=1e-6)
     seen = [h for h in model["class_to_head"] if h >= 0]
-    assert len(seen) == T * CFG["scenario"]["classes_per_task"] and len(set(seen)) == len(seen)
+    assert len(seen) == T * CFG.scenario.classes_per_task and len(set(seen)) == len(seen)
 
 
 def test_wscl_evaluate_reproduces_the_runs_final_row_exactly(trained, tmp_path, capsys):
@@ -54,7 +54,7 @@ def test_evaluate_sees_a_changed_network(trained, tmp_path):
     model["state_dict"]["classifier.bias"].zero_()
     result = release.evaluate(model)
     assert not result["matches_recorded"]
-    assert all(v <= 100.0 / CFG["scenario"]["classes_per_task"] for v in result["final_accuracy"]["task_il"])
+    assert all(v <= 100.0 / CFG.scenario.classes_per_task for v in result["final_accuracy"]["task_il"])
 
 
 def test_a_damaged_model_file_is_refused_with_one_line(trained, tmp_path, capsys):
@@ -76,7 +76,7 @@ def test_on_request_the_model_is_logged_to_mlflow_and_loads_back_as_the_same_net
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cfg = tiny_config(scenario={"n_tasks": 2}, training={"epochs": 1}, preset="base",
                       runtime={"mlflow_log_model": True})
-    assert main(["train", "--config-json", json.dumps(cfg), "--out", "run", "--quiet", "--mlflow-uri", uri,
+    assert main(["train", "--config-json", json.dumps(cfg.to_dict()), "--out", "run", "--quiet", "--mlflow-uri", uri,
                  "--mlflow-experiment", "released"]) == 0
     client = MlflowClient(uri)
     (run,) = client.search_runs([client.get_experiment_by_name("released").experiment_id])

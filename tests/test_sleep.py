@@ -102,7 +102,7 @@ def test_nrem_without_update_measures_importance_but_keeps_the_weights(tiny, tmp
 def test_nrem_policy_decides_passes_updates_and_whether_an_stm_exists(tiny, monkeypatch, nrem_on, plasticity_on,
                                                                       expected):
     wscl = tiny(wscl={"nrem": {"enabled": nrem_on, "epochs": 3}, "plasticity": {"enabled": plasticity_on},
-                      "stm": {"size": 7}})["wscl"]
+                      "stm": {"size": 7}}).wscl
     calls, merged = [], []
     monkeypatch.setattr(nrem, "replay_stm_ltm", lambda night, stm, seen, passes, importance: calls.append(
         {"epochs": passes.epochs, "fraction": passes.stm_fraction, "update": passes.update,
@@ -223,4 +223,4 @@ def test_noise_dreams_are_seeded_uint8_blocks_one_per_free_head(tiny, tmp_path):
 def test_aux_dreams_need_a_dataset_with_a_dream_set(tiny):
     ds = synthetic(classes=4, dream_classes=0, train_per_class=5, test_per_class=2, size=8)
     with pytest.raises(ConfigError, match="use source noise or none"):
-        rem.dream_set(ds, tiny()["wscl"]["rem"], 4, torch.device("cpu"), np.random.default_rng(0))
+        rem.dream_set(ds, tiny().wscl.rem, 4, torch.device("cpu"), np.random.default_rng(0))

@@ -121,7 +121,7 @@ def test_permuting_the_test_labels_leaves_the_selection_unchanged(tmp_path, tiny
     from wscl.data.canonical import load, save
     from wscl.data.synthetic import synthetic
     from wscl.run.trainer import Run
-    syn = tiny()["dataset"]["synthetic"]
+    syn = tiny().dataset.synthetic.to_dict()
     data = synthetic(**syn)
     save(data, tmp_path / "same/syn")
     data.test_y = np.random.default_rng(0).permutation(data.test_y)

@@ -104,7 +104,7 @@ def test_a_run_reports_tuning_figures_beside_the_test_figures(tuned):
         for key in SUMMARY_KEYS:
             assert tune[setting][key] == pytest.approx(expected[key], abs=1e-4), (setting, key)
         assert -100.0 <= tune[setting]["forgetting"] <= 100.0
-    chance = 100.0 / (T * CFG["scenario"]["classes_per_task"])
+    chance = 100.0 / (T * CFG.scenario.classes_per_task)
     assert tune["class_il"]["final_avg_acc"] > chance + 20
     # the final row is the final network's accuracy on each task's tuning images, unaugmented
     net, tests = run.learner.net, run.tests
@@ -124,8 +124,9 @@ def test_resuming_inside_a_task_gives_the_uninterrupted_tuning_figures(tuned, tm
     original = stop_after_save(monkeypatch, lambda state, position: position is not None
                                and (position["task"], position["epoch"]) == (1, 1))
     ticks = iter(range(0, 10**6, 60))
-    interrupted = quiet_run({**CFG, "runtime": {**CFG["runtime"], "checkpoint_every_minutes": 1}}, tmp_path)
-    interrupted.clock = lambda: next(ticks)
+    timed = CFG.with_settings({"runtime": {"checkpoint_every_minutes": 1}}, "a timed checkpoint")
+    interrupted = quiet_run(timed, tmp_path)
+    interrupted.checkpoints.clock = lambda: next(ticks)
     with pytest.raises(KeyboardInterrupt):
         interrupted.run()
     monkeypatch.setattr(checkpoint, "save", original)

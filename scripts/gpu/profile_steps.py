@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     table = prof.key_averages().table(sort_by=sort, row_limit=40)
     active = marks[-1] - marks[WAIT + WARMUP - 1]
     summary = {"deterministic": run.runtime.deterministic, "device": str(device), "width": width,
-               "image": [3, size, size], "batch": cfg["training"]["batch_size"], "profiled_steps": ACTIVE,
+               "image": [3, size, size], "batch": cfg.training.batch_size, "profiled_steps": ACTIVE,
                "profiled_seconds": round(active, 4), "seconds_per_step": round(active / ACTIVE, 5),
                "torch": torch.__version__}
     prefix.with_name(prefix.name + ".txt").write_text(
