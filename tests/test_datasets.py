@@ -227,16 +227,14 @@ def test_paper_config_trains_on_a_prepared_benchmark(tmp_path, cifar_mirrors, de
     import yaml
 
     from wscl.run.trainer import Run
-    from wscl.settings.config import deep_merge, resolve
     from wscl.study.studies import RunKey, Study
     prepare_mod.prepare("seq-cifar10", tmp_path / "data", cifar_mirrors, log=quiet)
     study = Study(yaml.safe_load((Path(__file__).parents[1] / "config/paper.yaml").read_text()))
-    cfg = study.trainer_config(RunKey("seq-cifar10", 200, "er_ace", "full", "reference", 0))
+    cfg = study.run_config(RunKey("seq-cifar10", 200, "er_ace", "full", "reference", 0))
     assert cfg.dataset.name == "seq-cifar10" and cfg.scenario.n_tasks == 5
-    cfg = resolve(deep_merge(cfg, {"dataset": {"root": str(tmp_path / "data")}, "model": {"width": 4},
-                                   "training": {"epochs": 2},
-                                   "scenario": {"val_per_task": 4, "freeze_buffer_per_task": 2},
-                                   "runtime": {"device": device, "progress": False}}))
+    cfg = cfg.with_settings({"dataset": {"root": str(tmp_path / "data")}, "model": {"width": 4},
+                             "training": {"epochs": 2}, "scenario": {"val_per_task": 4, "freeze_buffer_per_task": 2},
+                             "runtime": {"device": device, "progress": False}}, "the fake's size")
     run = Run(cfg, tmp_path / "run", quiet=True, log=quiet)
     metrics = run.run()
     assert len(metrics["class_il"]["accuracy_matrix"]) == 5
