@@ -10,7 +10,7 @@ def run_with_scores(tiny, tmp_path, monkeypatch, score_of_depth, **overrides):
     """A tiny run whose freezing copies are scored by ``score_of_depth(copy_depth, current_depth)``."""
     calls = []
 
-    def fake_score(learner, source, validation, freeze_buffer, mode, reference, batch_size, seed):
+    def fake_score(learner, spec):
         calls.append(learner.frozen_blocks)
         return score_of_depth(learner.frozen_blocks)
 
@@ -69,9 +69,9 @@ def test_frozen_parameters_do_not_change_over_the_rest_of_training(tiny, tmp_pat
 def test_scoring_uses_the_previous_freezing_buffer_then_the_validation_split(tiny, tmp_path, monkeypatch, fidelity):
     seen = []
 
-    def record(net, source, rows, heads, preprocess, batch_size, reference, generator):
-        seen.append(np.array(rows))
-        return [1.0], len(rows)
+    def record(net, scored, reference, generator):
+        seen.append(np.array(scored.rows))
+        return [1.0], len(scored.rows)
 
     monkeypatch.setattr(freezing, "batch_cross_entropies", record)
     run = Run(tiny(fidelity=fidelity), tmp_path, quiet=True, log=lambda *_: None)
@@ -93,7 +93,7 @@ def test_scoring_uses_the_previous_freezing_buffer_then_the_validation_split(tin
 def test_freezing_modes_score_on_their_sets(tiny, tmp_path, monkeypatch, mode, expected_calls):
     seen = []
     monkeypatch.setattr(freezing, "batch_cross_entropies",
-                        lambda net, source, rows, *a: seen.append(rows) or ([1.0], len(rows)))
+                        lambda net, scored, *a: seen.append(scored.rows) or ([1.0], len(scored.rows)))
     run = Run(tiny(wscl={"freezing": {"mode": mode}}), tmp_path, quiet=True, log=lambda *_: None)
     run.run()
     assert len(seen) == expected_calls
@@ -119,7 +119,8 @@ def score_with(monkeypatch, mode, reference, buffer_batches, validation_batches,
     """freezing.score on hand-made per-batch losses (the freezing buffer's and the validation split's)."""
     calls = []
 
-    def fake(net, source, rows, heads, preprocess, bs, ref, generator):
+    def fake(net, scored, ref, generator):
+        rows, bs = scored.rows, scored.batch_size
         which = "buffer" if rows is BUFFER.rows else "validation"
         calls.append(which)
         losses = buffer_batches if which == "buffer" else validation_batches
@@ -127,8 +128,9 @@ def score_with(monkeypatch, mode, reference, buffer_batches, validation_batches,
 
     monkeypatch.setattr(freezing, "batch_cross_entropies", fake)
     learner = type("L", (), {"net": None, "preprocess": None})()
-    value = freezing.score(learner, type("S", (), {"device": "cpu"})(), VALIDATION, BUFFER, mode, reference,
-                           batch_size, 0)
+    spec = freezing.TrialSpec(type("S", (), {"device": "cpu"})(), VALIDATION, BUFFER, mode, reference, batch_size,
+                              0, checks=None, where=None)
+    value = freezing.score(learner, spec)
     return value, calls
 
 
@@ -153,9 +155,9 @@ def test_corrected_score_is_the_unrounded_per_image_mean(monkeypatch):
 
 def test_rounding_makes_a_tie_that_goes_to_the_least_freezing(tiny, tmp_path, monkeypatch):
     # Unrounded, deeper freezing would win (lower loss); rounded to 2 decimals all copies tie at 0.5.
-    def fake(net, source, rows, heads, preprocess, bs, ref, generator):
+    def fake(net, scored, ref, generator):
         depth = fake.learner_depth()
-        return [0.5 - 0.0001 * depth], len(rows)  # all round to 0.50
+        return [0.5 - 0.0001 * depth], len(scored.rows)  # all round to 0.50
 
     run = Run(tiny(), tmp_path, quiet=True, log=lambda *_: None)
     fake.learner_depth = lambda: 0

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from wscl.cli import main
 from wscl.core.errors import ExitCode, OutOfMemoryError
 from wscl.run.memory_limit import named_out_of_memory
-from wscl.settings.config import AUTO_OR_NUMBER, CHOICES, PATTERNS, RANGES, SETTINGS, defaults, flatten
+from wscl.settings.config import AUTO_OR_NUMBER, CHOICES, PATTERNS, RANGES, SETTINGS, defaults, flatten, resolve
 
 ANSWERS = {ExitCode.OK, ExitCode.CONFIG, ExitCode.DATA, ExitCode.TRAINING_FAILED, ExitCode.WRITE_FAILED}
 MAX_STDERR_LINES = 3
@@ -259,7 +259,7 @@ def test_a_config_file_that_is_not_utf8_is_one_line_naming_it(tmp_path):
                                                   "can't allocate memory: you tried to allocate 12884901888 bytes"),
                                      MemoryError("Unable to allocate 80.0 GiB")])
 def test_running_out_of_memory_names_the_settings_that_size_the_run(failure):
-    cfg = {**defaults(), "model": {"width": 1024}}
+    cfg = resolve({"model": {"width": 1024}})
     with pytest.raises(OutOfMemoryError) as caught, named_out_of_memory(cfg, "cpu"):
         raise failure
     message = str(caught.value)
@@ -268,7 +268,7 @@ def test_running_out_of_memory_names_the_settings_that_size_the_run(failure):
 
 
 def test_another_runtime_error_is_not_taken_for_running_out_of_memory():
-    with pytest.raises(RuntimeError, match="shape mismatch"), named_out_of_memory(defaults(), "cpu"):
+    with pytest.raises(RuntimeError, match="shape mismatch"), named_out_of_memory(resolve(), "cpu"):
         raise RuntimeError("shape mismatch")
 
 
