@@ -46,10 +46,10 @@ def run_until_failure(cfg, tmp_path) -> str:
 
 
 def test_wake_leaving_finite_but_overflowing_weights_is_caught_after_wake(tiny, tmp_path, monkeypatch):
-    def wake_then_huge(mid, state, *args):
-        original(mid, state, *args)
-        if mid.task == 1:
-            huge_classifier(state.learner.net)
+    def wake_then_huge(ctx, *args):
+        original(ctx, *args)
+        if ctx.task == 1:
+            huge_classifier(ctx.state.learner.net)
 
     original = trainer.wake_phase
     monkeypatch.setattr(trainer, "wake_phase", wake_then_huge)

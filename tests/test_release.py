@@ -18,7 +18,7 @@ CFG = tiny_config(scenario={"n_tasks": 2}, training={"epochs": 2})
 def trained(tmp_path_factory):
     """A `full` run trained through the CLI (freezing, NREM, plasticity and REM all change the network)."""
     out = tmp_path_factory.mktemp("released") / "run"
-    assert main(["train", "--config-json", json.dumps(CFG), "--out", str(out), "--quiet",
+    assert main(["train", "--config-json", json.dumps(CFG.to_dict()), "--out", str(out), "--quiet",
                  "--mlflow-uri", "none"]) == 0
     return out
 
