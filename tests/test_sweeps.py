@@ -9,7 +9,7 @@ import pytest
 import yaml
 from workflow_support import REPO, edit_smoke_config, snakemake, workflow_copy
 
-from wscl.settings.config import ConfigError, resolve
+from wscl.settings.config import ConfigError
 from wscl.study.selection import select
 from wscl.study.studies import Study
 from wscl.study.sweeps import point_names
@@ -139,7 +139,7 @@ def test_permuting_the_test_labels_leaves_the_selection_unchanged(tmp_path, tiny
         config["trainer"]["training"]["epochs"] = 1
         study = Study(config)
         for key in study.runs():
-            Run(resolve(study.trainer_config(key)), study.run_dir(key), quiet=True, log=lambda *_: None).run()
+            Run(study.run_config(key), study.run_dir(key), quiet=True, log=lambda *_: None).run()
         selections.append(select(study))
         tests.append([json.loads(Path(study.run_dir(k), "metrics.json").read_text())["class_il"]["final_avg_acc"]
                       for k in study.runs()])
