@@ -1,7 +1,6 @@
 """The tuning split [ours] (docs/method.md, Tuning split): training images of every task held out for every
 preset, scored after each task like the test images, reported under metrics.json's ``tune``, logged to MLflow
 and in the study's runs table; a run without one reports what it did before."""
-import copy
 import math
 from pathlib import Path
 
@@ -74,15 +73,17 @@ def test_a_tuning_split_too_large_for_a_class_is_a_scenario_error_naming_it():
 def test_without_a_tuning_split_a_run_reports_what_it_did_before(tmp_path):
     """tune_per_class 0 against a configuration without the setting (one written before it existed): the same
     numbers, and ``tune`` null."""
+    from wscl.settings.config import Layer, build
     zero = tiny_config(scenario={"n_tasks": 2, "tune_per_class": 0})
-    absent = copy.deepcopy(zero)
-    del absent["scenario"]["tune_per_class"]
+    older = zero.to_dict()
+    del older["scenario"]["tune_per_class"]
+    absent = build([Layer("config file", older, "a configuration written before tune_per_class")])
     a, b = quiet_run(zero, tmp_path / "zero"), quiet_run(absent, tmp_path / "absent")
     with_zero, without = a.run(), b.run()
     assert with_zero["tune"] is None and without["tune"] is None and a.state.tune is None
     assert {k: v for k, v in numbers(with_zero).items() if k != "config"} == \
         {k: v for k, v in numbers(without).items() if k != "config"}
-    assert with_zero["config"]["scenario"] == {**without["config"]["scenario"], "tune_per_class": 0}
+    assert with_zero["config"]["scenario"] == without["config"]["scenario"]  # the builder fills in its default
     for name in ("train_idx", "val_idx", "freeze_idx", "test_idx"):
         assert all(np.array_equal(x, y) for x, y in zip(getattr(a.scenario, name), getattr(b.scenario, name)))
 
