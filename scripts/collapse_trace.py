@@ -33,7 +33,7 @@ from wscl.run.trainer import Process, Run  # noqa: E402
 STEPS: list[dict] = []
 
 
-def traced_derpp_loss(self, inputs, labels, step, generator):
+def traced_derpp_loss(self, inputs, labels, replays):
     """DERPP.loss with the same operations in the same order, recording its parts."""
     features = self.net.features(inputs)
     outputs = self.net.classifier(features)
@@ -41,11 +41,11 @@ def traced_derpp_loss(self, inputs, labels, step, generator):
     row = {"task": self.task, "ce": ce.item(), "logit_norm": float(outputs.detach().norm(dim=1).mean()),
            "dead_units": float((features.detach().amax(0) <= 0).float().mean())}
     loss = ce
-    if step.replay:
-        buf_x, _, buf_logits = self.replay_batch(step.replay[0], generator)
+    if replays:
+        buf_x, _, buf_logits = replays[0]
         mse = F.mse_loss(self.forward(buf_x).float(), buf_logits)
         loss = loss + self.alpha * mse
-        buf_x, buf_y, _ = self.replay_batch(step.replay[1], generator)
+        buf_x, buf_y, _ = replays[1]
         buffer_ce = F.cross_entropy(self.forward(buf_x), buf_y)
         loss = loss + self.beta * buffer_ce
         row.update(mse=mse.item(), buffer_ce=buffer_ce.item(),
@@ -132,7 +132,7 @@ def main() -> None:
         benchmarks.synthetic = lambda **kw: dataclasses.replace(generate(**kw), crop_padding=args.crop_padding)
     learners.Learner.observe = traced_observe(learners.Learner.observe)
     if args.method == "derpp":
-        learners.DERPP.loss = traced_derpp_loss
+        learners.LEARNERS["derpp"].loss = traced_derpp_loss
     cfg = tiny_config(preset=args.preset, seed=args.seed, training={"method": args.method})
     cfg = cfg.with_settings({"dataset": {"synthetic": {"train_per_class": args.train_per_class}}}, "--train-per-class")
     ends = []

@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 from wscl.cli import main
@@ -73,3 +75,15 @@ def test_nan_loss_from_cli_exits_nonzero_naming_where(tmp_path, capsys, monkeypa
     err = capsys.readouterr().err
     assert code == ExitCode.TRAINING_FAILED
     assert "non-finite loss (nan) at task 0, epoch 0, step 0" in err and "training.lr" in err
+
+
+def test_layers_apply_in_their_kinds_order_and_each_is_named_in_its_message():
+    from wscl.settings.config import Layer, build
+    later_first = [Layer("set", {"training": {"lr": 0.2}}, "--set"), Layer("study", {"training": {"lr": 0.05}}, "s")]
+    assert build(later_first).training.lr == 0.2  # --set beats the study whatever the list's order
+    with pytest.raises(ConfigError, match=r"^config file x.yaml: unknown config key 'training.lrr'"):
+        build([Layer("config file", {"training": {"lrr": 0.1}}, "config file x.yaml")])
+    with pytest.raises(ValueError, match="declarations' own"):
+        build([Layer("preset", {"scenario": {"n_tasks": 4}})])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        build([]).training.lr = 1.0

@@ -86,9 +86,11 @@ def sweep_snapshot(failed_seed: int | None = None) -> dict:
     test = {("full", "nrem_epochs~2"): [70.0, 71.0, 72.0], ("full", "defaults"): [66.0, 67.0, 68.0],
             ("full", "stm_size~400"): [60.0, 61.0, 65.0], ("base", ""): [50.0, 52.0, 51.0],
             ("no_nrem", "tuned"): [69.0, 69.5, 73.0]}
-    runs = [{"preset": preset, "point": point, "seed": seed, "fidelity": "reference", "class_il_final_avg_acc": acc,
+    runs = [{"benchmark": "s", "buffer": 200, "method": "er_ace", "preset": preset, "point": point, "seed": seed,
+             "fidelity": "reference", "class_il_final_avg_acc": acc,
              "failure": "collapsed" if (preset, seed) == ("base", failed_seed) else ""}
             for (preset, point), values in test.items() for seed, acc in enumerate(values)]
+    runs += [{**r, "method": "er", "class_il_final_avg_acc": 0.0} for r in runs if r["preset"] == "base"]  # not ours
     points = {name: {"settings": settings, "failed": [], "seeds": 3,
                      "tune_class_il_final_avg_acc_mean": TUNING_MEANS[name]} for name, settings in SWEPT.items()}
     machine = {"device": "cpu", "device_name": "Some CPU (AVX2)", "cpu_cores": 2}
@@ -101,7 +103,7 @@ def test_the_sweep_paragraph_says_what_was_chosen_and_the_paired_differences():
     from wscl.study.comparisons import paired
     from wscl.study.sweep_summary import sweep_block
     text = " ".join(sweep_block(sweep_snapshot(), "sweep.json").split())
-    assert "chose `wscl.nrem.epochs: 2` (tuning 64.0; the defaults 60.0)" in text
+    assert "chose `wscl.nrem.epochs: 2` (tuning 64.0; the study's settings 60.0)" in text
     assert "tuned `full` **71.0 ± 1.0**" in text and "`base` 51.0 ± 1.0" in text
     vs_base = paired({0: 70.0, 1: 71.0, 2: 72.0}, {0: 50.0, 1: 52.0, 2: 51.0})
     assert f"+20.0 [{vs_base.low:+.1f}, {vs_base.high:+.1f}] (helps)" in text and vs_base.answer == "helps"

@@ -5,8 +5,8 @@ A declaration holds everything that makes the benchmark: its task structure, its
 augmentation, what its dream set is, the raw datasets it reads with the builder that maps them to the
 canonical arrays, and a writer of a small copy of those raw files in their official on-disk format.
 Everything else follows from it: ``wscl data prepare NAME`` and ``wscl data list``, the metadata of the
-prepared folder (normalisation, augmentation), the crop padding of a run, and the default task structure of
-a study's benchmark entry (wscl/study/studies.py).
+prepared folder (normalisation, augmentation), the crop padding of a run, and the task structure of every run
+on it, `wscl train --dataset NAME` and a study's alike (the builder's `benchmark` layer: benchmarks.run_config).
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ class CropFlip:
 @dataclass(frozen=True)
 class Benchmark:
     name: str                # `wscl data prepare NAME`, the prepared folder ROOT/NAME, a study's `dataset`
-    n_tasks: int             # the task structure a study's runs get unless the study sets `scenario` itself
+    n_tasks: int             # the task structure of runs on it unless a later layer sets `scenario`
     classes_per_task: int
     build: Callable[[Context], CanonicalDataset]  # raw files -> canonical arrays (through ``ctx.dataset``)
     about: str = ""          # one line: what the benchmark is, with its labels ([code], [paper], [ours])

@@ -3,7 +3,7 @@ preemption signal), tied to the configuration.
 
 The file holds the fingerprint of the resolved configuration and runtime (``config.fingerprint``),
 ``RunState.state_dict()`` and, for a checkpoint written inside a task, the ``position`` there (see
-``wake.MidTask``). A checkpoint of another configuration, or one whose fields differ from
+``task.MidTask``). A checkpoint of another configuration, or one whose fields differ from
 ``RunState``'s, is never loaded: the run starts from its first task instead.
 
 Writing keeps the previous checkpoint as ``checkpoint.prev.pt`` (a hard link, no extra space) until the new

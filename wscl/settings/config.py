@@ -382,6 +382,9 @@ def build(layers: list[Layer], declared: Callable[[str], dict] | None = None) ->
     then applies as the `benchmark` layer whichever route the layers came by."""
     base = defaults()
     for layer in layers:
+        if layer.kind in ("defaults", "preset"):  # both come from the declarations, in their place
+            raise ValueError(f"{layer.label}: a `{layer.kind}` layer is the declarations' own; give settings as a "
+                             f"later kind ({', '.join(LAYER_KINDS[2:])})")
         check_settings(layer.settings, layer.label)
     ordered = sorted(layers, key=lambda layer: LAYER_KINDS.index(layer.kind))
     user: dict = {}

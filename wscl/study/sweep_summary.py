@@ -23,6 +23,14 @@ def _values(runs: list[dict], preset: str, point: str) -> dict[int, float]:
             if r["preset"] == preset and r["point"] == point and not r.get("failure")}
 
 
+def _of_group(runs: list[dict], group: str) -> list[dict]:
+    """The runs beside a swept group (benchmark/bufferB/method/preset/fidelity): same benchmark, buffer, method
+    and fidelity, any preset."""
+    benchmark, buffer, method, _, fidelity = group.split("/")
+    return [r for r in runs if (r["benchmark"], f"buffer{r['buffer']}", r["method"], r["fidelity"])
+            == (benchmark, buffer, method, fidelity)]
+
+
 def _mean_sd(values) -> str:
     values = list(values)
     if not values:
@@ -31,16 +39,24 @@ def _mean_sd(values) -> str:
     return f"{statistics.mean(values):.1f} ± {sd:.1f}"
 
 
-def _centre(points: dict) -> dict:
-    """Each swept setting's most common value over the points: the defaults a one-at-a-time sweep varies around."""
+def _centre(points: dict) -> dict | None:
+    """Each swept setting's most common value over the points: the study's own settings that a one-at-a-time
+    sweep varies around; None when a setting has no single most common value (a grid, a single setting)."""
     names = next(iter(points.values()))["settings"]
-    return {name: Counter(repr(p["settings"][name]) for p in points.values()).most_common(1)[0][0]
-            for name in names}
+    centre = {}
+    for name in names:
+        counts = Counter(repr(p["settings"][name]) for p in points.values()).most_common(2)
+        if len(counts) > 1 and counts[0][1] == counts[1][1]:
+            return None
+        centre[name] = counts[0][0]
+    return centre
 
 
-def _describe(point: dict, centre: dict) -> str:
+def _describe(point: dict, centre: dict | None) -> str:
+    if centre is None:
+        return ", ".join(f"`{name}: {value}`" for name, value in point["settings"].items())
     changed = [f"`{name}: {value}`" for name, value in point["settings"].items() if repr(value) != centre[name]]
-    return ", ".join(changed) or "the defaults"
+    return ", ".join(changed) or "the study's settings"
 
 
 def _difference(a: dict[int, float], b: dict[int, float]) -> str:
@@ -54,16 +70,19 @@ def sweep_block(snapshot: dict, snapshot_path: str) -> str:
     """The README's sweep paragraph between its markers."""
     runs, machine = snapshot["runs"], snapshot["machine"]
     groups = snapshot.get("selection", {})
-    full = [g for name, g in groups.items() if "/full/" in f"/{name}/"]
+    full = [(name, g) for name, g in groups.items() if name.split("/")[3] == "full"]
     if len(full) != 1:
         raise RunResultError(f"{snapshot_path}: the sweep paragraph needs one swept group of `full`, found "
                              f"{len(full)}; "
                              "make the snapshot of config/sweep.yaml's study with --selection")
-    group = full[0]
+    group_name, group = full[0]
+    runs = _of_group(runs, group_name)
     points, chosen = group["points"], group["selected"]
     centre = _centre(points)
-    default = next((name for name, p in points.items() if _describe(p, centre) == "the defaults"), None)
-    weakest = min(points, key=lambda name: points[name][TUNING])
+    default = next((name for name, p in points.items() if centre and _describe(p, centre) == "the study's settings"),
+                   None)
+    scored = [name for name, p in points.items() if p.get(TUNING) == p.get(TUNING)]  # NaN: every seed failed
+    weakest = min(scored, key=lambda name: points[name][TUNING])
     tuned = _values(runs, "full", chosen)
     where = (f"**{machine['device_name']}, {machine['cpu_cores']} CPU cores**, no GPU" if machine["device"] == "cpu"
              else f"**{machine['device_name']}**")
@@ -75,14 +94,15 @@ def sweep_block(snapshot: dict, snapshot_path: str) -> str:
             f"`fidelity: {', '.join(fidelities)}`, seeds {seeds_text}), Class-IL final accuracy on "
             "test, mean ± sd; differences paired over seeds, with 95% t intervals.",
             f"The tuning split chose {_describe(points[chosen], centre)} (tuning "
-            f"{points[chosen][TUNING]:.1f}" + (f"; the defaults {points[default][TUNING]:.1f}" if default else "")
+            f"{points[chosen][TUNING]:.1f}"
+            + (f"; the study's settings {points[default][TUNING]:.1f}" if default else "")
             + f"); tuned `full` **{_mean_sd(tuned.values())}**"]
     for other in ("base", "authors"):
         values = _values(runs, other, "")
         if values:
             text[-1] += f", against `{other}` {_mean_sd(values.values())}: {_difference(tuned, values)}"
     text[-1] += "."
-    ablations = sorted({r["preset"] for r in runs if r["point"] == TUNED})
+    ablations = sorted({r["preset"] for r in runs if r["point"] == TUNED} - {"full"})
     if ablations:
         text.append("At the tuned point, `full` minus " + "; minus ".join(
             f"`{preset}` {_difference(tuned, _values(runs, preset, TUNED))}" for preset in ablations) + ".")
