@@ -2,6 +2,7 @@
 compiles a bounded number of times with no graph break, learns, stays close to eager for its first steps,
 and records how it ran; the steady wake step waits for the device nowhere."""
 import copy
+import os
 
 import pytest
 import torch
@@ -81,3 +82,15 @@ def test_the_steady_training_steps_never_wait_for_the_device(tiny, tmp_path, pha
     counts = count_per_step(steps[phase], 3)
     assert counts["host_syncs_per_step"] == 0 and counts["aten_ops_per_step"] > 50
     assert count_per_step(lambda: steps[phase]().item(), 3)["host_syncs_per_step"] >= 1  # a read is counted
+
+
+def test_compiled_code_is_shared_only_between_runs_on_the_same_cpu_kernels():
+    """Code compiled for AVX-512 kernels, reused under AVX2 ones, gave NaN losses: one cache folder per kind."""
+    import subprocess
+    import sys
+    probe = "from wscl.settings.runtime import compiled_code_folder; print(compiled_code_folder().name)"
+    names = {kind: subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                                  env={**os.environ, "ATEN_CPU_CAPABILITY": kind}).stdout.strip()
+             for kind in ("default", "avx2")}
+    assert names["avx2"].endswith("-avx2") and names["default"] != names["avx2"]
+    assert torch.__version__ in names["avx2"]

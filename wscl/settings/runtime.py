@@ -89,9 +89,9 @@ def prepare_runtime(cfg: Config) -> Runtime:
     """The run's runtime, resolved for this machine, with its determinism applied and, when it compiles, the
     study's shared cache of compiled code."""
     runtime = resolve_runtime(cfg)
-    apply_determinism(runtime)
     if runtime.compile:
         share_compiled_code()
+    apply_determinism(runtime)
     return runtime
 
 
@@ -104,11 +104,23 @@ def apply_determinism(runtime: Runtime) -> None:
     torch.backends.cudnn.benchmark = runtime.device.type == "cuda" and not runtime.deterministic
 
 
+# The compiled-code cache folder the process was started with, if any: torch writes its own default into the
+# environment once asked (torch.use_deterministic_algorithms asks), so only the value at import is the caller's.
+CALLERS_CACHE_DIR = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+
+
+def compiled_code_folder() -> Path:
+    """The shared cache of compiled code, one folder per torch version and CPU kernel kind: code compiled where
+    torch runs AVX-512 kernels is never reused where it runs AVX2 ones (such a reuse gave NaN losses)."""
+    kind = f"torch-{torch.__version__}-{torch.backends.cpu.get_cpu_capability().lower()}"
+    return Path.home() / ".cache" / "wscl" / "inductor" / kind
+
+
 def share_compiled_code() -> None:
     """Compiled kernels go to one cache folder that every run of every study reuses (inductor's FX-graph and
     AOTAutograd caches): a study pays each compile once, not once per run. ``TORCHINDUCTOR_CACHE_DIR`` set by
-    the caller wins (e.g. a folder on a cluster's shared file system)."""
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path.home() / ".cache" / "wscl" / "inductor"))
+    the caller wins (e.g. a folder on a cluster's shared file system: one per CPU kind, as here)."""
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = CALLERS_CACHE_DIR or str(compiled_code_folder())
     os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
     os.environ.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "1")
 
