@@ -1,8 +1,11 @@
 """One way to register a thing: a learner is one file of wscl/method/learners/, a preset one YAML file of
-wscl/settings/presets/. A toy of each, dropped into the package, trains through `wscl train` alone and through a
-study that Snakemake runs; malformed declarations are refused naming their file."""
+wscl/settings/presets/. A toy of each, dropped into a copy of the package (the one the test's processes import,
+so that no other test sees them), trains through `wscl train` alone and through a study that Snakemake runs;
+malformed declarations are refused naming their file."""
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,10 +20,10 @@ from wscl.method import learners
 from wscl.settings import config, declarations
 from wscl.settings.declarations import learner_declarations, preset_declarations, read_learner, read_preset
 
-PACKAGE = Path(wscl.__file__).resolve().parent  # the package the subprocesses import too (same PYTHONPATH)
+PACKAGE = Path(wscl.__file__).resolve().parent
 
 # A user's new learner, whole: an ER variant whose replay cross-entropy is weighted by one hyper-parameter.
-TOY_LEARNER = '''"""Toy ER [ours]: a test's learner (tests/test_registration.py writes and removes this file)."""
+TOY_LEARNER = '''"""Toy ER [ours]: a test's learner (tests/test_registration.py writes it into a copy of the package)."""
 import torch.nn.functional as F
 
 from wscl.method.learners import Learner
@@ -64,26 +67,14 @@ TINY = {"dataset": {"synthetic": {"classes": 4, "dream_classes": 4, "train_per_c
         "runtime": {"device": "cpu"}}
 
 
-def _drop(path: Path, text: str):
-    """Write one file into the package for the test; remove it (and its bytecode) afterwards."""
-    assert not path.exists(), f"{path} exists already: a test's toy left behind? remove it"
-    path.write_text(text)
-    try:
-        yield path
-    finally:
-        path.unlink(missing_ok=True)
-        for cached in (path.parent / "__pycache__").glob(f"{path.stem}.*.pyc"):
-            cached.unlink(missing_ok=True)
-
-
 @pytest.fixture
-def toy_learner():
-    yield from _drop(PACKAGE / "method" / "learners" / "toy_er.py", TOY_LEARNER)
-
-
-@pytest.fixture
-def toy_preset():
-    yield from _drop(PACKAGE / "settings" / "presets" / "toy_preset.yaml", TOY_PRESET)
+def toys(tmp_path) -> dict:
+    """The environment of processes that import a copy of the package holding the toy learner and preset."""
+    root = tmp_path / "package"
+    shutil.copytree(PACKAGE, root / "wscl", ignore=shutil.ignore_patterns("__pycache__"))
+    (root / "wscl" / "method" / "learners" / "toy_er.py").write_text(TOY_LEARNER)
+    (root / "wscl" / "settings" / "presets" / "toy_preset.yaml").write_text(TOY_PRESET)
+    return {**ENV, "PYTHONPATH": os.pathsep.join(p for p in (str(root), ENV.get("PYTHONPATH")) if p)}
 
 
 def assert_toys_trained(metrics: dict, replay_weight: float) -> None:
@@ -95,24 +86,25 @@ def assert_toys_trained(metrics: dict, replay_weight: float) -> None:
     assert len(metrics["class_il"]["accuracy_matrix"]) == 2 and metrics["class_il"]["final_avg_acc"] is not None
 
 
-def wscl_train(out: Path, *sets: str) -> subprocess.CompletedProcess:
+def wscl_train(env: dict, out: Path, *sets: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "wscl", "train", "--config-json", json.dumps(TINY), "--out", str(out), "--quiet",
            "--mlflow-uri", "none", "--method", "toy_er", "--preset", "toy_preset", *(f"--set={s}" for s in sets)]
-    return subprocess.run(cmd, capture_output=True, text=True, env=ENV)
+    # run outside the repository: `python -m` puts the working folder first on the path, before PYTHONPATH
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=out.parent)
 
 
-def test_a_toy_learner_and_preset_train_through_wscl_train(tmp_path, toy_learner, toy_preset):
-    done = wscl_train(tmp_path / "run", "training.toy_er.replay_weight=0.25")
+def test_a_toy_learner_and_preset_train_through_wscl_train(tmp_path, toys):
+    done = wscl_train(toys, tmp_path / "run", "training.toy_er.replay_weight=0.25")
     assert done.returncode == 0, done.stderr[-3000:]
     assert_toys_trained(json.loads((tmp_path / "run" / "metrics.json").read_text()), 0.25)
     # The declared range is enforced: out of it, the run is refused before it starts, naming the setting.
-    refused = wscl_train(tmp_path / "refused", "training.toy_er.replay_weight=5")
+    refused = wscl_train(toys, tmp_path / "refused", "training.toy_er.replay_weight=5")
     assert refused.returncode == ExitCode.CONFIG == 3, refused.stderr[-3000:]
     assert "training.toy_er.replay_weight=5 is out of range; allowed range is [0.0, 2.0]" in refused.stderr
     assert not (tmp_path / "refused" / "metrics.json").exists()
 
 
-def test_a_toy_learner_and_preset_train_in_a_study_run_by_snakemake(tmp_path, toy_learner, toy_preset):
+def test_a_toy_learner_and_preset_train_in_a_study_run_by_snakemake(tmp_path, toys):
     workdir = workflow_copy(tmp_path / "study")
     edit_smoke_config(workdir, {
         "seeds": [0], "grid": [{"methods": ["toy_er"], "presets": ["toy_preset"]}],
@@ -120,7 +112,7 @@ def test_a_toy_learner_and_preset_train_in_a_study_run_by_snakemake(tmp_path, to
         "overrides": [{"match": {"preset": "toy_preset"},
                        "trainer": {"training": {"toy_er": {"replay_weight": 1.5}}}}]})
     target = "results/runs/synthetic/buffer20/toy_er/toy_preset/reference/seed0/metrics.json"
-    snakemake(workdir, target)
+    snakemake(workdir, target, env=toys)
     assert_toys_trained(json.loads((workdir / target).read_text()), 1.5)
 
 
