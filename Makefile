@@ -12,7 +12,7 @@ CORES ?= all
 # Workflow jobs call the `wscl` command: put the environment's bin/ first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run test test-gpu setup lint lock speed bench mlflow-ui archive docs snapshot snapshot-sweep readme-results
+.PHONY: run test test-gpu setup lint lock speed bench mlflow-ui archive docs snapshot snapshot-sweep snapshot-ablation readme-results
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -61,10 +61,15 @@ snapshot: $(VENV)/.installed-workflow
 readme-results: $(VENV)/.installed-workflow
 	$(BIN)/python -m wscl readme-results --snapshot docs/snapshot/default.json --readme README.md
 	$(BIN)/python -m wscl readme-results --snapshot docs/snapshot/sweep.json --readme README.md
+	$(BIN)/python -m wscl readme-results --snapshot docs/snapshot/ablation.json --readme README.md
 
 # after the sweep study (README, Sweeps): its runs, its selection, machine and commit (commit the file)
 snapshot-sweep: $(VENV)/.installed-workflow
 	$(BIN)/python -m wscl snapshot --runs results/sweep/tables/all_runs.csv --selection results/sweep/tables/selection.json --out docs/snapshot/sweep.json
+
+# after the ablation study (README, Comparisons): its runs and its seed rule, machine and commit (commit the file)
+snapshot-ablation: $(VENV)/.installed-workflow
+	$(BIN)/python -m wscl snapshot --runs results/ablation/tables/all_runs.csv --study-config config/ablation.yaml --out docs/snapshot/ablation.json
 
 speed: $(VENV)/.installed-workflow
 	$(BIN)/python -m wscl speed --out results/speed.json

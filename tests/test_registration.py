@@ -23,7 +23,7 @@ from wscl.settings.declarations import learner_declarations, preset_declarations
 PACKAGE = Path(wscl.__file__).resolve().parent
 
 # A user's new learner, whole: an ER variant whose replay cross-entropy is weighted by one hyper-parameter.
-TOY_LEARNER = '''"""Toy ER [ours]: a test's learner (tests/test_registration.py writes it into a copy of the package)."""
+TOY_LEARNER = '''"""Toy ER [ours]: a test's learner (tests/test_registration.py puts it in a copy of the package)."""
 import torch.nn.functional as F
 
 from wscl.method.learners import Learner

@@ -120,3 +120,74 @@ def test_the_readme_matches_its_committed_sweep_snapshot():
     snapshot = json.loads((ROOT / snapshot_path).read_text())
     readme = (ROOT / "README.md").read_text()
     assert readme_with_sweep(readme, sweep_block(snapshot, snapshot_path), ROOT / "README.md") == readme
+
+
+# -- the ablation paragraph (wscl/study/ablation_summary.py) ---------------------------------------------------
+
+ABLATION = {"full": [70.0, 72.0, 71.0, 73.0, 74.0], "no_nrem": [60.0, 61.5, 61.0, 62.5, 64.0],
+            "no_rem": [70.5, 71.5, 71.5, 72.5, 74.5], "base": [50.0, 52.0, 51.0, 53.0, 54.0]}
+
+
+def ablation_runs(tmp_path) -> Path:
+    rows = [{"benchmark": "seq-fashion-mnist", "buffer": 200, "method": "er_ace", "preset": preset,
+             "point": float("nan"), "fidelity": "reference", "seed": seed, "device": "cpu",
+             "device_name": "Some CPU (AVX2)", "git_commit": "abc123", "class_il_final_avg_acc": acc,
+             "class_il_forgetting": 10.0, "task_il_final_avg_acc": 90.0, "in_table": True,
+             "failure": "collapsed at task 0" if (preset, seed) == ("base", 2) else ""}
+            for preset, values in ABLATION.items() for seed, acc in enumerate(values)]
+    path = tmp_path / "all_runs.csv"
+    atomic_write_text(path, pd.DataFrame(rows).to_csv(index=False), sealed=True)
+    return path
+
+
+def test_the_ablation_paragraph_gives_each_comparison_its_steins_interval_and_the_stage_verdicts(tmp_path):
+    from wscl.study.ablation_summary import ablation_block
+    from wscl.study.comparisons import Precision, paired
+    study = tmp_path / "ablation.yaml"
+    study.write_text("seeds: {pilot: 5, half_width: 2.0, max: 12}\n")
+    snapshot = make_snapshot(ablation_runs(tmp_path), study_config=study)
+    assert snapshot["comparisons"] == {"precision": {"pilot": 5, "half_width": 2.0, "max": 12}}
+    block = ablation_block(snapshot, "ablation.json")
+    seeds = dict.fromkeys(range(5))
+    nrem = paired({s: ABLATION["full"][s] for s in seeds}, {s: ABLATION["no_nrem"][s] for s in seeds},
+                  Precision(5, 2.0, 12))
+    assert nrem.answer == "helps" and nrem.target_met
+    assert (f"| full vs no_nrem | {nrem.difference:+.1f} [{nrem.low:+.1f}, {nrem.high:+.1f}] | 5 (target met) | helps |"
+            in block)
+    assert "| full vs no_rem | -0.1 [" in block and "| 5 (target met) | no effect larger than ±" in block
+    # base's failed seed 2 leaves full vs base: 4 healthy pilot seeds, and the seeds the pilot planned
+    assert "| full vs base | +20.0 [" in block and "| 4 (1 of 5 planned seeds failed) | helps |" in block
+    text = " ".join(block.split())
+    assert "Of the paper's 2 stage claims tested, 1 holds here (NREM helps); REM no effect larger than" in text
+    assert "Failed runs, left out of their comparisons: base seed 2." in text
+    assert "**Some CPU (AVX2), " in text and "commit `abc123`" in text and "pilot 5 seeds, target ±2" in text
+
+
+def test_readme_results_writes_the_ablation_paragraph_and_check_finds_a_hand_edit(tmp_path):
+    study = tmp_path / "ablation.yaml"
+    study.write_text("seeds: {pilot: 5, half_width: 2.0, max: 12}\n")
+    snap = tmp_path / "ablation.json"
+    assert main(["snapshot", "--runs", str(ablation_runs(tmp_path)), "--study-config", str(study),
+                 "--out", str(snap)]) == 0
+    readme = tmp_path / "README.md"
+    readme.write_text("# Title\n\n<!-- ablation: begin -->\nold\n<!-- ablation: end -->\n")
+    assert main(["readme-results", "--snapshot", str(snap), "--readme", str(readme), "--check"]) == 9
+    assert main(["readme-results", "--snapshot", str(snap), "--readme", str(readme)]) == 0
+    assert "| full vs no_nrem | +10.2 [" in readme.read_text()
+    assert main(["readme-results", "--snapshot", str(snap), "--readme", str(readme), "--check"]) == 0
+    readme.write_text(readme.read_text().replace("| full vs no_nrem | +10.2", "| full vs no_nrem | +12.0"))
+    assert main(["readme-results", "--snapshot", str(snap), "--readme", str(readme), "--check"]) == 9
+    study.write_text("seeds: {pilot: 1, half_width: 2.0, max: 12}\n")
+    with pytest.raises(RunResultError, match="--study-config"):
+        make_snapshot(ablation_runs(tmp_path), study_config=study)
+
+
+def test_the_readme_matches_its_committed_ablation_snapshot():
+    """The README's ablation paragraph is docs/snapshot/ablation.json's (made with `make snapshot-ablation`)."""
+    from wscl.study.ablation_summary import ablation_block, readme_with_ablation
+    snapshot_path = "docs/snapshot/ablation.json"
+    snapshot = json.loads((ROOT / snapshot_path).read_text())
+    assert snapshot["comparisons"]["precision"] == {"pilot": 5, "half_width": 2.0, "max": 12}
+    readme = (ROOT / "README.md").read_text()
+    assert readme_with_ablation(readme, ablation_block(snapshot, snapshot_path), ROOT / "README.md") == readme
+

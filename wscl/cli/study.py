@@ -152,7 +152,8 @@ def cmd_schema(args) -> int:
 
 def cmd_snapshot(args) -> int:
     from wscl.study.snapshot import make_snapshot, write_snapshot
-    snapshot = make_snapshot(Path(args.runs), Path(args.selection) if args.selection else None)
+    snapshot = make_snapshot(Path(args.runs), Path(args.selection) if args.selection else None,
+                             Path(args.study_config) if args.study_config else None)
     write_snapshot(snapshot, Path(args.out))
     print(f"{args.out}: {len(snapshot['runs'])} runs, commit {snapshot['git_commit']}, "
           f"{snapshot['machine']['device_name']}")
@@ -160,6 +161,7 @@ def cmd_snapshot(args) -> int:
 
 
 def cmd_readme_results(args) -> int:
+    from wscl.study.ablation_summary import ablation_block, readme_with_ablation
     from wscl.study.snapshot import read_snapshot, readme_block, readme_with
     from wscl.study.sweep_summary import readme_with_sweep, sweep_block
     readme = Path(args.readme)
@@ -167,6 +169,8 @@ def cmd_readme_results(args) -> int:
     snapshot = read_snapshot(Path(args.snapshot))
     if "selection" in snapshot:  # a sweep's snapshot: the README's sweep paragraph
         wanted = readme_with_sweep(text, sweep_block(snapshot, args.snapshot), readme)
+    elif "comparisons" in snapshot:  # a study's comparisons: the README's ablation paragraph
+        wanted = readme_with_ablation(text, ablation_block(snapshot, args.snapshot), readme)
     else:
         wanted = readme_with(text, readme_block(snapshot, args.snapshot), readme)
     if args.check:
@@ -189,8 +193,11 @@ def snapshot_parsers(sub) -> None:
     sn.add_argument("--out", default="docs/snapshot/default.json", help="the snapshot to write (default: %(default)s)")
     sn.add_argument("--selection", help="a sweep study's tables/selection.json: its points on the tuning split and "
                                         "the one chosen go into the snapshot (the README's sweep paragraph)")
-    rr = sub.add_parser("readme-results", help="write the README's results table (or, from a sweep's snapshot, its "
-                                               "sweep paragraph) from a results snapshot")
+    sn.add_argument("--study-config", help="the study config file that ran the runs: its seed rule goes into the "
+                                           "snapshot, and the README's ablation paragraph is written from it")
+    rr = sub.add_parser("readme-results", help="write a README block from a results snapshot: the results table; "
+                                               "from a sweep's snapshot the sweep paragraph; from one made with "
+                                               "--study-config the ablation paragraph")
     rr.add_argument("--snapshot", default="docs/snapshot/default.json", help="default: %(default)s")
     rr.add_argument("--readme", default="README.md", help="default: %(default)s")
     rr.add_argument("--check", action="store_true", help="write nothing; exit 9 when the README differs")

@@ -37,10 +37,11 @@ def _one(values: set, what: str, runs_csv: Path):
     return values.pop()
 
 
-def make_snapshot(runs_csv: Path, selection: Path | None = None) -> dict:
+def make_snapshot(runs_csv: Path, selection: Path | None = None, study_config: Path | None = None) -> dict:
     """The snapshot of a study's runs (``tables/all_runs.csv``): per run its coordinates and final figures, and
     the machine and commit they share; with a sweep's ``selection`` (tables/selection.json), each swept group's
-    points on the tuning split and the one chosen."""
+    points on the tuning split and the one chosen; with the ``study_config`` that ran them, its seed rule, which
+    the comparisons' intervals follow (the README's ablation paragraph)."""
     import pandas as pd
     runs = pd.read_csv(io.BytesIO(read_result(runs_csv, AGGREGATE_FIRST)), keep_default_na=True)
     if "in_table" in runs and selection is None:  # a sweep's snapshot keeps every point's runs
@@ -62,7 +63,24 @@ def make_snapshot(runs_csv: Path, selection: Path | None = None) -> dict:
             "source": str(runs_csv), "runs": sorted(rows, key=lambda r: [str(r[k]) for k in RUN_FIELDS])}
     if selection is not None:
         found["selection"] = json.loads(read_result(selection, AGGREGATE_FIRST))["groups"]
+    if study_config is not None:
+        found["comparisons"] = {"precision": _precision_of(study_config)}
     return found
+
+
+def _precision_of(study_config: Path) -> dict | None:
+    """The study's ``seeds: {pilot, half_width, max}`` as its comparisons used it; None for a fixed seed list."""
+    import yaml
+
+    from wscl.study.comparisons import parse_seeds
+    try:
+        spec = (yaml.safe_load(Path(study_config).read_text()) or {}).get("seeds", 3)
+        precision = parse_seeds(spec)[1]
+    except (OSError, yaml.YAMLError, AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise RunResultError(f"{study_config}: its seeds cannot be read ({exc}); pass the study config file that "
+                             "ran the runs with --study-config") from None
+    return None if precision is None else {"pilot": precision.pilot, "half_width": precision.half_width,
+                                           "max": precision.max}
 
 
 def write_snapshot(snapshot: dict, out: Path) -> None:
@@ -86,26 +104,60 @@ def _cell(runs: list[dict], preset: str, fidelity: str) -> str:
     values = [r["class_il_final_avg_acc"] for r in mine if not r.get("failure")]
     failed = sorted(int(r["seed"]) for r in mine if r.get("failure"))
     note = f" (failed: seed {', '.join(map(str, failed))})" if failed else ""
-    if not values:
-        return "–" + note
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.1f} ± {sd:.1f}{note}"
+    return mean_sd(values) + note
 
 
-def _seeds(runs: list[dict]) -> str:
+def seeds_text(runs: list[dict]) -> str:
+    """The runs' seeds: "0-4" when consecutive, else listed."""
     seeds = sorted({int(r["seed"]) for r in runs})
     consecutive = seeds == list(range(seeds[0], seeds[-1] + 1)) if seeds else False
     return f"{seeds[0]}-{seeds[-1]}" if consecutive and len(seeds) > 1 else ", ".join(map(str, seeds))
 
 
+def machine_text(machine: dict) -> str:
+    """The machine a snapshot's runs were made on, as every published figure names it."""
+    if machine["device"] == "cpu":
+        return f"**{machine['device_name']}, {machine['cpu_cores']} CPU cores**, no GPU"
+    return f"**{machine['device_name']}**"
+
+
+def mean_sd(values) -> str:
+    values = list(values)
+    if not values:
+        return "–"
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.1f} ± {sd:.1f}"
+
+
+def wrapped(text: str, width: int = 115) -> str:
+    """``text`` broken into lines of at most ``width`` characters, as the README's prose is."""
+    lines, line = [], ""
+    for word in text.split(" "):
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    return "\n".join(lines + [line])
+
+
+def with_block(readme: str, markers: tuple[str, str], block: str, readme_path, what: str) -> str:
+    """``readme`` with the text between its ``markers`` (begin prefix, end line) replaced by ``block``."""
+    begin, end = markers
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
+    if len(pattern.findall(readme)) != 1:
+        raise RunResultError(f"{readme_path} needs exactly one {what} block, from a line starting {begin!r} to "
+                             f"{end!r}; put them back around the {what}")
+    return pattern.sub(lambda _: block, readme)
+
+
 def readme_block(snapshot: dict, snapshot_path: str) -> str:
     """The README's results table with the sentence that names its machine and commit, between the markers."""
     runs, machine = snapshot["runs"], snapshot["machine"]
-    where = (f"**{machine['device_name']}, {machine['cpu_cores']} CPU cores**, no GPU" if machine["device"] == "cpu"
-             else f"**{machine['device_name']}**")
     lines = [f"{BEGIN} (written by `wscl readme-results` from {snapshot_path}; do not edit) -->",
-             f"Class-IL final average accuracy, mean ± sd over seeds {_seeds(runs)} (a failed seed, named, left out as "
-             f"in the study's tables), from `make run` on {where}, commit `{snapshot['git_commit'][:10]}`:", "",
+             f"Class-IL final average accuracy, mean ± sd over seeds {seeds_text(runs)} (a failed seed, named, left "
+             f"out as in the study's tables), from `make run` on {machine_text(machine)}, "
+             f"commit `{snapshot['git_commit'][:10]}`:", "",
              "| preset | `fidelity: reference` | `fidelity: corrected` |", "|---|---|---|"]
     lines += [f"| {label} | " + " | ".join(_cell(runs, preset, f) for f in FIDELITIES) + " |"
               for preset, label in README_PRESETS.items()]
@@ -114,8 +166,4 @@ def readme_block(snapshot: dict, snapshot_path: str) -> str:
 
 def readme_with(readme: str, block: str, readme_path: Path) -> str:
     """``readme`` with the text between its results markers replaced by ``block``."""
-    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
-    if len(pattern.findall(readme)) != 1:
-        raise RunResultError(f"{readme_path} needs exactly one results block, from a line starting {BEGIN!r} to "
-                             f"{END!r}; put them back around the results table")
-    return pattern.sub(lambda _: block, readme)
+    return with_block(readme, (BEGIN, END), block, readme_path, "results")

@@ -4,12 +4,11 @@ test, and what each ablation costs at the tuned point; every difference paired o
 (wscl/study/comparisons.py). ``wscl readme-results`` writes it between its markers in the README."""
 from __future__ import annotations
 
-import re
-import statistics
 from collections import Counter
 
 from wscl.core.errors import RunResultError
 from wscl.study.comparisons import paired
+from wscl.study.snapshot import machine_text, mean_sd, seeds_text, with_block, wrapped
 from wscl.study.sweeps import TUNED
 
 BEGIN, END = "<!-- sweep: begin", "<!-- sweep: end -->"
@@ -29,14 +28,6 @@ def _of_group(runs: list[dict], group: str) -> list[dict]:
     benchmark, buffer, method, _, fidelity = group.split("/")
     return [r for r in runs if (r["benchmark"], f"buffer{r['buffer']}", r["method"], r["fidelity"])
             == (benchmark, buffer, method, fidelity)]
-
-
-def _mean_sd(values) -> str:
-    values = list(values)
-    if not values:
-        return "–"
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.1f} ± {sd:.1f}"
 
 
 def _centre(points: dict) -> dict | None:
@@ -84,52 +75,32 @@ def sweep_block(snapshot: dict, snapshot_path: str) -> str:
     scored = [name for name, p in points.items() if p.get(TUNING) == p.get(TUNING)]  # NaN: every seed failed
     weakest = min(scored, key=lambda name: points[name][TUNING])
     tuned = _values(runs, "full", chosen)
-    where = (f"**{machine['device_name']}, {machine['cpu_cores']} CPU cores**, no GPU" if machine["device"] == "cpu"
-             else f"**{machine['device_name']}**")
-    seeds = sorted({int(r["seed"]) for r in runs})
-    consecutive = seeds == list(range(seeds[0], seeds[-1] + 1))
-    seeds_text = f"{seeds[0]}-{seeds[-1]}" if consecutive else ", ".join(map(str, seeds))
     fidelities = sorted({r["fidelity"] for r in runs})
-    text = [f"Measured on {where}, commit `{snapshot['git_commit'][:10]}` ({len(runs)} runs, "
-            f"`fidelity: {', '.join(fidelities)}`, seeds {seeds_text}), Class-IL final accuracy on "
+    text = [f"Measured on {machine_text(machine)}, commit `{snapshot['git_commit'][:10]}` ({len(runs)} runs, "
+            f"`fidelity: {', '.join(fidelities)}`, seeds {seeds_text(runs)}), Class-IL final accuracy on "
             "test, mean ± sd; differences paired over seeds, with 95% t intervals.",
             f"The tuning split chose {_describe(points[chosen], centre)} (tuning "
             f"{points[chosen][TUNING]:.1f}"
             + (f"; the study's settings {points[default][TUNING]:.1f}" if default else "")
-            + f"); tuned `full` **{_mean_sd(tuned.values())}**"]
+            + f"); tuned `full` **{mean_sd(tuned.values())}**"]
     for other in ("base", "authors"):
         values = _values(runs, other, "")
         if values:
-            text[-1] += f", against `{other}` {_mean_sd(values.values())}: {_difference(tuned, values)}"
+            text[-1] += f", against `{other}` {mean_sd(values.values())}: {_difference(tuned, values)}"
     text[-1] += "."
     ablations = sorted({r["preset"] for r in runs if r["point"] == TUNED} - {"full"})
     if ablations:
         text.append("At the tuned point, `full` minus " + "; minus ".join(
             f"`{preset}` {_difference(tuned, _values(runs, preset, TUNED))}" for preset in ablations) + ".")
     text.append(f"The weakest point on the tuning split: {_describe(points[weakest], centre)} "
-                f"(tuning {points[weakest][TUNING]:.1f}; on test {_mean_sd(_values(runs, 'full', weakest).values())}).")
+                f"(tuning {points[weakest][TUNING]:.1f}; on test {mean_sd(_values(runs, 'full', weakest).values())}).")
     failed = sorted(f"{r['preset']}{'@' + r['point'] if r['point'] else ''} seed {r['seed']}" for r in runs
                     if r.get("failure"))
     if failed:
         text.append(f"Failed runs, left out: {'; '.join(failed)}.")
     return "\n".join([f"{BEGIN} (written by `wscl readme-results` from {snapshot_path}; do not edit) -->",
-                      _wrapped(" ".join(text)), END])
-
-
-def _wrapped(text: str, width: int = 115) -> str:
-    lines, line = [], ""
-    for word in text.split(" "):
-        if line and len(line) + 1 + len(word) > width:
-            lines.append(line)
-            line = word
-        else:
-            line = f"{line} {word}" if line else word
-    return "\n".join(lines + [line])
+                      wrapped(" ".join(text)), END])
 
 
 def readme_with_sweep(readme: str, block: str, readme_path) -> str:
-    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
-    if len(pattern.findall(readme)) != 1:
-        raise RunResultError(f"{readme_path} needs exactly one sweep block, from a line starting {BEGIN!r} to "
-                             f"{END!r}; put them around the sweep paragraph")
-    return pattern.sub(lambda _: block, readme)
+    return with_block(readme, (BEGIN, END), block, readme_path, "sweep paragraph")
