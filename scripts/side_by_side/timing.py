@@ -53,11 +53,11 @@ def run_authors(args, preset: str, seed: int) -> dict:
     return {"rc": rc, "wall_s": round(time.monotonic() - start, 1), "log": str(log)}
 
 
-def run_ours(args, preset: str, seed: int) -> dict:
-    out = args.out / "ours" / preset / f"seed{seed}"
+def run_ours(args, preset: str, seed: int, fidelity: str = "reference") -> dict:
+    out = args.out / "ours" / preset / fidelity / f"seed{seed}"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    cmd = [args.wscl, "train", "--dataset", "seq-cifar10", "--preset", preset, "--fidelity", "reference",
+    cmd = [args.wscl, "train", "--dataset", "seq-cifar10", "--preset", preset, "--fidelity", fidelity,
            "--method", "er_ace", "--seed", str(seed), "--threads", "2", "--quiet", "--out", str(out)]
     for setting in [f"dataset.root={args.data}", *OURS_SETS]:
         cmd += ["--set", setting]
