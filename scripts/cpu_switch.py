@@ -2,6 +2,7 @@
 
   python scripts/cpu_switch.py --setting runtime.bf16 [--config config/config.yaml] [--out FILE] [--repeats 1]
   python scripts/cpu_switch.py --setting runtime.compile --runs 1 --preset base --preset full [--out FILE]
+  python scripts/cpu_switch.py --table docs/figures/bf16_cpu_intel_amx.json [--doc docs/performance.md [--check]]
 
 Each corrected run of the study (its trainer configuration exactly as the workflow builds it) is trained by
 ``wscl train`` in a process of its own with the setting false, then true (alternating, so that a slower
@@ -9,13 +10,16 @@ moment of the machine hits both alike), one thread each, as the workflow's jobs.
 corrected runs (seeds) of each preset only; ``--preset``: those presets only. For ``runtime.compile`` the
 compiled runs share one inductor cache folder that starts
 empty, so the totals count every compile a study would pay (the first run compiles, the next reuse the
-kernels). Needs the study's data prepared (`make run` or `wscl data prepare`). Prints a table and saves the JSON.
+kernels). Needs the study's data prepared (`make run` or `wscl data prepare`). Prints a table and saves the JSON
+with the machine and the commit. ``--table FILE`` writes the table of a saved JSON: printed, or with ``--doc``
+between the file's markers in that page (docs/performance.md; ``--check``: tests/test_figures.py).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -25,7 +29,7 @@ from pathlib import Path
 
 import yaml
 
-from wscl.core.provenance import cpu_description
+from wscl.core.provenance import cpu_description, git_commit
 from wscl.core.safe_io import atomic_write_json
 from wscl.study.studies import Study
 
@@ -50,15 +54,75 @@ def summarise(rows: list[dict]) -> dict:
     return summary
 
 
+def _switched_on(row: dict) -> bool:
+    return row["on"] if "on" in row else row["bf16"]  # files saved before the script took --setting say "bf16"
+
+
+def table(result: dict, source: str) -> str:
+    """The saved runs per preset, setting off against on: the processes' seconds summed and Class-IL mean ± sd;
+    between markers named after the file, with its machine and commit."""
+    name = result.get("setting", "runtime.bf16").split(".")[1]
+    labels = ("fp32", "bf16") if name == "bf16" else ("eager", "compiled")
+    presets = list(dict.fromkeys(row["run"].split("/")[3] for row in result["runs"]))
+    commit = result.get("git_commit")
+    lines = [f"<!-- {Path(source).stem}: begin (written by `python scripts/cpu_switch.py --table {source} --doc "
+             f"FILE`; do not edit) -->",
+             f"{result['machine']}, " + (f"commit `{commit[:10]}`" if commit else "a commit it did not record") + ":",
+             "", f"| preset ({len(result['runs']) // 2 // len(presets)} seeds) | {labels[0]}: seconds, Class-IL | "
+             f"{labels[1]}: seconds, Class-IL |", "|---|---|---|"]
+    totals = []
+    for on in (False, True):
+        totals.append(sum(row["process_seconds"] for row in result["runs"] if _switched_on(row) is on))
+    for preset in presets:
+        cells = []
+        for on in (False, True):
+            mine = [row for row in result["runs"] if row["run"].split("/")[3] == preset and _switched_on(row) is on]
+            accuracy = [row["class_il"] for row in mine]
+            sd = statistics.stdev(accuracy) if len(accuracy) > 1 else 0.0
+            cells.append(f"{sum(row['process_seconds'] for row in mine):.1f} s, {statistics.fmean(accuracy):.1f} "
+                         f"± {sd:.1f}")
+        lines.append(f"| `{preset}` | {cells[0]} | {cells[1]} |")
+    lines.append(f"| all {len(result['runs']) // 2} | **{totals[0]:.1f} s** | **{totals[1]:.1f} s "
+                 f"({totals[0] / totals[1]:.2f}x)** |")
+    return "\n".join(lines + [f"<!-- {Path(source).stem}: end -->"])
+
+
+def write_table(source: str, doc: str | None, check: bool) -> int:
+    block = table(json.loads(Path(source).read_text()), source)
+    if doc is None:
+        print(block)
+        return 0
+    text = Path(doc).read_text()
+    begin, end = block.split("\n")[0].split(" (")[0], block.split("\n")[-1]
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
+    if len(pattern.findall(text)) != 1:
+        sys.exit(f"{doc} needs exactly one block from {begin!r} to {end!r} around the table of {source}")
+    wanted = pattern.sub(lambda _: block, text)
+    if check:
+        if wanted != text:
+            print(f"{doc}: the table of {source} differs; write it with --table {source} --doc {doc}",
+                  file=sys.stderr)
+        return int(wanted != text)
+    Path(doc).write_text(wanted)
+    return 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--setting", required=True, choices=["runtime.bf16", "runtime.compile"])
+    parser.add_argument("--table", help="a saved JSON: write its table instead of measuring")
+    parser.add_argument("--doc", help="with --table: the page whose block to rewrite (default: print)")
+    parser.add_argument("--check", action="store_true", help="with --doc: write nothing; exit 1 if it differs")
+    parser.add_argument("--setting", choices=["runtime.bf16", "runtime.compile"])
     parser.add_argument("--config", default="config/config.yaml")
     parser.add_argument("--out", help="default: docs/figures/<setting>_cpu.json")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--runs", type=int, help="the first N corrected runs (of each --preset) only")
     parser.add_argument("--preset", action="append", help="only this preset's runs (repeatable)")
     args = parser.parse_args()
+    if args.table:
+        sys.exit(write_table(args.table, args.doc, args.check))
+    if not args.setting:
+        parser.error("--setting is needed to measure (or --table FILE to write a saved file's table)")
     name = args.setting.split(".")[1]
     out = Path(args.out or f"docs/figures/{name}_cpu.json")
     study = Study(yaml.safe_load(Path(args.config).read_text()))
@@ -82,7 +146,8 @@ def main() -> None:
                     print(json.dumps(rows[-1]), flush=True)
     summary = summarise(rows)
     runs = (f" --runs {args.runs}" if args.runs else "") + "".join(f" --preset {p}" for p in args.preset or [])
-    result = {"machine": cpu_description(), "config": args.config, "setting": args.setting, "runs": rows,
+    result = {"machine": cpu_description(), "git_commit": git_commit(), "config": args.config,
+              "setting": args.setting, "runs": rows,
               "summary": summary,
               "command": f"python scripts/cpu_switch.py --setting {args.setting} --config {args.config} "
                          f"--repeats {args.repeats}{runs}"}
