@@ -31,6 +31,7 @@ import yaml
 
 from wscl.core.provenance import cpu_description, git_commit
 from wscl.core.safe_io import atomic_write_json
+from wscl.study.snapshot import mean_sd
 from wscl.study.studies import Study
 
 
@@ -70,17 +71,13 @@ def table(result: dict, source: str) -> str:
              f"{result['machine']}, " + (f"commit `{commit[:10]}`" if commit else "a commit it did not record") + ":",
              "", f"| preset ({len(result['runs']) // 2 // len(presets)} seeds) | {labels[0]}: seconds, Class-IL | "
              f"{labels[1]}: seconds, Class-IL |", "|---|---|---|"]
-    totals = []
-    for on in (False, True):
-        totals.append(sum(row["process_seconds"] for row in result["runs"] if _switched_on(row) is on))
+    totals = [sum(row["process_seconds"] for row in result["runs"] if _switched_on(row) is on) for on in (False, True)]
     for preset in presets:
         cells = []
         for on in (False, True):
             mine = [row for row in result["runs"] if row["run"].split("/")[3] == preset and _switched_on(row) is on]
-            accuracy = [row["class_il"] for row in mine]
-            sd = statistics.stdev(accuracy) if len(accuracy) > 1 else 0.0
-            cells.append(f"{sum(row['process_seconds'] for row in mine):.1f} s, {statistics.fmean(accuracy):.1f} "
-                         f"± {sd:.1f}")
+            cells.append(f"{sum(row['process_seconds'] for row in mine):.1f} s, "
+                         f"{mean_sd(row['class_il'] for row in mine)}")
         lines.append(f"| `{preset}` | {cells[0]} | {cells[1]} |")
     lines.append(f"| all {len(result['runs']) // 2} | **{totals[0]:.1f} s** | **{totals[1]:.1f} s "
                  f"({totals[0] / totals[1]:.2f}x)** |")

@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import re
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from timing import run_authors, run_ours  # noqa: E402  (this folder's runners)
 
-from wscl.study.snapshot import wrapped  # noqa: E402  (the published blocks' line width)
+from wscl.study.snapshot import mean_sd, wrapped  # noqa: E402  (as the README's blocks write them)
 
 ROOT = Path(__file__).resolve().parents[2]
 SNAPSHOT = ROOT / "docs" / "snapshot" / "side_by_side.json"
@@ -114,11 +113,6 @@ def make_snapshot(journal: Path, authors_commit: str) -> dict:
             "runs": sorted(runs, key=lambda r: (r["code"], r["preset"], str(r["fidelity"]), r["seed"]))}
 
 
-def _mean_sd(values: list[float]) -> str:
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.1f} ± {sd:.1f}"
-
-
 def doc_block(snapshot: dict) -> str:
     """The side-by-side table with the sentence naming the machine and both codes' commits."""
     machine = snapshot["machine"]
@@ -136,7 +130,7 @@ def doc_block(snapshot: dict) -> str:
             continue
         failed = len(mine) - len(done)
         seeds = ", ".join(str(r["seed"]) for r in done) + (f" ({failed} failed)" if failed else "")
-        cells = [_mean_sd([r[f] for r in done]) for f in FIGURES]
+        cells = [mean_sd([r[f] for r in done]) for f in FIGURES]
         lines.append(f"| {label} | {seeds} | " + " | ".join(cells) + " |")
     return "\n".join(lines + [END])
 
