@@ -38,12 +38,22 @@ def test_a_whole_compiled_run_compiles_a_bounded_number_of_times_without_graph_b
     record = metrics["compile"]
     assert record["mode"] == "default" and record["graph_breaks"] == 0
     # Variants: per frozen depth (which parameters need gradients) and per block a trial copy starts from
-    # (N_FREEZABLE_BLOCKS + 1 of each), a static then a dynamic batch size: nothing recompiles per step.
+    # (N_FREEZABLE_BLOCKS + 1 of each), the batch size symbolic, but a few sizes select other kernels (a
+    # size guard splits them in two): nothing recompiles per step.
     phases = {e["phase"] for t in metrics["tasks"] for e in t["dynamics"]}
     assert {"freezing_trial", "nrem", "rem"} <= phases
     steps = sum(e["steps"] for t in metrics["tasks"] for e in t["dynamics"])
     bound = 2 * 2 * (ResNet18.N_FREEZABLE_BLOCKS + 1)
     assert 2 <= record["frames_compiled"] <= bound < RECOMPILE_LIMIT and bound < steps
+
+
+def test_a_second_run_in_the_same_process_compiles_nothing_and_repeats_the_first(tiny, tmp_path, dynamo_only):
+    # The batch size is symbolic from the first call: the graphs of a run do not depend on what the process
+    # compiled before (dynamo's automatic dynamic shapes would start a later run with other graphs).
+    first = Run(tiny(**WHOLE_RUN), tmp_path / "first", quiet=True, log=lambda *_: None).run()
+    again = Run(tiny(**WHOLE_RUN), tmp_path / "again", quiet=True, log=lambda *_: None).run()
+    assert first["compile"]["frames_compiled"] >= 2 and again["compile"]["frames_compiled"] == 0
+    assert again["class_il"] == first["class_il"] and again["task_il"] == first["task_il"]
 
 
 def test_a_compiled_run_learns_and_its_first_steps_stay_close_to_eager(tiny, tmp_path):

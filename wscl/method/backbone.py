@@ -101,6 +101,11 @@ class ResNet18(nn.Module):
     def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
         # Training steps run compiled when the run compiles (``runtime.compile``); evaluation stays eager.
         if self.compile_mode is not None and self.training and torch.is_grad_enabled():
+            # The batch size is symbolic from the first call, so a task's short last batch and the buffer's
+            # fill-up reuse the graph, and a run compiles the same graphs whatever the process ran before.
+            # (Left to dynamo, a static graph comes first and a dynamic one after the first new size, and a
+            # later run in the process starts dynamic: other kernels, other rounding, other numbers.)
+            torch._dynamo.maybe_mark_dynamic(x, 0)
             return compiled_forward(self.compile_mode)(self, x, start)
         return logits_of(self, x, start)
 
