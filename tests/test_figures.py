@@ -1,5 +1,5 @@
-"""Figures of runs in docs/performance.md are written by scripts/cpu_switch.py from the raw files committed
-beside them (docs/figures/), never by hand."""
+"""Figures of runs in docs/performance.md are written by scripts/cpu_switch.py and scripts/compile_breakeven.py
+from the raw files committed beside them (docs/figures/), never by hand."""
 import importlib.util
 import json
 from pathlib import Path
@@ -43,4 +43,40 @@ def test_the_table_sums_each_presets_seconds_and_averages_its_accuracy_off_again
 def test_performance_md_shows_the_bf16_table_of_its_raw_file():
     source = "docs/figures/bf16_cpu_intel_amx.json"
     table = cpu_switch().table(json.loads((ROOT / source).read_text()), source)
+    assert table in (ROOT / "docs" / "performance.md").read_text()
+
+
+def compile_breakeven():
+    spec = importlib.util.spec_from_file_location("compile_breakeven", ROOT / "scripts" / "compile_breakeven.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_breakeven_table_splits_what_compiling_saves_in_the_steps_from_what_a_new_process_pays(tmp_path):
+    # (arm, cache, in process) -> seconds: eager 20 s in a new process, 15 s again (5 s of process start);
+    # compiled 14 s again (1 s saved in the steps), 24 s in a new process with a warm cache (5 s start + 5 s).
+    seconds = {("eager", "empty", 0): 20.0, ("eager", "empty", 1): 15.0, ("compiled", "empty", 0): 90.0,
+               ("compiled", "warm", 0): 24.0, ("compiled", "warm", 1): 14.0}
+    rows = [{"preset": "base", "arm": arm, "cache": cache, "in_process": i, "seconds": s}
+            for (arm, cache, i), s in seconds.items()]
+    result = {"machine": "Some CPU (AVX2)", "git_commit": "abcdef123456", "seeds": {"base": 3}, "runs": rows}
+    module = compile_breakeven()
+    block = module.table(result, "docs/figures/y.json")
+    assert "| `base` | 20.0 | 15.0 | 90.0 | 24.0 | 14.0 | +1.0 | +5.0 |" in block
+    assert "Some CPU (AVX2), one thread, commit `abcdef1234`" in block
+    # 3 runs: eager 3 x 20 s; compiled 90 s for the first, 24 s for each of the two others
+    assert "The study's 3 corrected runs of these presets" in block and "eager 60 s, compiled 138 s." in block
+    doc = tmp_path / "doc.md"
+    doc.write_text("# Page\n\n<!-- y: begin -->\n<!-- y: end -->\n")
+    raw = tmp_path / "y.json"
+    raw.write_text(json.dumps(result))
+    assert module.write_table(str(raw), str(doc), check=True) == 1
+    assert module.write_table(str(raw), str(doc), check=False) == 0
+    assert module.write_table(str(raw), str(doc), check=True) == 0
+
+
+def test_performance_md_shows_the_compile_breakeven_table_of_its_raw_file():
+    source = "docs/figures/compile_breakeven_cpu_amd_epyc_zen4.json"
+    table = compile_breakeven().table(json.loads((ROOT / source).read_text()), source)
     assert table in (ROOT / "docs" / "performance.md").read_text()
