@@ -38,8 +38,7 @@ def test_a_whole_compiled_run_compiles_a_bounded_number_of_times_without_graph_b
     record = metrics["compile"]
     assert record["mode"] == "default" and record["graph_breaks"] == 0
     # Variants: per frozen depth (which parameters need gradients) and per block a trial copy starts from
-    # (N_FREEZABLE_BLOCKS + 1 of each), the batch size symbolic, but a few sizes select other kernels (a
-    # size guard splits them in two): nothing recompiles per step.
+    # (N_FREEZABLE_BLOCKS + 1 of each) and per batch size (a full and a short one): nothing recompiles per step.
     phases = {e["phase"] for t in metrics["tasks"] for e in t["dynamics"]}
     assert {"freezing_trial", "nrem", "rem"} <= phases
     steps = sum(e["steps"] for t in metrics["tasks"] for e in t["dynamics"])
@@ -48,12 +47,39 @@ def test_a_whole_compiled_run_compiles_a_bounded_number_of_times_without_graph_b
 
 
 def test_a_second_run_in_the_same_process_compiles_nothing_and_repeats_the_first(tiny, tmp_path, dynamo_only):
-    # The batch size is symbolic from the first call: the graphs of a run do not depend on what the process
-    # compiled before (dynamo's automatic dynamic shapes would start a later run with other graphs).
+    # Static graphs, one per batch size: the graphs of a run do not depend on what the process compiled before.
     first = Run(tiny(**WHOLE_RUN), tmp_path / "first", quiet=True, log=lambda *_: None).run()
     again = Run(tiny(**WHOLE_RUN), tmp_path / "again", quiet=True, log=lambda *_: None).run()
     assert first["compile"]["frames_compiled"] >= 2 and again["compile"]["frames_compiled"] == 0
     assert again["class_il"] == first["class_il"] and again["task_il"] == first["task_il"]
+
+
+@pytest.fixture
+def fresh_compiler(monkeypatch):
+    """Nothing compiled before the test, and nothing it compiled left for the next."""
+    torch._dynamo.reset()
+    monkeypatch.setattr(backbone, "_COMPILED", {})
+    yield
+    torch._dynamo.reset()
+
+
+def test_a_compiled_wake_step_computes_eagers_gradients_at_every_batch_size(tiny, tmp_path, fresh_compiler):
+    # A full batch, then a short one (a task's last): the second is where dynamo's default would turn the
+    # batch size symbolic, and such graphs gave gradients 3% off eager's (wscl/method/backbone.py).
+    run = Run(tiny(**PLAIN_RUN, runtime={"compile": True, "bf16": False}), tmp_path, quiet=True, log=lambda *_: None)
+    gradients = {}
+    for name in ("compiled", "eager"):
+        learner = copy.deepcopy(run.learner)
+        learner.net.compile_mode = learner.net.compile_mode if name == "compiled" else None
+        for group in learner.opt.param_groups:
+            group["lr"] = 0.0  # the weights stay put: each step's gradients are compared from the same ones
+        torch.manual_seed(0)
+        gradients[name] = []
+        for batch in (16, 12):
+            phase_steps(learner, batch, run.scenario.n_heads, torch.Generator().manual_seed(0))["wake"]()
+            gradients[name] += [p.grad.clone() for p in learner.net.parameters()]
+    for compiled, eager in zip(gradients["compiled"], gradients["eager"], strict=True):
+        assert (compiled - eager).norm() <= 1e-4 * eager.norm() + 1e-8
 
 
 def test_a_compiled_run_learns_and_its_first_steps_stay_close_to_eager(tiny, tmp_path):
