@@ -31,10 +31,9 @@ from pathlib import Path
 
 import yaml
 
-from wscl.core.errors import RunResultError
 from wscl.core.provenance import cpu_description, git_commit
 from wscl.core.safe_io import atomic_write_json
-from wscl.study.snapshot import with_block, wrapped
+from wscl.study.snapshot import wrapped, write_doc_table
 from wscl.study.studies import Study
 
 # (arm, runtime.compile, runs in the process, the cache the process starts with)
@@ -125,23 +124,7 @@ def table(result: dict, source: str) -> str:
 
 
 def write_table(source: str, doc: str | None, check: bool) -> int:
-    block = table(json.loads(Path(source).read_text()), source)
-    if doc is None:
-        print(block)
-        return 0
-    text = Path(doc).read_text()
-    try:
-        wanted = with_block(text, (block.split("\n")[0].split(" (")[0], block.split("\n")[-1]), block, doc,
-                            f"table of {source}")
-    except RunResultError as e:
-        sys.exit(str(e))
-    if check:
-        if wanted != text:
-            print(f"{doc}: the table of {source} differs; write it with --table {source} --doc {doc}",
-                  file=sys.stderr)
-        return int(wanted != text)
-    Path(doc).write_text(wanted)
-    return 0
+    return write_doc_table(table(json.loads(Path(source).read_text()), source), source, doc, check)
 
 
 def main() -> None:

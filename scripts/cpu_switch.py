@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -31,7 +30,7 @@ import yaml
 
 from wscl.core.provenance import cpu_description, git_commit
 from wscl.core.safe_io import atomic_write_json
-from wscl.study.snapshot import mean_sd
+from wscl.study.snapshot import mean_sd, write_doc_table
 from wscl.study.studies import Study
 
 
@@ -85,23 +84,7 @@ def table(result: dict, source: str) -> str:
 
 
 def write_table(source: str, doc: str | None, check: bool) -> int:
-    block = table(json.loads(Path(source).read_text()), source)
-    if doc is None:
-        print(block)
-        return 0
-    text = Path(doc).read_text()
-    begin, end = block.split("\n")[0].split(" (")[0], block.split("\n")[-1]
-    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
-    if len(pattern.findall(text)) != 1:
-        sys.exit(f"{doc} needs exactly one block from {begin!r} to {end!r} around the table of {source}")
-    wanted = pattern.sub(lambda _: block, text)
-    if check:
-        if wanted != text:
-            print(f"{doc}: the table of {source} differs; write it with --table {source} --doc {doc}",
-                  file=sys.stderr)
-        return int(wanted != text)
-    Path(doc).write_text(wanted)
-    return 0
+    return write_doc_table(table(json.loads(Path(source).read_text()), source), source, doc, check)
 
 
 def main() -> None:

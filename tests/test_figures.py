@@ -7,11 +7,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def cpu_switch():
-    spec = importlib.util.spec_from_file_location("cpu_switch", ROOT / "scripts" / "cpu_switch.py")
+def script(name: str):
+    """scripts/NAME.py, imported as a module."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def cpu_switch():
+    return script("cpu_switch")
 
 
 def test_the_table_sums_each_presets_seconds_and_averages_its_accuracy_off_against_on(tmp_path):
@@ -47,10 +52,7 @@ def test_performance_md_shows_the_bf16_table_of_its_raw_file():
 
 
 def compile_breakeven():
-    spec = importlib.util.spec_from_file_location("compile_breakeven", ROOT / "scripts" / "compile_breakeven.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return script("compile_breakeven")
 
 
 def test_the_breakeven_table_splits_what_compiling_saves_in_the_steps_from_what_a_new_process_pays(tmp_path):

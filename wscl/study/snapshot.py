@@ -12,6 +12,7 @@ import json
 import os
 import re
 import statistics
+import sys
 from pathlib import Path
 
 from wscl.core.errors import RunResultError
@@ -149,6 +150,28 @@ def with_block(readme: str, markers: tuple[str, str], block: str, readme_path, w
         raise RunResultError(f"{readme_path} needs exactly one {what} block, from a line starting {begin!r} to "
                              f"{end!r}; put them back around the {what}")
     return pattern.sub(lambda _: block, readme)
+
+
+def write_doc_table(block: str, source: str, doc: str | None, check: bool) -> int:
+    """A table written from the raw file ``source``: printed (``doc`` None), or put between its markers (the
+    block's first line up to " (", and its last line) in the page ``doc``; ``check``: write nothing, return 1
+    when the page differs. Used by the scripts that publish figures in docs/performance.md."""
+    if doc is None:
+        print(block)
+        return 0
+    text = Path(doc).read_text()
+    lines = block.split("\n")
+    try:
+        wanted = with_block(text, (lines[0].split(" (")[0], lines[-1]), block, doc, f"table of {source}")
+    except RunResultError as e:
+        sys.exit(str(e))
+    if check:
+        if wanted != text:
+            print(f"{doc}: the table of {source} differs; write it with --table {source} --doc {doc}",
+                  file=sys.stderr)
+        return int(wanted != text)
+    Path(doc).write_text(wanted)
+    return 0
 
 
 def readme_block(snapshot: dict, snapshot_path: str) -> str:
